@@ -1,0 +1,211 @@
+//! The API's one error type, and its one mapping to the DSS error JSON
+//! (`application/problem+json`, `{"status","code","title","stacktrace"}`).
+
+use crate::auth::AuthError;
+use crate::model::{ChecksumError, IdError};
+use crate::storage::StoreError;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+/// Everything a request can fail with. Each variant knows its status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `illegal_arguments`: a parameter or body failed validation.
+    #[error("{0}")]
+    IllegalArguments(String),
+    /// 400 `illegal_version`.
+    #[error("{0}")]
+    IllegalVersion(IdError),
+    /// 400 `unknown_source_schema`.
+    #[error("source_url schema {0} not supported")]
+    UnknownSourceSchema(String),
+    /// 400 `illegal_source_url`: a `source_url` we cannot or may not read.
+    #[error("{0}")]
+    IllegalSourceUrl(String),
+    /// 400 `only_one_urltype`.
+    #[error("only enable one of `directurls` or `presignedurls`")]
+    OnlyOneUrlType,
+    /// 400 `directurls_unavailable`: the replica has no cloud bucket to point at.
+    #[error("directurls needs a cloud-backed replica; replica {0} is a local directory (use presignedurls)")]
+    DirectUrlsUnavailable(String),
+    /// 400 `illegal_token`.
+    #[error("Could not understand token")]
+    IllegalToken,
+    /// 400 `duplicate_filename`.
+    #[error("Duplicate file name detected: {0}. This test fails on the first occurance. Please check bundle layout to ensure no duplicated file names are present.")]
+    DuplicateFilename(String),
+    /// 400 `file_missing`.
+    #[error("Could not find file {0}.")]
+    FileMissing(String),
+    /// 404 `not_found`.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the path exists but not with this method.
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    /// 409 `file_already_exists`.
+    #[error("file with UUID {0} and version {1} already exists")]
+    FileAlreadyExists(String, String),
+    /// 409 `bundle_already_exists`.
+    #[error("bundle with UUID {0} and version {1} already exists")]
+    BundleAlreadyExists(String, String),
+    /// 409 `bundle_tombstone_already_exists`.
+    #[error("bundle tombstone with UUID {0} and version {1} already exists")]
+    TombstoneAlreadyExists(String, String),
+    /// 413 `payload_too_large`.
+    #[error("request body larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 416: the `Range` cannot be served.
+    #[error("requested range not satisfiable")]
+    RangeNotSatisfiable(u64),
+    /// 422 `missing_checksum` / `invalid_checksum`.
+    #[error("{0}")]
+    Checksum(ChecksumError),
+    /// 422 `checksum_mismatch`: the bytes do not match the checksums given for them.
+    #[error("{0}")]
+    ChecksumMismatch(String),
+    /// 401/403/503 from authentication.
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    /// 403 `Forbidden` with a specific message.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 403 on a download URL that is forged or expired.
+    #[error("{0}")]
+    BadDownloadUrl(String),
+    /// 503 `read_only`.
+    #[error("The DSS is currently read-only")]
+    ReadOnly,
+    /// 503 `service_unavailable`.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500 `unhandled_exception`.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => {
+                ApiError::Unavailable(format!("storage unavailable: {m}"))
+            }
+            StoreError::InvalidKey(k) => ApiError::IllegalArguments(format!("invalid key {k}")),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl ApiError {
+    /// HTTP status.
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            IllegalArguments(_)
+            | IllegalVersion(_)
+            | UnknownSourceSchema(_)
+            | IllegalSourceUrl(_)
+            | OnlyOneUrlType
+            | DirectUrlsUnavailable(_)
+            | IllegalToken
+            | DuplicateFilename(_)
+            | FileMissing(_) => StatusCode::BAD_REQUEST,
+            NotFound(_) => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            FileAlreadyExists(..) | BundleAlreadyExists(..) | TombstoneAlreadyExists(..) => {
+                StatusCode::CONFLICT
+            }
+            PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            Checksum(_) | ChecksumMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Auth(AuthError::Forbidden) | Forbidden(_) | BadDownloadUrl(_) => StatusCode::FORBIDDEN,
+            Auth(AuthError::KeysUnavailable(_)) | ReadOnly | Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Auth(_) => StatusCode::UNAUTHORIZED,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The DSS error `code`.
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            IllegalArguments(_) => "illegal_arguments",
+            IllegalVersion(_) => "illegal_version",
+            UnknownSourceSchema(_) => "unknown_source_schema",
+            IllegalSourceUrl(_) => "illegal_source_url",
+            OnlyOneUrlType => "only_one_urltype",
+            DirectUrlsUnavailable(_) => "directurls_unavailable",
+            IllegalToken => "illegal_token",
+            DuplicateFilename(_) => "duplicate_filename",
+            FileMissing(_) => "file_missing",
+            NotFound(_) => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            FileAlreadyExists(..) => "file_already_exists",
+            BundleAlreadyExists(..) => "bundle_already_exists",
+            TombstoneAlreadyExists(..) => "bundle_tombstone_already_exists",
+            PayloadTooLarge(_) => "payload_too_large",
+            RangeNotSatisfiable(_) => "range_not_satisfiable",
+            Checksum(ChecksumError::Missing(_)) => "missing_checksum",
+            Checksum(ChecksumError::Malformed(_)) => "invalid_checksum",
+            ChecksumMismatch(_) => "checksum_mismatch",
+            Auth(AuthError::Missing) => "OAuthProblem",
+            Auth(AuthError::Forbidden) | Forbidden(_) => "Forbidden",
+            Auth(AuthError::KeysUnavailable(_)) => "service_unavailable",
+            Auth(_) => "Unauthorized",
+            BadDownloadUrl(_) => "forbidden",
+            ReadOnly => "read_only",
+            Unavailable(_) => "service_unavailable",
+            Internal(_) => "unhandled_exception",
+        }
+    }
+
+    /// The response: problem JSON, plus the original's `Retry-After` rules.
+    pub fn into_response(self, method: &http::Method, path: &str) -> http::Response<super::Body> {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), "{self}");
+        } else {
+            tracing::debug!(code = self.code(), status = status.as_u16(), "{self}");
+        }
+        let body = serde_json::json!({
+            "status": status.as_u16(),
+            "code": self.code(),
+            "title": self.to_string(),
+            // The original sent a Python traceback; we never leak internals.
+            "stacktrace": "",
+        });
+        let mut resp = http::Response::new(super::Body::Full(Bytes::from(body.to_string())));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if matches!(self, ApiError::ReadOnly) {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("600"));
+        }
+        if let ApiError::RangeNotSatisfiable(size) = self {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                h.insert(http::header::CONTENT_RANGE, v);
+            }
+        }
+        if retry_after_applies(status, method, path) {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("10"));
+        }
+        resp
+    }
+}
+
+/// The original added `Retry-After: 10` to 500/502/503/504 answers of idempotent
+/// methods and of searches.
+fn retry_after_applies(status: StatusCode, method: &http::Method, path: &str) -> bool {
+    let codes = [500u16, 502, 503, 504];
+    let idempotent = matches!(
+        method.as_str(),
+        "HEAD" | "GET" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+    );
+    codes.contains(&status.as_u16())
+        && (idempotent || (method == http::Method::POST && path.contains("search")))
+}

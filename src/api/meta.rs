@@ -1,0 +1,73 @@
+//! Service routes: `/version`, `/internal/health`, `/v1/swagger.json`, and the dev
+//! issuer's OIDC discovery document and JWKS.
+
+use super::*;
+use serde_json::{json, Value};
+
+/// `GET /version`.
+pub fn version<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({"version_info": {"version": app.config.version}}),
+    )
+}
+
+/// `GET /internal/health`: always 200; `Healthy` says whether every replica answers.
+pub async fn health<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>) -> Response {
+    let mut healthy = true;
+    for r in [&app.aws, &app.gcp] {
+        for s in [&r.main, &r.checkout] {
+            if let Err(e) = s.list("bundles/", None, 1).await {
+                tracing::warn!(replica = r.name, "health check failed: {e}");
+                healthy = false;
+            }
+        }
+    }
+    json_response(StatusCode::OK, &json!({"Healthy": healthy}))
+}
+
+/// `GET /v1/swagger.json`: the OpenAPI document, with `host` and `schemes` set to
+/// how this request reached us (the `hca` CLI calls `{scheme}://{host}{basePath}`).
+pub fn swagger<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>, ctx: &Ctx<'_>) -> Response {
+    let mut doc = app.swagger.clone();
+    let (scheme, host) = ctx
+        .base_url
+        .split_once("://")
+        .unwrap_or(("http", &ctx.base_url));
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert(
+            "host".into(),
+            Value::String(host.trim_end_matches('/').to_string()),
+        );
+        obj.insert("schemes".into(), json!([scheme]));
+    }
+    json_response(StatusCode::OK, &doc)
+}
+
+/// `GET /.well-known/openid-configuration` for the dev issuer.
+pub fn openid_configuration<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    ctx: &Ctx<'_>,
+) -> Result<Response, ApiError> {
+    let (issuer, _) = app
+        .dev_jwks
+        .as_ref()
+        .ok_or_else(|| ApiError::NotFound("no dev issuer on this server".into()))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "issuer": issuer,
+            "jwks_uri": format!("{}/.well-known/jwks.json", ctx.base_url),
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }),
+    ))
+}
+
+/// `GET /.well-known/jwks.json` for the dev issuer.
+pub fn jwks<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>) -> Result<Response, ApiError> {
+    let (_, jwks) = app
+        .dev_jwks
+        .as_ref()
+        .ok_or_else(|| ApiError::NotFound("no dev issuer on this server".into()))?;
+    Ok(json_response(StatusCode::OK, jwks))
+}

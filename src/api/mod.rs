@@ -1,0 +1,307 @@
+//! The one router: every route of the DSS API, written over `http::Request` and
+//! `http::Response` and generic over the storage and HTTP-client traits, so the
+//! native server and the edge worker run the same code.
+
+pub mod bundles;
+pub mod download;
+pub mod error;
+pub mod files;
+pub mod meta;
+pub mod params;
+
+use crate::auth::{Authenticator, Identity};
+use crate::http::HttpClient;
+use crate::model::platform::ByteStream;
+use crate::model::Clock;
+use crate::storage::signer::Signer;
+use crate::storage::Store;
+use bytes::Bytes;
+pub use error::ApiError;
+use http::{HeaderValue, Method, StatusCode};
+use params::Query;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A response body: whole, or streamed (downloads never buffer a blob).
+pub enum Body {
+    /// Bytes in memory.
+    Full(Bytes),
+    /// A stream of known length.
+    Stream(ByteStream),
+}
+
+impl Body {
+    /// An empty body.
+    pub fn empty() -> Self {
+        Body::Full(Bytes::new())
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Full(b) => write!(f, "Body::Full({} bytes)", b.len()),
+            Body::Stream(_) => f.write_str("Body::Stream"),
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            Body::Full(b) => {
+                if b.is_empty() {
+                    std::task::Poll::Ready(None)
+                } else {
+                    std::task::Poll::Ready(Some(Ok(http_body::Frame::data(std::mem::take(b)))))
+                }
+            }
+            Body::Stream(s) => s
+                .as_mut()
+                .poll_next(cx)
+                .map(|o| o.map(|r| r.map(http_body::Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(b) if b.is_empty())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Body::Full(b) => http_body::SizeHint::with_exact(b.len() as u64),
+            Body::Stream(_) => http_body::SizeHint::default(),
+        }
+    }
+}
+
+/// The response type of every route.
+pub type Response = http::Response<Body>;
+
+/// One replica: its main bucket and its checkout bucket.
+pub struct Replica<S> {
+    /// `aws` or `gcp`.
+    pub name: &'static str,
+    /// Main bucket: blobs, files, bundles.
+    pub main: S,
+    /// Checkout bucket.
+    pub checkout: S,
+    /// True when the replica is a local directory (no cloud bucket to name).
+    pub local: bool,
+}
+
+/// Settings the routes read.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// `ADMIN_USER_EMAILS`: who may delete bundles.
+    pub admin_emails: HashSet<String>,
+    /// `DSS_READ_ONLY_MODE`.
+    pub read_only: bool,
+    /// Lifetime of presigned download URLs (`DSS_PRESIGNED_URL_TTL`).
+    pub presigned_ttl: Duration,
+    /// Public base URL (no trailing slash); when `None`, taken from the `Host` header.
+    pub public_url: Option<String>,
+    /// Absolute path that `file://` source URLs must lie under (`DSS_STAGING_DIR`).
+    pub staging_dir: Option<String>,
+    /// How long `PUT /bundles` waits for file metadata that is not there yet.
+    pub bundle_file_wait: Duration,
+    /// Value of `/version`.
+    pub version: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            admin_emails: HashSet::new(),
+            read_only: false,
+            presigned_ttl: Duration::from_secs(3600),
+            public_url: None,
+            staging_dir: None,
+            bundle_file_wait: Duration::from_secs(10),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// Sleeping, for the few places that wait (a platform seam: timers differ per target).
+pub trait Sleeper: crate::model::MaybeSend + crate::model::MaybeSync {
+    /// Wait `d`.
+    fn sleep(&self, d: Duration)
+        -> impl std::future::Future<Output = ()> + crate::model::MaybeSend;
+}
+
+/// Everything the routes need.
+pub struct App<S, H, T> {
+    /// Settings.
+    pub config: ApiConfig,
+    /// Replica `aws`.
+    pub aws: Replica<S>,
+    /// Replica `gcp`.
+    pub gcp: Replica<S>,
+    /// Where `file://` sources are read from (the staging directory as a store).
+    pub staging: Option<S>,
+    /// Token verification.
+    pub auth: Authenticator<H>,
+    /// Local download URL signer (fs/memory replicas).
+    pub signer: Option<Arc<Signer>>,
+    /// The dev issuer's JWKS and issuer, published at `/.well-known/…`.
+    pub dev_jwks: Option<(String, serde_json::Value)>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Timers.
+    pub sleeper: T,
+    /// The OpenAPI document served at `/v1/swagger.json`.
+    pub swagger: serde_json::Value,
+}
+
+/// The parsed parts of a request every handler gets.
+pub struct Ctx<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// Path, percent-encoded as received.
+    pub path: &'a str,
+    /// Query parameters.
+    pub query: Query,
+    /// Headers.
+    pub headers: &'a http::HeaderMap,
+    /// Body.
+    pub body: &'a Bytes,
+    /// Absolute base URL of this server, no trailing slash.
+    pub base_url: String,
+}
+
+impl Ctx<'_> {
+    /// The absolute URL of this request with `changes` applied to its query.
+    pub fn url_with(&self, changes: &[(&str, Option<&str>)]) -> String {
+        let mut q = self.query.clone();
+        for (k, v) in changes {
+            q.set(k, *v);
+        }
+        format!("{}{}?{}", self.base_url, self.path, q.encode())
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The replica named by `name`.
+impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
+    /// Look up a replica by its API name.
+    pub fn replica(&self, name: &str) -> Result<&Replica<S>, ApiError> {
+        match name {
+            "aws" => Ok(&self.aws),
+            "gcp" => Ok(&self.gcp),
+            other => Err(ApiError::IllegalArguments(format!(
+                "'{other}' is not one of ['aws', 'gcp']"
+            ))),
+        }
+    }
+
+    /// The replica named by the required `replica` query parameter.
+    pub fn replica_param(&self, q: &Query) -> Result<&Replica<S>, ApiError> {
+        self.replica(q.required("replica")?)
+    }
+
+    /// Verify the caller's token.
+    pub async fn identity(&self, ctx: &Ctx<'_>) -> Result<Identity, ApiError> {
+        Ok(self.auth.authenticate(ctx.header("authorization")).await?)
+    }
+
+    /// Answer one request. Never panics on any input; every failure is a DSS error response.
+    pub async fn handle(&self, req: http::Request<Bytes>) -> Response {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path();
+        let base_url = match &self.config.public_url {
+            Some(u) => u.clone(),
+            None => {
+                let host = parts
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("localhost");
+                format!("http://{host}")
+            }
+        };
+        let ctx = Ctx {
+            method: &parts.method,
+            path,
+            query: Query::parse(parts.uri.query().unwrap_or("")),
+            headers: &parts.headers,
+            body: &body,
+            base_url,
+        };
+        let result = self.route(&ctx).await;
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => e.into_response(&parts.method, path),
+        };
+        if parts.method == Method::HEAD {
+            *resp.body_mut() = Body::empty();
+        }
+        resp
+    }
+
+    async fn route(&self, ctx: &Ctx<'_>) -> Result<Response, ApiError> {
+        let m = ctx.method;
+        let segs: Vec<&str> = ctx.path.trim_start_matches('/').split('/').collect();
+        // Read-only mode refuses every write; GET (and searches) still work, as in the original.
+        let is_api = segs.first() == Some(&"v1");
+        if is_api
+            && self.config.read_only
+            && *m != Method::GET
+            && !(*m == Method::POST && ctx.path.contains("search"))
+        {
+            return Err(ApiError::ReadOnly);
+        }
+        match (m.as_str(), segs.as_slice()) {
+            ("GET" | "HEAD", ["version"]) => Ok(meta::version(self)),
+            ("GET" | "HEAD", ["internal", "health"]) => Ok(meta::health(self).await),
+            ("GET" | "HEAD", ["v1", "swagger.json"]) => Ok(meta::swagger(self, ctx)),
+            ("GET" | "HEAD", [".well-known", "openid-configuration"]) => {
+                meta::openid_configuration(self, ctx)
+            }
+            ("GET" | "HEAD", [".well-known", "jwks.json"]) => meta::jwks(self),
+            ("GET" | "HEAD", ["blob", ..]) => download::serve(self, ctx).await,
+            ("GET", ["v1", "files", uuid]) => files::get(self, ctx, uuid).await,
+            ("HEAD", ["v1", "files", uuid]) => files::head(self, ctx, uuid).await,
+            ("PUT", ["v1", "files", uuid]) => files::put(self, ctx, uuid).await,
+            ("GET", ["v1", "bundles", "all"]) => bundles::enumerate(self, ctx).await,
+            ("GET", ["v1", "bundles", uuid]) => bundles::get(self, ctx, uuid).await,
+            ("PUT", ["v1", "bundles", uuid]) => bundles::put(self, ctx, uuid).await,
+            ("PATCH", ["v1", "bundles", uuid]) => bundles::patch(self, ctx, uuid).await,
+            ("DELETE", ["v1", "bundles", uuid]) => bundles::delete(self, ctx, uuid).await,
+            (_, ["v1", "files", _]) | (_, ["v1", "bundles", _]) => Err(ApiError::MethodNotAllowed),
+            _ => Err(ApiError::NotFound(format!(
+                "{} {} is not a DSS route",
+                m, ctx.path
+            ))),
+        }
+    }
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, v: &serde_json::Value) -> Response {
+    let mut r = http::Response::new(Body::Full(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Insert a header whose value came from data (skipped if not a valid header value).
+pub fn set_header(r: &mut Response, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        r.headers_mut().insert(name, v);
+    }
+}

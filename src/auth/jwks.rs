@@ -1,0 +1,205 @@
+//! Signing keys: static (a trusted JWKS document, the dev issuer) and fetched
+//! (OIDC discovery, Google service-account JWKS), cached per issuer and refreshed
+//! when a token names a key id not seen yet.
+
+use super::AuthError;
+use crate::http::HttpClient;
+use crate::model::Clock;
+use bytes::Bytes;
+use jwt_compact::jwk::JsonWebKey;
+use rsa::RsaPublicKey;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Minimum seconds between two fetches of one issuer's keys (unknown-kid refreshes).
+const REFRESH_INTERVAL: i64 = 30;
+
+/// A public key and the id it is published under.
+#[derive(Debug, Clone)]
+pub struct NamedKey {
+    /// `kid`, if the JWKS gave one.
+    pub kid: Option<String>,
+    /// The key.
+    pub key: RsaPublicKey,
+}
+
+/// Parse a JWKS document (`{"keys": [...]}`), keeping RSA keys.
+pub fn parse_jwks(doc: &[u8]) -> Result<Vec<NamedKey>, String> {
+    let v: Value = serde_json::from_slice(doc).map_err(|e| format!("JWKS is not JSON: {e}"))?;
+    let keys = v
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or("JWKS has no \"keys\" array")?;
+    let mut out = Vec::new();
+    for k in keys {
+        if k.get("kty").and_then(Value::as_str) != Some("RSA") {
+            continue;
+        }
+        let kid = k.get("kid").and_then(Value::as_str).map(str::to_string);
+        let jwk: JsonWebKey<'_> =
+            serde_json::from_value(k.clone()).map_err(|e| format!("bad JWK: {e}"))?;
+        let key = RsaPublicKey::try_from(&jwk).map_err(|e| format!("bad RSA JWK: {e}"))?;
+        out.push(NamedKey { kid, key });
+    }
+    Ok(out)
+}
+
+/// A JWKS document for `keys`.
+pub fn to_jwks(keys: &[NamedKey]) -> Value {
+    let list: Vec<Value> = keys
+        .iter()
+        .map(|k| {
+            let mut v = serde_json::to_value(JsonWebKey::from(&k.key)).unwrap_or(Value::Null);
+            if let (Some(obj), Some(kid)) = (v.as_object_mut(), &k.kid) {
+                obj.insert("kid".into(), Value::String(kid.clone()));
+                obj.insert("alg".into(), Value::String("RS256".into()));
+                obj.insert("use".into(), Value::String("sig".into()));
+            }
+            v
+        })
+        .collect();
+    serde_json::json!({ "keys": list })
+}
+
+struct Fetched {
+    at: i64,
+    keys: Vec<NamedKey>,
+}
+
+/// Where token keys come from.
+pub struct KeySet<H> {
+    http: Option<H>,
+    static_keys: Vec<NamedKey>,
+    openid_provider: Option<String>,
+    clock: Arc<dyn Clock>,
+    fetched: Mutex<HashMap<String, Arc<Fetched>>>,
+}
+
+impl<H: HttpClient> KeySet<H> {
+    /// Keys from `static_keys`, plus keys fetched with `http` (none fetched when `http` is `None`).
+    pub fn new(
+        http: Option<H>,
+        static_keys: Vec<NamedKey>,
+        openid_provider: Option<String>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        KeySet {
+            http,
+            static_keys,
+            openid_provider,
+            clock,
+            fetched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The key that signed a token from `iss` with header `kid`.
+    pub async fn find(&self, iss: &str, kid: Option<&str>) -> Result<RsaPublicKey, AuthError> {
+        if let Some(k) = pick(&self.static_keys, kid) {
+            return Ok(k);
+        }
+        let Some(url) = self.jwks_url_hint(iss) else {
+            return Err(AuthError::Invalid);
+        };
+        let now = self.clock.now().timestamp();
+        let cached = self
+            .fetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(iss)
+            .cloned();
+        if let Some(f) = &cached {
+            if let Some(k) = pick(&f.keys, kid) {
+                return Ok(k);
+            }
+            if now - f.at < REFRESH_INTERVAL {
+                return Err(AuthError::Invalid);
+            }
+        }
+        let keys = self.fetch(iss, url).await?;
+        let found = pick(&keys, kid);
+        self.fetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(iss.to_string(), Arc::new(Fetched { at: now, keys }));
+        found.ok_or(AuthError::Invalid)
+    }
+
+    fn jwks_url_hint(&self, iss: &str) -> Option<JwksSource> {
+        if self.openid_provider.as_deref() == Some(iss) {
+            let base = if iss.ends_with('/') {
+                iss.to_string()
+            } else {
+                format!("{iss}/")
+            };
+            return Some(JwksSource::Discovery(format!(
+                "{base}.well-known/openid-configuration"
+            )));
+        }
+        if iss.contains('@') {
+            return Some(JwksSource::Direct(format!(
+                "https://www.googleapis.com/service_accounts/v1/jwk/{iss}"
+            )));
+        }
+        None
+    }
+
+    async fn get_json(&self, url: &str) -> Result<Bytes, AuthError> {
+        let http = self
+            .http
+            .as_ref()
+            .ok_or_else(|| AuthError::KeysUnavailable("no HTTP client".into()))?;
+        let req = http::Request::get(url)
+            .body(Bytes::new())
+            .map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
+        let resp = http
+            .send(req)
+            .await
+            .map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(AuthError::KeysUnavailable(format!(
+                "{url}: HTTP {}",
+                resp.status()
+            )));
+        }
+        Ok(resp.into_body())
+    }
+
+    async fn fetch(&self, iss: &str, src: JwksSource) -> Result<Vec<NamedKey>, AuthError> {
+        let url = match src {
+            JwksSource::Direct(u) => u,
+            JwksSource::Discovery(u) => {
+                let doc = self.get_json(&u).await?;
+                let v: Value = serde_json::from_slice(&doc)
+                    .map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
+                v.get("jwks_uri")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        AuthError::KeysUnavailable(format!(
+                            "{iss}: discovery document has no jwks_uri"
+                        ))
+                    })?
+                    .to_string()
+            }
+        };
+        let doc = self.get_json(&url).await?;
+        parse_jwks(&doc).map_err(AuthError::KeysUnavailable)
+    }
+}
+
+enum JwksSource {
+    Discovery(String),
+    Direct(String),
+}
+
+fn pick(keys: &[NamedKey], kid: Option<&str>) -> Option<RsaPublicKey> {
+    match kid {
+        Some(kid) => keys
+            .iter()
+            .find(|k| k.kid.as_deref() == Some(kid))
+            .map(|k| k.key.clone()),
+        // A token without `kid` is accepted only when exactly one key could have signed it.
+        None if keys.len() == 1 => Some(keys[0].key.clone()),
+        None => None,
+    }
+}

@@ -1,0 +1,21 @@
+//! dss: a replicated data store for large scientific data sets.
+//!
+//! One crate, two programs: the native backend `dss` (this crate's binary) and, later,
+//! a WebAssembly edge worker. Layering (see `ARCHITECTURE.md`):
+//!
+//! * [`model`]: pure types: ids, versions, checksums, manifests, Python-compatible JSON.
+//! * [`storage`]: the [`storage::Store`] trait and its implementations.
+//! * [`auth`]: JWT verification and claim policy.
+//! * [`api`]: the one router, written over `http::Request`/`http::Response`.
+//! * `server`, `cli`: the native rims (not compiled for wasm32).
+
+pub mod api;
+pub mod auth;
+pub mod http;
+pub mod model;
+pub mod storage;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod server;

@@ -1,0 +1,12 @@
+//! Pure data model: identifiers, versions, checksums and the JSON documents
+//! stored in a replica's bucket. Nothing here performs I/O.
+
+pub mod checksum;
+pub mod ids;
+pub mod manifest;
+pub mod platform;
+pub mod pyjson;
+
+pub use checksum::{ChecksumError, Checksums};
+pub use ids::{DssVersion, IdError, ObjectUuid};
+pub use platform::{Clock, MaybeSend, MaybeSync, SystemClock};

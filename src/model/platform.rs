@@ -1,0 +1,49 @@
+//! Platform seams shared by both targets: `Send` bounds that vanish on wasm32,
+//! and the clock (wasm32 has no `SystemTime::now`).
+
+use chrono::{DateTime, Utc};
+
+/// `Send` on native targets, nothing on wasm32 (worker futures are `!Send`).
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSend: Send {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send + ?Sized> MaybeSend for T {}
+/// `Send` on native targets, nothing on wasm32 (worker futures are `!Send`).
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSend {}
+#[cfg(target_arch = "wasm32")]
+impl<T: ?Sized> MaybeSend for T {}
+
+/// `Sync` on native targets, nothing on wasm32.
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSync: Sync {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Sync + ?Sized> MaybeSync for T {}
+/// `Sync` on native targets, nothing on wasm32.
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSync {}
+#[cfg(target_arch = "wasm32")]
+impl<T: ?Sized> MaybeSync for T {}
+
+/// A boxed byte stream: `Send` natively, local on wasm32.
+#[cfg(not(target_arch = "wasm32"))]
+pub type ByteStream = futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
+/// A boxed byte stream: `Send` natively, local on wasm32.
+#[cfg(target_arch = "wasm32")]
+pub type ByteStream = futures::stream::LocalBoxStream<'static, std::io::Result<bytes::Bytes>>;
+
+/// Where the current time comes from.
+pub trait Clock: MaybeSend + MaybeSync {
+    /// The current UTC time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The operating system's clock (native only: it panics on wasm32).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}

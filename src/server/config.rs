@@ -1,0 +1,110 @@
+//! `dss serve` settings: flags, each with the environment variable of the original
+//! DSS where one existed.
+
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Settings of the server. `dss serve --help` lists them all.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "DSS_LISTEN", default_value = "127.0.0.1:5000")]
+    pub listen: SocketAddr,
+    /// Directory holding the replicas, keys and staging area.
+    #[arg(long, env = "DSS_DATA_DIR", default_value = "./dss-data")]
+    pub data_dir: PathBuf,
+    /// Directory `file://` source URLs must lie under (default: DATA_DIR/staging).
+    #[arg(long, env = "DSS_STAGING_DIR")]
+    staging_dir_opt: Option<PathBuf>,
+    #[arg(skip)]
+    pub staging_dir: PathBuf,
+    /// Public base URL of this server, used in redirects, links and token issuers
+    /// (default: http://LISTEN).
+    #[arg(long, env = "DSS_PUBLIC_URL")]
+    pub public_url_opt: Option<String>,
+    /// Lifetime in seconds of presigned download URLs, for every replica (max 7 days).
+    #[arg(long, env = "DSS_PRESIGNED_URL_TTL", default_value_t = 3600)]
+    pub presigned_url_ttl: u64,
+    /// Seconds `PUT /bundles` waits for referenced file metadata to appear.
+    #[arg(long, env = "DSS_BUNDLE_FILE_WAIT", default_value_t = 10)]
+    pub bundle_file_wait: u64,
+    /// Comma-separated emails allowed to delete bundles.
+    #[arg(long, env = "ADMIN_USER_EMAILS")]
+    pub admin_user_emails: Option<String>,
+    /// When set (to anything), refuse every write with 503 read_only.
+    #[arg(long, env = "DSS_READ_ONLY_MODE")]
+    pub read_only_mode: Option<String>,
+    /// Trusted OpenID Connect issuer (its JWKS is found by discovery).
+    #[arg(long, env = "OPENID_PROVIDER")]
+    pub openid_provider: Option<String>,
+    /// Comma-separated accepted token audiences.
+    #[arg(long, env = "OIDC_AUDIENCE", default_value = crate::auth::DEFAULT_AUDIENCES)]
+    pub oidc_audience: String,
+    /// Token claim holding the user's group.
+    #[arg(long, env = "OIDC_GROUP_CLAIM", default_value = crate::auth::DEFAULT_GROUP_CLAIM)]
+    pub oidc_group_claim: String,
+    /// Token claim holding the user's email (falls back to `email`).
+    #[arg(long, env = "OIDC_EMAIL_CLAIM", default_value = crate::auth::DEFAULT_EMAIL_CLAIM)]
+    pub oidc_email_claim: String,
+    /// Comma-separated domains whose service accounts (iss == sub == name@domain) are trusted.
+    #[arg(long, env = "DSS_AUTHORIZED_DOMAINS")]
+    pub authorized_domains: Option<String>,
+    /// A local JWKS file whose keys are trusted for any allowed issuer.
+    #[arg(long, env = "DSS_TRUSTED_JWKS")]
+    pub trusted_jwks: Option<PathBuf>,
+    /// Dev issuer: auto (on when listening on loopback), on, or off.
+    #[arg(long, env = "DSS_DEV_ISSUER", default_value = "auto", value_parser = ["auto", "on", "off"])]
+    pub dev_issuer: String,
+    /// Version string reported by /version.
+    #[arg(long, env = "DSS_VERSION")]
+    pub dss_version: Option<String>,
+}
+
+impl ServeConfig {
+    /// Fill derived defaults (call after parsing).
+    pub fn finish(mut self) -> Self {
+        self.staging_dir = self
+            .staging_dir_opt
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("staging"));
+        self
+    }
+
+    /// The public base URL, without trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url_opt {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// Whether the dev issuer runs: on loopback by default, elsewhere only when asked for.
+    pub fn dev_issuer_enabled(&self) -> bool {
+        match self.dev_issuer.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => self.listen.ip().is_loopback(),
+        }
+    }
+
+    /// Settings for tests: everything under `data_dir`, on an OS-chosen port.
+    pub fn for_dir(data_dir: &std::path::Path) -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            c: ServeConfig,
+        }
+        let mut c = P::parse_from([
+            "dss",
+            "--data-dir",
+            &data_dir.to_string_lossy(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .c;
+        c.bundle_file_wait = 0;
+        c.finish()
+    }
+}

@@ -1,0 +1,257 @@
+//! The native rim: configuration, building the [`App`] on local directories, and
+//! serving it over HTTP/1.1 with hyper.
+
+pub mod config;
+
+use crate::api::{ApiConfig, App, Body, Replica, Sleeper};
+use crate::auth::dev::DevIssuer;
+use crate::auth::jwks::{parse_jwks, to_jwks, KeySet};
+use crate::auth::{AuthConfig, Authenticator};
+use crate::http::ReqwestClient;
+use crate::model::{Clock, SystemClock};
+use crate::storage::fs::FsStore;
+use crate::storage::signer::Signer;
+use crate::storage::AnyStore;
+use bytes::Bytes;
+pub use config::ServeConfig;
+use http_body_util::{BodyExt, Limited};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest request body accepted (bundle manifests of many thousand files fit).
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Timers on tokio.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioSleeper;
+
+impl Sleeper for TokioSleeper {
+    async fn sleep(&self, d: Duration) {
+        tokio::time::sleep(d).await
+    }
+}
+
+/// The native application type.
+pub type NativeApp = App<AnyStore, ReqwestClient, TokioSleeper>;
+
+/// Failures while starting up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Files could not be prepared.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Storage could not be opened.
+    #[error("storage: {0}")]
+    Store(#[from] crate::storage::StoreError),
+    /// The dev issuer key could not be loaded.
+    #[error("{0}")]
+    Dev(#[from] crate::auth::dev::DevIssuerError),
+}
+
+/// Read or create a random secret file (mode 0600) in the data dir.
+fn secret_file(path: &Path) -> Result<Vec<u8>, StartError> {
+    if let Ok(s) = std::fs::read(path) {
+        if s.len() >= 32 {
+            return Ok(s);
+        }
+    }
+    let mut secret = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
+    let hexed = hex::encode(secret).into_bytes();
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::write(path, &hexed)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(hexed)
+}
+
+/// Where the dev issuer keeps its key and issuer name.
+pub fn dev_issuer_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("dev-issuer")
+}
+
+/// Build the application from `cfg`. Creates the data directory layout if missing.
+pub fn build_app(cfg: &ServeConfig) -> Result<NativeApp, StartError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let data = &cfg.data_dir;
+    std::fs::create_dir_all(data)?;
+    let public_url = cfg.public_url();
+    let secret = secret_file(&data.join("url-signing.key"))?;
+    let signer = Arc::new(Signer::new(&public_url, secret, clock.clone()));
+    let local = |name: &str, dir: &str| -> Result<AnyStore, StartError> {
+        Ok(AnyStore::Fs(FsStore::new(
+            name,
+            data.join(dir),
+            Some(signer.clone()),
+        )?))
+    };
+    let aws = Replica {
+        name: "aws",
+        main: local("aws", "aws/main")?,
+        checkout: local("aws-checkout", "aws/checkout")?,
+        local: true,
+    };
+    let gcp = Replica {
+        name: "gcp",
+        main: local("gcp", "gcp/main")?,
+        checkout: local("gcp-checkout", "gcp/checkout")?,
+        local: true,
+    };
+    std::fs::create_dir_all(&cfg.staging_dir)?;
+    let staging_abs = std::fs::canonicalize(&cfg.staging_dir)?;
+    let staging = AnyStore::Fs(FsStore::new("staging", &staging_abs, None)?);
+
+    let mut static_keys = Vec::new();
+    if let Some(path) = &cfg.trusted_jwks {
+        let doc = std::fs::read(path)
+            .map_err(|e| StartError::Config(format!("DSS_TRUSTED_JWKS {}: {e}", path.display())))?;
+        static_keys.extend(parse_jwks(&doc).map_err(|e| {
+            StartError::Config(format!("DSS_TRUSTED_JWKS {}: {e}", path.display()))
+        })?);
+    }
+    let mut auth_cfg = AuthConfig {
+        openid_provider: cfg.openid_provider.clone(),
+        audiences: split_list(&cfg.oidc_audience),
+        group_claim: cfg.oidc_group_claim.clone(),
+        email_claim: cfg.oidc_email_claim.clone(),
+        authorized_domains: split_list(cfg.authorized_domains.as_deref().unwrap_or("")),
+        dev_issuer: None,
+    };
+    let mut dev_jwks = None;
+    if cfg.dev_issuer_enabled() {
+        let issuer = format!("{public_url}/");
+        let dev = DevIssuer::load_or_create(&dev_issuer_dir(data), &issuer)?;
+        std::fs::write(dev_issuer_dir(data).join("issuer"), &issuer)?;
+        let pk = dev.public_key();
+        dev_jwks = Some((issuer.clone(), to_jwks(std::slice::from_ref(&pk))));
+        static_keys.push(pk);
+        auth_cfg.dev_issuer = Some(issuer);
+    }
+    let http = ReqwestClient::new(Duration::from_secs(10))
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let keys = KeySet::new(
+        Some(http),
+        static_keys,
+        cfg.openid_provider.clone(),
+        clock.clone(),
+    );
+    let swagger: serde_json::Value =
+        serde_json::from_str(include_str!("../../schema/dss-api.json"))
+            .map_err(|e| StartError::Config(format!("embedded OpenAPI document: {e}")))?;
+    let config = ApiConfig {
+        admin_emails: split_list(cfg.admin_user_emails.as_deref().unwrap_or(""))
+            .into_iter()
+            .collect(),
+        read_only: cfg.read_only_mode.is_some(),
+        presigned_ttl: Duration::from_secs(cfg.presigned_url_ttl.min(7 * 24 * 3600)),
+        public_url: Some(public_url),
+        staging_dir: Some(staging_abs.to_string_lossy().into_owned()),
+        bundle_file_wait: Duration::from_secs(cfg.bundle_file_wait),
+        version: cfg
+            .dss_version
+            .clone()
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+    };
+    Ok(App {
+        config,
+        aws,
+        gcp,
+        staging: Some(staging),
+        auth: Authenticator::new(auth_cfg, keys, clock.clone()),
+        signer: Some(signer),
+        dev_jwks,
+        clock,
+        sleeper: TokioSleeper,
+        swagger,
+    })
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+async fn respond(
+    app: Arc<NativeApp>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<http::Response<Body>, std::convert::Infallible> {
+    let started = std::time::Instant::now();
+    let (parts, body) = req.into_parts();
+    let (method, path) = (parts.method.clone(), parts.uri.path().to_string());
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            let err = if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                crate::api::ApiError::PayloadTooLarge(MAX_BODY)
+            } else {
+                crate::api::ApiError::IllegalArguments(format!("could not read request body: {e}"))
+            };
+            return Ok(err.into_response(&method, &path));
+        }
+    };
+    let resp = app.handle(http::Request::from_parts(parts, bytes)).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    Ok(resp)
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    app: Arc<NativeApp>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| respond(app.clone(), req));
+            if let Err(e) = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Convenience for tests and tools: a request with a body.
+pub fn request(method: &str, uri: &str, body: impl Into<Bytes>) -> http::Request<Bytes> {
+    http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(body.into())
+        .unwrap_or_default()
+}
