@@ -21,7 +21,10 @@ fn seed_files(env: &Env, n: usize) -> Vec<(String, String, String)> {
 }
 
 fn refs(files: &[(String, String, String)]) -> Vec<(&str, &str, &str)> {
-    files.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect()
+    files
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect()
 }
 
 #[tokio::test]
@@ -30,7 +33,10 @@ async fn put_get_bundle_and_download_every_file() {
     let dir = fixtures().join("example_bundle");
     let mut entries = Vec::new();
     let mut expected = std::collections::HashMap::new();
-    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     names.sort();
     for name in &names {
         let data = std::fs::read(dir.join(name)).unwrap();
@@ -44,12 +50,18 @@ async fn put_get_bundle_and_download_every_file() {
     let j = r.json();
     assert_eq!(j["version"], V2);
     assert_eq!(j["manifest"]["format"], "0.0.1");
-    assert_eq!(j["manifest"]["files"].as_array().unwrap().len(), names.len());
+    assert_eq!(
+        j["manifest"]["files"].as_array().unwrap().len(),
+        names.len()
+    );
 
     let g = env.get(&format!("/v1/bundles/{b}?replica=aws")).await;
     assert_eq!(g.status, 200);
     assert_eq!(g.header("x-openapi-pagination"), Some("false"));
-    assert_eq!(g.header("x-openapi-paginated-content-key"), Some("bundle.files"));
+    assert_eq!(
+        g.header("x-openapi-paginated-content-key"),
+        Some("bundle.files")
+    );
     let bundle = &g.json()["bundle"];
     assert_eq!(bundle["uuid"], b.as_str());
     assert_eq!(bundle["version"], V2);
@@ -58,14 +70,41 @@ async fn put_get_bundle_and_download_every_file() {
     assert_eq!(files.len(), names.len());
     for f in files {
         let keys: std::collections::BTreeSet<_> = f.as_object().unwrap().keys().cloned().collect();
-        let want: std::collections::BTreeSet<_> =
-            ["name", "content-type", "size", "uuid", "version", "crc32c", "s3_etag", "sha1", "sha256", "indexed"].iter().map(|s| s.to_string()).collect();
+        let want: std::collections::BTreeSet<_> = [
+            "name",
+            "content-type",
+            "size",
+            "uuid",
+            "version",
+            "crc32c",
+            "s3_etag",
+            "sha1",
+            "sha256",
+            "indexed",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert_eq!(keys, want);
         assert_eq!(f["content-type"], "application/json");
         // Download each file the way `hca dss download` does and check its sha256.
         let name = f["name"].as_str().unwrap();
-        let loc = env.get(&format!("/v1/files/{}?replica=aws&version={}", f["uuid"].as_str().unwrap(), f["version"].as_str().unwrap())).await;
-        let d = env.req("GET", &local_part(loc.header("location").unwrap()), None, "", &[("range", "bytes=0-")]).await;
+        let loc = env
+            .get(&format!(
+                "/v1/files/{}?replica=aws&version={}",
+                f["uuid"].as_str().unwrap(),
+                f["version"].as_str().unwrap()
+            ))
+            .await;
+        let d = env
+            .req(
+                "GET",
+                &local_part(loc.header("location").unwrap()),
+                None,
+                "",
+                &[("range", "bytes=0-")],
+            )
+            .await;
         assert_eq!(sha256_hex(&d.body), expected[name]);
         assert_eq!(f["sha256"], expected[name].as_str());
     }
@@ -74,25 +113,44 @@ async fn put_get_bundle_and_download_every_file() {
     let stored = std::fs::read(env.main_dir("aws").join(format!("bundles/{b}.{V2}"))).unwrap();
     let parsed: BundleManifest = serde_json::from_slice(&stored).unwrap();
     assert_eq!(parsed.to_bytes(), stored);
-    assert!(String::from_utf8(stored).unwrap().starts_with(&format!(r#"{{"format": "0.0.1", "version": "{V2}", "files": [{{"name": ""#)));
+    assert!(String::from_utf8(stored).unwrap().starts_with(&format!(
+        r#"{{"format": "0.0.1", "version": "{V2}", "files": [{{"name": ""#
+    )));
 
     // presignedurls adds a working url to every entry.
-    let g = env.get(&format!("/v1/bundles/{b}?replica=aws&presignedurls=true")).await;
+    let g = env
+        .get(&format!("/v1/bundles/{b}?replica=aws&presignedurls=true"))
+        .await;
     assert_eq!(g.status, 200);
     for f in g.json()["bundle"]["files"].as_array().unwrap() {
         let d = env.get(&local_part(f["url"].as_str().unwrap())).await;
         assert_eq!(sha256_hex(&d.body), f["sha256"].as_str().unwrap());
     }
-    env.get(&format!("/v1/bundles/{b}?replica=aws&presignedurls=true&directurls=true")).await.expect_error(400, "only_one_urltype");
+    env.get(&format!(
+        "/v1/bundles/{b}?replica=aws&presignedurls=true&directurls=true"
+    ))
+    .await
+    .expect_error(400, "only_one_urltype");
 }
 
 #[tokio::test]
 async fn bundle_paging() {
     let env = Env::new();
     let files = seed_files(&env, 500);
-    for (n, per_page) in [(11usize, 10usize), (33, 10), (500, 100), (500, 500), (33, 500)] {
+    for (n, per_page) in [
+        (11usize, 10usize),
+        (33, 10),
+        (500, 100),
+        (500, 500),
+        (33, 500),
+    ] {
         let b = uuid::Uuid::new_v4().to_string();
-        assert_eq!(env.put_bundle(&b, V1, &refs(&files[..n]), None).await.status, 201);
+        assert_eq!(
+            env.put_bundle(&b, V1, &refs(&files[..n]), None)
+                .await
+                .status,
+            201
+        );
         let mut url = format!("/v1/bundles/{b}?replica=aws&per_page={per_page}");
         let mut seen = Vec::new();
         let mut pages = 0;
@@ -107,8 +165,14 @@ async fn bundle_paging() {
                 let link = r.header("link").unwrap();
                 assert!(link.ends_with(">; rel='next'"), "{link}");
                 let next = link.trim_start_matches('<').split('>').next().unwrap();
-                assert!(next.starts_with("http://dss.test/v1/bundles/"), "absolute link: {next}");
-                assert!(next.contains(&format!("version={V1}")), "link pins the version: {next}");
+                assert!(
+                    next.starts_with("http://dss.test/v1/bundles/"),
+                    "absolute link: {next}"
+                );
+                assert!(
+                    next.contains(&format!("version={V1}")),
+                    "link pins the version: {next}"
+                );
                 url = local_part(next);
             } else {
                 assert_eq!(r.status, 200);
@@ -117,16 +181,23 @@ async fn bundle_paging() {
             }
         }
         let want: Vec<_> = files[..n].iter().map(|f| f.0.clone()).collect();
-        assert_eq!(seen, want, "every file once, in manifest order ({n} files, per_page {per_page})");
+        assert_eq!(
+            seen, want,
+            "every file once, in manifest order ({n} files, per_page {per_page})"
+        );
         assert_eq!(pages, n.div_ceil(per_page).max(1));
     }
     let b = uuid::Uuid::new_v4().to_string();
     env.put_bundle(&b, V1, &refs(&files[..3]), None).await;
     for bad in ["per_page=9", "per_page=501", "per_page=x", "start_at=-1"] {
-        env.get(&format!("/v1/bundles/{b}?replica=aws&{bad}")).await.expect_error(400, "illegal_arguments");
+        env.get(&format!("/v1/bundles/{b}?replica=aws&{bad}"))
+            .await
+            .expect_error(400, "illegal_arguments");
     }
     // Past the end: an empty page.
-    let r = env.get(&format!("/v1/bundles/{b}?replica=aws&start_at=50")).await;
+    let r = env
+        .get(&format!("/v1/bundles/{b}?replica=aws&start_at=50"))
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["bundle"]["files"], json!([]));
 }
@@ -136,16 +207,41 @@ async fn bundle_put_idempotency_and_errors() {
     let env = Env::new();
     let files = seed_files(&env, 3);
     let b = uuid::Uuid::new_v4().to_string();
-    assert_eq!(env.put_bundle(&b, V1, &refs(&files), None).await.status, 201);
-    assert_eq!(env.put_bundle(&b, V1, &refs(&files), None).await.status, 200, "identical re-PUT");
-    env.put_bundle(&b, V1, &refs(&files[..2]), None).await.expect_error(409, "bundle_already_exists");
+    assert_eq!(
+        env.put_bundle(&b, V1, &refs(&files), None).await.status,
+        201
+    );
+    assert_eq!(
+        env.put_bundle(&b, V1, &refs(&files), None).await.status,
+        200,
+        "identical re-PUT"
+    );
+    env.put_bundle(&b, V1, &refs(&files[..2]), None)
+        .await
+        .expect_error(409, "bundle_already_exists");
     let mut dup = refs(&files);
     dup[1].0 = dup[0].0;
-    env.put_bundle(&uuid::Uuid::new_v4().to_string(), V1, &dup, None).await.expect_error(400, "duplicate_filename");
+    env.put_bundle(&uuid::Uuid::new_v4().to_string(), V1, &dup, None)
+        .await
+        .expect_error(400, "duplicate_filename");
     let missing = uuid::Uuid::new_v4().to_string();
-    env.put_bundle(&uuid::Uuid::new_v4().to_string(), V1, &[("a", &missing, V1)], None).await.expect_error(400, "file_missing");
+    env.put_bundle(
+        &uuid::Uuid::new_v4().to_string(),
+        V1,
+        &[("a", &missing, V1)],
+        None,
+    )
+    .await
+    .expect_error(400, "file_missing");
     for bad in ["/abs", "./x", "a/./b", "~/x", "a\\b", ".", "..", "a/../b"] {
-        env.put_bundle(&uuid::Uuid::new_v4().to_string(), V1, &[(bad, &files[0].1, V1)], None).await.expect_error(400, "illegal_arguments");
+        env.put_bundle(
+            &uuid::Uuid::new_v4().to_string(),
+            V1,
+            &[(bad, &files[0].1, V1)],
+            None,
+        )
+        .await
+        .expect_error(400, "illegal_arguments");
     }
     let t = env.user();
     let put = |q: &str, body: &str| {
@@ -154,14 +250,40 @@ async fn bundle_put_idempotency_and_errors() {
         async move { env.req("PUT", &uri, Some(&t), &body, &[]).await }
     };
     let body = json!({"files": [], "creator_uid": 1}).to_string();
-    put(&format!("?version={V1}"), &body).await.expect_error(400, "illegal_arguments");
-    put("?replica=aws&version=2017", &body).await.expect_error(400, "illegal_version");
-    put(&format!("?replica=aws&version={V2}"), r#"{"files": "no", "creator_uid": 1}"#).await.expect_error(400, "illegal_arguments");
-    put(&format!("?replica=aws&version={V2}"), r#"{"files": [{"uuid": "x"}], "creator_uid": 1}"#).await.expect_error(400, "illegal_arguments");
-    put(&format!("?replica=aws&version={V2}"), r#"{"files": []}"#).await.expect_error(400, "illegal_arguments");
-    env.req("PUT", &format!("/v1/bundles/{b}?replica=aws&version={V2}"), None, &body, &[]).await.expect_error(401, "OAuthProblem");
+    put(&format!("?version={V1}"), &body)
+        .await
+        .expect_error(400, "illegal_arguments");
+    put("?replica=aws&version=2017", &body)
+        .await
+        .expect_error(400, "illegal_version");
+    put(
+        &format!("?replica=aws&version={V2}"),
+        r#"{"files": "no", "creator_uid": 1}"#,
+    )
+    .await
+    .expect_error(400, "illegal_arguments");
+    put(
+        &format!("?replica=aws&version={V2}"),
+        r#"{"files": [{"uuid": "x"}], "creator_uid": 1}"#,
+    )
+    .await
+    .expect_error(400, "illegal_arguments");
+    put(&format!("?replica=aws&version={V2}"), r#"{"files": []}"#)
+        .await
+        .expect_error(400, "illegal_arguments");
+    env.req(
+        "PUT",
+        &format!("/v1/bundles/{b}?replica=aws&version={V2}"),
+        None,
+        &body,
+        &[],
+    )
+    .await
+    .expect_error(401, "OAuthProblem");
     // Nothing written by the failures.
-    let keys: Vec<_> = std::fs::read_dir(env.main_dir("aws").join("bundles")).unwrap().collect();
+    let keys: Vec<_> = std::fs::read_dir(env.main_dir("aws").join("bundles"))
+        .unwrap()
+        .collect();
     assert_eq!(keys.len(), 1);
 }
 
@@ -175,10 +297,17 @@ async fn bundle_waits_for_late_file_metadata() {
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
         let c = dss::model::checksum::checksums_of(b"late");
         let m = FileMetadata::new(0, V1, "text/plain", 4, &c);
-        std::fs::write(env_ref.main_dir("aws").join(format!("files/{late}.{V1}")), m.to_bytes()).unwrap();
+        std::fs::write(
+            env_ref.main_dir("aws").join(format!("files/{late}.{V1}")),
+            m.to_bytes(),
+        )
+        .unwrap();
     };
     let b = uuid::Uuid::new_v4().to_string();
-    let entries = [(files[0].0.as_str(), files[0].1.as_str(), V1), ("late.txt", late.as_str(), V1)];
+    let entries = [
+        (files[0].0.as_str(), files[0].1.as_str(), V1),
+        ("late.txt", late.as_str(), V1),
+    ];
     let put = env.put_bundle(&b, V1, &entries, None);
     let (r, _) = tokio::join!(put, writer);
     assert_eq!(r.status, 201);
@@ -194,17 +323,43 @@ async fn patch_bundle() {
         "add_files": [{"uuid": files[3].1, "version": V1, "name": "added.txt", "indexed": true}],
         "remove_files": [{"uuid": files[0].1, "version": V1, "name": files[0].0}],
     });
-    let r = env.req("PATCH", &format!("/v1/bundles/{b}?replica=aws&version={V1}"), Some(&env.user()), &body.to_string(), &[]).await;
+    let r = env
+        .req(
+            "PATCH",
+            &format!("/v1/bundles/{b}?replica=aws&version={V1}"),
+            Some(&env.user()),
+            &body.to_string(),
+            &[],
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let new_version = r.json()["version"].as_str().unwrap().to_string();
     assert_eq!(r.json()["uuid"], b.as_str());
     assert!(new_version.as_str() > V1);
-    let g = env.get(&format!("/v1/bundles/{b}?replica=aws")).await.json();
+    let g = env
+        .get(&format!("/v1/bundles/{b}?replica=aws"))
+        .await
+        .json();
     assert_eq!(g["bundle"]["version"], new_version.as_str());
-    let names: Vec<_> = g["bundle"]["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_string()).collect();
-    assert_eq!(names, vec![files[1].0.clone(), files[2].0.clone(), "added.txt".to_string()]);
+    let names: Vec<_> = g["bundle"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            files[1].0.clone(),
+            files[2].0.clone(),
+            "added.txt".to_string()
+        ]
+    );
     // The old version is unchanged.
-    let old = env.get(&format!("/v1/bundles/{b}?replica=aws&version={V1}")).await.json();
+    let old = env
+        .get(&format!("/v1/bundles/{b}?replica=aws&version={V1}"))
+        .await
+        .json();
     assert_eq!(old["bundle"]["files"].as_array().unwrap().len(), 3);
     // Errors.
     let p = |q: String, body: String| {
@@ -212,12 +367,34 @@ async fn patch_bundle() {
         let env = &env;
         async move { env.req("PATCH", &q, Some(&t), &body, &[]).await }
     };
-    p(format!("/v1/bundles/{}?replica=aws&version={V1}", uuid::Uuid::new_v4()), "{}".into()).await.expect_error(404, "not_found");
-    let many: Vec<Value> = (0..1001).map(|_| json!({"uuid": files[0].1, "version": V1, "name": "n", "indexed": false})).collect();
-    p(format!("/v1/bundles/{b}?replica=aws&version={V1}"), json!({"add_files": many}).to_string()).await.expect_error(400, "illegal_arguments");
+    p(
+        format!(
+            "/v1/bundles/{}?replica=aws&version={V1}",
+            uuid::Uuid::new_v4()
+        ),
+        "{}".into(),
+    )
+    .await
+    .expect_error(404, "not_found");
+    let many: Vec<Value> = (0..1001)
+        .map(|_| json!({"uuid": files[0].1, "version": V1, "name": "n", "indexed": false}))
+        .collect();
+    p(
+        format!("/v1/bundles/{b}?replica=aws&version={V1}"),
+        json!({"add_files": many}).to_string(),
+    )
+    .await
+    .expect_error(400, "illegal_arguments");
     let dup = json!({"add_files": [{"uuid": files[3].1, "version": V1, "name": files[1].0, "indexed": false}]});
-    p(format!("/v1/bundles/{b}?replica=aws&version={V1}"), dup.to_string()).await.expect_error(400, "duplicate_filename");
-    p(format!("/v1/bundles/{b}?replica=aws"), "{}".into()).await.expect_error(400, "illegal_arguments");
+    p(
+        format!("/v1/bundles/{b}?replica=aws&version={V1}"),
+        dup.to_string(),
+    )
+    .await
+    .expect_error(400, "duplicate_filename");
+    p(format!("/v1/bundles/{b}?replica=aws"), "{}".into())
+        .await
+        .expect_error(400, "illegal_arguments");
 }
 
 #[tokio::test]
@@ -226,22 +403,49 @@ async fn tombstones_of_the_original_bucket() {
     env.load_original_bucket("aws");
     // deadbeef-0000: tombstoned for all versions.
     let all_dead = "deadbeef-0000-4a6b-8f0d-a7d2105c23be";
-    env.get(&format!("/v1/bundles/{all_dead}?replica=aws")).await.expect_error(404, "not_found");
-    env.get(&format!("/v1/bundles/{all_dead}?replica=aws&version=2017-12-05T235728.441373Z")).await.expect_error(404, "not_found");
+    env.get(&format!("/v1/bundles/{all_dead}?replica=aws"))
+        .await
+        .expect_error(404, "not_found");
+    env.get(&format!(
+        "/v1/bundles/{all_dead}?replica=aws&version=2017-12-05T235728.441373Z"
+    ))
+    .await
+    .expect_error(404, "not_found");
     // deadbeef-0001: its latest version is tombstoned, so "latest" is the one before.
     let one_dead = "deadbeef-0001-4a6b-8f0d-a7d2105c23be";
-    let g = env.get(&format!("/v1/bundles/{one_dead}?replica=aws")).await;
+    let g = env
+        .get(&format!("/v1/bundles/{one_dead}?replica=aws"))
+        .await;
     assert_eq!(g.status, 200);
     assert_eq!(g.json()["bundle"]["version"], "2017-12-05T235728.441373Z");
-    env.get(&format!("/v1/bundles/{one_dead}?replica=aws&version=2017-12-05T235850.950361Z")).await.expect_error(404, "not_found");
-    assert_eq!(env.get(&format!("/v1/bundles/{one_dead}?replica=aws&version=2017-12-05T235528.321679Z")).await.status, 200);
+    env.get(&format!(
+        "/v1/bundles/{one_dead}?replica=aws&version=2017-12-05T235850.950361Z"
+    ))
+    .await
+    .expect_error(404, "not_found");
+    assert_eq!(
+        env.get(&format!(
+            "/v1/bundles/{one_dead}?replica=aws&version=2017-12-05T235528.321679Z"
+        ))
+        .await
+        .status,
+        200
+    );
     // The 0.0.2 manifest is served with its files, and they download.
-    let g = env.get("/v1/bundles/011c7340-9b3c-4d62-bf49-090d79daf198?replica=aws").await;
+    let g = env
+        .get("/v1/bundles/011c7340-9b3c-4d62-bf49-090d79daf198?replica=aws")
+        .await;
     assert_eq!(g.status, 200);
     let f = &g.json()["bundle"]["files"][0];
     assert_eq!(f["name"], "LICENSE");
     assert_eq!(f["s3_etag"], "3b83ef96387f14655fc854ddc3c6bd57");
-    let loc = env.get(&format!("/v1/files/{}?replica=aws&version={}", f["uuid"].as_str().unwrap(), f["version"].as_str().unwrap())).await;
+    let loc = env
+        .get(&format!(
+            "/v1/files/{}?replica=aws&version={}",
+            f["uuid"].as_str().unwrap(),
+            f["version"].as_str().unwrap()
+        ))
+        .await;
     let d = env.get(&local_part(loc.header("location").unwrap())).await;
     assert_eq!(sha256_hex(&d.body), f["sha256"].as_str().unwrap());
 
@@ -249,13 +453,32 @@ async fn tombstones_of_the_original_bucket() {
     let all = env.get("/v1/bundles/all?replica=aws").await;
     assert_eq!(all.status, 200);
     let j = all.json();
-    let listed: Vec<(String, String)> = j["bundles"].as_array().unwrap().iter().map(|b| (b["uuid"].as_str().unwrap().into(), b["version"].as_str().unwrap().into())).collect();
+    let listed: Vec<(String, String)> = j["bundles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["uuid"].as_str().unwrap().into(),
+                b["version"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
     assert_eq!(
         listed,
         vec![
-            ("011c7340-9b3c-4d62-bf49-090d79daf198".to_string(), "2017-06-20T214506.766634Z".to_string()),
-            (one_dead.to_string(), "2017-12-05T235528.321679Z".to_string()),
-            (one_dead.to_string(), "2017-12-05T235728.441373Z".to_string()),
+            (
+                "011c7340-9b3c-4d62-bf49-090d79daf198".to_string(),
+                "2017-06-20T214506.766634Z".to_string()
+            ),
+            (
+                one_dead.to_string(),
+                "2017-12-05T235528.321679Z".to_string()
+            ),
+            (
+                one_dead.to_string(),
+                "2017-12-05T235728.441373Z".to_string()
+            ),
         ]
     );
     assert_eq!(j["page_count"], 3);
@@ -264,13 +487,26 @@ async fn tombstones_of_the_original_bucket() {
     assert_eq!(j["search_prefix"], "bundles/");
     assert!(j.get("token").is_none() && j.get("search_after").is_none());
     // Prefix filter, case-insensitive.
-    let p = env.get("/v1/bundles/all?replica=aws&prefix=DEADBEEF").await.json();
+    let p = env
+        .get("/v1/bundles/all?replica=aws&prefix=DEADBEEF")
+        .await
+        .json();
     assert_eq!(p["bundles"].as_array().unwrap().len(), 2);
     assert_eq!(p["search_prefix"], "bundles/deadbeef");
-    for bad in ["prefix=-x", "prefix=a_b", "prefix=a/b", "per_page=9", "per_page=501"] {
-        env.get(&format!("/v1/bundles/all?replica=aws&{bad}")).await.expect_error(400, "illegal_arguments");
+    for bad in [
+        "prefix=-x",
+        "prefix=a_b",
+        "prefix=a/b",
+        "per_page=9",
+        "per_page=501",
+    ] {
+        env.get(&format!("/v1/bundles/all?replica=aws&{bad}"))
+            .await
+            .expect_error(400, "illegal_arguments");
     }
-    env.get("/v1/bundles/all").await.expect_error(400, "illegal_arguments");
+    env.get("/v1/bundles/all")
+        .await
+        .expect_error(400, "illegal_arguments");
 }
 
 #[tokio::test]
@@ -285,29 +521,104 @@ async fn delete_writes_tombstones() {
         async move { env.req("DELETE", &q, token.as_deref(), body, &[]).await }
     };
     let reason = r#"{"reason": "bad data"}"#;
-    del(Some(env.user()), format!("/v1/bundles/{b}?replica=aws"), reason).await.expect_error(403, "Forbidden");
-    del(None, format!("/v1/bundles/{b}?replica=aws"), reason).await.expect_error(401, "OAuthProblem");
-    del(Some(env.admin()), format!("/v1/bundles/{}?replica=aws", uuid::Uuid::new_v4()), reason).await.expect_error(404, "not_found");
-    del(Some(env.admin()), format!("/v1/bundles/{b}?replica=aws"), "{}").await.expect_error(400, "illegal_arguments");
-    del(Some(env.admin()), format!("/v1/bundles/{b}?replica=aws&version=2000-01-01T000000.000000Z"), reason).await.expect_error(404, "not_found");
+    del(
+        Some(env.user()),
+        format!("/v1/bundles/{b}?replica=aws"),
+        reason,
+    )
+    .await
+    .expect_error(403, "Forbidden");
+    del(None, format!("/v1/bundles/{b}?replica=aws"), reason)
+        .await
+        .expect_error(401, "OAuthProblem");
+    del(
+        Some(env.admin()),
+        format!("/v1/bundles/{}?replica=aws", uuid::Uuid::new_v4()),
+        reason,
+    )
+    .await
+    .expect_error(404, "not_found");
+    del(
+        Some(env.admin()),
+        format!("/v1/bundles/{b}?replica=aws"),
+        "{}",
+    )
+    .await
+    .expect_error(400, "illegal_arguments");
+    del(
+        Some(env.admin()),
+        format!("/v1/bundles/{b}?replica=aws&version=2000-01-01T000000.000000Z"),
+        reason,
+    )
+    .await
+    .expect_error(404, "not_found");
 
     // Versioned tombstone: hides V2, latest falls back to V1.
-    let r = del(Some(env.admin()), format!("/v1/bundles/{b}?replica=aws&version={V2}"), reason).await;
+    let r = del(
+        Some(env.admin()),
+        format!("/v1/bundles/{b}?replica=aws&version={V2}"),
+        reason,
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), json!({}));
-    let stored = std::fs::read_to_string(env.main_dir("aws").join(format!("bundles/{b}.{V2}.dead"))).unwrap();
-    assert_eq!(stored, format!(r#"{{"email": "{ADMIN}", "reason": "bad data", "admin_deleted": true, "version": "{V2}"}}"#));
-    assert_eq!(env.get(&format!("/v1/bundles/{b}?replica=aws")).await.json()["bundle"]["version"], V1);
+    let stored =
+        std::fs::read_to_string(env.main_dir("aws").join(format!("bundles/{b}.{V2}.dead")))
+            .unwrap();
+    assert_eq!(
+        stored,
+        format!(
+            r#"{{"email": "{ADMIN}", "reason": "bad data", "admin_deleted": true, "version": "{V2}"}}"#
+        )
+    );
+    assert_eq!(
+        env.get(&format!("/v1/bundles/{b}?replica=aws"))
+            .await
+            .json()["bundle"]["version"],
+        V1
+    );
     // Same tombstone again: 200; a different reason: 409.
-    assert_eq!(del(Some(env.admin()), format!("/v1/bundles/{b}?replica=aws&version={V2}"), reason).await.status, 200);
-    del(Some(env.admin()), format!("/v1/bundles/{b}?replica=aws&version={V2}"), r#"{"reason": "other"}"#).await.expect_error(409, "bundle_tombstone_already_exists");
+    assert_eq!(
+        del(
+            Some(env.admin()),
+            format!("/v1/bundles/{b}?replica=aws&version={V2}"),
+            reason
+        )
+        .await
+        .status,
+        200
+    );
+    del(
+        Some(env.admin()),
+        format!("/v1/bundles/{b}?replica=aws&version={V2}"),
+        r#"{"reason": "other"}"#,
+    )
+    .await
+    .expect_error(409, "bundle_tombstone_already_exists");
 
     // Unversioned tombstone hides everything.
-    assert_eq!(del(Some(env.admin()), format!("/v1/bundles/{b}?replica=aws"), reason).await.status, 200);
-    let stored = std::fs::read_to_string(env.main_dir("aws").join(format!("bundles/{b}.dead"))).unwrap();
-    assert_eq!(stored, format!(r#"{{"email": "{ADMIN}", "reason": "bad data", "admin_deleted": true}}"#));
-    env.get(&format!("/v1/bundles/{b}?replica=aws")).await.expect_error(404, "not_found");
-    env.get(&format!("/v1/bundles/{b}?replica=aws&version={V1}")).await.expect_error(404, "not_found");
+    assert_eq!(
+        del(
+            Some(env.admin()),
+            format!("/v1/bundles/{b}?replica=aws"),
+            reason
+        )
+        .await
+        .status,
+        200
+    );
+    let stored =
+        std::fs::read_to_string(env.main_dir("aws").join(format!("bundles/{b}.dead"))).unwrap();
+    assert_eq!(
+        stored,
+        format!(r#"{{"email": "{ADMIN}", "reason": "bad data", "admin_deleted": true}}"#)
+    );
+    env.get(&format!("/v1/bundles/{b}?replica=aws"))
+        .await
+        .expect_error(404, "not_found");
+    env.get(&format!("/v1/bundles/{b}?replica=aws&version={V1}"))
+        .await
+        .expect_error(404, "not_found");
     let all = env.get("/v1/bundles/all?replica=aws").await.json();
     assert_eq!(all["bundles"], json!([]));
 }
@@ -317,7 +628,13 @@ async fn enumerate_pages_cover_every_bundle_once() {
     let env = Env::new();
     let c = dss::model::checksum::checksums_of(b"x");
     let meta = FileMetadata::new(0, V1, "text/plain", 1, &c);
-    let file = BundleFile::new("x", "ce55fd51-7833-469b-be0b-5da88ebebfcd", V1, false, &meta);
+    let file = BundleFile::new(
+        "x",
+        "ce55fd51-7833-469b-be0b-5da88ebebfcd",
+        V1,
+        false,
+        &meta,
+    );
     let dir = env.main_dir("aws").join("bundles");
     std::fs::create_dir_all(&dir).unwrap();
     let mut expected = Vec::new();
@@ -349,7 +666,17 @@ async fn enumerate_pages_cover_every_bundle_once() {
         loop {
             let r = env.get(&url).await;
             let j = r.json();
-            let page: Vec<(String, String)> = j["bundles"].as_array().unwrap().iter().map(|b| (b["uuid"].as_str().unwrap().into(), b["version"].as_str().unwrap().into())).collect();
+            let page: Vec<(String, String)> = j["bundles"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| {
+                    (
+                        b["uuid"].as_str().unwrap().into(),
+                        b["version"].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
             assert!(page.len() <= per_page);
             assert_eq!(j["page_count"], page.len());
             seen.extend(page);
@@ -357,13 +684,19 @@ async fn enumerate_pages_cover_every_bundle_once() {
                 assert_eq!(j["has_more"], true);
                 let link = r.header("link").unwrap();
                 assert!(link.ends_with(">; rel='next'"));
-                assert_eq!(j["link"].as_str().unwrap(), link.trim_start_matches('<').split('>').next().unwrap());
+                assert_eq!(
+                    j["link"].as_str().unwrap(),
+                    link.trim_start_matches('<').split('>').next().unwrap()
+                );
                 url = local_part(j["link"].as_str().unwrap());
             } else {
                 assert_eq!(r.status, 200);
                 break;
             }
         }
-        assert_eq!(seen, expected, "per_page {per_page}: each living bundle exactly once, in order");
+        assert_eq!(
+            seen, expected,
+            "per_page {per_page}: each living bundle exactly once, in order"
+        );
     }
 }

@@ -8,7 +8,11 @@ use dss::storage::signer::Signer;
 use std::sync::Arc;
 
 fn signer() -> Arc<Signer> {
-    Arc::new(Signer::new("http://127.0.0.1:5000", b"test-secret".to_vec(), Arc::new(SystemClock)))
+    Arc::new(Signer::new(
+        "http://127.0.0.1:5000",
+        b"test-secret".to_vec(),
+        Arc::new(SystemClock),
+    ))
 }
 
 #[tokio::test]
@@ -23,7 +27,9 @@ async fn fs_store_conforms() {
     let s = FsStore::new("aws", dir.path().join("main"), Some(signer())).unwrap();
     conformance::run(&s).await;
     // The object files are plain files at their keys: the original's bucket layout.
-    let tmp: Vec<_> = std::fs::read_dir(dir.path().join("main/.dss-tmp")).unwrap().collect();
+    let tmp: Vec<_> = std::fs::read_dir(dir.path().join("main/.dss-tmp"))
+        .unwrap()
+        .collect();
     assert!(tmp.is_empty(), "no temp files left behind");
 }
 

@@ -3,6 +3,7 @@
 use crate::auth::dev::DevIssuer;
 use crate::server::{self, dev_issuer_dir, ServeConfig};
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the all-in-one server (every route, local replicas under the data dir).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Print a token signed by the local dev issuer (trusted by `dss serve` on loopback).
     Token {
         /// Email claim of the token.
@@ -107,12 +108,15 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
         let app = Arc::new(server::build_app(&cfg).map_err(|e| e.to_string())?);
         let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
         let url = cfg.public_url();
-        println!("dss {} listening on {url} (data in {})", env!("CARGO_PKG_VERSION"), cfg.data_dir.display());
-        if app.dev_jwks.is_some() {
-            println!("get a token with: dss token --email you@example.org   (then send 'Authorization: Bearer <token>')");
+        // Ignore write errors: a closed stdout must not stop the server.
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "dss {} listening on {url} (data in {})", env!("CARGO_PKG_VERSION"), cfg.data_dir.display());
+        let _ = if app.dev_jwks.is_some() {
+            writeln!(out, "get a token with: dss token --email you@example.org   (then send 'Authorization: Bearer <token>')")
         } else {
-            println!("dev issuer off (not on loopback; DSS_DEV_ISSUER=on enables it): use tokens from your OIDC provider");
-        }
+            writeln!(out, "dev issuer off (not on loopback; DSS_DEV_ISSUER=on enables it): use tokens from your OIDC provider")
+        };
+        let _ = out.flush();
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };

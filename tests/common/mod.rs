@@ -40,7 +40,8 @@ pub struct Resp {
 
 impl Resp {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -51,8 +52,16 @@ impl Resp {
     /// Assert status and, for errors, the DSS error shape and code.
     #[track_caller]
     pub fn expect_error(&self, status: u16, code: &str) {
-        assert_eq!(self.status, status, "body: {}", String::from_utf8_lossy(&self.body));
-        assert_eq!(self.header("content-type"), Some("application/problem+json"));
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
         let j = self.json();
         assert_eq!(j["status"], status);
         assert_eq!(j["code"], code, "body: {j}");
@@ -77,7 +86,12 @@ impl Env {
         std::fs::write(dev_dir.join("key.pem"), test_key_pem()).unwrap();
         let app = build_app(&cfg).unwrap();
         let issuer = DevIssuer::load_or_create(&dev_dir, "http://dss.test/").unwrap();
-        Env { app, dir, cfg, issuer }
+        Env {
+            app,
+            dir,
+            cfg,
+            issuer,
+        }
     }
 
     pub fn data(&self) -> &Path {
@@ -89,7 +103,14 @@ impl Env {
     }
 
     pub fn token(&self, email: &str, group: Option<&str>) -> String {
-        self.issuer.mint(email, group, "https://dev.data.humancellatlas.org/", chrono::Duration::hours(1)).unwrap()
+        self.issuer
+            .mint(
+                email,
+                group,
+                "https://dev.data.humancellatlas.org/",
+                chrono::Duration::hours(1),
+            )
+            .unwrap()
     }
 
     pub fn user(&self) -> String {
@@ -100,15 +121,28 @@ impl Env {
         self.token(ADMIN, Some("hca"))
     }
 
-    pub async fn req(&self, method: &str, uri: &str, token: Option<&str>, body: &str, headers: &[(&str, &str)]) -> Resp {
-        let mut b = http::Request::builder().method(method).uri(uri).header("host", "dss.test");
+    pub async fn req(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "dss.test");
         if let Some(t) = token {
             b = b.header("authorization", format!("Bearer {t}"));
         }
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        let resp = self.app.handle(b.body(Bytes::from(body.to_string())).unwrap()).await;
+        let resp = self
+            .app
+            .handle(b.body(Bytes::from(body.to_string())).unwrap())
+            .await;
         let (parts, body) = resp.into_parts();
         let body = match body {
             Body::Full(b) => b,
@@ -120,7 +154,11 @@ impl Env {
                 Bytes::from(v)
             }
         };
-        Resp { status: parts.status.as_u16(), headers: parts.headers, body }
+        Resp {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
     }
 
     pub async fn get(&self, uri: &str) -> Resp {
@@ -133,14 +171,29 @@ impl Env {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join(name);
         std::fs::write(&p, data).unwrap();
-        url::Url::from_file_path(std::fs::canonicalize(&p).unwrap()).unwrap().to_string()
+        url::Url::from_file_path(std::fs::canonicalize(&p).unwrap())
+            .unwrap()
+            .to_string()
     }
 
     /// PUT /v1/files through the API; returns the response.
-    pub async fn put_file(&self, uuid: &str, version: &str, source_url: &str, replica: Option<&str>) -> Resp {
+    pub async fn put_file(
+        &self,
+        uuid: &str,
+        version: &str,
+        source_url: &str,
+        replica: Option<&str>,
+    ) -> Resp {
         let body = format!(r#"{{"source_url": "{source_url}", "creator_uid": 0}}"#);
         let q = replica.map(|r| format!("&replica={r}")).unwrap_or_default();
-        self.req("PUT", &format!("/v1/files/{uuid}?version={version}{q}"), Some(&self.user()), &body, &[]).await
+        self.req(
+            "PUT",
+            &format!("/v1/files/{uuid}?version={version}{q}"),
+            Some(&self.user()),
+            &body,
+            &[],
+        )
+        .await
     }
 
     /// Stage and ingest a file; returns its uuid.
@@ -152,14 +205,27 @@ impl Env {
         u
     }
 
-    pub async fn put_bundle(&self, uuid: &str, version: &str, files: &[(&str, &str, &str)], token: Option<&str>) -> Resp {
+    pub async fn put_bundle(
+        &self,
+        uuid: &str,
+        version: &str,
+        files: &[(&str, &str, &str)],
+        token: Option<&str>,
+    ) -> Resp {
         let files: Vec<Value> = files
             .iter()
             .map(|(name, u, v)| serde_json::json!({"uuid": u, "version": v, "name": name, "indexed": false}))
             .collect();
         let body = serde_json::json!({"files": files, "creator_uid": 12}).to_string();
         let t = token.map(str::to_string).unwrap_or_else(|| self.user());
-        self.req("PUT", &format!("/v1/bundles/{uuid}?version={version}&replica=aws"), Some(&t), &body, &[]).await
+        self.req(
+            "PUT",
+            &format!("/v1/bundles/{uuid}?version={version}&replica=aws"),
+            Some(&t),
+            &body,
+            &[],
+        )
+        .await
     }
 
     /// Copy the original's objects (fixtures/original-bucket) into a replica's main dir.
@@ -171,7 +237,10 @@ impl Env {
 
 pub fn fixtures() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for cand in [here.join("../shared/fixtures"), here.join("shared/fixtures")] {
+    for cand in [
+        here.join("../shared/fixtures"),
+        here.join("shared/fixtures"),
+    ] {
         if cand.is_dir() {
             return cand;
         }

@@ -1,0 +1,276 @@
+//! Starts the real `dss` binary and drives the README flow over HTTP.
+
+mod common;
+use common::{fixtures, sha256_hex};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Server {
+    child: Child,
+    _stdout: BufReader<std::process::ChildStdout>,
+    url: String,
+    data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dss() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dss"))
+}
+
+fn start() -> Server {
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = dss()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DSS_DATA_DIR", data.path())
+        .env("ADMIN_USER_EMAILS", "admin@example.org")
+        .env_remove("DSS_READ_ONLY_MODE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start dss serve");
+    let mut first = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    assert!(
+        first.contains(&format!("listening on {url}")),
+        "startup line: {first:?}"
+    );
+    Server {
+        child,
+        _stdout: stdout,
+        url,
+        data,
+    }
+}
+
+fn cli(server: &Server, args: &[&str]) -> String {
+    let out = dss()
+        .args(args)
+        .env("DSS_DATA_DIR", server.data.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dss {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_flow_against_the_binary() {
+    let s = start();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let follow = reqwest::Client::new();
+    let token = cli(
+        &s,
+        &["token", "--email", "me@example.org", "--group", "hca"],
+    )
+    .trim()
+    .to_string();
+    let admin = cli(&s, &["token", "--email", "admin@example.org"])
+        .trim()
+        .to_string();
+    let v = "2024-01-01T000000.000000Z";
+
+    let version: Value = serde_json::from_slice(
+        &http
+            .get(format!("{}/version", s.url))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(version["version_info"]["version"].is_string());
+    let health: Value = serde_json::from_slice(
+        &http
+            .get(format!("{}/internal/health", s.url))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(health, json!({"Healthy": true}));
+    let swagger: Value = serde_json::from_slice(
+        &http
+            .get(format!("{}/v1/swagger.json", s.url))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(swagger["swagger"], "2.0");
+    assert_eq!(swagger["host"], s.url.trim_start_matches("http://"));
+    assert_eq!(swagger["basePath"], "/v1");
+
+    // Stage and upload every file of the example bundle.
+    let dir = fixtures().join("example_bundle");
+    let mut files = Vec::new();
+    let mut expected = std::collections::HashMap::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let line = cli(&s, &["stage", path.to_str().unwrap()]);
+        let (fu, src) = line.trim().split_once(' ').unwrap();
+        let r = http
+            .put(format!("{}/v1/files/{fu}?version={v}", s.url))
+            .bearer_auth(&token)
+            .json(&json!({"source_url": src, "creator_uid": 0}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{name}");
+        expected.insert(name.clone(), sha256_hex(&std::fs::read(&path).unwrap()));
+        files.push(json!({"uuid": fu, "version": v, "name": name, "indexed": true}));
+    }
+    let bu = uuid::Uuid::new_v4().to_string();
+    let r = http
+        .put(format!("{}/v1/bundles/{bu}?version={v}&replica=aws", s.url))
+        .bearer_auth(&token)
+        .json(&json!({"creator_uid": 0, "files": files}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Read it back and download every file through the 302, checking bytes.
+    let r = http
+        .get(format!("{}/v1/bundles/{bu}?replica=aws", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bundle: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let listed = bundle["bundle"]["files"].as_array().unwrap();
+    assert_eq!(listed.len(), expected.len());
+    for f in listed {
+        let url = format!(
+            "{}/v1/files/{}?replica=aws&version={}",
+            s.url,
+            f["uuid"].as_str().unwrap(),
+            f["version"].as_str().unwrap()
+        );
+        let head = http.head(&url).send().await.unwrap();
+        assert_eq!(head.status(), 200);
+        assert_eq!(
+            head.headers()["x-dss-sha256"],
+            f["sha256"].as_str().unwrap()
+        );
+        let redirect = http.get(&url).send().await.unwrap();
+        assert_eq!(redirect.status(), 302);
+        let body = follow
+            .get(&url)
+            .header("range", "bytes=0-")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(body.status(), 206);
+        let bytes = body.bytes().await.unwrap();
+        assert_eq!(
+            sha256_hex(&bytes),
+            expected[f["name"].as_str().unwrap()],
+            "{}",
+            f["name"]
+        );
+    }
+
+    // Listing, PATCH, DELETE.
+    let all: Value = serde_json::from_slice(
+        &http
+            .get(format!("{}/v1/bundles/all?replica=aws", s.url))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(all["bundles"], json!([{"uuid": bu, "version": v}]));
+    let first = &listed[0];
+    let r = http
+        .patch(format!("{}/v1/bundles/{bu}?version={v}&replica=aws", s.url))
+        .bearer_auth(&token)
+        .json(&json!({"remove_files": [{"uuid": first["uuid"], "version": first["version"], "name": first["name"]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let patched: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let nv = patched["version"].as_str().unwrap().to_string();
+    let b2: Value = serde_json::from_slice(
+        &http
+            .get(format!("{}/v1/bundles/{bu}?replica=aws", s.url))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(b2["bundle"]["version"], nv.as_str());
+    assert_eq!(
+        b2["bundle"]["files"].as_array().unwrap().len(),
+        expected.len() - 1
+    );
+    let r = http
+        .delete(format!("{}/v1/bundles/{bu}?replica=aws", s.url))
+        .bearer_auth(&token)
+        .json(&json!({"reason": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .delete(format!("{}/v1/bundles/{bu}?replica=aws", s.url))
+        .bearer_auth(&admin)
+        .json(&json!({"reason": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .get(format!("{}/v1/bundles/{bu}?replica=aws", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    // The data dir holds the original's bucket layout.
+    assert!(s
+        .data
+        .path()
+        .join(format!("aws/main/bundles/{bu}.dead"))
+        .is_file());
+    assert!(s
+        .data
+        .path()
+        .join(format!("aws/main/bundles/{bu}.{v}"))
+        .is_file());
+}
