@@ -50,18 +50,12 @@ async fn put_get_bundle_and_download_every_file() {
     let j = r.json();
     assert_eq!(j["version"], V2);
     assert_eq!(j["manifest"]["format"], "0.0.1");
-    assert_eq!(
-        j["manifest"]["files"].as_array().unwrap().len(),
-        names.len()
-    );
+    assert_eq!(j["manifest"]["files"].as_array().unwrap().len(), names.len());
 
     let g = env.get(&format!("/v1/bundles/{b}?replica=aws")).await;
     assert_eq!(g.status, 200);
     assert_eq!(g.header("x-openapi-pagination"), Some("false"));
-    assert_eq!(
-        g.header("x-openapi-paginated-content-key"),
-        Some("bundle.files")
-    );
+    assert_eq!(g.header("x-openapi-paginated-content-key"), Some("bundle.files"));
     let bundle = &g.json()["bundle"];
     assert_eq!(bundle["uuid"], b.as_str());
     assert_eq!(bundle["version"], V2);
@@ -137,20 +131,9 @@ async fn put_get_bundle_and_download_every_file() {
 async fn bundle_paging() {
     let env = Env::new();
     let files = seed_files(&env, 500);
-    for (n, per_page) in [
-        (11usize, 10usize),
-        (33, 10),
-        (500, 100),
-        (500, 500),
-        (33, 500),
-    ] {
+    for (n, per_page) in [(11usize, 10usize), (33, 10), (500, 100), (500, 500), (33, 500)] {
         let b = uuid::Uuid::new_v4().to_string();
-        assert_eq!(
-            env.put_bundle(&b, V1, &refs(&files[..n]), None)
-                .await
-                .status,
-            201
-        );
+        assert_eq!(env.put_bundle(&b, V1, &refs(&files[..n]), None).await.status, 201);
         let mut url = format!("/v1/bundles/{b}?replica=aws&per_page={per_page}");
         let mut seen = Vec::new();
         let mut pages = 0;
@@ -165,14 +148,8 @@ async fn bundle_paging() {
                 let link = r.header("link").unwrap();
                 assert!(link.ends_with(">; rel='next'"), "{link}");
                 let next = link.trim_start_matches('<').split('>').next().unwrap();
-                assert!(
-                    next.starts_with("http://dss.test/v1/bundles/"),
-                    "absolute link: {next}"
-                );
-                assert!(
-                    next.contains(&format!("version={V1}")),
-                    "link pins the version: {next}"
-                );
+                assert!(next.starts_with("http://dss.test/v1/bundles/"), "absolute link: {next}");
+                assert!(next.contains(&format!("version={V1}")), "link pins the version: {next}");
                 url = local_part(next);
             } else {
                 assert_eq!(r.status, 200);
@@ -195,9 +172,7 @@ async fn bundle_paging() {
             .expect_error(400, "illegal_arguments");
     }
     // Past the end: an empty page.
-    let r = env
-        .get(&format!("/v1/bundles/{b}?replica=aws&start_at=50"))
-        .await;
+    let r = env.get(&format!("/v1/bundles/{b}?replica=aws&start_at=50")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["bundle"]["files"], json!([]));
 }
@@ -207,10 +182,7 @@ async fn bundle_put_idempotency_and_errors() {
     let env = Env::new();
     let files = seed_files(&env, 3);
     let b = uuid::Uuid::new_v4().to_string();
-    assert_eq!(
-        env.put_bundle(&b, V1, &refs(&files), None).await.status,
-        201
-    );
+    assert_eq!(env.put_bundle(&b, V1, &refs(&files), None).await.status, 201);
     assert_eq!(
         env.put_bundle(&b, V1, &refs(&files), None).await.status,
         200,
@@ -225,23 +197,13 @@ async fn bundle_put_idempotency_and_errors() {
         .await
         .expect_error(400, "duplicate_filename");
     let missing = uuid::Uuid::new_v4().to_string();
-    env.put_bundle(
-        &uuid::Uuid::new_v4().to_string(),
-        V1,
-        &[("a", &missing, V1)],
-        None,
-    )
-    .await
-    .expect_error(400, "file_missing");
-    for bad in ["/abs", "./x", "a/./b", "~/x", "a\\b", ".", "..", "a/../b"] {
-        env.put_bundle(
-            &uuid::Uuid::new_v4().to_string(),
-            V1,
-            &[(bad, &files[0].1, V1)],
-            None,
-        )
+    env.put_bundle(&uuid::Uuid::new_v4().to_string(), V1, &[("a", &missing, V1)], None)
         .await
-        .expect_error(400, "illegal_arguments");
+        .expect_error(400, "file_missing");
+    for bad in ["/abs", "./x", "a/./b", "~/x", "a\\b", ".", "..", "a/../b"] {
+        env.put_bundle(&uuid::Uuid::new_v4().to_string(), V1, &[(bad, &files[0].1, V1)], None)
+            .await
+            .expect_error(400, "illegal_arguments");
     }
     let t = env.user();
     let put = |q: &str, body: &str| {
@@ -297,11 +259,7 @@ async fn bundle_waits_for_late_file_metadata() {
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
         let c = dss::model::checksum::checksums_of(b"late");
         let m = FileMetadata::new(0, V1, "text/plain", 4, &c);
-        std::fs::write(
-            env_ref.main_dir("aws").join(format!("files/{late}.{V1}")),
-            m.to_bytes(),
-        )
-        .unwrap();
+        std::fs::write(env_ref.main_dir("aws").join(format!("files/{late}.{V1}")), m.to_bytes()).unwrap();
     };
     let b = uuid::Uuid::new_v4().to_string();
     let entries = [
@@ -336,10 +294,7 @@ async fn patch_bundle() {
     let new_version = r.json()["version"].as_str().unwrap().to_string();
     assert_eq!(r.json()["uuid"], b.as_str());
     assert!(new_version.as_str() > V1);
-    let g = env
-        .get(&format!("/v1/bundles/{b}?replica=aws"))
-        .await
-        .json();
+    let g = env.get(&format!("/v1/bundles/{b}?replica=aws")).await.json();
     assert_eq!(g["bundle"]["version"], new_version.as_str());
     let names: Vec<_> = g["bundle"]["files"]
         .as_array()
@@ -349,11 +304,7 @@ async fn patch_bundle() {
         .collect();
     assert_eq!(
         names,
-        vec![
-            files[1].0.clone(),
-            files[2].0.clone(),
-            "added.txt".to_string()
-        ]
+        vec![files[1].0.clone(), files[2].0.clone(), "added.txt".to_string()]
     );
     // The old version is unchanged.
     let old = env
@@ -368,10 +319,7 @@ async fn patch_bundle() {
         async move { env.req("PATCH", &q, Some(&t), &body, &[]).await }
     };
     p(
-        format!(
-            "/v1/bundles/{}?replica=aws&version={V1}",
-            uuid::Uuid::new_v4()
-        ),
+        format!("/v1/bundles/{}?replica=aws&version={V1}", uuid::Uuid::new_v4()),
         "{}".into(),
     )
     .await
@@ -386,12 +334,9 @@ async fn patch_bundle() {
     .await
     .expect_error(400, "illegal_arguments");
     let dup = json!({"add_files": [{"uuid": files[3].1, "version": V1, "name": files[1].0, "indexed": false}]});
-    p(
-        format!("/v1/bundles/{b}?replica=aws&version={V1}"),
-        dup.to_string(),
-    )
-    .await
-    .expect_error(400, "duplicate_filename");
+    p(format!("/v1/bundles/{b}?replica=aws&version={V1}"), dup.to_string())
+        .await
+        .expect_error(400, "duplicate_filename");
     p(format!("/v1/bundles/{b}?replica=aws"), "{}".into())
         .await
         .expect_error(400, "illegal_arguments");
@@ -413,9 +358,7 @@ async fn tombstones_of_the_original_bucket() {
     .expect_error(404, "not_found");
     // deadbeef-0001: its latest version is tombstoned, so "latest" is the one before.
     let one_dead = "deadbeef-0001-4a6b-8f0d-a7d2105c23be";
-    let g = env
-        .get(&format!("/v1/bundles/{one_dead}?replica=aws"))
-        .await;
+    let g = env.get(&format!("/v1/bundles/{one_dead}?replica=aws")).await;
     assert_eq!(g.status, 200);
     assert_eq!(g.json()["bundle"]["version"], "2017-12-05T235728.441373Z");
     env.get(&format!(
@@ -471,14 +414,8 @@ async fn tombstones_of_the_original_bucket() {
                 "011c7340-9b3c-4d62-bf49-090d79daf198".to_string(),
                 "2017-06-20T214506.766634Z".to_string()
             ),
-            (
-                one_dead.to_string(),
-                "2017-12-05T235528.321679Z".to_string()
-            ),
-            (
-                one_dead.to_string(),
-                "2017-12-05T235728.441373Z".to_string()
-            ),
+            (one_dead.to_string(), "2017-12-05T235528.321679Z".to_string()),
+            (one_dead.to_string(), "2017-12-05T235728.441373Z".to_string()),
         ]
     );
     assert_eq!(j["page_count"], 3);
@@ -487,26 +424,15 @@ async fn tombstones_of_the_original_bucket() {
     assert_eq!(j["search_prefix"], "bundles/");
     assert!(j.get("token").is_none() && j.get("search_after").is_none());
     // Prefix filter, case-insensitive.
-    let p = env
-        .get("/v1/bundles/all?replica=aws&prefix=DEADBEEF")
-        .await
-        .json();
+    let p = env.get("/v1/bundles/all?replica=aws&prefix=DEADBEEF").await.json();
     assert_eq!(p["bundles"].as_array().unwrap().len(), 2);
     assert_eq!(p["search_prefix"], "bundles/deadbeef");
-    for bad in [
-        "prefix=-x",
-        "prefix=a_b",
-        "prefix=a/b",
-        "per_page=9",
-        "per_page=501",
-    ] {
+    for bad in ["prefix=-x", "prefix=a_b", "prefix=a/b", "per_page=9", "per_page=501"] {
         env.get(&format!("/v1/bundles/all?replica=aws&{bad}"))
             .await
             .expect_error(400, "illegal_arguments");
     }
-    env.get("/v1/bundles/all")
-        .await
-        .expect_error(400, "illegal_arguments");
+    env.get("/v1/bundles/all").await.expect_error(400, "illegal_arguments");
 }
 
 #[tokio::test]
@@ -521,13 +447,9 @@ async fn delete_writes_tombstones() {
         async move { env.req("DELETE", &q, token.as_deref(), body, &[]).await }
     };
     let reason = r#"{"reason": "bad data"}"#;
-    del(
-        Some(env.user()),
-        format!("/v1/bundles/{b}?replica=aws"),
-        reason,
-    )
-    .await
-    .expect_error(403, "Forbidden");
+    del(Some(env.user()), format!("/v1/bundles/{b}?replica=aws"), reason)
+        .await
+        .expect_error(403, "Forbidden");
     del(None, format!("/v1/bundles/{b}?replica=aws"), reason)
         .await
         .expect_error(401, "OAuthProblem");
@@ -538,13 +460,9 @@ async fn delete_writes_tombstones() {
     )
     .await
     .expect_error(404, "not_found");
-    del(
-        Some(env.admin()),
-        format!("/v1/bundles/{b}?replica=aws"),
-        "{}",
-    )
-    .await
-    .expect_error(400, "illegal_arguments");
+    del(Some(env.admin()), format!("/v1/bundles/{b}?replica=aws"), "{}")
+        .await
+        .expect_error(400, "illegal_arguments");
     del(
         Some(env.admin()),
         format!("/v1/bundles/{b}?replica=aws&version=2000-01-01T000000.000000Z"),
@@ -562,19 +480,13 @@ async fn delete_writes_tombstones() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), json!({}));
-    let stored =
-        std::fs::read_to_string(env.main_dir("aws").join(format!("bundles/{b}.{V2}.dead")))
-            .unwrap();
+    let stored = std::fs::read_to_string(env.main_dir("aws").join(format!("bundles/{b}.{V2}.dead"))).unwrap();
     assert_eq!(
         stored,
-        format!(
-            r#"{{"email": "{ADMIN}", "reason": "bad data", "admin_deleted": true, "version": "{V2}"}}"#
-        )
+        format!(r#"{{"email": "{ADMIN}", "reason": "bad data", "admin_deleted": true, "version": "{V2}"}}"#)
     );
     assert_eq!(
-        env.get(&format!("/v1/bundles/{b}?replica=aws"))
-            .await
-            .json()["bundle"]["version"],
+        env.get(&format!("/v1/bundles/{b}?replica=aws")).await.json()["bundle"]["version"],
         V1
     );
     // Same tombstone again: 200; a different reason: 409.
@@ -598,17 +510,12 @@ async fn delete_writes_tombstones() {
 
     // Unversioned tombstone hides everything.
     assert_eq!(
-        del(
-            Some(env.admin()),
-            format!("/v1/bundles/{b}?replica=aws"),
-            reason
-        )
-        .await
-        .status,
+        del(Some(env.admin()), format!("/v1/bundles/{b}?replica=aws"), reason)
+            .await
+            .status,
         200
     );
-    let stored =
-        std::fs::read_to_string(env.main_dir("aws").join(format!("bundles/{b}.dead"))).unwrap();
+    let stored = std::fs::read_to_string(env.main_dir("aws").join(format!("bundles/{b}.dead"))).unwrap();
     assert_eq!(
         stored,
         format!(r#"{{"email": "{ADMIN}", "reason": "bad data", "admin_deleted": true}}"#)
@@ -628,13 +535,7 @@ async fn enumerate_pages_cover_every_bundle_once() {
     let env = Env::new();
     let c = dss::model::checksum::checksums_of(b"x");
     let meta = FileMetadata::new(0, V1, "text/plain", 1, &c);
-    let file = BundleFile::new(
-        "x",
-        "ce55fd51-7833-469b-be0b-5da88ebebfcd",
-        V1,
-        false,
-        &meta,
-    );
+    let file = BundleFile::new("x", "ce55fd51-7833-469b-be0b-5da88ebebfcd", V1, false, &meta);
     let dir = env.main_dir("aws").join("bundles");
     std::fs::create_dir_all(&dir).unwrap();
     let mut expected = Vec::new();

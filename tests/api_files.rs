@@ -21,8 +21,7 @@ async fn put_head_get_download() {
         data,
         "blob bytes stored at the content address"
     );
-    let meta =
-        std::fs::read_to_string(env.main_dir("aws").join(format!("files/{u}.{V1}"))).unwrap();
+    let meta = std::fs::read_to_string(env.main_dir("aws").join(format!("files/{u}.{V1}"))).unwrap();
     assert_eq!(
         meta,
         format!(
@@ -44,17 +43,12 @@ async fn put_head_get_download() {
     assert_eq!(h.header("x-dss-sha1"), Some(c.sha1.as_str()));
     assert_eq!(h.header("x-dss-s3-etag"), Some(c.s3_etag.as_str()));
     assert_eq!(h.header("x-dss-crc32c"), Some(c.crc32c.as_str()));
-    assert_eq!(
-        h.header("x-dss-size"),
-        Some(data.len().to_string().as_str())
-    );
+    assert_eq!(h.header("x-dss-size"), Some(data.len().to_string().as_str()));
     assert_eq!(h.header("x-dss-version"), Some(V1));
     assert_eq!(h.header("x-dss-creator-uid"), Some("0"));
     assert_eq!(h.header("x-dss-content-type"), Some("application/json"));
 
-    let g = env
-        .get(&format!("/v1/files/{u}?replica=aws&version={V1}"))
-        .await;
+    let g = env.get(&format!("/v1/files/{u}?replica=aws&version={V1}")).await;
     assert_eq!(g.status, 302);
     assert_eq!(g.header("x-dss-sha256"), Some(c.sha256.as_str()));
     let loc = g.header("location").unwrap().to_string();
@@ -63,10 +57,7 @@ async fn put_head_get_download() {
     assert_eq!(d.status, 200);
     assert_eq!(sha256_hex(&d.body), c.sha256, "downloaded bytes match");
     assert_eq!(d.header("content-type"), Some("application/json"));
-    assert_eq!(
-        d.header("content-length"),
-        Some(data.len().to_string().as_str())
-    );
+    assert_eq!(d.header("content-length"), Some(data.len().to_string().as_str()));
     assert_eq!(d.header("accept-ranges"), Some("bytes"));
 
     // Range requests, as `hca dss download` sends them.
@@ -76,13 +67,7 @@ async fn put_head_get_download() {
     assert_eq!(p.status, 206);
     assert_eq!(&p.body[..], &data[..]);
     let p = env
-        .req(
-            "GET",
-            &local_part(&loc),
-            None,
-            "",
-            &[("range", "bytes=10-19")],
-        )
+        .req("GET", &local_part(&loc), None, "", &[("range", "bytes=10-19")])
         .await;
     assert_eq!(p.status, 206);
     assert_eq!(&p.body[..], &data[10..20]);
@@ -112,10 +97,7 @@ async fn put_head_get_download() {
         ))
         .await;
     let d = env.get(&local_part(g.header("location").unwrap())).await;
-    assert_eq!(
-        d.header("content-disposition"),
-        Some("attachment; filename=x.json")
-    );
+    assert_eq!(d.header("content-disposition"), Some("attachment; filename=x.json"));
 }
 
 #[tokio::test]
@@ -199,12 +181,9 @@ async fn put_file_bad_input() {
     put(format!("/v1/files/{u}"), ok_body.clone())
         .await
         .expect_error(400, "illegal_arguments");
-    put(
-        format!("/v1/files/not-a-uuid?version={V1}"),
-        ok_body.clone(),
-    )
-    .await
-    .expect_error(400, "illegal_arguments");
+    put(format!("/v1/files/not-a-uuid?version={V1}"), ok_body.clone())
+        .await
+        .expect_error(400, "illegal_arguments");
     put(format!("/v1/files/{u}?version={V1}"), "{".into())
         .await
         .expect_error(400, "illegal_arguments");
@@ -233,24 +212,15 @@ async fn put_file_bad_input() {
     put(format!("/v1/files/{u}?version={V1}"), with("ftp://b/k"))
         .await
         .expect_error(400, "unknown_source_schema");
-    put(
-        format!("/v1/files/{u}?version={V1}"),
-        with("s3://bucket/key"),
-    )
-    .await
-    .expect_error(400, "illegal_source_url");
-    put(
-        format!("/v1/files/{u}?version={V1}"),
-        with("gs://bucket/key"),
-    )
-    .await
-    .expect_error(400, "illegal_source_url");
-    put(
-        format!("/v1/files/{u}?version={V1}"),
-        with("file:///etc/passwd"),
-    )
-    .await
-    .expect_error(400, "illegal_source_url");
+    put(format!("/v1/files/{u}?version={V1}"), with("s3://bucket/key"))
+        .await
+        .expect_error(400, "illegal_source_url");
+    put(format!("/v1/files/{u}?version={V1}"), with("gs://bucket/key"))
+        .await
+        .expect_error(400, "illegal_source_url");
+    put(format!("/v1/files/{u}?version={V1}"), with("file:///etc/passwd"))
+        .await
+        .expect_error(400, "illegal_source_url");
     let escape = format!(
         "file://{}/../url-signing.key",
         env.cfg.staging_dir.canonicalize().unwrap().display()
@@ -265,12 +235,9 @@ async fn put_file_bad_input() {
     put(format!("/v1/files/{u}?version={V1}"), with(&missing))
         .await
         .expect_error(400, "illegal_source_url");
-    put(
-        format!("/v1/files/{u}?version={V1}&replica=azure"),
-        ok_body.clone(),
-    )
-    .await
-    .expect_error(400, "illegal_arguments");
+    put(format!("/v1/files/{u}?version={V1}&replica=azure"), ok_body.clone())
+        .await
+        .expect_error(400, "illegal_arguments");
 
     // Nothing was written by any of these.
     let files = env.main_dir("aws").join("files");
@@ -280,15 +247,9 @@ async fn put_file_bad_input() {
     );
 
     // Auth: none, garbage, wrong group, no group.
-    env.req(
-        "PUT",
-        &format!("/v1/files/{u}?version={V1}"),
-        None,
-        &ok_body,
-        &[],
-    )
-    .await
-    .expect_error(401, "OAuthProblem");
+    env.req("PUT", &format!("/v1/files/{u}?version={V1}"), None, &ok_body, &[])
+        .await
+        .expect_error(401, "OAuthProblem");
     env.req(
         "PUT",
         &format!("/v1/files/{u}?version={V1}"),
@@ -383,11 +344,7 @@ async fn staged_checksums_are_verified() {
 }
 
 fn write_sidecar(env: &Env, key: &str, md: &[(&str, &str)]) {
-    let path = env
-        .cfg
-        .staging_dir
-        .join(".dss-meta")
-        .join(format!("{key}.json"));
+    let path = env.cfg.staging_dir.join(".dss-meta").join(format!("{key}.json"));
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let metadata: serde_json::Map<String, serde_json::Value> = md
         .iter()
@@ -404,14 +361,8 @@ async fn get_file_errors() {
     env.get(&format!("/v1/files/{missing}?replica=aws"))
         .await
         .expect_error(404, "not_found");
-    env.req(
-        "HEAD",
-        &format!("/v1/files/{missing}?replica=aws"),
-        None,
-        "",
-        &[],
-    )
-    .await;
+    env.req("HEAD", &format!("/v1/files/{missing}?replica=aws"), None, "", &[])
+        .await;
     env.get(&format!("/v1/files/{u}"))
         .await
         .expect_error(400, "illegal_arguments");
@@ -438,15 +389,9 @@ async fn get_file_errors() {
     env.get(&format!("/v1/files/{u}?replica=gcp"))
         .await
         .expect_error(404, "not_found");
-    env.req(
-        "DELETE",
-        &format!("/v1/files/{u}?replica=aws"),
-        None,
-        "",
-        &[],
-    )
-    .await
-    .expect_error(405, "method_not_allowed");
+    env.req("DELETE", &format!("/v1/files/{u}?replica=aws"), None, "", &[])
+        .await
+        .expect_error(405, "method_not_allowed");
     env.get("/v1/nothing").await.expect_error(404, "not_found");
 }
 
@@ -487,9 +432,7 @@ async fn original_bucket_files_are_served() {
             "9cdc9050cecf59381fed55a2433140b69596fc861bee55abeafd1f9150f3e2da",
         ),
     ] {
-        let g = env
-            .get(&format!("/v1/files/{u}?replica=aws&version={v}"))
-            .await;
+        let g = env.get(&format!("/v1/files/{u}?replica=aws&version={v}")).await;
         assert_eq!(g.status, 302);
         let d = env.get(&local_part(g.header("location").unwrap())).await;
         assert_eq!(sha256_hex(&d.body), sha, "bytes of {v}");

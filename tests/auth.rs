@@ -48,20 +48,13 @@ async fn dev_issuer_tokens_and_their_failures() {
     let key = test_key();
     let good = json!({"iss": "http://dss.test/", "sub": "u", "aud": AUD, "email": "u@example.org", GROUP: "hca"});
     assert_eq!(
-        put_with(&env, &sign(&key, Some(&kid), good.clone(), 600))
-            .await
-            .status,
+        put_with(&env, &sign(&key, Some(&kid), good.clone(), 600)).await.status,
         201
     );
     // Audience as a list.
     let mut list_aud = good.clone();
     list_aud["aud"] = json!(["other", AUD]);
-    assert_eq!(
-        put_with(&env, &sign(&key, Some(&kid), list_aud, 600))
-            .await
-            .status,
-        201
-    );
+    assert_eq!(put_with(&env, &sign(&key, Some(&kid), list_aud, 600)).await.status, 201);
     // Expired.
     put_with(&env, &sign(&key, Some(&kid), good.clone(), -3600))
         .await
@@ -77,10 +70,7 @@ async fn dev_issuer_tokens_and_their_failures() {
     no_email.as_object_mut().unwrap().remove("email");
     let r = put_with(&env, &sign(&key, Some(&kid), no_email, 600)).await;
     r.expect_error(401, "Unauthorized");
-    assert_eq!(
-        r.json()["title"],
-        "Authorization token is missing email claims."
-    );
+    assert_eq!(r.json()["title"], "Authorization token is missing email claims.");
     // Untrusted issuer.
     let mut other_iss = good.clone();
     other_iss["iss"] = json!("https://evil.example/");
@@ -104,9 +94,7 @@ async fn dev_issuer_tokens_and_their_failures() {
     let mut payload: Value = serde_json::from_slice(&b64.decode(&parts[1]).unwrap()).unwrap();
     payload["email"] = json!("admin@example.org");
     parts[1] = b64.encode(payload.to_string());
-    put_with(&env, &parts.join("."))
-        .await
-        .expect_error(401, "Unauthorized");
+    put_with(&env, &parts.join(".")).await.expect_error(401, "Unauthorized");
     // HS256 with the public key as secret (algorithm confusion) is refused.
     let hs = format!(
         "{}.{}.{}",
@@ -115,9 +103,7 @@ async fn dev_issuer_tokens_and_their_failures() {
         b64.encode("sig")
     );
     put_with(&env, &hs).await.expect_error(401, "Unauthorized");
-    put_with(&env, "a.b")
-        .await
-        .expect_error(401, "Unauthorized");
+    put_with(&env, "a.b").await.expect_error(401, "Unauthorized");
     env.req(
         "PUT",
         &format!("/v1/files/{}?version={V1}", uuid::Uuid::new_v4()),
@@ -164,12 +150,8 @@ async fn service_account_keys_from_trusted_jwks() {
         .await
         .expect_error(403, "Forbidden");
     // With the dev issuer off, its tokens are not trusted and it publishes nothing.
-    put_with(&env, &env.user())
-        .await
-        .expect_error(403, "Forbidden");
-    env.get("/.well-known/jwks.json")
-        .await
-        .expect_error(404, "not_found");
+    put_with(&env, &env.user()).await.expect_error(403, "Forbidden");
+    env.get("/.well-known/jwks.json").await.expect_error(404, "not_found");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,18 +181,10 @@ async fn openid_provider_keys_by_discovery() {
     assert_eq!(disco["issuer"], a_issuer.as_str());
 
     let b = Env::with(|c| c.openid_provider = Some(a_issuer.clone()));
-    let a_dev = dss::auth::dev::DevIssuer::load_or_create(
-        &dss::server::dev_issuer_dir(a_dir.path()),
-        &a_issuer,
-    )
-    .unwrap();
+    let a_dev =
+        dss::auth::dev::DevIssuer::load_or_create(&dss::server::dev_issuer_dir(a_dir.path()), &a_issuer).unwrap();
     let token = a_dev
-        .mint(
-            "oidc-user@example.org",
-            Some("hca"),
-            AUD,
-            chrono::Duration::minutes(5),
-        )
+        .mint("oidc-user@example.org", Some("hca"), AUD, chrono::Duration::minutes(5))
         .unwrap();
     assert_eq!(put_with(&b, &token).await.status, 201);
     // Cached: the second request verifies without refetching (A is gone).

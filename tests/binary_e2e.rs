@@ -78,15 +78,10 @@ async fn readme_flow_against_the_binary() {
         .build()
         .unwrap();
     let follow = reqwest::Client::new();
-    let token = cli(
-        &s,
-        &["token", "--email", "me@example.org", "--group", "hca"],
-    )
-    .trim()
-    .to_string();
-    let admin = cli(&s, &["token", "--email", "admin@example.org"])
+    let token = cli(&s, &["token", "--email", "me@example.org", "--group", "hca"])
         .trim()
         .to_string();
+    let admin = cli(&s, &["token", "--email", "admin@example.org"]).trim().to_string();
     let v = "2024-01-01T000000.000000Z";
 
     let version: Value = serde_json::from_slice(
@@ -177,18 +172,10 @@ async fn readme_flow_against_the_binary() {
         );
         let head = http.head(&url).send().await.unwrap();
         assert_eq!(head.status(), 200);
-        assert_eq!(
-            head.headers()["x-dss-sha256"],
-            f["sha256"].as_str().unwrap()
-        );
+        assert_eq!(head.headers()["x-dss-sha256"], f["sha256"].as_str().unwrap());
         let redirect = http.get(&url).send().await.unwrap();
         assert_eq!(redirect.status(), 302);
-        let body = follow
-            .get(&url)
-            .header("range", "bytes=0-")
-            .send()
-            .await
-            .unwrap();
+        let body = follow.get(&url).header("range", "bytes=0-").send().await.unwrap();
         assert_eq!(body.status(), 206);
         let bytes = body.bytes().await.unwrap();
         assert_eq!(
@@ -235,10 +222,7 @@ async fn readme_flow_against_the_binary() {
     )
     .unwrap();
     assert_eq!(b2["bundle"]["version"], nv.as_str());
-    assert_eq!(
-        b2["bundle"]["files"].as_array().unwrap().len(),
-        expected.len() - 1
-    );
+    assert_eq!(b2["bundle"]["files"].as_array().unwrap().len(), expected.len() - 1);
     let r = http
         .delete(format!("{}/v1/bundles/{bu}?replica=aws", s.url))
         .bearer_auth(&token)
@@ -263,14 +247,6 @@ async fn readme_flow_against_the_binary() {
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     // The data dir holds the original's bucket layout.
-    assert!(s
-        .data
-        .path()
-        .join(format!("aws/main/bundles/{bu}.dead"))
-        .is_file());
-    assert!(s
-        .data
-        .path()
-        .join(format!("aws/main/bundles/{bu}.{v}"))
-        .is_file());
+    assert!(s.data.path().join(format!("aws/main/bundles/{bu}.dead")).is_file());
+    assert!(s.data.path().join(format!("aws/main/bundles/{bu}.{v}")).is_file());
 }

@@ -27,9 +27,7 @@ async fn fs_store_conforms() {
     let s = FsStore::new("aws", dir.path().join("main"), Some(signer())).unwrap();
     conformance::run(&s).await;
     // The object files are plain files at their keys: the original's bucket layout.
-    let tmp: Vec<_> = std::fs::read_dir(dir.path().join("main/.dss-tmp"))
-        .unwrap()
-        .collect();
+    let tmp: Vec<_> = std::fs::read_dir(dir.path().join("main/.dss-tmp")).unwrap().collect();
     assert!(tmp.is_empty(), "no temp files left behind");
 }
 
@@ -38,4 +36,40 @@ async fn any_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let s = dss::storage::AnyStore::Fs(FsStore::new("aws", dir.path(), Some(signer())).unwrap());
     conformance::run(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_listing_sees_changes_made_behind_its_back() {
+    use dss::storage::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let s = FsStore::new("aws", dir.path(), None).unwrap();
+    std::fs::create_dir_all(dir.path().join("bundles")).unwrap();
+    std::fs::write(dir.path().join("bundles/a.1"), "x").unwrap();
+    assert_eq!(s.list("bundles/", None, 100).await.unwrap().keys, vec!["bundles/a.1"]);
+    // Immediately (same coarse mtime tick) and after the listing has aged.
+    std::fs::write(dir.path().join("bundles/b.1"), "x").unwrap();
+    assert_eq!(
+        s.list("bundles/", None, 100).await.unwrap().keys,
+        vec!["bundles/a.1", "bundles/b.1"]
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(s.list("bundles/", None, 100).await.unwrap().keys.len(), 2);
+    std::fs::write(dir.path().join("bundles/c.1"), "x").unwrap();
+    std::fs::remove_file(dir.path().join("bundles/a.1")).unwrap();
+    assert_eq!(
+        s.list("bundles/", None, 100).await.unwrap().keys,
+        vec!["bundles/b.1", "bundles/c.1"]
+    );
+    // Prefix and token paging on the cached listing.
+    assert_eq!(s.list("bundles/c", None, 100).await.unwrap().keys, vec!["bundles/c.1"]);
+    assert_eq!(
+        s.list("bundles/", Some("bundles/b.1"), 100).await.unwrap().keys,
+        vec!["bundles/c.1"]
+    );
+    assert!(s
+        .list("bundles/", Some("bundles/z"), 100)
+        .await
+        .unwrap()
+        .keys
+        .is_empty());
 }

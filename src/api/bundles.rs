@@ -3,8 +3,8 @@
 use super::params::{int_field, json_body, str_field, uuid};
 use super::*;
 use crate::model::manifest::{
-    bundle_key, file_key, parse_bundle_key, tombstone_key, valid_file_name, BundleFile, BundleKey,
-    BundleManifest, FileMetadata, Tombstone,
+    bundle_key, file_key, parse_bundle_key, tombstone_key, valid_file_name, BundleFile, BundleKey, BundleManifest,
+    FileMetadata, Tombstone,
 };
 use crate::model::{DssVersion, ObjectUuid};
 use crate::storage::{list_all, PutOptions, StoreError};
@@ -20,10 +20,15 @@ const PATCH_MAX_ITEMS: usize = 1000;
 /// hides every version, a versioned one hides its version, and "latest" is the
 /// greatest version without a tombstone. `None` when nothing visible exists.
 pub async fn load_manifest<S: Store>(
-    store: &S,
+    replica: &Replica<S>,
     uuid: &str,
     version: Option<&str>,
-) -> Result<Option<BundleManifest>, ApiError> {
+) -> Result<Option<Arc<BundleManifest>>, ApiError> {
+    let store = &replica.main;
+    if version.is_some_and(|v| DssVersion::parse(v).is_err()) {
+        return Ok(None);
+    }
+    // One listing answers both tombstone questions and "which is the latest".
     let keys = list_all(store, &format!("bundles/{uuid}.")).await?;
     let mut dead_all = false;
     let mut dead = std::collections::HashSet::new();
@@ -49,14 +54,20 @@ pub async fn load_manifest<S: Store>(
             None => return Ok(None),
         },
     };
-    let bytes = match store.get(&bundle_key(uuid, &chosen)).await {
+    let key = bundle_key(uuid, &chosen);
+    if let Some(m) = replica.cache.bundles.get(&key) {
+        return Ok(Some(m));
+    }
+    let bytes = match store.get(&key).await {
         Ok(b) => b,
         Err(StoreError::NotFound(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| ApiError::Internal(format!("bundle manifest {uuid}.{chosen} unreadable: {e}")))
+    let m: BundleManifest = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::Internal(format!("bundle manifest {key} unreadable: {e}")))?;
+    let m = Arc::new(m);
+    replica.cache.bundles.insert(key, m.clone());
+    Ok(Some(m))
 }
 
 /// `GET /v1/bundles/{uuid}`.
@@ -77,15 +88,9 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
     if directurls && replica.local {
         return Err(ApiError::DirectUrlsUnavailable(replica.name.into()));
     }
-    let version = ctx.query.get("version");
-    let manifest = load_manifest(
-        &replica.main,
-        id.as_str(),
-        version.filter(|v| DssVersion::parse(v).is_ok()),
-    )
-    .await?
-    .filter(|_| version.is_none_or(|v| DssVersion::parse(v).is_ok()))
-    .ok_or_else(|| ApiError::NotFound("Cannot find bundle!".into()))?;
+    let manifest = load_manifest(replica, id.as_str(), ctx.query.get("version"))
+        .await?
+        .ok_or_else(|| ApiError::NotFound("Cannot find bundle!".into()))?;
 
     let total = manifest.files.len();
     let page: &[BundleFile] = manifest.files.get(start_at..).unwrap_or(&[]);
@@ -111,10 +116,7 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
                 content_type: Some(f.content_type.clone()),
                 content_disposition: None,
             };
-            let url = replica
-                .main
-                .presign_get(&key, app.config.presigned_ttl, &opts)
-                .await?;
+            let url = replica.main.presign_get(&key, app.config.presigned_ttl, &opts).await?;
             entry["url"] = Value::String(url);
         }
         files.push(entry);
@@ -136,11 +138,7 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
         ]);
         set_header(&mut r, "link", &format!("<{next}>; rel='next'"));
     }
-    set_header(
-        &mut r,
-        "X-OpenAPI-Pagination",
-        if more { "true" } else { "false" },
-    );
+    set_header(&mut r, "X-OpenAPI-Pagination", if more { "true" } else { "false" });
     set_header(&mut r, "X-OpenAPI-Paginated-Content-Key", "bundle.files");
     Ok(r)
 }
@@ -168,8 +166,7 @@ fn file_refs(v: &Value, field: &str, need_indexed: bool) -> Result<Vec<FileRef>,
                 "'{name}' does not match the file name pattern"
             )));
         }
-        let id = ObjectUuid::parse(str_field(obj, "uuid")?)
-            .map_err(|e| ApiError::IllegalArguments(e.to_string()))?;
+        let id = ObjectUuid::parse(str_field(obj, "uuid")?).map_err(|e| ApiError::IllegalArguments(e.to_string()))?;
         let version = str_field(obj, "version")?;
         let indexed = match obj.get("indexed") {
             Some(Value::Bool(b)) => *b,
@@ -179,11 +176,7 @@ fn file_refs(v: &Value, field: &str, need_indexed: bool) -> Result<Vec<FileRef>,
                     "{field}[{i}].indexed must be a boolean"
                 )))
             }
-            None => {
-                return Err(ApiError::IllegalArguments(
-                    "'indexed' is a required property".into(),
-                ))
-            }
+            None => return Err(ApiError::IllegalArguments("'indexed' is a required property".into())),
         };
         out.push(FileRef {
             name: name.to_string(),
@@ -202,22 +195,15 @@ async fn build_entries<S: Store, H: HttpClient, T: Sleeper>(
     store: &S,
     refs: Vec<FileRef>,
 ) -> Result<Vec<BundleFile>, ApiError> {
-    let deadline = app.clock.now()
-        + chrono::Duration::from_std(app.config.bundle_file_wait).unwrap_or_default();
+    let deadline = app.clock.now() + chrono::Duration::from_std(app.config.bundle_file_wait).unwrap_or_default();
     let lookups = futures::stream::iter(refs.into_iter().map(|r| async move {
         let key = file_key(r.uuid.as_str(), &r.version);
         loop {
             match store.get(&key).await {
                 Ok(b) => {
-                    let meta: FileMetadata = serde_json::from_slice(&b)
-                        .map_err(|e| ApiError::Internal(format!("{key} unreadable: {e}")))?;
-                    return Ok(BundleFile::new(
-                        &r.name,
-                        r.uuid.as_str(),
-                        &r.version,
-                        r.indexed,
-                        &meta,
-                    ));
+                    let meta: FileMetadata =
+                        serde_json::from_slice(&b).map_err(|e| ApiError::Internal(format!("{key} unreadable: {e}")))?;
+                    return Ok(BundleFile::new(&r.name, r.uuid.as_str(), &r.version, r.indexed, &meta));
                 }
                 Err(StoreError::NotFound(_)) | Err(StoreError::InvalidKey(_)) => {
                     if app.clock.now() >= deadline {
@@ -247,23 +233,13 @@ fn check_duplicates(files: &[BundleFile]) -> Result<(), ApiError> {
 
 /// Write a manifest create-only; an identical existing one is success (200), a
 /// different one a conflict.
-async fn save_manifest<S: Store>(
-    store: &S,
-    uuid: &str,
-    m: &BundleManifest,
-) -> Result<StatusCode, ApiError> {
+async fn save_manifest<S: Store>(store: &S, uuid: &str, m: &BundleManifest) -> Result<StatusCode, ApiError> {
     let key = bundle_key(uuid, &m.version);
     let bytes = Bytes::from(m.to_bytes());
-    match store
-        .put(&key, bytes.clone(), PutOptions::if_absent())
-        .await
-    {
+    match store.put(&key, bytes.clone(), PutOptions::if_absent()).await {
         Ok(()) => Ok(StatusCode::CREATED),
         Err(StoreError::AlreadyExists(_)) if store.get(&key).await? == bytes => Ok(StatusCode::OK),
-        Err(StoreError::AlreadyExists(_)) => Err(ApiError::BundleAlreadyExists(
-            uuid.to_string(),
-            m.version.clone(),
-        )),
+        Err(StoreError::AlreadyExists(_)) => Err(ApiError::BundleAlreadyExists(uuid.to_string(), m.version.clone())),
         Err(e) => Err(e.into()),
     }
 }
@@ -330,9 +306,10 @@ pub async fn patch<S: Store, H: HttpClient, T: Sleeper>(
     };
     let add = list("add_files", true)?;
     let remove = list("remove_files", false)?;
-    let mut manifest = load_manifest(&replica.main, id.as_str(), Some(version.as_str()))
+    let mut manifest: BundleManifest = (*load_manifest(replica, id.as_str(), Some(version.as_str()))
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("Could not find bundle for UUID {id}")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("Could not find bundle for UUID {id}")))?)
+    .clone();
     manifest.files.retain(|f| {
         !remove
             .iter()
@@ -367,11 +344,7 @@ pub async fn delete<S: Store, H: HttpClient, T: Sleeper>(
     let version = ctx.query.version("version")?;
     let body = json_body(ctx.body)?;
     let reason = str_field(&body, "reason")?;
-    let prefix = format!(
-        "bundles/{}.{}",
-        id,
-        version.as_ref().map(|v| v.as_str()).unwrap_or("")
-    );
+    let prefix = format!("bundles/{}.{}", id, version.as_ref().map(|v| v.as_str()).unwrap_or(""));
     if replica.main.list(&prefix, None, 1).await?.keys.is_empty() {
         return Err(ApiError::NotFound("Cannot find bundle!".into()));
     }
@@ -383,19 +356,12 @@ pub async fn delete<S: Store, H: HttpClient, T: Sleeper>(
     };
     let key = tombstone_key(id.as_str(), version.as_ref().map(|v| v.as_str()));
     let bytes = Bytes::from(tomb.to_bytes());
-    match replica
-        .main
-        .put(&key, bytes.clone(), PutOptions::if_absent())
-        .await
-    {
+    match replica.main.put(&key, bytes.clone(), PutOptions::if_absent()).await {
         Ok(()) => {}
         Err(StoreError::AlreadyExists(_)) if replica.main.get(&key).await? == bytes => {}
         Err(StoreError::AlreadyExists(_)) => {
             let v = version.as_ref().map(|v| v.as_str()).unwrap_or("None");
-            return Err(ApiError::TombstoneAlreadyExists(
-                id.to_string(),
-                v.to_string(),
-            ));
+            return Err(ApiError::TombstoneAlreadyExists(id.to_string(), v.to_string()));
         }
         Err(e) => return Err(e.into()),
     }
@@ -413,9 +379,7 @@ pub async fn enumerate<S: Store, H: HttpClient, T: Sleeper>(
     let prefix = ctx.query.get("prefix").unwrap_or("");
     let prefix_ok = prefix.is_empty()
         || (prefix.as_bytes()[0].is_ascii_alphanumeric()
-            && prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
     if !prefix_ok {
         return Err(ApiError::IllegalArguments(format!(
             "'{prefix}' does not match '^[a-zA-Z0-9][a-zA-Z0-9-]*$'"
@@ -429,8 +393,7 @@ pub async fn enumerate<S: Store, H: HttpClient, T: Sleeper>(
         .filter(|s| !s.is_empty())
         .map(str::to_string);
 
-    let (bundles, resume) =
-        living_page(&replica.main, &search_prefix, start_after, per_page).await?;
+    let (bundles, resume) = living_page(&replica.main, &search_prefix, start_after, per_page).await?;
     let page_count = bundles.len();
     let mut body = json!({
         "dss_api": ctx.base_url,
@@ -511,21 +474,13 @@ async fn living_page<S: Store>(
         for key in &page.keys {
             let (uuid, kind) = match parse_bundle_key(key) {
                 Some(BundleKey::Manifest { uuid, version }) => (uuid, Some((version, false))),
-                Some(BundleKey::VersionTombstone { uuid, version }) => {
-                    (uuid, Some((version, true)))
-                }
+                Some(BundleKey::VersionTombstone { uuid, version }) => (uuid, Some((version, true))),
                 Some(BundleKey::Tombstone { uuid }) => (uuid, None),
                 None => continue,
             };
             if group_uuid.as_deref() != Some(uuid) {
                 if let Some(g) = group_uuid.take() {
-                    if let Some(resume) = flush(
-                        &mut out,
-                        &g,
-                        &mut group,
-                        &group_dead_versions,
-                        group_dead_all,
-                    ) {
+                    if let Some(resume) = flush(&mut out, &g, &mut group, &group_dead_versions, group_dead_all) {
                         return Ok((out, Some(resume)));
                     }
                 }
@@ -547,13 +502,7 @@ async fn living_page<S: Store>(
         }
     }
     if let Some(g) = group_uuid.take() {
-        if let Some(resume) = flush(
-            &mut out,
-            &g,
-            &mut group,
-            &group_dead_versions,
-            group_dead_all,
-        ) {
+        if let Some(resume) = flush(&mut out, &g, &mut group, &group_dead_versions, group_dead_all) {
             // Filled exactly at the end of the listing: say "more" only if keys follow.
             let more = !store.list(prefix, Some(&resume), 1).await?.keys.is_empty();
             return Ok((out, more.then_some(resume)));

@@ -86,19 +86,9 @@ mod tests {
     #[test]
     fn ranges() {
         assert_eq!(parse_range(Some("bytes=0-")), Some(ByteRange::From(0)));
-        assert_eq!(
-            parse_range(Some("bytes=5-9")),
-            Some(ByteRange::FromTo(5, 9))
-        );
+        assert_eq!(parse_range(Some("bytes=5-9")), Some(ByteRange::FromTo(5, 9)));
         assert_eq!(parse_range(Some("bytes=-3")), Some(ByteRange::Suffix(3)));
-        for junk in [
-            "bytes=9-5",
-            "bytes=0-1,3-4",
-            "items=0-1",
-            "bytes=-",
-            "bytes=a-b",
-            "",
-        ] {
+        for junk in ["bytes=9-5", "bytes=0-1,3-4", "items=0-1", "bytes=-", "bytes=a-b", ""] {
             assert_eq!(parse_range(Some(junk)), None, "{junk}");
         }
     }

@@ -87,9 +87,7 @@ pub enum ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(m) => {
-                ApiError::Unavailable(format!("storage unavailable: {m}"))
-            }
+            StoreError::Unavailable(m) => ApiError::Unavailable(format!("storage unavailable: {m}")),
             StoreError::InvalidKey(k) => ApiError::IllegalArguments(format!("invalid key {k}")),
             other => ApiError::Internal(other.to_string()),
         }
@@ -112,16 +110,12 @@ impl ApiError {
             | FileMissing(_) => StatusCode::BAD_REQUEST,
             NotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            FileAlreadyExists(..) | BundleAlreadyExists(..) | TombstoneAlreadyExists(..) => {
-                StatusCode::CONFLICT
-            }
+            FileAlreadyExists(..) | BundleAlreadyExists(..) | TombstoneAlreadyExists(..) => StatusCode::CONFLICT,
             PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Checksum(_) | ChecksumMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Auth(AuthError::Forbidden) | Forbidden(_) | BadDownloadUrl(_) => StatusCode::FORBIDDEN,
-            Auth(AuthError::KeysUnavailable(_)) | ReadOnly | Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Auth(AuthError::KeysUnavailable(_)) | ReadOnly | Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Auth(_) => StatusCode::UNAUTHORIZED,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -202,10 +196,6 @@ impl ApiError {
 /// methods and of searches.
 fn retry_after_applies(status: StatusCode, method: &http::Method, path: &str) -> bool {
     let codes = [500u16, 502, 503, 504];
-    let idempotent = matches!(
-        method.as_str(),
-        "HEAD" | "GET" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
-    );
-    codes.contains(&status.as_u16())
-        && (idempotent || (method == http::Method::POST && path.contains("search")))
+    let idempotent = matches!(method.as_str(), "HEAD" | "GET" | "PUT" | "DELETE" | "OPTIONS" | "TRACE");
+    codes.contains(&status.as_u16()) && (idempotent || (method == http::Method::POST && path.contains("search")))
 }

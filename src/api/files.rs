@@ -8,19 +8,17 @@ use crate::model::{Checksums, DssVersion};
 use crate::storage::{list_all, PresignOptions, PutOptions, StoreError};
 use futures::StreamExt;
 
-/// Resolve `version` (or the latest) and load the file's metadata from `store`.
+/// Resolve `version` (or the latest) and load the file's metadata from the replica.
 pub async fn load_file_metadata<S: Store>(
-    store: &S,
+    replica: &Replica<S>,
     uuid: &str,
     version: Option<&str>,
-) -> Result<FileMetadata, ApiError> {
+) -> Result<Arc<FileMetadata>, ApiError> {
     let not_found = || ApiError::NotFound("Cannot find file!".into());
+    let store = &replica.main;
     let version = match version {
         // GET's `version` has no declared format: anything that is not a version simply is not found.
-        Some(v) => DssVersion::parse(v)
-            .map_err(|_| not_found())?
-            .as_str()
-            .to_string(),
+        Some(v) => DssVersion::parse(v).map_err(|_| not_found())?.as_str().to_string(),
         None => {
             let prefix = format!("files/{uuid}.");
             let keys = list_all(store, &prefix).await?;
@@ -31,13 +29,20 @@ pub async fn load_file_metadata<S: Store>(
                 .to_string()
         }
     };
-    let bytes = match store.get(&file_key(uuid, &version)).await {
+    let key = file_key(uuid, &version);
+    if let Some(m) = replica.cache.files.get(&key) {
+        return Ok(m);
+    }
+    let bytes = match store.get(&key).await {
         Ok(b) => b,
         Err(StoreError::NotFound(_)) => return Err(not_found()),
         Err(e) => return Err(e.into()),
     };
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::Internal(format!("file metadata {uuid}.{version} unreadable: {e}")))
+    let meta: FileMetadata = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::Internal(format!("file metadata {key} unreadable: {e}")))?;
+    let meta = Arc::new(meta);
+    replica.cache.files.insert(key, meta.clone());
+    Ok(meta)
 }
 
 fn dss_headers(r: &mut Response, m: &FileMetadata) {
@@ -74,7 +79,7 @@ pub async fn head<S: Store, H: HttpClient, T: Sleeper>(
 ) -> Result<Response, ApiError> {
     let id = uuid(id)?;
     let replica = app.replica_param(&ctx.query)?;
-    let meta = load_file_metadata(&replica.main, id.as_str(), ctx.query.get("version")).await?;
+    let meta = load_file_metadata(replica, id.as_str(), ctx.query.get("version")).await?;
     let mut r = http::Response::new(Body::empty());
     dss_headers(&mut r, &meta);
     Ok(r)
@@ -90,7 +95,7 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
     let replica = app.replica_param(&ctx.query)?;
     let directurl = ctx.query.bool("directurl")?;
     check_token(ctx.query.get("token"))?;
-    let meta = load_file_metadata(&replica.main, id.as_str(), ctx.query.get("version")).await?;
+    let meta = load_file_metadata(replica, id.as_str(), ctx.query.get("version")).await?;
     if directurl && replica.local {
         return Err(ApiError::DirectUrlsUnavailable(replica.name.into()));
     }
@@ -100,11 +105,7 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
     };
     let url = replica
         .main
-        .presign_get(
-            &meta.checksums().blob_key(),
-            app.config.presigned_ttl,
-            &opts,
-        )
+        .presign_get(&meta.checksums().blob_key(), app.config.presigned_ttl, &opts)
         .await?;
     let mut r = http::Response::new(Body::empty());
     *r.status_mut() = StatusCode::FOUND;
@@ -118,10 +119,7 @@ enum Source<'a> {
     /// `file:///…` under the staging directory: the key inside it.
     Staging(String),
     /// `s3://` or `gs://`: the replica it implies, bucket and key.
-    Cloud {
-        replica: &'static str,
-        bucket: &'a str,
-    },
+    Cloud { replica: &'static str, bucket: &'a str },
 }
 
 fn parse_source<'a>(url: &'a str, staging_dir: Option<&str>) -> Result<Source<'a>, ApiError> {
@@ -142,14 +140,11 @@ fn parse_source<'a>(url: &'a str, staging_dir: Option<&str>) -> Result<Source<'a
             })
         }
         "file" => {
-            let dir = staging_dir.ok_or_else(|| {
-                ApiError::IllegalSourceUrl("file:// sources are not enabled on this server".into())
-            })?;
+            let dir = staging_dir
+                .ok_or_else(|| ApiError::IllegalSourceUrl("file:// sources are not enabled on this server".into()))?;
             let path = percent_encoding::percent_decode_str(rest)
                 .decode_utf8()
-                .map_err(|_| {
-                    ApiError::IllegalSourceUrl(format!("source_url {url} is not UTF-8"))
-                })?;
+                .map_err(|_| ApiError::IllegalSourceUrl(format!("source_url {url} is not UTF-8")))?;
             let dir = dir.trim_end_matches('/');
             let key = path
                 .strip_prefix(dir)
@@ -182,9 +177,7 @@ async fn checksum_object<S: Store>(
     };
     let mut h = ChecksumHasher::new(meta.size);
     while let Some(chunk) = stream.next().await {
-        h.update(
-            &chunk.map_err(|e| ApiError::Internal(format!("reading staging object {key}: {e}")))?,
-        );
+        h.update(&chunk.map_err(|e| ApiError::Internal(format!("reading staging object {key}: {e}")))?);
     }
     let size = h.size();
     Ok((h.finish(), size, meta))
@@ -210,10 +203,7 @@ async fn copy_verified<S: Store>(
             }
         })
         .boxed();
-    match dst
-        .put_stream(blob_key, hashed, PutOptions::if_absent())
-        .await
-    {
+    match dst.put_stream(blob_key, hashed, PutOptions::if_absent()).await {
         Ok(_) => {}
         // Someone stored the same content first: content-addressed, so it is ours too.
         Err(StoreError::AlreadyExists(_)) => return Ok(()),
@@ -249,8 +239,7 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
     let source_url = str_field(&body, "source_url")?;
     let creator_uid = int_field(&body, "creator_uid")?;
 
-    let (replica, staging_key) = match parse_source(source_url, app.config.staging_dir.as_deref())?
-    {
+    let (replica, staging_key) = match parse_source(source_url, app.config.staging_dir.as_deref())? {
         Source::Cloud { replica, bucket } => {
             return Err(ApiError::IllegalSourceUrl(format!(
                 "{source_url}: replica {replica} is a local directory on this server, so it cannot read bucket {bucket}; \
@@ -259,19 +248,16 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
         }
         Source::Staging(key) => (app.replica(ctx.query.get("replica").unwrap_or("aws"))?, key),
     };
-    let staging = app.staging.as_ref().ok_or_else(|| {
-        ApiError::IllegalSourceUrl("file:// sources are not enabled on this server".into())
-    })?;
+    let staging = app
+        .staging
+        .as_ref()
+        .ok_or_else(|| ApiError::IllegalSourceUrl("file:// sources are not enabled on this server".into()))?;
 
     // One pass to learn the checksums (the server computes them for local files) ...
     let (computed, size, staged_meta) = checksum_object(staging, &staging_key).await?;
-    let declared = staged_meta
-        .metadata
-        .keys()
-        .any(|k| k.starts_with("hca-dss-"));
+    let declared = staged_meta.metadata.keys().any(|k| k.starts_with("hca-dss-"));
     if declared {
-        let given = Checksums::from_staging(|k| staged_meta.metadata.get(k).cloned())
-            .map_err(ApiError::Checksum)?;
+        let given = Checksums::from_staging(|k| staged_meta.metadata.get(k).cloned()).map_err(ApiError::Checksum)?;
         if given != computed {
             return Err(ApiError::ChecksumMismatch(format!(
                 "the checksums declared for {source_url} do not match its bytes"
@@ -287,25 +273,11 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
     // ... then the blob (skipped when the content is already stored) ...
     let present = matches!(replica.main.head(&blob_key).await, Ok(m) if m.size == size);
     if !present {
-        copy_verified(
-            staging,
-            &staging_key,
-            &replica.main,
-            &blob_key,
-            &computed,
-            size,
-        )
-        .await?;
+        copy_verified(staging, &staging_key, &replica.main, &blob_key, &computed, size).await?;
     }
 
     // ... and the metadata last, only if absent: it is what makes the file visible.
-    let meta = FileMetadata::new(
-        creator_uid,
-        version.as_str(),
-        &content_type,
-        size,
-        &computed,
-    );
+    let meta = FileMetadata::new(creator_uid, version.as_str(), &content_type, size, &computed);
     let key = file_key(id.as_str(), version.as_str());
     let status = match replica
         .main
@@ -314,27 +286,19 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
     {
         Ok(()) => StatusCode::CREATED,
         Err(StoreError::AlreadyExists(_)) => {
-            let existing: serde_json::Value =
-                serde_json::from_slice(&replica.main.get(&key).await?)
-                    .map_err(|e| ApiError::Internal(format!("{key} unreadable: {e}")))?;
-            let ours =
-                serde_json::to_value(&meta).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let existing: serde_json::Value = serde_json::from_slice(&replica.main.get(&key).await?)
+                .map_err(|e| ApiError::Internal(format!("{key} unreadable: {e}")))?;
+            let ours = serde_json::to_value(&meta).map_err(|e| ApiError::Internal(e.to_string()))?;
             if existing == ours {
                 StatusCode::OK
             } else {
-                return Err(ApiError::FileAlreadyExists(
-                    id.to_string(),
-                    version.to_string(),
-                ));
+                return Err(ApiError::FileAlreadyExists(id.to_string(), version.to_string()));
             }
         }
         Err(e) => return Err(e.into()),
     };
     tracing::info!(uuid = %id, version = %version, size, replica = replica.name, "file stored");
-    Ok(json_response(
-        status,
-        &serde_json::json!({"version": version.as_str()}),
-    ))
+    Ok(json_response(status, &serde_json::json!({"version": version.as_str()})))
 }
 
 /// Content type from a file name, as the `hca` CLI guesses it (`.json` -> `application/json`).
@@ -398,9 +362,6 @@ mod tests {
             parse_source("s3://bucket", dir),
             Err(ApiError::IllegalSourceUrl(_))
         ));
-        assert_eq!(
-            guess_content_type("x/cell_suspension_0.json"),
-            "application/json"
-        );
+        assert_eq!(guess_content_type("x/cell_suspension_0.json"), "application/json");
     }
 }

@@ -30,15 +30,9 @@ pub async fn health<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>) -> 
 /// how this request reached us (the `hca` CLI calls `{scheme}://{host}{basePath}`).
 pub fn swagger<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>, ctx: &Ctx<'_>) -> Response {
     let mut doc = app.swagger.clone();
-    let (scheme, host) = ctx
-        .base_url
-        .split_once("://")
-        .unwrap_or(("http", &ctx.base_url));
+    let (scheme, host) = ctx.base_url.split_once("://").unwrap_or(("http", &ctx.base_url));
     if let Some(obj) = doc.as_object_mut() {
-        obj.insert(
-            "host".into(),
-            Value::String(host.trim_end_matches('/').to_string()),
-        );
+        obj.insert("host".into(), Value::String(host.trim_end_matches('/').to_string()));
         obj.insert("schemes".into(), json!([scheme]));
     }
     json_response(StatusCode::OK, &doc)

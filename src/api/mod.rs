@@ -3,6 +3,7 @@
 //! native server and the edge worker run the same code.
 
 pub mod bundles;
+pub mod cache;
 pub mod download;
 pub mod error;
 pub mod files;
@@ -95,6 +96,39 @@ pub struct Replica<S> {
     pub checkout: S,
     /// True when the replica is a local directory (no cloud bucket to name).
     pub local: bool,
+    /// Immutable documents read from `main`.
+    pub cache: ReplicaCache,
+}
+
+impl<S> Replica<S> {
+    /// A replica over `main` and `checkout`.
+    pub fn new(name: &'static str, main: S, checkout: S, local: bool) -> Self {
+        Replica {
+            name,
+            main,
+            checkout,
+            local,
+            cache: ReplicaCache::default(),
+        }
+    }
+}
+
+/// Caches of a replica's immutable documents, by key.
+pub struct ReplicaCache {
+    /// `files/{uuid}.{version}`.
+    pub files: cache::ImmutableCache<String, crate::model::manifest::FileMetadata>,
+    /// `bundles/{uuid}.{version}`.
+    pub bundles: cache::ImmutableCache<String, crate::model::manifest::BundleManifest>,
+}
+
+impl Default for ReplicaCache {
+    fn default() -> Self {
+        // Sized to stay far below the server's memory budget (manifests can be large).
+        ReplicaCache {
+            files: cache::ImmutableCache::new(20_000),
+            bundles: cache::ImmutableCache::new(500),
+        }
+    }
 }
 
 /// Settings the routes read.
@@ -133,8 +167,7 @@ impl Default for ApiConfig {
 /// Sleeping, for the few places that wait (a platform seam: timers differ per target).
 pub trait Sleeper: crate::model::MaybeSend + crate::model::MaybeSync {
     /// Wait `d`.
-    fn sleep(&self, d: Duration)
-        -> impl std::future::Future<Output = ()> + crate::model::MaybeSend;
+    fn sleep(&self, d: Duration) -> impl std::future::Future<Output = ()> + crate::model::MaybeSend;
 }
 
 /// Everything the routes need.
@@ -255,10 +288,7 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
         let segs: Vec<&str> = ctx.path.trim_start_matches('/').split('/').collect();
         // Read-only mode refuses every write; GET (and searches) still work, as in the original.
         let is_api = segs.first() == Some(&"v1");
-        if is_api
-            && self.config.read_only
-            && *m != Method::GET
-            && !(*m == Method::POST && ctx.path.contains("search"))
+        if is_api && self.config.read_only && *m != Method::GET && !(*m == Method::POST && ctx.path.contains("search"))
         {
             return Err(ApiError::ReadOnly);
         }
@@ -266,9 +296,7 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
             ("GET" | "HEAD", ["version"]) => Ok(meta::version(self)),
             ("GET" | "HEAD", ["internal", "health"]) => Ok(meta::health(self).await),
             ("GET" | "HEAD", ["v1", "swagger.json"]) => Ok(meta::swagger(self, ctx)),
-            ("GET" | "HEAD", [".well-known", "openid-configuration"]) => {
-                meta::openid_configuration(self, ctx)
-            }
+            ("GET" | "HEAD", [".well-known", "openid-configuration"]) => meta::openid_configuration(self, ctx),
             ("GET" | "HEAD", [".well-known", "jwks.json"]) => meta::jwks(self),
             ("GET" | "HEAD", ["blob", ..]) => download::serve(self, ctx).await,
             ("GET", ["v1", "files", uuid]) => files::get(self, ctx, uuid).await,
@@ -280,10 +308,7 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
             ("PATCH", ["v1", "bundles", uuid]) => bundles::patch(self, ctx, uuid).await,
             ("DELETE", ["v1", "bundles", uuid]) => bundles::delete(self, ctx, uuid).await,
             (_, ["v1", "files", _]) | (_, ["v1", "bundles", _]) => Err(ApiError::MethodNotAllowed),
-            _ => Err(ApiError::NotFound(format!(
-                "{} {} is not a DSS route",
-                m, ctx.path
-            ))),
+            _ => Err(ApiError::NotFound(format!("{} {} is not a DSS route", m, ctx.path))),
         }
     }
 }
@@ -292,10 +317,8 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
 pub fn json_response(status: StatusCode, v: &serde_json::Value) -> Response {
     let mut r = http::Response::new(Body::Full(Bytes::from(v.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 

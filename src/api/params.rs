@@ -12,19 +12,12 @@ pub struct Query(Vec<(String, String)>);
 impl Query {
     /// Parse an `application/x-www-form-urlencoded` query string.
     pub fn parse(q: &str) -> Self {
-        Query(
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect(),
-        )
+        Query(url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
     }
 
     /// First value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// A required parameter.
@@ -56,9 +49,7 @@ impl Query {
             None => Ok(default),
             Some(v) => {
                 let n: i64 = v.parse().map_err(|_| {
-                    ApiError::IllegalArguments(format!(
-                        "Wrong type, expected 'integer' for query parameter '{name}'"
-                    ))
+                    ApiError::IllegalArguments(format!("Wrong type, expected 'integer' for query parameter '{name}'"))
                 })?;
                 if n < min {
                     return Err(ApiError::IllegalArguments(format!(
@@ -107,9 +98,7 @@ pub fn json_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::IllegalArguments(
-            "Request body must be a JSON object".into(),
-        )),
+        Ok(_) => Err(ApiError::IllegalArguments("Request body must be a JSON object".into())),
         Err(e) => Err(ApiError::IllegalArguments(format!(
             "Request body is not valid JSON: {e}"
         ))),
@@ -117,18 +106,11 @@ pub fn json_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError
 }
 
 /// A required string field.
-pub fn str_field<'a>(
-    m: &'a serde_json::Map<String, Value>,
-    name: &str,
-) -> Result<&'a str, ApiError> {
+pub fn str_field<'a>(m: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a str, ApiError> {
     match m.get(name) {
         Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(ApiError::IllegalArguments(format!(
-            "'{name}' must be a string"
-        ))),
-        None => Err(ApiError::IllegalArguments(format!(
-            "'{name}' is a required property"
-        ))),
+        Some(_) => Err(ApiError::IllegalArguments(format!("'{name}' must be a string"))),
+        None => Err(ApiError::IllegalArguments(format!("'{name}' is a required property"))),
     }
 }
 
@@ -136,11 +118,7 @@ pub fn str_field<'a>(
 pub fn int_field(m: &serde_json::Map<String, Value>, name: &str) -> Result<i64, ApiError> {
     match m.get(name) {
         Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64().unwrap_or_default()),
-        Some(_) => Err(ApiError::IllegalArguments(format!(
-            "'{name}' must be an integer"
-        ))),
-        None => Err(ApiError::IllegalArguments(format!(
-            "'{name}' is a required property"
-        ))),
+        Some(_) => Err(ApiError::IllegalArguments(format!("'{name}' must be an integer"))),
+        None => Err(ApiError::IllegalArguments(format!("'{name}' is a required property"))),
     }
 }

@@ -34,12 +34,11 @@ impl DevIssuer {
     pub fn load_or_create(dir: &std::path::Path, issuer: &str) -> Result<Self, DevIssuerError> {
         let path = dir.join("key.pem");
         let key = match std::fs::read_to_string(&path) {
-            Ok(pem) => RsaPrivateKey::from_pkcs8_pem(&pem)
-                .map_err(|e| DevIssuerError::Key(e.to_string()))?,
+            Ok(pem) => RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|e| DevIssuerError::Key(e.to_string()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(dir)?;
-                let key = RsaPrivateKey::new(&mut rand_core::OsRng, 2048)
-                    .map_err(|e| DevIssuerError::Key(e.to_string()))?;
+                let key =
+                    RsaPrivateKey::new(&mut rand_core::OsRng, 2048).map_err(|e| DevIssuerError::Key(e.to_string()))?;
                 let pem = key
                     .to_pkcs8_pem(LineEnding::LF)
                     .map_err(|e| DevIssuerError::Key(e.to_string()))?;
@@ -86,16 +85,10 @@ impl DevIssuer {
         if let Some(g) = group {
             custom.insert(DEFAULT_GROUP_CLAIM.into(), Value::String(g.to_string()));
         }
-        let claims = Claims::new(custom).set_duration_and_issuance(
-            &TimeOptions::new(chrono::Duration::zero(), chrono::Utc::now),
-            ttl,
-        );
+        let claims = Claims::new(custom)
+            .set_duration_and_issuance(&TimeOptions::new(chrono::Duration::zero(), chrono::Utc::now), ttl);
         Rsa::rs256()
-            .token(
-                &Header::empty().with_key_id(self.kid.clone()),
-                &claims,
-                &self.key,
-            )
+            .token(&Header::empty().with_key_id(self.kid.clone()), &claims, &self.key)
             .map_err(|e| DevIssuerError::Key(e.to_string()))
     }
 }

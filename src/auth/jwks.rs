@@ -37,8 +37,7 @@ pub fn parse_jwks(doc: &[u8]) -> Result<Vec<NamedKey>, String> {
             continue;
         }
         let kid = k.get("kid").and_then(Value::as_str).map(str::to_string);
-        let jwk: JsonWebKey<'_> =
-            serde_json::from_value(k.clone()).map_err(|e| format!("bad JWK: {e}"))?;
+        let jwk: JsonWebKey<'_> = serde_json::from_value(k.clone()).map_err(|e| format!("bad JWK: {e}"))?;
         let key = RsaPublicKey::try_from(&jwk).map_err(|e| format!("bad RSA JWK: {e}"))?;
         out.push(NamedKey { kid, key });
     }
@@ -102,12 +101,7 @@ impl<H: HttpClient> KeySet<H> {
             return Err(AuthError::Invalid);
         };
         let now = self.clock.now().timestamp();
-        let cached = self
-            .fetched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(iss)
-            .cloned();
+        let cached = self.fetched.lock().unwrap_or_else(|e| e.into_inner()).get(iss).cloned();
         if let Some(f) = &cached {
             if let Some(k) = pick(&f.keys, kid) {
                 return Ok(k);
@@ -132,9 +126,7 @@ impl<H: HttpClient> KeySet<H> {
             } else {
                 format!("{iss}/")
             };
-            return Some(JwksSource::Discovery(format!(
-                "{base}.well-known/openid-configuration"
-            )));
+            return Some(JwksSource::Discovery(format!("{base}.well-known/openid-configuration")));
         }
         if iss.contains('@') {
             return Some(JwksSource::Direct(format!(
@@ -157,10 +149,7 @@ impl<H: HttpClient> KeySet<H> {
             .await
             .map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
         if !resp.status().is_success() {
-            return Err(AuthError::KeysUnavailable(format!(
-                "{url}: HTTP {}",
-                resp.status()
-            )));
+            return Err(AuthError::KeysUnavailable(format!("{url}: HTTP {}", resp.status())));
         }
         Ok(resp.into_body())
     }
@@ -170,15 +159,10 @@ impl<H: HttpClient> KeySet<H> {
             JwksSource::Direct(u) => u,
             JwksSource::Discovery(u) => {
                 let doc = self.get_json(&u).await?;
-                let v: Value = serde_json::from_slice(&doc)
-                    .map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
+                let v: Value = serde_json::from_slice(&doc).map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
                 v.get("jwks_uri")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        AuthError::KeysUnavailable(format!(
-                            "{iss}: discovery document has no jwks_uri"
-                        ))
-                    })?
+                    .ok_or_else(|| AuthError::KeysUnavailable(format!("{iss}: discovery document has no jwks_uri")))?
                     .to_string()
             }
         };

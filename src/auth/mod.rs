@@ -91,8 +91,7 @@ impl Default for AuthConfig {
 }
 
 /// The original's default audiences (the `hca` CLI sends the first).
-pub const DEFAULT_AUDIENCES: &str =
-    "https://dev.data.humancellatlas.org/,https://data.humancellatlas.org/";
+pub const DEFAULT_AUDIENCES: &str = "https://dev.data.humancellatlas.org/,https://data.humancellatlas.org/";
 /// The original's group claim.
 pub const DEFAULT_GROUP_CLAIM: &str = "https://auth.data.humancellatlas.org/group";
 /// The original's email claim.
@@ -132,21 +131,13 @@ impl<H: HttpClient> Authenticator<H> {
     /// Verify an `Authorization` header value.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Identity, AuthError> {
         let token = header
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = self.clock.now().timestamp();
-        if let Some(id) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&digest)
-        {
+        if let Some(id) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&digest) {
             if id.expires > now {
                 return Ok(id.clone());
             }
@@ -164,9 +155,7 @@ impl<H: HttpClient> Authenticator<H> {
     }
 
     fn issuer_allowed(&self, iss: &str, sub: Option<&str>) -> bool {
-        if self.config.openid_provider.as_deref() == Some(iss)
-            || self.config.dev_issuer.as_deref() == Some(iss)
-        {
+        if self.config.openid_provider.as_deref() == Some(iss) || self.config.dev_issuer.as_deref() == Some(iss) {
             return true;
         }
         // Google-style service accounts: iss == sub == name@domain, domain authorised.
@@ -201,9 +190,7 @@ impl<H: HttpClient> Authenticator<H> {
             .validate(&untrusted)
             .map_err(|_| AuthError::Invalid)?;
         let claims = verified.claims();
-        claims
-            .validate_expiration(&time)
-            .map_err(|_| AuthError::Invalid)?;
+        claims.validate_expiration(&time).map_err(|_| AuthError::Invalid)?;
         let c = &claims.custom;
         let aud_ok = match c.get("aud") {
             Some(Value::String(a)) => self.config.audiences.iter().any(|x| x == a),

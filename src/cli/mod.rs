@@ -85,10 +85,7 @@ pub fn run(cli: Cli) -> i32 {
             files,
             data_dir,
             staging_dir,
-        } => stage(
-            &files,
-            &staging_dir.unwrap_or_else(|| data_dir.join("staging")),
-        ),
+        } => stage(&files, &staging_dir.unwrap_or_else(|| data_dir.join("staging"))),
     };
     match result {
         Ok(()) => 0,
@@ -106,15 +103,28 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let app = Arc::new(server::build_app(&cfg).map_err(|e| e.to_string())?);
-        let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
         let url = cfg.public_url();
         // Ignore write errors: a closed stdout must not stop the server.
         let mut out = std::io::stdout();
-        let _ = writeln!(out, "dss {} listening on {url} (data in {})", env!("CARGO_PKG_VERSION"), cfg.data_dir.display());
+        let _ = writeln!(
+            out,
+            "dss {} listening on {url} (data in {})",
+            env!("CARGO_PKG_VERSION"),
+            cfg.data_dir.display()
+        );
         let _ = if app.dev_jwks.is_some() {
-            writeln!(out, "get a token with: dss token --email you@example.org   (then send 'Authorization: Bearer <token>')")
+            writeln!(
+                out,
+                "get a token with: dss token --email you@example.org   (then send 'Authorization: Bearer <token>')"
+            )
         } else {
-            writeln!(out, "dev issuer off (not on loopback; DSS_DEV_ISSUER=on enables it): use tokens from your OIDC provider")
+            writeln!(
+                out,
+                "dev issuer off (not on loopback; DSS_DEV_ISSUER=on enables it): use tokens from your OIDC provider"
+            )
         };
         let _ = out.flush();
         let shutdown = async {
@@ -132,8 +142,7 @@ fn token(
     audience: Option<String>,
 ) -> Result<(), String> {
     let dir = dev_issuer_dir(data_dir);
-    let issuer = std::fs::read_to_string(dir.join("issuer"))
-        .unwrap_or_else(|_| "http://127.0.0.1:5000/".to_string());
+    let issuer = std::fs::read_to_string(dir.join("issuer")).unwrap_or_else(|_| "http://127.0.0.1:5000/".to_string());
     let dev = DevIssuer::load_or_create(&dir, issuer.trim()).map_err(|e| e.to_string())?;
     let aud = audience.unwrap_or_else(|| {
         crate::auth::DEFAULT_AUDIENCES
@@ -152,20 +161,16 @@ fn token(
 
 fn stage(files: &[PathBuf], staging: &std::path::Path) -> Result<(), String> {
     std::fs::create_dir_all(staging).map_err(|e| format!("{}: {e}", staging.display()))?;
-    let staging =
-        std::fs::canonicalize(staging).map_err(|e| format!("{}: {e}", staging.display()))?;
+    let staging = std::fs::canonicalize(staging).map_err(|e| format!("{}: {e}", staging.display()))?;
     for f in files {
-        let name = f
-            .file_name()
-            .ok_or_else(|| format!("{}: not a file", f.display()))?;
+        let name = f.file_name().ok_or_else(|| format!("{}: not a file", f.display()))?;
         // One directory per staged file, like the `hca` CLI's `{uuid}/{name}` staging keys.
         let file_uuid = uuid::Uuid::new_v4().to_string();
         let dir = staging.join(&file_uuid);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let dest = dir.join(name);
         std::fs::copy(f, &dest).map_err(|e| format!("{}: {e}", f.display()))?;
-        let url = url::Url::from_file_path(&dest)
-            .map_err(|_| format!("{}: not an absolute path", dest.display()))?;
+        let url = url::Url::from_file_path(&dest).map_err(|_| format!("{}: not an absolute path", dest.display()))?;
         println!("{file_uuid} {url}");
     }
     Ok(())

@@ -17,8 +17,7 @@ pub trait HttpClient: crate::model::MaybeSend + crate::model::MaybeSync {
     fn send(
         &self,
         req: http::Request<Bytes>,
-    ) -> impl std::future::Future<Output = Result<http::Response<Bytes>, HttpError>>
-           + crate::model::MaybeSend;
+    ) -> impl std::future::Future<Output = Result<http::Response<Bytes>, HttpError>> + crate::model::MaybeSend;
 }
 
 /// reqwest-backed client with a request timeout.
@@ -57,12 +56,7 @@ impl HttpClient for ReqwestClient {
         for (k, v) in resp.headers() {
             builder = builder.header(k, v);
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| HttpError::Transport(e.to_string()))?;
-        builder
-            .body(body)
-            .map_err(|e| HttpError::Transport(e.to_string()))
+        let body = resp.bytes().await.map_err(|e| HttpError::Transport(e.to_string()))?;
+        builder.body(body).map_err(|e| HttpError::Transport(e.to_string()))
     }
 }

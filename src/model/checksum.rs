@@ -35,9 +35,7 @@ pub struct Checksums {
 }
 
 fn alnum_len(s: &str, n: usize) -> bool {
-    s.len() == n
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    s.len() == n && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// The original's `s3_etag` format: 32 lowercase alphanumerics, optionally `-N`, 2 <= N <= 10000.
@@ -50,10 +48,7 @@ pub fn valid_s3_etag(s: &str) -> bool {
                 && parts.len() <= 5
                 && parts.bytes().all(|b| b.is_ascii_digit())
                 && !parts.starts_with('0')
-                && parts
-                    .parse::<u32>()
-                    .map(|n| (2..=10_000).contains(&n))
-                    .unwrap_or(false)
+                && parts.parse::<u32>().map(|n| (2..=10_000).contains(&n)).unwrap_or(false)
         }
     }
 }
@@ -62,11 +57,7 @@ impl Checksums {
     /// Build from staging metadata values (any case), checking each format.
     /// Arguments are `(name, value)` lookups by the `hca-dss-*` keys.
     pub fn from_staging(get: impl Fn(&str) -> Option<String>) -> Result<Self, ChecksumError> {
-        let fetch = |k: &'static str| {
-            get(k)
-                .map(|v| v.to_ascii_lowercase())
-                .ok_or(ChecksumError::Missing(k))
-        };
+        let fetch = |k: &'static str| get(k).map(|v| v.to_ascii_lowercase()).ok_or(ChecksumError::Missing(k));
         let c = Checksums {
             sha256: fetch("hca-dss-sha256")?,
             sha1: fetch("hca-dss-sha1")?,
@@ -96,10 +87,7 @@ impl Checksums {
 
     /// The content-addressed blob key: `blobs/{sha256}.{sha1}.{s3_etag}.{crc32c}`.
     pub fn blob_key(&self) -> String {
-        format!(
-            "blobs/{}.{}.{}.{}",
-            self.sha256, self.sha1, self.s3_etag, self.crc32c
-        )
+        format!("blobs/{}.{}.{}.{}", self.sha256, self.sha1, self.s3_etag, self.crc32c)
     }
 
     /// Parse a blob key back into checksums (the original's `BLOB_KEY_REGEX`).
@@ -256,10 +244,7 @@ mod tests {
         let c = h.finish();
         let mut digests = Md5::digest(vec![0u8; S3_MIN_CHUNK_SIZE as usize]).to_vec();
         digests.extend_from_slice(&Md5::digest(b"x"));
-        assert_eq!(
-            c.s3_etag,
-            format!("{}-2", hex::encode(Md5::digest(&digests)))
-        );
+        assert_eq!(c.s3_etag, format!("{}-2", hex::encode(Md5::digest(&digests))));
         // Exactly one part keeps the plain md5.
         let mut h = ChecksumHasher::new(S3_MIN_CHUNK_SIZE);
         for _ in 0..64 {
@@ -286,9 +271,7 @@ mod tests {
             assert!(!valid_s3_etag(bad), "{bad}");
         }
         let get = |k: &str| match k {
-            "hca-dss-sha256" => {
-                Some("CFC7749B96F63BD31C3C42B5C471BF756814053E847C10F3EB003417BC523D30".into())
-            }
+            "hca-dss-sha256" => Some("CFC7749B96F63BD31C3C42B5C471BF756814053E847C10F3EB003417BC523D30".into()),
             "hca-dss-sha1" => Some("2b8b815229aa8a61e483fb4ba0588b8b6c491890".into()),
             "hca-dss-s3_etag" => Some("3b83ef96387f14655fc854ddc3c6bd57".into()),
             "hca-dss-crc32c" => Some("e16e07b9".into()),

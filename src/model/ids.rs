@@ -85,8 +85,7 @@ impl DssVersion {
             }
             return Err(IdError::VersionNotTimestamp);
         }
-        let dt = NaiveDateTime::parse_from_str(s, VERSION_FORMAT)
-            .map_err(|_| IdError::VersionNotTimestamp)?;
+        let dt = NaiveDateTime::parse_from_str(s, VERSION_FORMAT).map_err(|_| IdError::VersionNotTimestamp)?;
         if dt.format(VERSION_FORMAT).to_string() != s {
             return Err(IdError::VersionNotCanonical);
         }
@@ -144,10 +143,7 @@ mod tests {
         );
         assert_eq!(DssVersion::parse("9000"), Err(IdError::VersionNotTimestamp));
         let t = Utc.with_ymd_and_hms(2020, 1, 2, 3, 4, 5).unwrap();
-        assert_eq!(
-            DssVersion::from_datetime(t).as_str(),
-            "2020-01-02T030405.000000Z"
-        );
+        assert_eq!(DssVersion::from_datetime(t).as_str(), "2020-01-02T030405.000000Z");
     }
 
     #[test]

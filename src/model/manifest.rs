@@ -44,13 +44,7 @@ pub struct FileMetadata {
 
 impl FileMetadata {
     /// A new document in the current format.
-    pub fn new(
-        creator_uid: i64,
-        version: &str,
-        content_type: &str,
-        size: u64,
-        c: &Checksums,
-    ) -> Self {
+    pub fn new(creator_uid: i64, version: &str, content_type: &str, size: u64, c: &Checksums) -> Self {
         FileMetadata {
             format: FILE_FORMAT_VERSION.to_string(),
             creator_uid,
@@ -236,13 +230,9 @@ pub fn parse_bundle_key(key: &str) -> Option<BundleKey<'_>> {
         return Some(BundleKey::Tombstone { uuid });
     }
     if let Some(version) = tail.strip_suffix(".dead") {
-        return super::ids::looks_like_version(version)
-            .then_some(BundleKey::VersionTombstone { uuid, version });
+        return super::ids::looks_like_version(version).then_some(BundleKey::VersionTombstone { uuid, version });
     }
-    super::ids::looks_like_version(tail).then_some(BundleKey::Manifest {
-        uuid,
-        version: tail,
-    })
+    super::ids::looks_like_version(tail).then_some(BundleKey::Manifest { uuid, version: tail })
 }
 
 #[cfg(test)]
@@ -340,9 +330,7 @@ mod tests {
         for ok in ["a.json", "dir/a.json", "a..b", "~a", ".hidden"] {
             assert!(valid_file_name(ok), "{ok}");
         }
-        for bad in [
-            "/a", "./a", "a/./b", "a/.b", "~/a", "a\\b", ".", "..", "a/../b",
-        ] {
+        for bad in ["/a", "./a", "a/./b", "a/.b", "~/a", "a\\b", ".", "..", "a/../b"] {
             assert!(!valid_file_name(bad), "{bad}");
         }
     }

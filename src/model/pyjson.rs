@@ -160,8 +160,7 @@ mod tests {
 
     #[test]
     fn python_dumps_shape() {
-        let v =
-            json!({"b": 1, "a": [true, null, "x"], "é": "naïve \u{1F600} \"q\" \\ \n\u{7f}\u{1}"});
+        let v = json!({"b": 1, "a": [true, null, "x"], "é": "naïve \u{1F600} \"q\" \\ \n\u{7f}\u{1}"});
         // json.dumps({"b": 1, "a": [True, None, "x"], "é": "naïve 😀 \"q\" \\ \n\x7f\x01"})
         assert_eq!(
             dumps(&v),

@@ -91,35 +91,31 @@ pub fn build_app(cfg: &ServeConfig) -> Result<NativeApp, StartError> {
     let secret = secret_file(&data.join("url-signing.key"))?;
     let signer = Arc::new(Signer::new(&public_url, secret, clock.clone()));
     let local = |name: &str, dir: &str| -> Result<AnyStore, StartError> {
-        Ok(AnyStore::Fs(FsStore::new(
-            name,
-            data.join(dir),
-            Some(signer.clone()),
-        )?))
+        Ok(AnyStore::Fs(FsStore::new(name, data.join(dir), Some(signer.clone()))?))
     };
-    let aws = Replica {
-        name: "aws",
-        main: local("aws", "aws/main")?,
-        checkout: local("aws-checkout", "aws/checkout")?,
-        local: true,
-    };
-    let gcp = Replica {
-        name: "gcp",
-        main: local("gcp", "gcp/main")?,
-        checkout: local("gcp-checkout", "gcp/checkout")?,
-        local: true,
-    };
+    let aws = Replica::new(
+        "aws",
+        local("aws", "aws/main")?,
+        local("aws-checkout", "aws/checkout")?,
+        true,
+    );
+    let gcp = Replica::new(
+        "gcp",
+        local("gcp", "gcp/main")?,
+        local("gcp-checkout", "gcp/checkout")?,
+        true,
+    );
     std::fs::create_dir_all(&cfg.staging_dir)?;
     let staging_abs = std::fs::canonicalize(&cfg.staging_dir)?;
     let staging = AnyStore::Fs(FsStore::new("staging", &staging_abs, None)?);
 
     let mut static_keys = Vec::new();
     if let Some(path) = &cfg.trusted_jwks {
-        let doc = std::fs::read(path)
-            .map_err(|e| StartError::Config(format!("DSS_TRUSTED_JWKS {}: {e}", path.display())))?;
-        static_keys.extend(parse_jwks(&doc).map_err(|e| {
-            StartError::Config(format!("DSS_TRUSTED_JWKS {}: {e}", path.display()))
-        })?);
+        let doc =
+            std::fs::read(path).map_err(|e| StartError::Config(format!("DSS_TRUSTED_JWKS {}: {e}", path.display())))?;
+        static_keys.extend(
+            parse_jwks(&doc).map_err(|e| StartError::Config(format!("DSS_TRUSTED_JWKS {}: {e}", path.display())))?,
+        );
     }
     let mut auth_cfg = AuthConfig {
         openid_provider: cfg.openid_provider.clone(),
@@ -139,17 +135,10 @@ pub fn build_app(cfg: &ServeConfig) -> Result<NativeApp, StartError> {
         static_keys.push(pk);
         auth_cfg.dev_issuer = Some(issuer);
     }
-    let http = ReqwestClient::new(Duration::from_secs(10))
-        .map_err(|e| StartError::Config(e.to_string()))?;
-    let keys = KeySet::new(
-        Some(http),
-        static_keys,
-        cfg.openid_provider.clone(),
-        clock.clone(),
-    );
-    let swagger: serde_json::Value =
-        serde_json::from_str(include_str!("../../schema/dss-api.json"))
-            .map_err(|e| StartError::Config(format!("embedded OpenAPI document: {e}")))?;
+    let http = ReqwestClient::new(Duration::from_secs(10)).map_err(|e| StartError::Config(e.to_string()))?;
+    let keys = KeySet::new(Some(http), static_keys, cfg.openid_provider.clone(), clock.clone());
+    let swagger: serde_json::Value = serde_json::from_str(include_str!("../../schema/dss-api.json"))
+        .map_err(|e| StartError::Config(format!("embedded OpenAPI document: {e}")))?;
     let config = ApiConfig {
         admin_emails: split_list(cfg.admin_user_emails.as_deref().unwrap_or(""))
             .into_iter()
@@ -196,10 +185,7 @@ async fn respond(
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
-            let err = if e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
+            let err = if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 crate::api::ApiError::PayloadTooLarge(MAX_BODY)
             } else {
                 crate::api::ApiError::IllegalArguments(format!("could not read request body: {e}"))

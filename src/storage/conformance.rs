@@ -47,20 +47,12 @@ async fn put_get_head<S: Store>(s: &S) {
     assert_eq!(&s.get("files/a.1").await.expect("get")[..], b"{\"x\": 1}");
     let h = s.head("files/a.1").await.expect("head");
     assert_eq!(h.size, 8, "head size");
-    assert_eq!(
-        h.content_type.as_deref(),
-        Some("application/json"),
-        "content type kept"
-    );
+    assert_eq!(h.content_type.as_deref(), Some("application/json"), "content type kept");
     assert_eq!(h.metadata, md, "user metadata kept");
     // Overwrite replaces bytes and metadata.
-    s.put(
-        "files/a.1",
-        Bytes::from_static(b"new"),
-        PutOptions::overwrite(),
-    )
-    .await
-    .expect("overwrite");
+    s.put("files/a.1", Bytes::from_static(b"new"), PutOptions::overwrite())
+        .await
+        .expect("overwrite");
     assert_eq!(&s.get("files/a.1").await.expect("get")[..], b"new");
     assert!(
         s.head("files/a.1").await.expect("head").metadata.is_empty(),
@@ -77,13 +69,9 @@ async fn put_get_head<S: Store>(s: &S) {
 
 async fn ranges<S: Store>(s: &S) {
     let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
-    s.put(
-        "blobs/r",
-        Bytes::from(data.clone()),
-        PutOptions::overwrite(),
-    )
-    .await
-    .expect("put");
+    s.put("blobs/r", Bytes::from(data.clone()), PutOptions::overwrite())
+        .await
+        .expect("put");
     let cases = [
         (None, 0, 1000),
         (Some(ByteRange::FromTo(0, 0)), 0, 1),
@@ -98,17 +86,9 @@ async fn ranges<S: Store>(s: &S) {
         let (meta, got, stream) = s.get_range("blobs/r", r).await.expect("range");
         assert_eq!(meta.size, 1000);
         assert_eq!(got, (a, b), "resolved {r:?}");
-        assert_eq!(
-            collect(stream).await,
-            &data[a as usize..b as usize],
-            "bytes of {r:?}"
-        );
+        assert_eq!(collect(stream).await, &data[a as usize..b as usize], "bytes of {r:?}");
     }
-    for r in [
-        ByteRange::From(1000),
-        ByteRange::FromTo(5, 4),
-        ByteRange::Suffix(0),
-    ] {
+    for r in [ByteRange::From(1000), ByteRange::FromTo(5, 4), ByteRange::Suffix(0)] {
         assert!(
             matches!(
                 s.get_range("blobs/r", Some(r)).await,
@@ -125,19 +105,11 @@ async fn ranges<S: Store>(s: &S) {
 }
 
 async fn if_absent<S: Store>(s: &S) {
-    s.put(
-        "bundles/x.1",
-        Bytes::from_static(b"one"),
-        PutOptions::if_absent(),
-    )
-    .await
-    .expect("first");
+    s.put("bundles/x.1", Bytes::from_static(b"one"), PutOptions::if_absent())
+        .await
+        .expect("first");
     let again = s
-        .put(
-            "bundles/x.1",
-            Bytes::from_static(b"two"),
-            PutOptions::if_absent(),
-        )
+        .put("bundles/x.1", Bytes::from_static(b"two"), PutOptions::if_absent())
         .await;
     assert!(
         matches!(again, Err(StoreError::AlreadyExists(_))),
@@ -159,21 +131,13 @@ async fn concurrent_if_absent<S: Store>(s: &S) {
             async move {
                 (
                     i,
-                    s.put(
-                        &key,
-                        Bytes::from(format!("writer {i}")),
-                        PutOptions::if_absent(),
-                    )
-                    .await,
+                    s.put(&key, Bytes::from(format!("writer {i}")), PutOptions::if_absent())
+                        .await,
                 )
             }
         });
         let results = futures::future::join_all(attempts).await;
-        let winners: Vec<usize> = results
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(i, _)| *i)
-            .collect();
+        let winners: Vec<usize> = results.iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| *i).collect();
         assert_eq!(winners.len(), 1, "exactly one create-only writer wins");
         for (_, r) in &results {
             assert!(
@@ -200,20 +164,12 @@ async fn listing<S: Store>(s: &S) {
             .expect("put");
         expected.push(k);
     }
-    s.put(
-        "bundles-other/z",
-        Bytes::from_static(b"z"),
-        PutOptions::overwrite(),
-    )
-    .await
-    .expect("put");
-    s.put(
-        "files/u00.v",
-        Bytes::from_static(b"f"),
-        PutOptions::overwrite(),
-    )
-    .await
-    .expect("put");
+    s.put("bundles-other/z", Bytes::from_static(b"z"), PutOptions::overwrite())
+        .await
+        .expect("put");
+    s.put("files/u00.v", Bytes::from_static(b"f"), PutOptions::overwrite())
+        .await
+        .expect("put");
     s.put(
         "checkout/bundles/u.1/a/b.json",
         Bytes::from_static(b"n"),
@@ -242,10 +198,7 @@ async fn listing<S: Store>(s: &S) {
     let mut token: Option<String> = None;
     let mut pages = 0;
     loop {
-        let p = s
-            .list("bundles/", token.as_deref(), 10)
-            .await
-            .expect("page");
+        let p = s.list("bundles/", token.as_deref(), 10).await.expect("page");
         pages += 1;
         assert!(p.keys.len() <= 10);
         seen.extend(p.keys);
@@ -283,19 +236,12 @@ async fn copy_delete<S: Store>(s: &S) {
     s.copy("staging/a", "blobs/b").await.expect("copy");
     assert_eq!(&s.get("blobs/b").await.expect("get")[..], b"payload");
     assert_eq!(
-        s.head("blobs/b")
-            .await
-            .expect("head")
-            .content_type
-            .as_deref(),
+        s.head("blobs/b").await.expect("head").content_type.as_deref(),
         Some("text/plain"),
         "copy keeps content type"
     );
     assert!(
-        matches!(
-            s.copy("staging/none", "blobs/c").await,
-            Err(StoreError::NotFound(_))
-        ),
+        matches!(s.copy("staging/none", "blobs/c").await, Err(StoreError::NotFound(_))),
         "copy of missing"
     );
     s.delete("staging/a").await.expect("delete");
@@ -304,9 +250,7 @@ async fn copy_delete<S: Store>(s: &S) {
 }
 
 async fn streams<S: Store>(s: &S) {
-    let chunks: Vec<std::io::Result<Bytes>> = (0..64)
-        .map(|i| Ok(Bytes::from(vec![i as u8; 16 * 1024])))
-        .collect();
+    let chunks: Vec<std::io::Result<Bytes>> = (0..64).map(|i| Ok(Bytes::from(vec![i as u8; 16 * 1024]))).collect();
     let n = s
         .put_stream(
             "blobs/big",
@@ -325,10 +269,8 @@ async fn streams<S: Store>(s: &S) {
         "bytes in order"
     );
     // A stream that fails half way leaves nothing visible.
-    let failing: Vec<std::io::Result<Bytes>> = vec![
-        Ok(Bytes::from_static(b"part")),
-        Err(std::io::Error::other("boom")),
-    ];
+    let failing: Vec<std::io::Result<Bytes>> =
+        vec![Ok(Bytes::from_static(b"part")), Err(std::io::Error::other("boom"))];
     assert!(s
         .put_stream(
             "blobs/partial",
@@ -343,12 +285,8 @@ async fn streams<S: Store>(s: &S) {
     );
     let dup: Vec<std::io::Result<Bytes>> = vec![Ok(Bytes::from_static(b"other"))];
     assert!(matches!(
-        s.put_stream(
-            "blobs/big",
-            futures::stream::iter(dup).boxed(),
-            PutOptions::if_absent()
-        )
-        .await,
+        s.put_stream("blobs/big", futures::stream::iter(dup).boxed(), PutOptions::if_absent())
+            .await,
         Err(StoreError::AlreadyExists(_))
     ));
     s.delete("blobs/big").await.expect("delete");
@@ -366,13 +304,9 @@ async fn bad_keys<S: Store>(s: &S) {
 }
 
 async fn presign<S: Store>(s: &S) {
-    s.put(
-        "blobs/p",
-        Bytes::from_static(b"abc"),
-        PutOptions::overwrite(),
-    )
-    .await
-    .expect("put");
+    s.put("blobs/p", Bytes::from_static(b"abc"), PutOptions::overwrite())
+        .await
+        .expect("put");
     let url = s
         .presign_get(
             "blobs/p",

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use std::io::{ErrorKind, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 const TMP_DIR: &str = ".dss-tmp";
@@ -25,6 +26,7 @@ pub struct FsStore {
     name: String,
     root: PathBuf,
     signer: Option<Arc<Signer>>,
+    dirs: std::sync::Mutex<std::collections::HashMap<String, Arc<DirListing>>>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -46,17 +48,14 @@ fn not_found(key: &str) -> impl Fn(std::io::Error) -> StoreError + '_ {
 
 impl FsStore {
     /// A store named `name` rooted at `root` (created if missing).
-    pub fn new(
-        name: &str,
-        root: impl Into<PathBuf>,
-        signer: Option<Arc<Signer>>,
-    ) -> StoreResult<Self> {
+    pub fn new(name: &str, root: impl Into<PathBuf>, signer: Option<Arc<Signer>>) -> StoreResult<Self> {
         let root = root.into();
         std::fs::create_dir_all(root.join(TMP_DIR))?;
         Ok(FsStore {
             name: name.to_string(),
             root,
             signer,
+            dirs: Default::default(),
         })
     }
 
@@ -75,9 +74,7 @@ impl FsStore {
     }
 
     fn tmp_path(&self) -> PathBuf {
-        self.root
-            .join(TMP_DIR)
-            .join(uuid::Uuid::new_v4().simple().to_string())
+        self.root.join(TMP_DIR).join(uuid::Uuid::new_v4().simple().to_string())
     }
 
     async fn read_sidecar(&self, key: &str) -> Sidecar {
@@ -141,59 +138,102 @@ impl FsStore {
     }
 }
 
-fn list_dir(root: &Path, prefix: &str) -> std::io::Result<Vec<String>> {
-    let (dir, name_prefix) = match prefix.rfind('/') {
-        Some(i) => (&prefix[..=i], &prefix[i + 1..]),
-        None => ("", prefix),
-    };
-    let mut out = Vec::new();
-    let rd = match std::fs::read_dir(root.join(dir)) {
-        Ok(rd) => rd,
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-            return Ok(out)
-        }
-        Err(e) => return Err(e),
-    };
-    for entry in rd {
-        let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if !name.starts_with(name_prefix) || name.starts_with(".dss-") {
-            continue;
-        }
-        let key = format!("{dir}{name}");
-        if entry.file_type()?.is_dir() {
-            walk(&entry.path(), &key, &mut out)?;
-        } else {
-            out.push(key);
-        }
-    }
-    Ok(out)
+/// One directory's entries, sorted by name, as read at `read_at`.
+struct DirListing {
+    mtime: SystemTime,
+    read_at: SystemTime,
+    entries: Vec<(String, bool)>,
 }
 
-fn walk(path: &Path, key: &str, out: &mut Vec<String>) -> std::io::Result<()> {
+/// How far apart a directory's mtime and the moment it was read must be before a
+/// cached listing is trusted: file systems stamp mtimes from a coarse clock, so a
+/// change made right after a read may carry the same mtime.
+const MTIME_SLACK: Duration = Duration::from_millis(100);
+
+fn read_listing(path: &Path) -> std::io::Result<Option<DirListing>> {
+    let read_at = SystemTime::now();
+    let md = match std::fs::metadata(path) {
+        Ok(md) if md.is_dir() => md,
+        Ok(_) => return Ok(None),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut entries = Vec::new();
     for entry in std::fs::read_dir(path)? {
         let entry = entry?;
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        let k = format!("{key}/{name}");
-        if entry.file_type()?.is_dir() {
-            walk(&entry.path(), &k, out)?;
-        } else {
-            out.push(k);
+        if name.starts_with(".dss-") {
+            continue;
+        }
+        entries.push((name, entry.file_type()?.is_dir()));
+    }
+    entries.sort_unstable();
+    Ok(Some(DirListing {
+        mtime: md.modified()?,
+        read_at,
+        entries,
+    }))
+}
+
+impl FsStore {
+    /// The sorted entries of directory `rel` (relative to the root, `""` or ending in `/`).
+    /// Cached per directory and revalidated with one `stat`, so listing a prefix of a
+    /// large directory (`bundles/`, `files/`) costs a binary search, not a scan.
+    async fn listing(&self, rel: &str) -> StoreResult<Option<Arc<DirListing>>> {
+        let path = self.root.join(rel);
+        let cached = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(rel).cloned();
+        if let Some(c) = cached {
+            let fresh = match std::fs::metadata(&path) {
+                Ok(md) => md.modified().ok() == Some(c.mtime),
+                Err(_) => false,
+            };
+            if fresh && c.mtime + MTIME_SLACK < c.read_at {
+                return Ok(Some(c));
+            }
+        }
+        let p = path.clone();
+        let listing = tokio::task::spawn_blocking(move || read_listing(&p))
+            .await
+            .map_err(|e| StoreError::Other(e.to_string()))??;
+        let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        match listing {
+            Some(l) => {
+                let l = Arc::new(l);
+                dirs.insert(rel.to_string(), l.clone());
+                Ok(Some(l))
+            }
+            None => {
+                dirs.remove(rel);
+                Ok(None)
+            }
         }
     }
-    Ok(())
+
+    /// Every key under directory key `dir` (no trailing slash), unsorted.
+    fn walk<'a>(&'a self, dir: String, out: &'a mut Vec<String>) -> futures::future::BoxFuture<'a, StoreResult<()>> {
+        Box::pin(async move {
+            let rel = format!("{dir}/");
+            if let Some(l) = self.listing(&rel).await? {
+                for (name, is_dir) in &l.entries {
+                    let key = format!("{rel}{name}");
+                    if *is_dir {
+                        self.walk(key, out).await?;
+                    } else {
+                        out.push(key);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
 }
 
 impl Store for FsStore {
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
         let p = self.path(key)?;
-        Ok(Bytes::from(
-            tokio::fs::read(&p).await.map_err(not_found(key))?,
-        ))
+        Ok(Bytes::from(tokio::fs::read(&p).await.map_err(not_found(key))?))
     }
 
     async fn get_range(
@@ -210,9 +250,7 @@ impl Store for FsStore {
         let meta = self.meta_of(key, &md).await;
         let (start, end) = match range {
             None => (0, meta.size),
-            Some(r) => r
-                .resolve(meta.size)
-                .ok_or(StoreError::RangeNotSatisfiable)?,
+            Some(r) => r.resolve(meta.size).ok_or(StoreError::RangeNotSatisfiable)?,
         };
         if start > 0 {
             f.seek(SeekFrom::Start(start)).await?;
@@ -231,21 +269,12 @@ impl Store for FsStore {
     }
 
     async fn put(&self, key: &str, data: Bytes, opts: PutOptions) -> StoreResult<()> {
-        self.put_stream(
-            key,
-            futures::stream::once(async move { Ok(data) }).boxed(),
-            opts,
-        )
-        .await
-        .map(|_| ())
+        self.put_stream(key, futures::stream::once(async move { Ok(data) }).boxed(), opts)
+            .await
+            .map(|_| ())
     }
 
-    async fn put_stream(
-        &self,
-        key: &str,
-        mut data: ByteStream,
-        opts: PutOptions,
-    ) -> StoreResult<u64> {
+    async fn put_stream(&self, key: &str, mut data: ByteStream, opts: PutOptions) -> StoreResult<u64> {
         check_key(key)?;
         let tmp = self.tmp_path();
         let written = async {
@@ -273,17 +302,47 @@ impl Store for FsStore {
     }
 
     async fn list(&self, prefix: &str, token: Option<&str>, limit: usize) -> StoreResult<ListPage> {
-        let root = self.root.clone();
-        let prefix_owned = prefix.to_string();
-        let mut keys = tokio::task::spawn_blocking(move || list_dir(&root, &prefix_owned))
-            .await
-            .map_err(|e| StoreError::Other(e.to_string()))??;
-        keys.sort_unstable();
-        if let Some(t) = token {
-            let from = keys.partition_point(|k| k.as_str() <= t);
-            keys.drain(..from);
+        let (dir, name_prefix) = match prefix.rfind('/') {
+            Some(i) => (&prefix[..=i], &prefix[i + 1..]),
+            None => ("", prefix),
+        };
+        let Some(listing) = self.listing(dir).await? else {
+            return Ok(ListPage::default());
+        };
+        let lo = listing.entries.partition_point(|(n, _)| n.as_str() < name_prefix);
+        let hi = lo + listing.entries[lo..].partition_point(|(n, _)| n.starts_with(name_prefix));
+        let matched = &listing.entries[lo..hi];
+        let mut keys: Vec<String>;
+        if matched.iter().any(|(_, d)| *d) {
+            // Subdirectories interleave with sibling names in key order: expand, then sort.
+            keys = Vec::new();
+            for (name, is_dir) in matched {
+                let key = format!("{dir}{name}");
+                if *is_dir {
+                    self.walk(key, &mut keys).await?;
+                } else {
+                    keys.push(key);
+                }
+            }
+            keys.sort_unstable();
+            if let Some(t) = token {
+                let from = keys.partition_point(|k| k.as_str() <= t);
+                keys.drain(..from);
+            }
+            keys.truncate(limit.max(1) + 1);
+        } else {
+            // Plain files: already in key order; page without touching the rest.
+            let from = match token.and_then(|t| t.strip_prefix(dir)) {
+                Some(t) => matched.partition_point(|(n, _)| n.as_str() <= t),
+                None if token.is_some_and(|t| t >= prefix) => matched.len(),
+                None => 0,
+            };
+            keys = matched[from..]
+                .iter()
+                .take(limit.max(1) + 1)
+                .map(|(n, _)| format!("{dir}{n}"))
+                .collect();
         }
-        keys.truncate(limit.max(1) + 1);
         Ok(page(&mut keys, limit))
     }
 
@@ -312,12 +371,7 @@ impl Store for FsStore {
         Ok(())
     }
 
-    async fn presign_get(
-        &self,
-        key: &str,
-        expires_in: Duration,
-        opts: &PresignOptions,
-    ) -> StoreResult<String> {
+    async fn presign_get(&self, key: &str, expires_in: Duration, opts: &PresignOptions) -> StoreResult<String> {
         check_key(key)?;
         let signer = self
             .signer

@@ -21,11 +21,7 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     /// An empty store named `name` (the name appears in download URLs).
-    pub fn new(
-        name: &str,
-        signer: Option<Arc<Signer>>,
-        clock: Arc<dyn crate::model::Clock>,
-    ) -> Self {
+    pub fn new(name: &str, signer: Option<Arc<Signer>>, clock: Arc<dyn crate::model::Clock>) -> Self {
         MemoryStore {
             name: name.to_string(),
             objects: Mutex::new(BTreeMap::new()),
@@ -61,9 +57,7 @@ impl Store for MemoryStore {
         let obj = self.find(key)?;
         let (start, end) = match range {
             None => (0, obj.meta.size),
-            Some(r) => r
-                .resolve(obj.meta.size)
-                .ok_or(StoreError::RangeNotSatisfiable)?,
+            Some(r) => r.resolve(obj.meta.size).ok_or(StoreError::RangeNotSatisfiable)?,
         };
         let slice = obj.data.slice(start as usize..end as usize);
         Ok((
@@ -93,12 +87,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn put_stream(
-        &self,
-        key: &str,
-        mut data: ByteStream,
-        opts: PutOptions,
-    ) -> StoreResult<u64> {
+    async fn put_stream(&self, key: &str, mut data: ByteStream, opts: PutOptions) -> StoreResult<u64> {
         check_key(key)?;
         let mut buf = bytes::BytesMut::new();
         while let Some(chunk) = data.next().await {
@@ -138,12 +127,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn presign_get(
-        &self,
-        key: &str,
-        expires_in: Duration,
-        opts: &PresignOptions,
-    ) -> StoreResult<String> {
+    async fn presign_get(&self, key: &str, expires_in: Duration, opts: &PresignOptions) -> StoreResult<String> {
         let signer = self
             .signer
             .as_ref()

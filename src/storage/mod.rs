@@ -147,12 +147,7 @@ pub trait Store: MaybeSend + crate::model::MaybeSync {
     /// Metadata only.
     fn head(&self, key: &str) -> impl Future<Output = StoreResult<ObjectMeta>> + MaybeSend;
     /// Write a whole object.
-    fn put(
-        &self,
-        key: &str,
-        data: Bytes,
-        opts: PutOptions,
-    ) -> impl Future<Output = StoreResult<()>> + MaybeSend;
+    fn put(&self, key: &str, data: Bytes, opts: PutOptions) -> impl Future<Output = StoreResult<()>> + MaybeSend;
     /// Write an object from a stream, atomically (nothing visible until complete).
     fn put_stream(
         &self,
@@ -242,12 +237,7 @@ impl Store for AnyStore {
     async fn delete(&self, key: &str) -> StoreResult<()> {
         dispatch!(self, s => s.delete(key).await)
     }
-    async fn presign_get(
-        &self,
-        key: &str,
-        expires_in: Duration,
-        opts: &PresignOptions,
-    ) -> StoreResult<String> {
+    async fn presign_get(&self, key: &str, expires_in: Duration, opts: &PresignOptions) -> StoreResult<String> {
         dispatch!(self, s => s.presign_get(key, expires_in, opts).await)
     }
 }

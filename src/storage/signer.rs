@@ -12,11 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Characters escaped in query values and key paths (RFC 3986 unreserved stay as is).
-const QUERY: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 const PATH: &AsciiSet = &QUERY.remove(b'/');
 
 /// Path prefix of local download URLs.
@@ -68,8 +64,7 @@ impl Signer {
     /// `base_url` is the server's public URL without a trailing slash.
     pub fn new(base_url: &str, secret: Vec<u8>, clock: Arc<dyn Clock>) -> Self {
         // HMAC takes keys of any length; this cannot fail.
-        let key =
-            <Hmac<Sha256> as Mac>::new_from_slice(&secret).expect("HMAC accepts any key length");
+        let key = <Hmac<Sha256> as Mac>::new_from_slice(&secret).expect("HMAC accepts any key length");
         Signer {
             base_url: base_url.trim_end_matches('/').to_string(),
             key,
@@ -88,21 +83,11 @@ impl Signer {
     }
 
     fn mac(&self, store: &str, key: &str, expires: i64, ct: &str, cd: &str) -> Vec<u8> {
-        self.keyed(store, key, expires, ct, cd)
-            .finalize()
-            .into_bytes()
-            .to_vec()
+        self.keyed(store, key, expires, ct, cd).finalize().into_bytes().to_vec()
     }
 
     /// A URL granting GET of `key` in `store` for `ttl`.
-    pub fn sign(
-        &self,
-        store: &str,
-        key: &str,
-        ttl: Duration,
-        ct: Option<&str>,
-        cd: Option<&str>,
-    ) -> String {
+    pub fn sign(&self, store: &str, key: &str, ttl: Duration, ct: Option<&str>, cd: Option<&str>) -> String {
         let expires = self.clock.now().timestamp() + ttl.as_secs() as i64;
         let (ct, cd) = (ct.unwrap_or(""), cd.unwrap_or(""));
         let sig = hex::encode(self.mac(store, key, expires, ct, cd));
@@ -149,10 +134,7 @@ impl Signer {
                 _ => {}
             }
         }
-        let (expires, sig) = (
-            expires.ok_or(SignError::Malformed)?,
-            sig.ok_or(SignError::Malformed)?,
-        );
+        let (expires, sig) = (expires.ok_or(SignError::Malformed)?, sig.ok_or(SignError::Malformed)?);
         // Constant-time comparison.
         self.keyed(&store, &key, expires, &ct, &cd)
             .verify_slice(&sig)
@@ -176,11 +158,7 @@ mod tests {
 
     #[test]
     fn sign_verify() {
-        let s = Signer::new(
-            "http://127.0.0.1:5000/",
-            b"secret".to_vec(),
-            Arc::new(SystemClock),
-        );
+        let s = Signer::new("http://127.0.0.1:5000/", b"secret".to_vec(), Arc::new(SystemClock));
         let url = s.sign(
             "aws",
             "blobs/a.b.c.d",
@@ -191,10 +169,7 @@ mod tests {
         let u = url::Url::parse(&url).unwrap();
         let g = s.verify(u.path(), u.query().unwrap()).unwrap();
         assert_eq!(g.key, "blobs/a.b.c.d");
-        assert_eq!(
-            g.content_disposition.as_deref(),
-            Some("attachment; filename=\"x y\"")
-        );
+        assert_eq!(g.content_disposition.as_deref(), Some("attachment; filename=\"x y\""));
         let tampered = u.query().unwrap().replace("text%2Fplain", "text%2Fhtml");
         assert_eq!(s.verify(u.path(), &tampered), Err(SignError::BadSignature));
         assert_eq!(

@@ -52,16 +52,8 @@ impl Resp {
     /// Assert status and, for errors, the DSS error shape and code.
     #[track_caller]
     pub fn expect_error(&self, status: u16, code: &str) {
-        assert_eq!(
-            self.status,
-            status,
-            "body: {}",
-            String::from_utf8_lossy(&self.body)
-        );
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json")
-        );
+        assert_eq!(self.status, status, "body: {}", String::from_utf8_lossy(&self.body));
+        assert_eq!(self.header("content-type"), Some("application/problem+json"));
         let j = self.json();
         assert_eq!(j["status"], status);
         assert_eq!(j["code"], code, "body: {j}");
@@ -86,12 +78,7 @@ impl Env {
         std::fs::write(dev_dir.join("key.pem"), test_key_pem()).unwrap();
         let app = build_app(&cfg).unwrap();
         let issuer = DevIssuer::load_or_create(&dev_dir, "http://dss.test/").unwrap();
-        Env {
-            app,
-            dir,
-            cfg,
-            issuer,
-        }
+        Env { app, dir, cfg, issuer }
     }
 
     pub fn data(&self) -> &Path {
@@ -139,10 +126,7 @@ impl Env {
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        let resp = self
-            .app
-            .handle(b.body(Bytes::from(body.to_string())).unwrap())
-            .await;
+        let resp = self.app.handle(b.body(Bytes::from(body.to_string())).unwrap()).await;
         let (parts, body) = resp.into_parts();
         let body = match body {
             Body::Full(b) => b,
@@ -177,13 +161,7 @@ impl Env {
     }
 
     /// PUT /v1/files through the API; returns the response.
-    pub async fn put_file(
-        &self,
-        uuid: &str,
-        version: &str,
-        source_url: &str,
-        replica: Option<&str>,
-    ) -> Resp {
+    pub async fn put_file(&self, uuid: &str, version: &str, source_url: &str, replica: Option<&str>) -> Resp {
         let body = format!(r#"{{"source_url": "{source_url}", "creator_uid": 0}}"#);
         let q = replica.map(|r| format!("&replica={r}")).unwrap_or_default();
         self.req(
@@ -237,10 +215,7 @@ impl Env {
 
 pub fn fixtures() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for cand in [
-        here.join("../shared/fixtures"),
-        here.join("shared/fixtures"),
-    ] {
+    for cand in [here.join("../shared/fixtures"), here.join("shared/fixtures")] {
         if cand.is_dir() {
             return cand;
         }
