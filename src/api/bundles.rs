@@ -97,39 +97,48 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
     let page = &page[..page.len().min(per_page)];
     let mut files = Vec::with_capacity(page.len());
     for f in page {
-        let mut entry = json!({
-            "name": f.name,
-            "content-type": f.content_type,
-            "size": f.size,
-            "uuid": f.uuid,
-            "version": f.version,
-            "crc32c": f.crc32c,
-            "s3_etag": f.s3_etag,
-            "sha1": f.sha1,
-            "sha256": f.sha256,
-            "indexed": f.indexed,
-        });
-        if presignedurls {
+        let url = if presignedurls {
             // Local replicas serve blobs directly, so no checkout copy is needed first.
             let key = format!("blobs/{}.{}.{}.{}", f.sha256, f.sha1, f.s3_etag, f.crc32c);
             let opts = crate::storage::PresignOptions {
                 content_type: Some(f.content_type.clone()),
                 content_disposition: None,
             };
-            let url = replica.main.presign_get(&key, app.config.presigned_ttl, &opts).await?;
-            entry["url"] = Value::String(url);
-        }
-        files.push(entry);
+            Some(replica.main.presign_get(&key, app.config.presigned_ttl, &opts).await?)
+        } else {
+            None
+        };
+        files.push(FileOut {
+            name: &f.name,
+            content_type: &f.content_type,
+            size: f.size,
+            uuid: &f.uuid,
+            version: &f.version,
+            crc32c: &f.crc32c,
+            s3_etag: &f.s3_etag,
+            sha1: &f.sha1,
+            sha256: &f.sha256,
+            indexed: f.indexed,
+            url,
+        });
     }
-    let body = json!({"bundle": {"uuid": id.as_str(), "version": manifest.version, "files": files, "creator_uid": manifest.creator_uid}});
+    let body = BundleOut {
+        bundle: BundleBody {
+            uuid: id.as_str(),
+            version: &manifest.version,
+            files,
+            creator_uid: manifest.creator_uid,
+        },
+    };
+    let body = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
     let more = total.saturating_sub(start_at) > per_page;
-    let mut r = json_response(
+    let mut r = json_bytes(
         if more {
             StatusCode::PARTIAL_CONTENT
         } else {
             StatusCode::OK
         },
-        &body,
+        body,
     );
     if more {
         let next = ctx.url_with(&[
@@ -141,6 +150,37 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
     set_header(&mut r, "X-OpenAPI-Pagination", if more { "true" } else { "false" });
     set_header(&mut r, "X-OpenAPI-Paginated-Content-Key", "bundle.files");
     Ok(r)
+}
+
+/// A file entry as `GET /v1/bundles/{uuid}` shows it (`s3_etag`, not `s3-etag`).
+#[derive(serde::Serialize)]
+struct FileOut<'a> {
+    name: &'a str,
+    #[serde(rename = "content-type")]
+    content_type: &'a str,
+    size: u64,
+    uuid: &'a str,
+    version: &'a str,
+    crc32c: &'a str,
+    s3_etag: &'a str,
+    sha1: &'a str,
+    sha256: &'a str,
+    indexed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct BundleBody<'a> {
+    uuid: &'a str,
+    version: &'a str,
+    files: Vec<FileOut<'a>>,
+    creator_uid: i64,
+}
+
+#[derive(serde::Serialize)]
+struct BundleOut<'a> {
+    bundle: BundleBody<'a>,
 }
 
 /// A file reference in a PUT or PATCH body.

@@ -46,14 +46,35 @@ pub async fn load_file_metadata<S: Store>(
 }
 
 fn dss_headers(r: &mut Response, m: &FileMetadata) {
-    set_header(r, "X-DSS-CREATOR-UID", &m.creator_uid.to_string());
-    set_header(r, "X-DSS-VERSION", &m.version);
-    set_header(r, "X-DSS-CONTENT-TYPE", &m.content_type);
-    set_header(r, "X-DSS-SIZE", &m.size.to_string());
-    set_header(r, "X-DSS-CRC32C", &m.crc32c);
-    set_header(r, "X-DSS-S3-ETAG", &m.s3_etag);
-    set_header(r, "X-DSS-SHA1", &m.sha1);
-    set_header(r, "X-DSS-SHA256", &m.sha256);
+    use http::header::HeaderName;
+    // Static lowercase names: no header-name parsing per response.
+    const NAMES: [HeaderName; 8] = [
+        HeaderName::from_static("x-dss-creator-uid"),
+        HeaderName::from_static("x-dss-version"),
+        HeaderName::from_static("x-dss-content-type"),
+        HeaderName::from_static("x-dss-size"),
+        HeaderName::from_static("x-dss-crc32c"),
+        HeaderName::from_static("x-dss-s3-etag"),
+        HeaderName::from_static("x-dss-sha1"),
+        HeaderName::from_static("x-dss-sha256"),
+    ];
+    let values = [
+        &m.creator_uid.to_string(),
+        &m.version,
+        &m.content_type,
+        &m.size.to_string(),
+        &m.crc32c,
+        &m.s3_etag,
+        &m.sha1,
+        &m.sha256,
+    ];
+    let h = r.headers_mut();
+    h.reserve(NAMES.len() + 2);
+    for (name, value) in NAMES.into_iter().zip(values) {
+        if let Ok(v) = http::HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    }
 }
 
 /// The checkout token of the original (`{"execution_id","start_time","attempts"}`);

@@ -315,7 +315,12 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
 
 /// A JSON response.
 pub fn json_response(status: StatusCode, v: &serde_json::Value) -> Response {
-    let mut r = http::Response::new(Body::Full(Bytes::from(v.to_string())));
+    json_bytes(status, v.to_string().into_bytes())
+}
+
+/// A response of already serialised JSON.
+pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = http::Response::new(Body::Full(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

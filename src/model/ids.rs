@@ -1,6 +1,6 @@
 //! Object identifiers: UUIDs as the original DSS accepts them, and DSS_VERSION timestamps.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use std::fmt;
 
 /// Why an identifier was rejected.
@@ -85,9 +85,15 @@ impl DssVersion {
             }
             return Err(IdError::VersionNotTimestamp);
         }
-        let dt = NaiveDateTime::parse_from_str(s, VERSION_FORMAT).map_err(|_| IdError::VersionNotTimestamp)?;
-        if dt.format(VERSION_FORMAT).to_string() != s {
-            return Err(IdError::VersionNotCanonical);
+        // Fixed-width digits: valid calendar fields are exactly what round-trips through
+        // parse and strftime (checked without the formatter: this runs on every request).
+        let num = |a: usize, b: usize| s[a..b].parse::<u32>().unwrap_or(u32::MAX);
+        let date = NaiveDate::from_ymd_opt(num(0, 4) as i32, num(5, 7), num(8, 10));
+        let time = NaiveTime::from_hms_micro_opt(num(11, 13), num(13, 15), num(15, 17), num(18, 24));
+        // chrono accepts second 60 (leap seconds) only via the nanosecond field, and
+        // rejects 60 in `from_hms_micro_opt`, as Python does.
+        if date.is_none() || time.is_none() {
+            return Err(IdError::VersionNotTimestamp);
         }
         Ok(DssVersion(s.to_string()))
     }
