@@ -6,11 +6,14 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
+/// The young and the old generation.
+type Generations<K, V> = (HashMap<K, Arc<V>>, HashMap<K, Arc<V>>);
+
 /// Two generations approximate LRU: lookups promote into the young one; when it is
 /// full the old generation is dropped whole. O(1), one short lock per call.
 pub struct ImmutableCache<K, V> {
     cap: usize,
-    gens: Mutex<(HashMap<K, Arc<V>>, HashMap<K, Arc<V>>)>,
+    gens: Mutex<Generations<K, V>>,
 }
 
 impl<K: Hash + Eq + Clone, V> ImmutableCache<K, V> {
@@ -39,7 +42,7 @@ impl<K: Hash + Eq + Clone, V> ImmutableCache<K, V> {
         Self::put_young(&mut g, self.cap, k, v);
     }
 
-    fn put_young(g: &mut (HashMap<K, Arc<V>>, HashMap<K, Arc<V>>), cap: usize, k: K, v: Arc<V>) {
+    fn put_young(g: &mut Generations<K, V>, cap: usize, k: K, v: Arc<V>) {
         if g.0.len() >= cap {
             g.1 = std::mem::take(&mut g.0);
         }
