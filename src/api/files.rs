@@ -8,12 +8,68 @@ use crate::model::{Checksums, DssVersion};
 use crate::storage::{list_all, PresignOptions, PutOptions, StoreError};
 use futures::StreamExt;
 
+/// A file's metadata with what every response about it needs, prepared once
+/// (the document is immutable, so this lives in the replica's cache).
+pub struct FileEntry {
+    /// The stored document.
+    pub meta: FileMetadata,
+    /// Key of its blob.
+    pub blob_key: String,
+    /// The `X-DSS-*` headers.
+    headers: Vec<(http::header::HeaderName, http::HeaderValue)>,
+}
+
+impl FileEntry {
+    fn new(meta: FileMetadata) -> Self {
+        use http::header::HeaderName;
+        let names = [
+            HeaderName::from_static("x-dss-creator-uid"),
+            HeaderName::from_static("x-dss-version"),
+            HeaderName::from_static("x-dss-content-type"),
+            HeaderName::from_static("x-dss-size"),
+            HeaderName::from_static("x-dss-crc32c"),
+            HeaderName::from_static("x-dss-s3-etag"),
+            HeaderName::from_static("x-dss-sha1"),
+            HeaderName::from_static("x-dss-sha256"),
+        ];
+        let m = &meta;
+        let values = [
+            &m.creator_uid.to_string(),
+            &m.version,
+            &m.content_type,
+            &m.size.to_string(),
+            &m.crc32c,
+            &m.s3_etag,
+            &m.sha1,
+            &m.sha256,
+        ];
+        let headers = names
+            .into_iter()
+            .zip(values)
+            .filter_map(|(n, v)| http::HeaderValue::from_str(v).ok().map(|v| (n, v)))
+            .collect();
+        FileEntry {
+            blob_key: meta.checksums().blob_key(),
+            meta,
+            headers,
+        }
+    }
+
+    fn add_headers(&self, r: &mut Response) {
+        let h = r.headers_mut();
+        h.reserve(self.headers.len() + 2);
+        for (n, v) in &self.headers {
+            h.insert(n.clone(), v.clone());
+        }
+    }
+}
+
 /// Resolve `version` (or the latest) and load the file's metadata from the replica.
 pub async fn load_file_metadata<S: Store>(
     replica: &Replica<S>,
     uuid: &str,
     version: Option<&str>,
-) -> Result<Arc<FileMetadata>, ApiError> {
+) -> Result<Arc<FileEntry>, ApiError> {
     let not_found = || ApiError::NotFound("Cannot find file!".into());
     let store = &replica.main;
     let version = match version {
@@ -40,41 +96,9 @@ pub async fn load_file_metadata<S: Store>(
     };
     let meta: FileMetadata = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::Internal(format!("file metadata {key} unreadable: {e}")))?;
-    let meta = Arc::new(meta);
-    replica.cache.files.insert(key, meta.clone());
-    Ok(meta)
-}
-
-fn dss_headers(r: &mut Response, m: &FileMetadata) {
-    use http::header::HeaderName;
-    // Static lowercase names: no header-name parsing per response.
-    const NAMES: [HeaderName; 8] = [
-        HeaderName::from_static("x-dss-creator-uid"),
-        HeaderName::from_static("x-dss-version"),
-        HeaderName::from_static("x-dss-content-type"),
-        HeaderName::from_static("x-dss-size"),
-        HeaderName::from_static("x-dss-crc32c"),
-        HeaderName::from_static("x-dss-s3-etag"),
-        HeaderName::from_static("x-dss-sha1"),
-        HeaderName::from_static("x-dss-sha256"),
-    ];
-    let values = [
-        &m.creator_uid.to_string(),
-        &m.version,
-        &m.content_type,
-        &m.size.to_string(),
-        &m.crc32c,
-        &m.s3_etag,
-        &m.sha1,
-        &m.sha256,
-    ];
-    let h = r.headers_mut();
-    h.reserve(NAMES.len() + 2);
-    for (name, value) in NAMES.into_iter().zip(values) {
-        if let Ok(v) = http::HeaderValue::from_str(value) {
-            h.insert(name, v);
-        }
-    }
+    let entry = Arc::new(FileEntry::new(meta));
+    replica.cache.files.insert(key, entry.clone());
+    Ok(entry)
 }
 
 /// The checkout token of the original (`{"execution_id","start_time","attempts"}`);
@@ -102,7 +126,7 @@ pub async fn head<S: Store, H: HttpClient, T: Sleeper>(
     let replica = app.replica_param(&ctx.query)?;
     let meta = load_file_metadata(replica, id.as_str(), ctx.query.get("version")).await?;
     let mut r = http::Response::new(Body::empty());
-    dss_headers(&mut r, &meta);
+    meta.add_headers(&mut r);
     Ok(r)
 }
 
@@ -122,16 +146,16 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
     }
     let opts = PresignOptions {
         content_disposition: ctx.query.get("content_disposition").map(str::to_string),
-        content_type: Some(meta.content_type.clone()),
+        content_type: Some(meta.meta.content_type.clone()),
     };
     let url = replica
         .main
-        .presign_get(&meta.checksums().blob_key(), app.config.presigned_ttl, &opts)
+        .presign_get(&meta.blob_key, app.config.presigned_ttl, &opts)
         .await?;
     let mut r = http::Response::new(Body::empty());
     *r.status_mut() = StatusCode::FOUND;
     set_header(&mut r, "location", &url);
-    dss_headers(&mut r, &meta);
+    meta.add_headers(&mut r);
     Ok(r)
 }
 

@@ -116,7 +116,7 @@ impl<S> Replica<S> {
 /// Caches of a replica's immutable documents, by key.
 pub struct ReplicaCache {
     /// `files/{uuid}.{version}`.
-    pub files: cache::ImmutableCache<String, crate::model::manifest::FileMetadata>,
+    pub files: cache::ImmutableCache<String, files::FileEntry>,
     /// `bundles/{uuid}.{version}`.
     pub bundles: cache::ImmutableCache<String, crate::model::manifest::BundleManifest>,
 }

@@ -15,6 +15,18 @@ use std::time::Duration;
 const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 const PATH: &AsciiSet = &QUERY.remove(b'/');
 
+/// Append `s` percent-encoded; blob keys and store names need no escaping, so check first.
+fn push_encoded(out: &mut String, s: &str, keep_slash: bool) {
+    let plain = s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/'));
+    if plain {
+        out.push_str(s);
+    } else {
+        out.extend(utf8_percent_encode(s, if keep_slash { PATH } else { QUERY }));
+    }
+}
+
 /// Path prefix of local download URLs.
 pub const BLOB_ROUTE: &str = "/blob/";
 
@@ -82,6 +94,7 @@ impl Signer {
         m
     }
 
+    #[cfg(test)]
     fn mac(&self, store: &str, key: &str, expires: i64, ct: &str, cd: &str) -> Vec<u8> {
         self.keyed(store, key, expires, ct, cd).finalize().into_bytes().to_vec()
     }
@@ -90,25 +103,30 @@ impl Signer {
     pub fn sign(&self, store: &str, key: &str, ttl: Duration, ct: Option<&str>, cd: Option<&str>) -> String {
         let expires = self.clock.now().timestamp() + ttl.as_secs() as i64;
         let (ct, cd) = (ct.unwrap_or(""), cd.unwrap_or(""));
-        let sig = hex::encode(self.mac(store, key, expires, ct, cd));
-        let mut url = format!(
-            "{}{}{}/{}?expires={}",
-            self.base_url,
-            BLOB_ROUTE,
-            utf8_percent_encode(store, QUERY),
-            utf8_percent_encode(key, PATH),
-            expires
-        );
+        let mac = self.keyed(store, key, expires, ct, cd).finalize().into_bytes();
+        // Built by hand: this runs for every download redirect.
+        let mut url = String::with_capacity(self.base_url.len() + key.len() + ct.len() + cd.len() + 128);
+        url.push_str(&self.base_url);
+        url.push_str(BLOB_ROUTE);
+        push_encoded(&mut url, store, false);
+        url.push('/');
+        push_encoded(&mut url, key, true);
+        url.push_str("?expires=");
+        url.push_str(&expires.to_string());
         if !ct.is_empty() {
             url.push_str("&ct=");
-            url.extend(utf8_percent_encode(ct, QUERY));
+            push_encoded(&mut url, ct, false);
         }
         if !cd.is_empty() {
             url.push_str("&cd=");
-            url.extend(utf8_percent_encode(cd, QUERY));
+            push_encoded(&mut url, cd, false);
         }
         url.push_str("&sig=");
-        url.push_str(&sig);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for b in mac {
+            url.push(HEX[(b >> 4) as usize] as char);
+            url.push(HEX[(b & 15) as usize] as char);
+        }
         url
     }
 
