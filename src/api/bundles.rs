@@ -293,10 +293,7 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
     app.identity(ctx).await?;
     let id = uuid(id)?;
     let replica = app.replica_param(&ctx.query)?;
-    let version = ctx
-        .query
-        .version("version")?
-        .ok_or_else(|| ApiError::IllegalArguments("Missing query parameter 'version'".into()))?;
+    let version = ctx.query.required_version("version")?;
     let body = json_body(ctx.body)?;
     let creator_uid = int_field(&body, "creator_uid")?;
     let refs = file_refs(
@@ -325,10 +322,7 @@ pub async fn patch<S: Store, H: HttpClient, T: Sleeper>(
     app.identity(ctx).await?;
     let id = uuid(id)?;
     let replica = app.replica_param(&ctx.query)?;
-    let version = ctx
-        .query
-        .version("version")?
-        .ok_or_else(|| ApiError::IllegalArguments("Missing query parameter 'version'".into()))?;
+    let version = ctx.query.required_version("version")?;
     let body = json_body(ctx.body)?;
     let list = |field: &str, need_indexed: bool| -> Result<Vec<FileRef>, ApiError> {
         match body.get(field) {

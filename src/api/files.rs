@@ -276,10 +276,7 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
     let who = app.identity(ctx).await?;
     who.require_group(&["hca"])?;
     let id = uuid(id)?;
-    let version = ctx
-        .query
-        .version("version")?
-        .ok_or_else(|| ApiError::IllegalArguments("Missing query parameter 'version'".into()))?;
+    let version = ctx.query.required_version("version")?;
     let body = json_body(ctx.body)?;
     let source_url = str_field(&body, "source_url")?;
     let creator_uid = int_field(&body, "creator_uid")?;

@@ -77,6 +77,12 @@ impl Query {
         }
     }
 
+    /// A required DSS_VERSION parameter.
+    pub fn required_version(&self, name: &str) -> Result<DssVersion, ApiError> {
+        self.version(name)?
+            .ok_or_else(|| ApiError::IllegalArguments(format!("Missing query parameter '{name}'")))
+    }
+
     /// An optional DSS_VERSION parameter (400 `illegal_version` if malformed).
     pub fn version(&self, name: &str) -> Result<Option<DssVersion>, ApiError> {
         self.get(name)

@@ -128,17 +128,7 @@ impl Store for MemoryStore {
     }
 
     async fn presign_get(&self, key: &str, expires_in: Duration, opts: &PresignOptions) -> StoreResult<String> {
-        let signer = self
-            .signer
-            .as_ref()
-            .ok_or_else(|| StoreError::Other("no URL signer configured".into()))?;
-        Ok(signer.sign(
-            &self.name,
-            key,
-            expires_in,
-            opts.content_type.as_deref(),
-            opts.content_disposition.as_deref(),
-        ))
+        super::signer::presign_local(self.signer.as_ref(), &self.name, key, expires_in, opts)
     }
 }
 

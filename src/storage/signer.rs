@@ -27,6 +27,25 @@ fn push_encoded(out: &mut String, s: &str, keep_slash: bool) {
     }
 }
 
+/// `presign_get` of the local backends: a URL signed by `signer` for store `name`.
+pub fn presign_local(
+    signer: Option<&Arc<Signer>>,
+    name: &str,
+    key: &str,
+    ttl: Duration,
+    opts: &super::PresignOptions,
+) -> super::StoreResult<String> {
+    super::check_key(key)?;
+    let signer = signer.ok_or_else(|| super::StoreError::Other("no URL signer configured".into()))?;
+    Ok(signer.sign(
+        name,
+        key,
+        ttl,
+        opts.content_type.as_deref(),
+        opts.content_disposition.as_deref(),
+    ))
+}
+
 /// Path prefix of local download URLs.
 pub const BLOB_ROUTE: &str = "/blob/";
 
