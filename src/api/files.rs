@@ -4,6 +4,7 @@ use super::params::{int_field, json_body, str_field, uuid};
 use super::*;
 use crate::model::checksum::ChecksumHasher;
 use crate::model::manifest::{file_key, FileMetadata};
+use crate::model::platform::box_stream;
 use crate::model::{Checksums, DssVersion};
 use crate::storage::{list_all, PresignOptions, PutOptions, StoreError};
 use futures::StreamExt;
@@ -241,13 +242,11 @@ async fn copy_verified<S: Store>(
     let (_, _, stream) = src.get_range(key, None).await?;
     let hasher = Arc::new(std::sync::Mutex::new(ChecksumHasher::new(size)));
     let h2 = hasher.clone();
-    let hashed = stream
-        .inspect(move |chunk| {
-            if let Ok(c) = chunk {
-                h2.lock().unwrap_or_else(|e| e.into_inner()).update(c);
-            }
-        })
-        .boxed();
+    let hashed = box_stream(stream.inspect(move |chunk| {
+        if let Ok(c) = chunk {
+            h2.lock().unwrap_or_else(|e| e.into_inner()).update(c);
+        }
+    }));
     match dst.put_stream(blob_key, hashed, PutOptions::if_absent()).await {
         Ok(_) => {}
         // Someone stored the same content first: content-addressed, so it is ours too.

@@ -47,3 +47,21 @@ impl Clock for SystemClock {
         Utc::now()
     }
 }
+
+/// Box a byte stream as [`ByteStream`] on either target.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn box_stream<S>(s: S) -> ByteStream
+where
+    S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+{
+    Box::pin(s)
+}
+
+/// Box a byte stream as [`ByteStream`] on either target.
+#[cfg(target_arch = "wasm32")]
+pub fn box_stream<S>(s: S) -> ByteStream
+where
+    S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + 'static,
+{
+    Box::pin(s)
+}

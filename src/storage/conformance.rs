@@ -2,6 +2,7 @@
 //! [`run`] on a fresh, empty store; a failure panics with the name of the check.
 
 use super::*;
+use crate::model::platform::box_stream;
 use futures::StreamExt;
 
 async fn collect(mut s: ByteStream) -> Vec<u8> {
@@ -254,7 +255,7 @@ async fn streams<S: Store>(s: &S) {
     let n = s
         .put_stream(
             "blobs/big",
-            futures::stream::iter(chunks).boxed(),
+            box_stream(futures::stream::iter(chunks)),
             PutOptions::if_absent(),
         )
         .await
@@ -274,7 +275,7 @@ async fn streams<S: Store>(s: &S) {
     assert!(s
         .put_stream(
             "blobs/partial",
-            futures::stream::iter(failing).boxed(),
+            box_stream(futures::stream::iter(failing)),
             PutOptions::overwrite()
         )
         .await
@@ -285,8 +286,12 @@ async fn streams<S: Store>(s: &S) {
     );
     let dup: Vec<std::io::Result<Bytes>> = vec![Ok(Bytes::from_static(b"other"))];
     assert!(matches!(
-        s.put_stream("blobs/big", futures::stream::iter(dup).boxed(), PutOptions::if_absent())
-            .await,
+        s.put_stream(
+            "blobs/big",
+            box_stream(futures::stream::iter(dup)),
+            PutOptions::if_absent()
+        )
+        .await,
         Err(StoreError::AlreadyExists(_))
     ));
     s.delete("blobs/big").await.expect("delete");

@@ -2,6 +2,7 @@
 
 use super::signer::Signer;
 use super::*;
+use crate::model::platform::box_stream;
 use futures::StreamExt;
 use std::sync::{Arc, Mutex};
 
@@ -63,7 +64,7 @@ impl Store for MemoryStore {
         Ok((
             obj.meta,
             (start, end),
-            futures::stream::once(async move { Ok(slice) }).boxed(),
+            box_stream(futures::stream::once(async move { Ok(slice) })),
         ))
     }
 
