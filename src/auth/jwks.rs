@@ -187,3 +187,85 @@ fn pick(keys: &[NamedKey], kid: Option<&str>) -> Option<RsaPublicKey> {
         None => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::HttpError;
+    use chrono::{DateTime, Utc};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct ManualClock(Mutex<DateTime<Utc>>);
+    impl Clock for ManualClock {
+        fn now(&self) -> DateTime<Utc> {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    /// Serves a discovery document and whatever JWKS `keys` holds; counts calls.
+    struct FakeProvider {
+        keys: Mutex<Vec<NamedKey>>,
+        calls: AtomicUsize,
+    }
+
+    impl HttpClient for &FakeProvider {
+        async fn send(&self, req: http::Request<Bytes>) -> Result<http::Response<Bytes>, HttpError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let body = match req.uri().path() {
+                "/.well-known/openid-configuration" => {
+                    serde_json::json!({"jwks_uri": "https://issuer.example/keys"}).to_string()
+                }
+                "/keys" => to_jwks(&self.keys.lock().unwrap()).to_string(),
+                _ => return Ok(http::Response::builder().status(404).body(Bytes::new()).unwrap()),
+            };
+            Ok(http::Response::new(Bytes::from(body)))
+        }
+    }
+
+    fn key(kid: &str) -> (NamedKey, RsaPublicKey) {
+        let k = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 1024)
+            .unwrap()
+            .to_public_key();
+        (
+            NamedKey {
+                kid: Some(kid.into()),
+                key: k.clone(),
+            },
+            k,
+        )
+    }
+
+    #[tokio::test]
+    async fn discovery_cache_and_refresh_on_unknown_kid() {
+        let iss = "https://issuer.example/";
+        let (k1, pk1) = key("k1");
+        let (k2, pk2) = key("k2");
+        let provider = FakeProvider {
+            keys: Mutex::new(vec![k1]),
+            calls: AtomicUsize::new(0),
+        };
+        let clock = Arc::new(ManualClock(Mutex::new(Utc::now())));
+        let set = KeySet::new(Some(&provider), vec![], Some(iss.to_string()), clock.clone());
+
+        assert_eq!(set.find(iss, Some("k1")).await.unwrap(), pk1);
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 2, "discovery + JWKS");
+        assert_eq!(set.find(iss, Some("k1")).await.unwrap(), pk1);
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 2, "served from cache");
+
+        // The provider rotates to k2. Right after a fetch, unknown kids do not refetch
+        // (a flood of random kids cannot hammer the provider) ...
+        provider.keys.lock().unwrap().push(k2);
+        assert_eq!(set.find(iss, Some("k2")).await, Err(AuthError::Invalid));
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 2);
+        // ... but once the refresh interval has passed, an unknown kid refetches.
+        *clock.0.lock().unwrap() += chrono::Duration::seconds(REFRESH_INTERVAL + 1);
+        assert_eq!(set.find(iss, Some("k2")).await.unwrap(), pk2);
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 4);
+        // Issuers that are neither the provider nor service accounts are never fetched.
+        assert_eq!(
+            set.find("https://other.example/", Some("k1")).await,
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 4);
+    }
+}

@@ -15,13 +15,13 @@ pub struct ServeConfig {
     #[arg(long, env = "DSS_DATA_DIR", default_value = "./dss-data")]
     pub data_dir: PathBuf,
     /// Directory `file://` source URLs must lie under (default: DATA_DIR/staging).
-    #[arg(long, env = "DSS_STAGING_DIR")]
+    #[arg(long = "staging-dir", env = "DSS_STAGING_DIR", value_name = "DIR")]
     staging_dir_opt: Option<PathBuf>,
     #[arg(skip)]
     pub staging_dir: PathBuf,
     /// Public base URL of this server, used in redirects, links and token issuers
     /// (default: http://LISTEN).
-    #[arg(long, env = "DSS_PUBLIC_URL")]
+    #[arg(long = "public-url", env = "DSS_PUBLIC_URL", value_name = "URL")]
     pub public_url_opt: Option<String>,
     /// Lifetime in seconds of presigned download URLs, for every replica (max 7 days).
     #[arg(long, env = "DSS_PRESIGNED_URL_TTL", default_value_t = 3600)]
@@ -106,5 +106,43 @@ impl ServeConfig {
         .c;
         c.bundle_file_wait = 0;
         c.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct P {
+        #[command(flatten)]
+        c: ServeConfig,
+    }
+
+    fn parse(args: &[&str]) -> ServeConfig {
+        let mut all = vec!["dss"];
+        all.extend_from_slice(args);
+        P::parse_from(all).c.finish()
+    }
+
+    #[test]
+    fn dev_issuer_only_on_loopback_unless_asked() {
+        assert!(parse(&["--listen", "127.0.0.1:5000"]).dev_issuer_enabled());
+        assert!(parse(&["--listen", "[::1]:5000"]).dev_issuer_enabled());
+        assert!(!parse(&["--listen", "0.0.0.0:5000"]).dev_issuer_enabled());
+        assert!(!parse(&["--listen", "192.0.2.1:5000"]).dev_issuer_enabled());
+        assert!(parse(&["--listen", "0.0.0.0:5000", "--dev-issuer", "on"]).dev_issuer_enabled());
+        assert!(!parse(&["--listen", "127.0.0.1:5000", "--dev-issuer", "off"]).dev_issuer_enabled());
+    }
+
+    #[test]
+    fn derived_defaults() {
+        let c = parse(&["--listen", "127.0.0.1:6000", "--data-dir", "/d"]);
+        assert_eq!(c.staging_dir, std::path::PathBuf::from("/d/staging"));
+        assert_eq!(c.public_url(), "http://127.0.0.1:6000");
+        let c = parse(&["--public-url", "https://dss.example.org/", "--staging-dir", "/s"]);
+        assert_eq!(c.public_url(), "https://dss.example.org");
+        assert_eq!(c.staging_dir, std::path::PathBuf::from("/s"));
     }
 }
