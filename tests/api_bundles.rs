@@ -52,6 +52,11 @@ async fn put_get_bundle_and_download_every_file() {
     assert_eq!(j["manifest"]["format"], "0.0.1");
     assert_eq!(j["manifest"]["files"].as_array().unwrap().len(), names.len());
 
+    let h = env
+        .req("HEAD", &format!("/v1/bundles/{b}?replica=aws"), None, "", &[])
+        .await;
+    assert_eq!(h.status, 200);
+    assert!(h.body.is_empty());
     let g = env.get(&format!("/v1/bundles/{b}?replica=aws")).await;
     assert_eq!(g.status, 200);
     assert_eq!(g.header("x-openapi-pagination"), Some("false"));
@@ -200,6 +205,19 @@ async fn bundle_put_idempotency_and_errors() {
     env.put_bundle(&uuid::Uuid::new_v4().to_string(), V1, &[("a", &missing, V1)], None)
         .await
         .expect_error(400, "file_missing");
+    // A file version that is not a DSS_VERSION is refused at once, not waited for.
+    let env_slow = Env::with(|c| c.bundle_file_wait = 30);
+    let started = std::time::Instant::now();
+    env_slow
+        .put_bundle(
+            &uuid::Uuid::new_v4().to_string(),
+            V1,
+            &[("a", &files[0].1, "../../x")],
+            None,
+        )
+        .await
+        .expect_error(400, "illegal_version");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     for bad in ["/abs", "./x", "a/./b", "~/x", "a\\b", ".", "..", "a/../b"] {
         env.put_bundle(&uuid::Uuid::new_v4().to_string(), V1, &[(bad, &files[0].1, V1)], None)
             .await

@@ -462,3 +462,45 @@ async fn read_only_mode() {
         .await
         .expect_error(404, "not_found");
 }
+
+#[tokio::test]
+async fn staging_symlinks_and_special_files_are_refused() {
+    let env = Env::new();
+    let staging = env.cfg.staging_dir.canonicalize().unwrap();
+    // A link to the server's own secrets, and a directory link out of the staging area.
+    std::fs::create_dir_all(staging.join("evil")).unwrap();
+    std::os::unix::fs::symlink(env.data().join("url-signing.key"), staging.join("evil/k.txt")).unwrap();
+    std::os::unix::fs::symlink(env.data(), staging.join("evildir")).unwrap();
+    // A FIFO would block a reader forever.
+    let fifo = staging.join("evil/pipe");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for path in [
+        "evil/k.txt",
+        "evildir/url-signing.key",
+        "evildir/dev-issuer/key.pem",
+        "evil/pipe",
+        "evil",
+    ] {
+        let src = format!("file://{}/{path}", staging.display());
+        let u = uuid::Uuid::new_v4().to_string();
+        let r = tokio::time::timeout(std::time::Duration::from_secs(5), env.put_file(&u, V1, &src, None))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: request hung"));
+        r.expect_error(400, "illegal_source_url");
+    }
+    // A link that stays inside the staging area is fine.
+    let real = env.stage("real.txt", b"inside");
+    let real_path = real.trim_start_matches("file://");
+    std::os::unix::fs::symlink(real_path, staging.join("evil/ok.txt")).unwrap();
+    let src = format!("file://{}/evil/ok.txt", staging.display());
+    assert_eq!(
+        env.put_file(&uuid::Uuid::new_v4().to_string(), V1, &src, None)
+            .await
+            .status,
+        201
+    );
+}

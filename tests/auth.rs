@@ -59,6 +59,12 @@ async fn dev_issuer_tokens_and_their_failures() {
     put_with(&env, &sign(&key, Some(&kid), good.clone(), -3600))
         .await
         .expect_error(401, "Unauthorized");
+    // Not valid yet (nbf an hour ahead).
+    let mut early = good.clone();
+    early["nbf"] = json!(chrono::Utc::now().timestamp() + 3600);
+    put_with(&env, &sign(&key, Some(&kid), early, 7200))
+        .await
+        .expect_error(401, "Unauthorized");
     // Wrong audience.
     let mut bad_aud = good.clone();
     bad_aud["aud"] = json!("https://elsewhere/");

@@ -250,3 +250,32 @@ async fn readme_flow_against_the_binary() {
     assert!(s.data.path().join(format!("aws/main/bundles/{bu}.dead")).is_file());
     assert!(s.data.path().join(format!("aws/main/bundles/{bu}.{v}")).is_file());
 }
+
+#[test]
+fn oversized_and_slow_requests_are_cut_off() {
+    use std::io::{Read, Write};
+    let s = start();
+    let addr = s.url.trim_start_matches("http://").to_string();
+    // A body larger than the limit is refused from its Content-Length, before it is read.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.write_all(b"PUT /v1/bundles/x HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = c.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 413"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // A GET's body is never buffered: the server answers without waiting for it.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.write_all(b"GET /version HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n")
+        .unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let n = c.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}

@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 
 /// Files fetched concurrently when building a manifest.
 const FILE_LOOKUP_CONCURRENCY: usize = 32;
+/// Manifests with more files than this are read from storage each time.
+const MAX_CACHED_MANIFEST_FILES: usize = 2_000;
 /// Most items `PATCH` accepts in each of `add_files` and `remove_files`.
 const PATCH_MAX_ITEMS: usize = 1000;
 
@@ -66,7 +68,10 @@ pub async fn load_manifest<S: Store>(
     let m: BundleManifest = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::Internal(format!("bundle manifest {key} unreadable: {e}")))?;
     let m = Arc::new(m);
-    replica.cache.bundles.insert(key, m.clone());
+    // Huge manifests are not kept: the cache is bounded by entries, not bytes.
+    if m.files.len() <= MAX_CACHED_MANIFEST_FILES {
+        replica.cache.bundles.insert(key, m.clone());
+    }
     Ok(Some(m))
 }
 
@@ -208,6 +213,7 @@ fn file_refs(v: &Value, field: &str, need_indexed: bool) -> Result<Vec<FileRef>,
         }
         let id = ObjectUuid::parse(str_field(obj, "uuid")?).map_err(|e| ApiError::IllegalArguments(e.to_string()))?;
         let version = str_field(obj, "version")?;
+        DssVersion::parse(version).map_err(ApiError::IllegalVersion)?;
         let indexed = match obj.get("indexed") {
             Some(Value::Bool(b)) => *b,
             None if !need_indexed => false,
@@ -235,7 +241,12 @@ async fn build_entries<S: Store, H: HttpClient, T: Sleeper>(
     store: &S,
     refs: Vec<FileRef>,
 ) -> Result<Vec<BundleFile>, ApiError> {
-    let deadline = app.clock.now() + chrono::Duration::from_std(app.config.bundle_file_wait).unwrap_or_default();
+    let wait = chrono::Duration::from_std(app.config.bundle_file_wait).unwrap_or(chrono::Duration::zero());
+    let deadline = app
+        .clock
+        .now()
+        .checked_add_signed(wait)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
     let lookups = futures::stream::iter(refs.into_iter().map(|r| async move {
         let key = file_key(r.uuid.as_str(), &r.version);
         loop {
@@ -245,7 +256,7 @@ async fn build_entries<S: Store, H: HttpClient, T: Sleeper>(
                         serde_json::from_slice(&b).map_err(|e| ApiError::Internal(format!("{key} unreadable: {e}")))?;
                     return Ok(BundleFile::new(&r.name, r.uuid.as_str(), &r.version, r.indexed, &meta));
                 }
-                Err(StoreError::NotFound(_)) | Err(StoreError::InvalidKey(_)) => {
+                Err(StoreError::NotFound(_)) => {
                     if app.clock.now() >= deadline {
                         return Err(ApiError::FileMissing(format!("{}/{}", r.uuid, r.version)));
                     }

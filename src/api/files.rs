@@ -4,7 +4,6 @@ use super::params::{int_field, json_body, str_field, uuid};
 use super::*;
 use crate::model::checksum::ChecksumHasher;
 use crate::model::manifest::{file_key, FileMetadata};
-use crate::model::platform::box_stream;
 use crate::model::{Checksums, DssVersion};
 use crate::storage::{list_all, PresignOptions, PutOptions, StoreError};
 use futures::StreamExt;
@@ -240,30 +239,17 @@ async fn copy_verified<S: Store>(
     size: u64,
 ) -> Result<(), ApiError> {
     let (_, _, stream) = src.get_range(key, None).await?;
-    let hasher = Arc::new(std::sync::Mutex::new(ChecksumHasher::new(size)));
-    let h2 = hasher.clone();
-    let hashed = box_stream(stream.inspect(move |chunk| {
-        if let Ok(c) = chunk {
-            h2.lock().unwrap_or_else(|e| e.into_inner()).update(c);
-        }
-    }));
-    match dst.put_stream(blob_key, hashed, PutOptions::if_absent()).await {
-        Ok(_) => {}
+    // Verified before it becomes visible: a mismatch fails the write itself.
+    let (stream, mismatch) = crate::storage::verify::verified(stream, size, expected.clone());
+    match dst.put_stream(blob_key, stream, PutOptions::if_absent()).await {
+        Ok(_) => Ok(()),
         // Someone stored the same content first: content-addressed, so it is ours too.
-        Err(StoreError::AlreadyExists(_)) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    }
-    let got = match Arc::try_unwrap(hasher) {
-        Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()).finish(),
-        Err(_) => return Err(ApiError::Internal("checksum state still shared".into())),
-    };
-    if &got != expected {
-        let _ = dst.delete(blob_key).await;
-        return Err(ApiError::ChecksumMismatch(format!(
+        Err(StoreError::AlreadyExists(_)) => Ok(()),
+        Err(_) if mismatch.is_set() => Err(ApiError::ChecksumMismatch(format!(
             "staging object {key} changed while it was copied"
-        )));
+        ))),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// `PUT /v1/files/{uuid}?version=V`: ingest a staged object.

@@ -93,7 +93,8 @@ impl DevIssuer {
     }
 }
 
-fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+/// Create `path` (which must not exist) readable by its owner only, from the first byte.
+pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

@@ -191,6 +191,9 @@ impl<H: HttpClient> Authenticator<H> {
             .map_err(|_| AuthError::Invalid)?;
         let claims = verified.claims();
         claims.validate_expiration(&time).map_err(|_| AuthError::Invalid)?;
+        if claims.not_before.is_some() {
+            claims.validate_maturity(&time).map_err(|_| AuthError::Invalid)?;
+        }
         let c = &claims.custom;
         let aud_ok = match c.get("aud") {
             Some(Value::String(a)) => self.config.audiences.iter().any(|x| x == a),

@@ -26,8 +26,8 @@ pub struct ServeConfig {
     /// Lifetime in seconds of presigned download URLs, for every replica (max 7 days).
     #[arg(long, env = "DSS_PRESIGNED_URL_TTL", default_value_t = 3600)]
     pub presigned_url_ttl: u64,
-    /// Seconds `PUT /bundles` waits for referenced file metadata to appear.
-    #[arg(long, env = "DSS_BUNDLE_FILE_WAIT", default_value_t = 10)]
+    /// Seconds `PUT /bundles` waits for referenced file metadata to appear (at most 300).
+    #[arg(long, env = "DSS_BUNDLE_FILE_WAIT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub bundle_file_wait: u64,
     /// Comma-separated emails allowed to delete bundles.
     #[arg(long, env = "ADMIN_USER_EMAILS")]

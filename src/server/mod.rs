@@ -22,8 +22,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Largest request body accepted (bundle manifests of many thousand files fit).
-pub const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Largest request body accepted (a bundle PUT of tens of thousands of files fits; the
+/// original's API gateway allowed 10 MB).
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Request bodies held in memory at once, across all connections (KiB): past it, readers wait.
+const BODY_BUDGET_KIB: usize = 128 * 1024;
+/// A client must send its request head within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Timers on tokio.
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,12 +73,9 @@ fn secret_file(path: &Path) -> Result<Vec<u8>, StartError> {
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p)?;
     }
-    std::fs::write(path, &hexed)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    // A short (damaged) key is replaced; the new file is private from its first byte.
+    let _ = std::fs::remove_file(path);
+    crate::auth::dev::write_private(path, &hexed)?;
     Ok(hexed)
 }
 
@@ -107,7 +109,7 @@ pub fn build_app(cfg: &ServeConfig) -> Result<NativeApp, StartError> {
     );
     std::fs::create_dir_all(&cfg.staging_dir)?;
     let staging_abs = std::fs::canonicalize(&cfg.staging_dir)?;
-    let staging = AnyStore::Fs(FsStore::new("staging", &staging_abs, None)?);
+    let staging = AnyStore::Fs(FsStore::confined("staging", &staging_abs)?);
 
     let mut static_keys = Vec::new();
     if let Some(path) = &cfg.trusted_jwks {
@@ -177,20 +179,41 @@ fn split_list(s: &str) -> Vec<String> {
 
 async fn respond(
     app: Arc<NativeApp>,
+    budget: Arc<tokio::sync::Semaphore>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<http::Response<Body>, std::convert::Infallible> {
     let started = std::time::Instant::now();
     let (parts, body) = req.into_parts();
     let (method, path) = (parts.method.clone(), parts.uri.path().to_string());
-    let bytes = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            let err = if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                crate::api::ApiError::PayloadTooLarge(MAX_BODY)
-            } else {
-                crate::api::ApiError::IllegalArguments(format!("could not read request body: {e}"))
-            };
-            return Ok(err.into_response(&method, &path));
+    let too_large = || Ok(crate::api::ApiError::PayloadTooLarge(MAX_BODY).into_response(&method, &path));
+    // Bodies matter only to writes; reads never buffer one.
+    let wants_body = !matches!(method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS);
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return too_large();
+    }
+    // Reserve memory for the body before reading it, so many large bodies at once wait
+    // instead of exhausting memory.
+    let kib = (declared.unwrap_or(MAX_BODY) / 1024 + 1) as u32;
+    let _permit = if wants_body {
+        budget.acquire_many_owned(kib).await.ok()
+    } else {
+        None
+    };
+    let bytes = if !wants_body {
+        Bytes::new()
+    } else {
+        match Limited::new(body, MAX_BODY).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(),
+            Err(e) => {
+                let err = crate::api::ApiError::IllegalArguments(format!("could not read request body: {e}"));
+                return Ok(err.into_response(&method, &path));
+            }
         }
     };
     let resp = app.handle(http::Request::from_parts(parts, bytes)).await;
@@ -205,6 +228,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
+    let budget = Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB));
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -220,9 +244,12 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let budget = budget.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| respond(app.clone(), req));
+            let svc = service_fn(move |req| respond(app.clone(), budget.clone(), req));
             if let Err(e) = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await

@@ -27,6 +27,8 @@ pub struct FsStore {
     root: PathBuf,
     signer: Option<Arc<Signer>>,
     dirs: std::sync::Mutex<std::collections::HashMap<String, Arc<DirListing>>>,
+    /// Reads must resolve (symlinks included) to a regular file inside `root`.
+    confined: Option<PathBuf>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -56,7 +58,29 @@ impl FsStore {
             root,
             signer,
             dirs: Default::default(),
+            confined: None,
         })
+    }
+
+    /// A store whose reads never leave `root`: symlinks are resolved and must land inside
+    /// it, on a regular file (no FIFOs or devices). For directories other people write
+    /// into, such as the staging area.
+    pub fn confined(name: &str, root: impl Into<PathBuf>) -> StoreResult<Self> {
+        let mut s = Self::new(name, root, None)?;
+        s.confined = Some(std::fs::canonicalize(&s.root)?);
+        Ok(s)
+    }
+
+    /// The path to read `key` from, after the confinement checks.
+    async fn read_path(&self, key: &str) -> StoreResult<PathBuf> {
+        let p = self.path(key)?;
+        let Some(root) = &self.confined else { return Ok(p) };
+        let real = tokio::fs::canonicalize(&p).await.map_err(not_found(key))?;
+        let md = tokio::fs::metadata(&real).await.map_err(not_found(key))?;
+        if !real.starts_with(root) || !md.is_file() {
+            return Err(StoreError::NotFound(key.to_string()));
+        }
+        Ok(real)
     }
 
     /// The directory this store lives in.
@@ -118,6 +142,13 @@ impl FsStore {
             let _ = tokio::fs::remove_file(tmp).await;
             return Err(e.into());
         }
+        // The new directory entry must survive a crash before we report success.
+        if let Some(parent) = dest.parent() {
+            let parent = parent.to_path_buf();
+            tokio::task::spawn_blocking(move || std::fs::File::open(&parent)?.sync_all())
+                .await
+                .map_err(|e| StoreError::Other(e.to_string()))??;
+        }
         let mp = self.meta_path(key);
         if opts.content_type.is_some() || !opts.metadata.is_empty() {
             let sc = Sidecar {
@@ -149,6 +180,15 @@ struct DirListing {
 /// cached listing is trusted: file systems stamp mtimes from a coarse clock, so a
 /// change made right after a read may carry the same mtime.
 const MTIME_SLACK: Duration = Duration::from_millis(100);
+
+/// File systems with whole-second (or 2 s, FAT) timestamps show zero nanoseconds:
+/// give those a slack that covers their resolution.
+fn slack(mtime: SystemTime) -> Duration {
+    match mtime.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) if d.subsec_nanos() == 0 => Duration::from_millis(2100),
+        _ => MTIME_SLACK,
+    }
+}
 
 fn read_listing(path: &Path) -> std::io::Result<Option<DirListing>> {
     let read_at = SystemTime::now();
@@ -189,7 +229,7 @@ impl FsStore {
                 Ok(md) => md.modified().ok() == Some(c.mtime),
                 Err(_) => false,
             };
-            if fresh && c.mtime + MTIME_SLACK < c.read_at {
+            if fresh && c.mtime + slack(c.mtime) < c.read_at {
                 return Ok(Some(c));
             }
         }
@@ -232,7 +272,7 @@ impl FsStore {
 
 impl Store for FsStore {
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
-        let p = self.path(key)?;
+        let p = self.read_path(key).await?;
         Ok(Bytes::from(tokio::fs::read(&p).await.map_err(not_found(key))?))
     }
 
@@ -241,7 +281,7 @@ impl Store for FsStore {
         key: &str,
         range: Option<ByteRange>,
     ) -> StoreResult<(ObjectMeta, (u64, u64), ByteStream)> {
-        let p = self.path(key)?;
+        let p = self.read_path(key).await?;
         let mut f = tokio::fs::File::open(&p).await.map_err(not_found(key))?;
         let md = f.metadata().await?;
         if md.is_dir() {
@@ -260,7 +300,7 @@ impl Store for FsStore {
     }
 
     async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
-        let p = self.path(key)?;
+        let p = self.read_path(key).await?;
         let md = tokio::fs::metadata(&p).await.map_err(not_found(key))?;
         if md.is_dir() {
             return Err(StoreError::NotFound(key.to_string()));
@@ -373,5 +413,17 @@ impl Store for FsStore {
 
     async fn presign_get(&self, key: &str, expires_in: Duration, opts: &PresignOptions) -> StoreResult<String> {
         super::signer::presign_local(self.signer.as_ref(), &self.name, key, expires_in, opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coarse_timestamps_get_a_wider_slack() {
+        let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert!(slack(whole) >= Duration::from_secs(2));
+        assert_eq!(slack(whole + Duration::from_nanos(123)), MTIME_SLACK);
     }
 }

@@ -8,6 +8,7 @@ pub mod conformance;
 pub mod fs;
 pub mod memory;
 pub mod signer;
+pub mod verify;
 
 use crate::model::platform::ByteStream;
 use crate::model::MaybeSend;
