@@ -9,6 +9,8 @@
 //! * [`api`]: the one router, written over `http::Request`/`http::Response`.
 //! * `server`, `cli`: the native rims (not compiled for wasm32).
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod auth;
 pub mod http;

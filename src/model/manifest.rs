@@ -210,11 +210,24 @@ pub fn tombstone_key(uuid: &str, version: Option<&str>) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BundleKey<'a> {
     /// `bundles/{uuid}.{version}`
-    Manifest { uuid: &'a str, version: &'a str },
+    Manifest {
+        /// The bundle.
+        uuid: &'a str,
+        /// Its version.
+        version: &'a str,
+    },
     /// `bundles/{uuid}.{version}.dead`
-    VersionTombstone { uuid: &'a str, version: &'a str },
+    VersionTombstone {
+        /// The bundle.
+        uuid: &'a str,
+        /// The tombstoned version.
+        version: &'a str,
+    },
     /// `bundles/{uuid}.dead`
-    Tombstone { uuid: &'a str },
+    Tombstone {
+        /// The bundle, all of whose versions are hidden.
+        uuid: &'a str,
+    },
 }
 
 /// Classify a `bundles/` key; `None` for keys of no known shape.

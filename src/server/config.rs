@@ -17,6 +17,7 @@ pub struct ServeConfig {
     /// Directory `file://` source URLs must lie under (default: DATA_DIR/staging).
     #[arg(long = "staging-dir", env = "DSS_STAGING_DIR", value_name = "DIR")]
     staging_dir_opt: Option<PathBuf>,
+    /// The staging directory in force (filled in by [`ServeConfig::finish`]).
     #[arg(skip)]
     pub staging_dir: PathBuf,
     /// Public base URL of this server, used in redirects, links and token issuers
