@@ -70,6 +70,32 @@ fn cli(server: &Server, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// One request; returns the status, headers and the body parsed as JSON (Null if empty).
+async fn call(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut rb = http.request(method.parse().unwrap(), url);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await.unwrap();
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    let bytes = r.bytes().await.unwrap();
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, headers, json)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_flow_against_the_binary() {
     let s = start();
@@ -83,98 +109,64 @@ async fn readme_flow_against_the_binary() {
         .to_string();
     let admin = cli(&s, &["token", "--email", "admin@example.org"]).trim().to_string();
     let v = "2024-01-01T000000.000000Z";
+    let u = &s.url;
 
-    let version: Value = serde_json::from_slice(
-        &http
-            .get(format!("{}/version", s.url))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let (_, _, version) = call(&http, "GET", &format!("{u}/version"), None, None).await;
     assert!(version["version_info"]["version"].is_string());
-    let health: Value = serde_json::from_slice(
-        &http
-            .get(format!("{}/internal/health", s.url))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let (_, _, health) = call(&http, "GET", &format!("{u}/internal/health"), None, None).await;
     assert_eq!(health, json!({"Healthy": true}));
-    let swagger: Value = serde_json::from_slice(
-        &http
-            .get(format!("{}/v1/swagger.json", s.url))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let (_, _, swagger) = call(&http, "GET", &format!("{u}/v1/swagger.json"), None, None).await;
     assert_eq!(swagger["swagger"], "2.0");
-    assert_eq!(swagger["host"], s.url.trim_start_matches("http://"));
+    assert_eq!(swagger["host"], u.trim_start_matches("http://"));
     assert_eq!(swagger["basePath"], "/v1");
 
     // Stage and upload every file of the example bundle.
-    let dir = fixtures().join("example_bundle");
     let mut files = Vec::new();
     let mut expected = std::collections::HashMap::new();
-    for e in std::fs::read_dir(&dir).unwrap() {
+    for e in std::fs::read_dir(fixtures().join("example_bundle")).unwrap() {
         let path = e.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let line = cli(&s, &["stage", path.to_str().unwrap()]);
         let (fu, src) = line.trim().split_once(' ').unwrap();
-        let r = http
-            .put(format!("{}/v1/files/{fu}?version={v}", s.url))
-            .bearer_auth(&token)
-            .json(&json!({"source_url": src, "creator_uid": 0}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "{name}");
+        let body = json!({"source_url": src, "creator_uid": 0});
+        let (status, _, _) = call(
+            &http,
+            "PUT",
+            &format!("{u}/v1/files/{fu}?version={v}"),
+            Some(&token),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 201, "{name}");
         expected.insert(name.clone(), sha256_hex(&std::fs::read(&path).unwrap()));
         files.push(json!({"uuid": fu, "version": v, "name": name, "indexed": true}));
     }
     let bu = uuid::Uuid::new_v4().to_string();
-    let r = http
-        .put(format!("{}/v1/bundles/{bu}?version={v}&replica=aws", s.url))
-        .bearer_auth(&token)
-        .json(&json!({"creator_uid": 0, "files": files}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let bundle_url = format!("{u}/v1/bundles/{bu}?replica=aws");
+    let body = json!({"creator_uid": 0, "files": files});
+    let (status, _, _) = call(
+        &http,
+        "PUT",
+        &format!("{bundle_url}&version={v}"),
+        Some(&token),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201);
 
     // Read it back and download every file through the 302, checking bytes.
-    let r = http
-        .get(format!("{}/v1/bundles/{bu}?replica=aws", s.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let bundle: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let (status, _, bundle) = call(&http, "GET", &bundle_url, None, None).await;
+    assert_eq!(status, 200);
     let listed = bundle["bundle"]["files"].as_array().unwrap();
     assert_eq!(listed.len(), expected.len());
     for f in listed {
-        let url = format!(
-            "{}/v1/files/{}?replica=aws&version={}",
-            s.url,
-            f["uuid"].as_str().unwrap(),
-            f["version"].as_str().unwrap()
-        );
-        let head = http.head(&url).send().await.unwrap();
-        assert_eq!(head.status(), 200);
-        assert_eq!(head.headers()["x-dss-sha256"], f["sha256"].as_str().unwrap());
-        let redirect = http.get(&url).send().await.unwrap();
-        assert_eq!(redirect.status(), 302);
+        let (fu, fv) = (f["uuid"].as_str().unwrap(), f["version"].as_str().unwrap());
+        let url = format!("{u}/v1/files/{fu}?replica=aws&version={fv}");
+        let (status, headers, _) = call(&http, "HEAD", &url, None, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-dss-sha256"], f["sha256"].as_str().unwrap());
+        let (status, _, _) = call(&http, "GET", &url, None, None).await;
+        assert_eq!(status, 302);
         let body = follow.get(&url).header("range", "bytes=0-").send().await.unwrap();
         assert_eq!(body.status(), 206);
         let bytes = body.bytes().await.unwrap();
@@ -187,65 +179,30 @@ async fn readme_flow_against_the_binary() {
     }
 
     // Listing, PATCH, DELETE.
-    let all: Value = serde_json::from_slice(
-        &http
-            .get(format!("{}/v1/bundles/all?replica=aws", s.url))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let (_, _, all) = call(&http, "GET", &format!("{u}/v1/bundles/all?replica=aws"), None, None).await;
     assert_eq!(all["bundles"], json!([{"uuid": bu, "version": v}]));
     let first = &listed[0];
-    let r = http
-        .patch(format!("{}/v1/bundles/{bu}?version={v}&replica=aws", s.url))
-        .bearer_auth(&token)
-        .json(&json!({"remove_files": [{"uuid": first["uuid"], "version": first["version"], "name": first["name"]}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let patched: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
-    let nv = patched["version"].as_str().unwrap().to_string();
-    let b2: Value = serde_json::from_slice(
-        &http
-            .get(format!("{}/v1/bundles/{bu}?replica=aws", s.url))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
+    let remove = json!({"remove_files": [{"uuid": first["uuid"], "version": first["version"], "name": first["name"]}]});
+    let (status, _, patched) = call(
+        &http,
+        "PATCH",
+        &format!("{bundle_url}&version={v}"),
+        Some(&token),
+        Some(remove),
     )
-    .unwrap();
-    assert_eq!(b2["bundle"]["version"], nv.as_str());
+    .await;
+    assert_eq!(status, 200);
+    let (_, _, b2) = call(&http, "GET", &bundle_url, None, None).await;
+    assert_eq!(b2["bundle"]["version"], patched["version"]);
     assert_eq!(b2["bundle"]["files"].as_array().unwrap().len(), expected.len() - 1);
-    let r = http
-        .delete(format!("{}/v1/bundles/{bu}?replica=aws", s.url))
-        .bearer_auth(&token)
-        .json(&json!({"reason": "test"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let r = http
-        .delete(format!("{}/v1/bundles/{bu}?replica=aws", s.url))
-        .bearer_auth(&admin)
-        .json(&json!({"reason": "test"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = http
-        .get(format!("{}/v1/bundles/{bu}?replica=aws", s.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let reason = json!({"reason": "test"});
+    let (status, _, _) = call(&http, "DELETE", &bundle_url, Some(&token), Some(reason.clone())).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = call(&http, "DELETE", &bundle_url, Some(&admin), Some(reason)).await;
+    assert_eq!(status, 200);
+    let (status, headers, _) = call(&http, "GET", &bundle_url, None, None).await;
+    assert_eq!(status, 404);
+    assert_eq!(headers["content-type"], "application/problem+json");
     // The data dir holds the original's bucket layout.
     assert!(s.data.path().join(format!("aws/main/bundles/{bu}.dead")).is_file());
     assert!(s.data.path().join(format!("aws/main/bundles/{bu}.{v}")).is_file());
