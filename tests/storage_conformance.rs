@@ -18,14 +18,16 @@ fn signer() -> Arc<Signer> {
 #[tokio::test]
 async fn memory_store_conforms() {
     let s = MemoryStore::new("aws", Some(signer()), Arc::new(SystemClock));
-    conformance::run(&s).await;
+    let peer = MemoryStore::new("staging", None, Arc::new(SystemClock));
+    conformance::run_with_peer(&s, &peer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fs_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let s = FsStore::new("aws", dir.path().join("main"), Some(signer())).unwrap();
-    conformance::run(&s).await;
+    let peer = FsStore::new("staging", dir.path().join("staging"), None).unwrap();
+    conformance::run_with_peer(&s, &peer).await;
     // The object files are plain files at their keys: the original's bucket layout.
     let tmp: Vec<_> = std::fs::read_dir(dir.path().join("main/.dss-tmp")).unwrap().collect();
     assert!(tmp.is_empty(), "no temp files left behind");

@@ -220,6 +220,13 @@ mod tests {
             };
             Ok(http::Response::new(Bytes::from(body)))
         }
+
+        async fn send_stream(
+            &self,
+            _req: http::Request<crate::http::ReqBody>,
+        ) -> Result<http::Response<crate::model::platform::ByteStream>, HttpError> {
+            Err(HttpError::Transport("not used".into()))
+        }
     }
 
     fn key(kid: &str) -> (NamedKey, RsaPublicKey) {

@@ -1,6 +1,7 @@
 //! Outbound HTTP: the one trait storage and auth use to reach the network.
 //! Native implementation over reqwest; the edge supplies a Fetch-based one.
 
+use crate::model::platform::ByteStream;
 use bytes::Bytes;
 
 /// Outbound HTTP failures.
@@ -11,13 +12,32 @@ pub enum HttpError {
     Transport(String),
 }
 
-/// Sends one request and returns the whole response.
+/// A request body: in memory, or streamed with a known length.
+pub enum ReqBody {
+    /// Whole body.
+    Bytes(Bytes),
+    /// Streamed body of exactly `len` bytes.
+    Stream {
+        /// The bytes.
+        stream: ByteStream,
+        /// Their count (sent as `Content-Length`).
+        len: u64,
+    },
+}
+
+/// Sends requests. Responses are either collected whole or streamed.
 pub trait HttpClient: crate::model::MaybeSend + crate::model::MaybeSync {
-    /// Perform `req`.
+    /// Perform `req` and collect the whole response body.
     fn send(
         &self,
         req: http::Request<Bytes>,
     ) -> impl std::future::Future<Output = Result<http::Response<Bytes>, HttpError>> + crate::model::MaybeSend;
+
+    /// Perform `req` and hand back the response body as a stream (for large objects).
+    fn send_stream(
+        &self,
+        req: http::Request<ReqBody>,
+    ) -> impl std::future::Future<Output = Result<http::Response<ByteStream>, HttpError>> + crate::model::MaybeSend;
 }
 
 /// reqwest-backed client with a request timeout.
@@ -25,19 +45,38 @@ pub trait HttpClient: crate::model::MaybeSend + crate::model::MaybeSync {
 #[derive(Clone)]
 pub struct ReqwestClient {
     inner: reqwest::Client,
+    /// Same pool, no overall timeout: for streamed transfers that may take long.
+    streaming: reqwest::Client,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 impl ReqwestClient {
-    /// A client with `timeout` per request.
+    /// A client with `timeout` per whole request (streamed transfers get a connect and
+    /// read timeout instead).
     pub fn new(timeout: std::time::Duration) -> Result<Self, HttpError> {
-        let inner = reqwest::Client::builder()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| HttpError::Transport(e.to_string()))?;
-        Ok(ReqwestClient { inner })
+        let build = |b: reqwest::ClientBuilder| {
+            b.redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| HttpError::Transport(e.to_string()))
+        };
+        Ok(ReqwestClient {
+            inner: build(reqwest::Client::builder().timeout(timeout))?,
+            streaming: build(
+                reqwest::Client::builder()
+                    .connect_timeout(timeout)
+                    .read_timeout(timeout * 6),
+            )?,
+        })
     }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn response_head(resp: &reqwest::Response) -> http::response::Builder {
+    let mut builder = http::Response::builder().status(resp.status());
+    for (k, v) in resp.headers() {
+        builder = builder.header(k, v);
+    }
+    builder
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -52,11 +91,29 @@ impl HttpClient for ReqwestClient {
             .send()
             .await
             .map_err(|e| HttpError::Transport(e.to_string()))?;
-        let mut builder = http::Response::builder().status(resp.status());
-        for (k, v) in resp.headers() {
-            builder = builder.header(k, v);
-        }
+        let builder = response_head(&resp);
         let body = resp.bytes().await.map_err(|e| HttpError::Transport(e.to_string()))?;
         builder.body(body).map_err(|e| HttpError::Transport(e.to_string()))
+    }
+
+    async fn send_stream(&self, req: http::Request<ReqBody>) -> Result<http::Response<ByteStream>, HttpError> {
+        use futures::StreamExt;
+        let (parts, body) = req.into_parts();
+        let mut rb = self
+            .streaming
+            .request(parts.method, parts.uri.to_string())
+            .headers(parts.headers);
+        rb = match body {
+            ReqBody::Bytes(b) => rb.body(b),
+            ReqBody::Stream { stream, len } => rb
+                .header(http::header::CONTENT_LENGTH, len)
+                .body(reqwest::Body::wrap_stream(stream)),
+        };
+        let resp = rb.send().await.map_err(|e| HttpError::Transport(e.to_string()))?;
+        let builder = response_head(&resp);
+        let stream = resp.bytes_stream().map(|r| r.map_err(std::io::Error::other));
+        builder
+            .body(crate::model::platform::box_stream(stream))
+            .map_err(|e| HttpError::Transport(e.to_string()))
     }
 }

@@ -13,6 +13,65 @@ async fn collect(mut s: ByteStream) -> Vec<u8> {
     out
 }
 
+/// Run every check against `store`, and the cross-store checks with `peer` (another,
+/// empty store of the same backend, such as a second bucket).
+pub async fn run_with_peer<S: Store>(store: &S, peer: &S) {
+    run(store).await;
+    copy_from_peer(store, peer).await;
+}
+
+async fn copy_from_peer<S: Store>(s: &S, peer: &S) {
+    let mut md = BTreeMap::new();
+    md.insert("hca-dss-sha256".to_string(), "abc".to_string());
+    let opts = PutOptions {
+        if_absent: false,
+        content_type: Some("application/json".into()),
+        metadata: md.clone(),
+    };
+    peer.put("staging/x.json", Bytes::from_static(b"{\"a\": 1}"), opts)
+        .await
+        .expect("put in peer");
+    let tagged = peer.head_with_tags("staging/x.json").await.expect("head_with_tags");
+    assert_eq!(
+        tagged.metadata.get("hca-dss-sha256").map(String::as_str),
+        Some("abc"),
+        "metadata visible with tags"
+    );
+    s.copy_from(peer, "staging/x.json", "blobs/x", PutOptions::if_absent())
+        .await
+        .expect("copy_from");
+    assert_eq!(&s.get("blobs/x").await.expect("get copy")[..], b"{\"a\": 1}");
+    let h = s.head("blobs/x").await.expect("head copy");
+    assert_eq!(
+        h.content_type.as_deref(),
+        Some("application/json"),
+        "copy keeps content type"
+    );
+    assert_eq!(h.metadata, md, "copy keeps user metadata");
+    assert!(
+        matches!(
+            s.copy_from(peer, "staging/x.json", "blobs/x", PutOptions::if_absent())
+                .await,
+            Err(StoreError::AlreadyExists(_))
+        ),
+        "create-only copy onto an existing key is refused"
+    );
+    assert!(
+        matches!(
+            s.copy_from(peer, "staging/missing", "blobs/y", PutOptions::if_absent())
+                .await,
+            Err(StoreError::NotFound(_))
+        ),
+        "copy of a missing source"
+    );
+    assert!(
+        matches!(s.head("blobs/y").await, Err(StoreError::NotFound(_))),
+        "nothing written by a failed copy"
+    );
+    s.delete("blobs/x").await.expect("delete");
+    peer.delete("staging/x.json").await.expect("delete");
+}
+
 /// Run every check against `store`, which must be empty.
 pub async fn run<S: Store>(store: &S) {
     put_get_head(store).await;

