@@ -164,11 +164,7 @@ impl Default for ApiConfig {
     }
 }
 
-/// Sleeping, for the few places that wait (a platform seam: timers differ per target).
-pub trait Sleeper: crate::model::MaybeSend + crate::model::MaybeSync {
-    /// Wait `d`.
-    fn sleep(&self, d: Duration) -> impl std::future::Future<Output = ()> + crate::model::MaybeSend;
-}
+pub use crate::model::platform::Sleeper;
 
 /// Everything the routes need.
 pub struct App<S, H, T> {

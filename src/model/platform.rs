@@ -65,3 +65,9 @@ where
 {
     Box::pin(s)
 }
+
+/// Timers: sleeping differs per target (tokio natively, JS timers at the edge).
+pub trait Sleeper: MaybeSend + MaybeSync {
+    /// Wait `d`.
+    fn sleep(&self, d: std::time::Duration) -> impl std::future::Future<Output = ()> + MaybeSend;
+}
