@@ -20,4 +20,6 @@ pub mod storage;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod jobs;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod server;

@@ -6,7 +6,6 @@ use jwt_compact::alg::Rsa;
 use jwt_compact::{AlgorithmExt, Claims, Header, TimeOptions};
 use rsa::pkcs8::DecodePrivateKey;
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
 
 fn sign(key: &rsa::RsaPrivateKey, kid: Option<&str>, claims: Value, ttl_secs: i64) -> String {
     let custom: Map<String, Value> = claims.as_object().unwrap().clone();
@@ -169,7 +168,7 @@ async fn openid_provider_keys_by_discovery() {
     let port = listener.local_addr().unwrap().port();
     let mut a_cfg = dss::server::ServeConfig::for_dir(a_dir.path());
     a_cfg.public_url_opt = Some(format!("http://127.0.0.1:{port}"));
-    let a = Arc::new(dss::server::build_app(&a_cfg).unwrap());
+    let a = dss::server::build_app(&a_cfg).unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(dss::server::serve(a.clone(), listener, async {
         let _ = stop_rx.await;

@@ -90,7 +90,7 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
     if directurls && presignedurls {
         return Err(ApiError::OnlyOneUrlType);
     }
-    if directurls && replica.local {
+    if directurls && replica.main.direct_url("blobs/x").is_none() {
         return Err(ApiError::DirectUrlsUnavailable(replica.name.into()));
     }
     let manifest = load_manifest(replica, id.as_str(), ctx.query.get("version"))
@@ -102,14 +102,21 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
     let page = &page[..page.len().min(per_page)];
     let mut files = Vec::with_capacity(page.len());
     for f in page {
+        // URLs point at the blobs themselves: no checkout copy is made first.
+        let key = || format!("blobs/{}.{}.{}.{}", f.sha256, f.sha1, f.s3_etag, f.crc32c);
         let url = if presignedurls {
-            // Local replicas serve blobs directly, so no checkout copy is needed first.
-            let key = format!("blobs/{}.{}.{}.{}", f.sha256, f.sha1, f.s3_etag, f.crc32c);
             let opts = crate::storage::PresignOptions {
                 content_type: Some(f.content_type.clone()),
                 content_disposition: None,
             };
-            Some(replica.main.presign_get(&key, app.config.presigned_ttl, &opts).await?)
+            Some(
+                replica
+                    .main
+                    .presign_get(&key(), app.config.presigned_ttl, &opts)
+                    .await?,
+            )
+        } else if directurls {
+            replica.main.direct_url(&key())
         } else {
             None
         };

@@ -1,12 +1,11 @@
 //! `/v1/files/{uuid}`: file metadata, download redirects, and ingest from staging.
 
+use super::ingest::{declared_checksums, ingest, IngestJob, SourceUrl, ASYNC_THRESHOLD};
 use super::params::{int_field, json_body, str_field, uuid};
 use super::*;
-use crate::model::checksum::ChecksumHasher;
 use crate::model::manifest::{file_key, FileMetadata};
-use crate::model::{Checksums, DssVersion};
-use crate::storage::{list_all, PresignOptions, PutOptions, StoreError};
-use futures::StreamExt;
+use crate::model::DssVersion;
+use crate::storage::{list_all, PresignOptions, StoreError};
 
 /// A file's metadata with what every response about it needs, prepared once
 /// (the document is immutable, so this lives in the replica's cache).
@@ -124,10 +123,33 @@ pub async fn head<S: Store, H: HttpClient, T: Sleeper>(
 ) -> Result<Response, ApiError> {
     let id = uuid(id)?;
     let replica = app.replica_param(&ctx.query)?;
-    let meta = load_file_metadata(replica, id.as_str(), ctx.query.get("version")).await?;
+    let meta = find_file(app, replica, id.as_str(), ctx.query.get("version")).await?;
     let mut r = http::Response::new(Body::empty());
     meta.add_headers(&mut r);
     Ok(r)
+}
+
+/// [`load_file_metadata`], except that a version whose background ingest failed answers
+/// 422 with the reason (the original's `missing_checksum` for a failed async copy),
+/// where a version still being ingested answers 404, which is what the `hca` CLI polls for.
+async fn find_file<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    replica: &Replica<S>,
+    uuid: &str,
+    version: Option<&str>,
+) -> Result<Arc<FileEntry>, ApiError> {
+    match load_file_metadata(replica, uuid, version).await {
+        Err(ApiError::NotFound(m)) => {
+            let failure = version
+                .zip(app.jobs.as_ref())
+                .and_then(|(v, jobs)| jobs.ingest_failure(uuid, v));
+            Err(match failure {
+                Some(reason) => ApiError::ChecksumMismatch(format!("the ingest of this file failed: {reason}")),
+                None => ApiError::NotFound(m),
+            })
+        }
+        other => other,
+    }
 }
 
 /// `GET /v1/files/{uuid}`: 302 to a presigned URL of the blob.
@@ -140,9 +162,17 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
     let replica = app.replica_param(&ctx.query)?;
     let directurl = ctx.query.bool("directurl")?;
     check_token(ctx.query.get("token"))?;
-    let meta = load_file_metadata(replica, id.as_str(), ctx.query.get("version")).await?;
-    if directurl && replica.local {
-        return Err(ApiError::DirectUrlsUnavailable(replica.name.into()));
+    let meta = find_file(app, replica, id.as_str(), ctx.query.get("version")).await?;
+    let mut r = http::Response::new(Body::empty());
+    *r.status_mut() = StatusCode::FOUND;
+    meta.add_headers(&mut r);
+    if directurl {
+        let url = replica
+            .main
+            .direct_url(&meta.blob_key)
+            .ok_or_else(|| ApiError::DirectUrlsUnavailable(replica.name.into()))?;
+        set_header(&mut r, "location", &url);
+        return Ok(r);
     }
     let opts = PresignOptions {
         content_disposition: ctx.query.get("content_disposition").map(str::to_string),
@@ -152,104 +182,8 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
         .main
         .presign_get(&meta.blob_key, app.config.presigned_ttl, &opts)
         .await?;
-    let mut r = http::Response::new(Body::empty());
-    *r.status_mut() = StatusCode::FOUND;
     set_header(&mut r, "location", &url);
-    meta.add_headers(&mut r);
     Ok(r)
-}
-
-/// Where a `source_url` points.
-enum Source<'a> {
-    /// `file:///…` under the staging directory: the key inside it.
-    Staging(String),
-    /// `s3://` or `gs://`: the replica it implies, bucket and key.
-    Cloud { replica: &'static str, bucket: &'a str },
-}
-
-fn parse_source<'a>(url: &'a str, staging_dir: Option<&str>) -> Result<Source<'a>, ApiError> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| ApiError::UnknownSourceSchema(url.to_string()))?;
-    match scheme {
-        "s3" | "gs" => {
-            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() || key.is_empty() {
-                return Err(ApiError::IllegalSourceUrl(format!(
-                    "source_url {url} must be {scheme}://bucket/key"
-                )));
-            }
-            Ok(Source::Cloud {
-                replica: if scheme == "s3" { "aws" } else { "gcp" },
-                bucket,
-            })
-        }
-        "file" => {
-            let dir = staging_dir
-                .ok_or_else(|| ApiError::IllegalSourceUrl("file:// sources are not enabled on this server".into()))?;
-            let path = percent_encoding::percent_decode_str(rest)
-                .decode_utf8()
-                .map_err(|_| ApiError::IllegalSourceUrl(format!("source_url {url} is not UTF-8")))?;
-            let dir = dir.trim_end_matches('/');
-            let key = path
-                .strip_prefix(dir)
-                .and_then(|k| k.strip_prefix('/'))
-                .filter(|k| crate::storage::check_key(k).is_ok())
-                .ok_or_else(|| {
-                    ApiError::IllegalSourceUrl(format!(
-                        "source_url {url} is not a file under the staging directory {dir}"
-                    ))
-                })?;
-            Ok(Source::Staging(key.to_string()))
-        }
-        other => Err(ApiError::UnknownSourceSchema(other.to_string())),
-    }
-}
-
-/// Stream `key` of `store` through a checksum hasher.
-async fn checksum_object<S: Store>(
-    store: &S,
-    key: &str,
-) -> Result<(Checksums, u64, crate::storage::ObjectMeta), ApiError> {
-    let (meta, _, mut stream) = match store.get_range(key, None).await {
-        Ok(v) => v,
-        Err(StoreError::NotFound(_)) => {
-            return Err(ApiError::IllegalSourceUrl(format!(
-                "staging object {key} does not exist"
-            )))
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut h = ChecksumHasher::new(meta.size);
-    while let Some(chunk) = stream.next().await {
-        h.update(&chunk.map_err(|e| ApiError::Internal(format!("reading staging object {key}: {e}")))?);
-    }
-    let size = h.size();
-    Ok((h.finish(), size, meta))
-}
-
-/// Copy `key` from staging into the replica's blob at `blob_key`, hashing the bytes
-/// as they are written; the blob is removed again if they do not match `expected`.
-async fn copy_verified<S: Store>(
-    src: &S,
-    key: &str,
-    dst: &S,
-    blob_key: &str,
-    expected: &Checksums,
-    size: u64,
-) -> Result<(), ApiError> {
-    let (_, _, stream) = src.get_range(key, None).await?;
-    // Verified before it becomes visible: a mismatch fails the write itself.
-    let (stream, mismatch) = crate::storage::verify::verified(stream, size, expected.clone());
-    match dst.put_stream(blob_key, stream, PutOptions::if_absent()).await {
-        Ok(_) => Ok(()),
-        // Someone stored the same content first: content-addressed, so it is ours too.
-        Err(StoreError::AlreadyExists(_)) => Ok(()),
-        Err(_) if mismatch.is_set() => Err(ApiError::ChecksumMismatch(format!(
-            "staging object {key} changed while it was copied"
-        ))),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// `PUT /v1/files/{uuid}?version=V`: ingest a staged object.
@@ -266,66 +200,53 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
     let source_url = str_field(&body, "source_url")?;
     let creator_uid = int_field(&body, "creator_uid")?;
 
-    let (replica, staging_key) = match parse_source(source_url, app.config.staging_dir.as_deref())? {
-        Source::Cloud { replica, bucket } => {
+    let source = SourceUrl::parse(source_url, app.config.staging_dir.as_deref())?;
+    // Cloud sources imply their replica (s3 -> aws, gs -> gcp) as in the original;
+    // local files go to `replica` (default aws).
+    let replica = app.replica(
+        source
+            .implied_replica()
+            .unwrap_or(ctx.query.get("replica").unwrap_or("aws")),
+    )?;
+    let src = app.source_store(&source)?;
+    let staged = match src.head_with_tags(&source.key).await {
+        Ok(m) => m,
+        Err(StoreError::NotFound(_)) => {
             return Err(ApiError::IllegalSourceUrl(format!(
-                "{source_url}: replica {replica} is a local directory on this server, so it cannot read bucket {bucket}; \
-                 stage the file with `dss stage` and use its file:// URL, or configure the {replica} replica's cloud bucket"
-            )));
-        }
-        Source::Staging(key) => (app.replica(ctx.query.get("replica").unwrap_or("aws"))?, key),
-    };
-    let staging = app
-        .staging
-        .as_ref()
-        .ok_or_else(|| ApiError::IllegalSourceUrl("file:// sources are not enabled on this server".into()))?;
-
-    // One pass to learn the checksums (the server computes them for local files) ...
-    let (computed, size, staged_meta) = checksum_object(staging, &staging_key).await?;
-    let declared = staged_meta.metadata.keys().any(|k| k.starts_with("hca-dss-"));
-    if declared {
-        let given = Checksums::from_staging(|k| staged_meta.metadata.get(k).cloned()).map_err(ApiError::Checksum)?;
-        if given != computed {
-            return Err(ApiError::ChecksumMismatch(format!(
-                "the checksums declared for {source_url} do not match its bytes"
-            )));
-        }
-    }
-    let content_type = staged_meta
-        .content_type
-        .clone()
-        .unwrap_or_else(|| guess_content_type(&staging_key));
-    let blob_key = computed.blob_key();
-
-    // ... then the blob (skipped when the content is already stored) ...
-    let present = matches!(replica.main.head(&blob_key).await, Ok(m) if m.size == size);
-    if !present {
-        copy_verified(staging, &staging_key, &replica.main, &blob_key, &computed, size).await?;
-    }
-
-    // ... and the metadata last, only if absent: it is what makes the file visible.
-    let meta = FileMetadata::new(creator_uid, version.as_str(), &content_type, size, &computed);
-    let key = file_key(id.as_str(), version.as_str());
-    let status = match replica
-        .main
-        .put(&key, Bytes::from(meta.to_bytes()), PutOptions::if_absent())
-        .await
-    {
-        Ok(()) => StatusCode::CREATED,
-        Err(StoreError::AlreadyExists(_)) => {
-            let existing: serde_json::Value = serde_json::from_slice(&replica.main.get(&key).await?)
-                .map_err(|e| ApiError::Internal(format!("{key} unreadable: {e}")))?;
-            let ours = serde_json::to_value(&meta).map_err(|e| ApiError::Internal(e.to_string()))?;
-            if existing == ours {
-                StatusCode::OK
-            } else {
-                return Err(ApiError::FileAlreadyExists(id.to_string(), version.to_string()));
-            }
+                "staging object {source_url} does not exist"
+            )))
         }
         Err(e) => return Err(e.into()),
     };
-    tracing::info!(uuid = %id, version = %version, size, replica = replica.name, "file stored");
-    Ok(json_response(status, &serde_json::json!({"version": version.as_str()})))
+    let expected = declared_checksums(&staged, &source)?;
+    let content_type = staged
+        .content_type
+        .clone()
+        .unwrap_or_else(|| guess_content_type(&source.key));
+    let job = IngestJob {
+        task_id: uuid::Uuid::new_v4().to_string(),
+        source,
+        replica: replica.name.to_string(),
+        uuid: id.to_string(),
+        version: version.to_string(),
+        creator_uid,
+        expected,
+        size: staged.size,
+        content_type,
+    };
+    drop(src);
+    if job.size > ASYNC_THRESHOLD {
+        if let Some(jobs) = &app.jobs {
+            jobs.submit_ingest(job.clone()).map_err(ApiError::Internal)?;
+            tracing::info!(uuid = %job.uuid, version = %job.version, task = %job.task_id, "large file: ingest queued");
+            return Ok(json_response(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({"version": job.version, "task_id": job.task_id}),
+            ));
+        }
+    }
+    let status = ingest(app, &job).await?;
+    Ok(json_response(status, &serde_json::json!({"version": job.version})))
 }
 
 /// Content type from a file name, as the `hca` CLI guesses it (`.json` -> `application/json`).
@@ -341,54 +262,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sources() {
-        let dir = Some("/data/staging");
-        assert!(
-            matches!(parse_source("file:///data/staging/a/b.json", dir), Ok(Source::Staging(k)) if k == "a/b.json")
-        );
-        for bad in [
-            "file:///data/staging/../etc/passwd",
-            "file:///data/stagingX/a",
-            "file:///etc/passwd",
-            "file:///data/staging/",
-            "file:///data/staging/a/./b",
-        ] {
-            assert!(
-                matches!(parse_source(bad, dir), Err(ApiError::IllegalSourceUrl(_))),
-                "{bad}"
-            );
-        }
-        assert!(matches!(
-            parse_source("file:///data/staging/a", None),
-            Err(ApiError::IllegalSourceUrl(_))
-        ));
-        assert!(matches!(
-            parse_source("wasb://a/b", dir),
-            Err(ApiError::UnknownSourceSchema(_))
-        ));
-        assert!(matches!(
-            parse_source("http://a/b", dir),
-            Err(ApiError::UnknownSourceSchema(_))
-        ));
-        assert!(matches!(
-            parse_source("nonsense", dir),
-            Err(ApiError::UnknownSourceSchema(_))
-        ));
-        assert!(matches!(
-            parse_source("s3://bucket/key", dir),
-            Ok(Source::Cloud {
-                replica: "aws",
-                bucket: "bucket"
-            })
-        ));
-        assert!(matches!(
-            parse_source("gs://bucket/key", dir),
-            Ok(Source::Cloud { replica: "gcp", .. })
-        ));
-        assert!(matches!(
-            parse_source("s3://bucket", dir),
-            Err(ApiError::IllegalSourceUrl(_))
-        ));
+    fn content_types() {
         assert_eq!(guess_content_type("x/cell_suspension_0.json"), "application/json");
+        assert_eq!(guess_content_type("noext"), "application/octet-stream");
     }
 }

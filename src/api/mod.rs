@@ -7,6 +7,7 @@ pub mod cache;
 pub mod download;
 pub mod error;
 pub mod files;
+pub mod ingest;
 pub mod meta;
 pub mod params;
 
@@ -94,20 +95,17 @@ pub struct Replica<S> {
     pub main: S,
     /// Checkout bucket.
     pub checkout: S,
-    /// True when the replica is a local directory (no cloud bucket to name).
-    pub local: bool,
     /// Immutable documents read from `main`.
     pub cache: ReplicaCache,
 }
 
 impl<S> Replica<S> {
     /// A replica over `main` and `checkout`.
-    pub fn new(name: &'static str, main: S, checkout: S, local: bool) -> Self {
+    pub fn new(name: &'static str, main: S, checkout: S) -> Self {
         Replica {
             name,
             main,
             checkout,
-            local,
             cache: ReplicaCache::default(),
         }
     }
@@ -148,6 +146,8 @@ pub struct ApiConfig {
     pub bundle_file_wait: Duration,
     /// Value of `/version`.
     pub version: String,
+    /// `DSS_STAGING_BUCKETS`: when set, the only buckets `source_url` may name.
+    pub staging_buckets: Option<HashSet<String>>,
 }
 
 impl Default for ApiConfig {
@@ -160,6 +160,7 @@ impl Default for ApiConfig {
             staging_dir: None,
             bundle_file_wait: Duration::from_secs(10),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            staging_buckets: None,
         }
     }
 }
@@ -188,6 +189,32 @@ pub struct App<S, H, T> {
     pub sleeper: T,
     /// The OpenAPI document served at `/v1/swagger.json`.
     pub swagger: serde_json::Value,
+    /// Opens a store for a staging bucket (`s3`/`gs` scheme, bucket name), when that
+    /// cloud is configured.
+    pub bucket_store: Option<BucketStoreFn<S>>,
+    /// Background jobs (large ingests); `None` where writes are not run (the edge).
+    pub jobs: Option<Arc<dyn ingest::JobSink>>,
+}
+
+/// Opens a store for `(scheme, bucket)`, or `None` if that cloud is not configured.
+pub type BucketStoreFn<S> = Box<dyn Fn(&str, &str) -> Option<S> + Send + Sync>;
+
+/// A store that is either one of the app's or opened for one request.
+pub enum StoreRef<'a, S> {
+    /// One of the app's stores.
+    Borrowed(&'a S),
+    /// Opened for this use.
+    Owned(S),
+}
+
+impl<S> std::ops::Deref for StoreRef<'_, S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        match self {
+            StoreRef::Borrowed(s) => s,
+            StoreRef::Owned(s) => s,
+        }
+    }
 }
 
 /// The parsed parts of a request every handler gets.
@@ -238,6 +265,38 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
     /// The replica named by the required `replica` query parameter.
     pub fn replica_param(&self, q: &Query) -> Result<&Replica<S>, ApiError> {
         self.replica(q.required("replica")?)
+    }
+
+    /// The store a `source_url` reads from: the staging directory for `file://`, the
+    /// named bucket for `s3://` and `gs://` when that cloud is configured.
+    pub fn source_store(&self, src: &ingest::SourceUrl) -> Result<StoreRef<'_, S>, ApiError> {
+        if src.scheme == "file" {
+            let s = self
+                .staging
+                .as_ref()
+                .ok_or_else(|| ApiError::IllegalSourceUrl("file:// sources are not enabled on this server".into()))?;
+            return Ok(StoreRef::Borrowed(s));
+        }
+        if let Some(allowed) = &self.config.staging_buckets {
+            if !allowed.contains(&src.bucket) {
+                return Err(ApiError::IllegalSourceUrl(format!(
+                    "bucket {} is not a staging bucket of this server (DSS_STAGING_BUCKETS)",
+                    src.bucket
+                )));
+            }
+        }
+        let replica = src.implied_replica().unwrap_or("aws");
+        self.bucket_store
+            .as_ref()
+            .and_then(|open| open(&src.scheme, &src.bucket))
+            .map(StoreRef::Owned)
+            .ok_or_else(|| {
+                ApiError::IllegalSourceUrl(format!(
+                    "{src}: replica {replica} is a local directory on this server, so it cannot read bucket {}; \
+                     stage the file with `dss stage` and use its file:// URL, or configure the {replica} replica's cloud bucket",
+                    src.bucket
+                ))
+            })
     }
 
     /// Verify the caller's token.

@@ -5,7 +5,6 @@ use crate::server::{self, dev_issuer_dir, ServeConfig};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// A replicated data store for large scientific data sets (HCA DSS API).
 #[derive(Debug, Parser)]
@@ -102,7 +101,7 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let app = Arc::new(server::build_app(&cfg).map_err(|e| e.to_string())?);
+        let app = server::build_app(&cfg).map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;

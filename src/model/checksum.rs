@@ -22,7 +22,7 @@ pub enum ChecksumError {
 }
 
 /// sha256, sha1, s3_etag and crc32c of one blob, lowercase.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Checksums {
     /// 64 characters.
     pub sha256: String,

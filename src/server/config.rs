@@ -54,6 +54,9 @@ pub struct ServeConfig {
     /// A local JWKS file whose keys are trusted for any allowed issuer.
     #[arg(long, env = "DSS_TRUSTED_JWKS")]
     pub trusted_jwks: Option<PathBuf>,
+    /// Comma-separated buckets that `source_url` may name (default: any the credentials can read).
+    #[arg(long, env = "DSS_STAGING_BUCKETS")]
+    pub staging_buckets: Option<String>,
     /// Dev issuer: auto (on when listening on loopback), on, or off.
     #[arg(long, env = "DSS_DEV_ISSUER", default_value = "auto", value_parser = ["auto", "on", "off"])]
     pub dev_issuer: String,

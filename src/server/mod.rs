@@ -84,8 +84,9 @@ pub fn dev_issuer_dir(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("dev-issuer")
 }
 
-/// Build the application from `cfg`. Creates the data directory layout if missing.
-pub fn build_app(cfg: &ServeConfig) -> Result<NativeApp, StartError> {
+/// Build the application from `cfg` and start its background jobs (resuming any left
+/// unfinished). Creates the data directory layout if missing. Call inside a tokio runtime.
+pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let data = &cfg.data_dir;
     std::fs::create_dir_all(data)?;
@@ -95,18 +96,8 @@ pub fn build_app(cfg: &ServeConfig) -> Result<NativeApp, StartError> {
     let local = |name: &str, dir: &str| -> Result<AnyStore, StartError> {
         Ok(AnyStore::Fs(FsStore::new(name, data.join(dir), Some(signer.clone()))?))
     };
-    let aws = Replica::new(
-        "aws",
-        local("aws", "aws/main")?,
-        local("aws-checkout", "aws/checkout")?,
-        true,
-    );
-    let gcp = Replica::new(
-        "gcp",
-        local("gcp", "gcp/main")?,
-        local("gcp-checkout", "gcp/checkout")?,
-        true,
-    );
+    let aws = Replica::new("aws", local("aws", "aws/main")?, local("aws-checkout", "aws/checkout")?);
+    let gcp = Replica::new("gcp", local("gcp", "gcp/main")?, local("gcp-checkout", "gcp/checkout")?);
     std::fs::create_dir_all(&cfg.staging_dir)?;
     let staging_abs = std::fs::canonicalize(&cfg.staging_dir)?;
     let staging = AnyStore::Fs(FsStore::confined("staging", &staging_abs)?);
@@ -154,8 +145,13 @@ pub fn build_app(cfg: &ServeConfig) -> Result<NativeApp, StartError> {
             .dss_version
             .clone()
             .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+        staging_buckets: cfg
+            .staging_buckets
+            .as_deref()
+            .map(|b| split_list(b).into_iter().collect()),
     };
-    Ok(App {
+    let jobs = crate::jobs::FsJobs::open(&data.join("jobs"))?;
+    let app = App {
         config,
         aws,
         gcp,
@@ -166,7 +162,12 @@ pub fn build_app(cfg: &ServeConfig) -> Result<NativeApp, StartError> {
         clock,
         sleeper: TokioSleeper,
         swagger,
-    })
+        bucket_store: None,
+        jobs: Some(jobs.clone()),
+    };
+    let app = Arc::new(app);
+    jobs.start(app.clone());
+    Ok(app)
 }
 
 fn split_list(s: &str) -> Vec<String> {

@@ -26,7 +26,7 @@ pub fn test_key_pem() -> &'static str {
 }
 
 pub struct Env {
-    pub app: NativeApp,
+    pub app: std::sync::Arc<NativeApp>,
     pub dir: tempfile::TempDir,
     pub cfg: ServeConfig,
     pub issuer: DevIssuer,
@@ -68,7 +68,11 @@ impl Env {
     }
 
     pub fn with(tweak: impl FnOnce(&mut ServeConfig)) -> Env {
-        let dir = tempfile::tempdir().unwrap();
+        Self::in_dir(tempfile::tempdir().unwrap(), tweak)
+    }
+
+    /// An app on an existing data dir (to test what a restarted server finds).
+    pub fn in_dir(dir: tempfile::TempDir, tweak: impl FnOnce(&mut ServeConfig)) -> Env {
         let mut cfg = ServeConfig::for_dir(dir.path());
         cfg.public_url_opt = Some("http://dss.test".into());
         cfg.admin_user_emails = Some(ADMIN.into());

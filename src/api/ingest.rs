@@ -1,0 +1,307 @@
+//! Ingest: copying a staged object into a replica's content-addressed blob and
+//! publishing its file metadata. Runs inline for small files and as a durable
+//! background job (see [`JobSink`]) for large ones; both run [`ingest`].
+//!
+//! Order, every time: the blob is copied and its bytes verified against all four
+//! checksums, then the metadata is written create-only. Nothing is visible until the
+//! metadata exists, and metadata never points at unverified bytes.
+
+use super::*;
+use crate::model::checksum::ChecksumHasher;
+use crate::model::manifest::{file_key, FileMetadata};
+use crate::model::Checksums;
+use crate::storage::{PutOptions, StoreError};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+/// Files larger than this are ingested in a background job (202), as in the original.
+pub const ASYNC_THRESHOLD: u64 = 64 * 1024 * 1024;
+
+/// A parsed `source_url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceUrl {
+    /// `s3`, `gs` or `file`.
+    pub scheme: String,
+    /// Bucket (empty for `file`).
+    pub bucket: String,
+    /// Key in the bucket (for `file`: the path inside the staging directory).
+    pub key: String,
+}
+
+impl SourceUrl {
+    /// Parse `url`; `staging_dir` is where `file://` sources must lie.
+    pub fn parse(url: &str, staging_dir: Option<&str>) -> Result<Self, ApiError> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| ApiError::UnknownSourceSchema(url.to_string()))?;
+        match scheme {
+            "s3" | "gs" => {
+                let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() || key.is_empty() || crate::storage::check_key(key).is_err() {
+                    return Err(ApiError::IllegalSourceUrl(format!(
+                        "source_url {url} must be {scheme}://bucket/key"
+                    )));
+                }
+                Ok(SourceUrl {
+                    scheme: scheme.into(),
+                    bucket: bucket.into(),
+                    key: key.into(),
+                })
+            }
+            "file" => {
+                let dir = staging_dir.ok_or_else(|| {
+                    ApiError::IllegalSourceUrl("file:// sources are not enabled on this server".into())
+                })?;
+                let path = percent_encoding::percent_decode_str(rest)
+                    .decode_utf8()
+                    .map_err(|_| ApiError::IllegalSourceUrl(format!("source_url {url} is not UTF-8")))?;
+                let dir = dir.trim_end_matches('/');
+                let key = path
+                    .strip_prefix(dir)
+                    .and_then(|k| k.strip_prefix('/'))
+                    .filter(|k| crate::storage::check_key(k).is_ok())
+                    .ok_or_else(|| {
+                        ApiError::IllegalSourceUrl(format!(
+                            "source_url {url} is not a file under the staging directory {dir}"
+                        ))
+                    })?;
+                Ok(SourceUrl {
+                    scheme: "file".into(),
+                    bucket: String::new(),
+                    key: key.to_string(),
+                })
+            }
+            other => Err(ApiError::UnknownSourceSchema(other.to_string())),
+        }
+    }
+
+    /// The replica a cloud source implies (`s3` -> aws, `gs` -> gcp), as in the original.
+    pub fn implied_replica(&self) -> Option<&'static str> {
+        match self.scheme.as_str() {
+            "s3" => Some("aws"),
+            "gs" => Some("gcp"),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SourceUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.scheme == "file" {
+            write!(f, "file://(staging)/{}", self.key)
+        } else {
+            write!(f, "{}://{}/{}", self.scheme, self.bucket, self.key)
+        }
+    }
+}
+
+/// Everything needed to finish one `PUT /v1/files`, durable as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestJob {
+    /// Job id (returned as `task_id`).
+    pub task_id: String,
+    /// Where the bytes are.
+    pub source: SourceUrl,
+    /// Target replica (`aws`/`gcp`).
+    pub replica: String,
+    /// File uuid.
+    pub uuid: String,
+    /// File version.
+    pub version: String,
+    /// Uploader id.
+    pub creator_uid: i64,
+    /// Declared checksums (staging tags/metadata); `None` for local files whose checksums
+    /// the server computes.
+    pub expected: Option<Checksums>,
+    /// Size of the staged object.
+    pub size: u64,
+    /// Content type for the file metadata.
+    pub content_type: String,
+}
+
+impl IngestJob {
+    /// `files/{uuid}.{version}`, the key this job publishes.
+    pub fn file_key(&self) -> String {
+        file_key(&self.uuid, &self.version)
+    }
+}
+
+/// Where large ingests go to run in the background. The backend implements it with
+/// a durable queue; a deployment without one (the edge) has none and forwards writes.
+pub trait JobSink: crate::model::MaybeSend + crate::model::MaybeSync {
+    /// Record `job` durably and start it.
+    fn submit_ingest(&self, job: IngestJob) -> Result<(), String>;
+    /// Why the ingest of `files/{uuid}.{version}` failed for good, if it did.
+    fn ingest_failure(&self, uuid: &str, version: &str) -> Option<String>;
+}
+
+/// Stream `key` of `store` through a checksum hasher.
+async fn checksum_object<S: Store>(store: &S, key: &str) -> Result<(Checksums, u64), ApiError> {
+    let (meta, _, mut stream) = match store.get_range(key, None).await {
+        Ok(v) => v,
+        Err(StoreError::NotFound(_)) => return Err(ApiError::IllegalSourceUrl(format!("object {key} does not exist"))),
+        Err(e) => return Err(e.into()),
+    };
+    let mut h = ChecksumHasher::new(meta.size);
+    while let Some(chunk) = stream.next().await {
+        h.update(&chunk.map_err(|e| ApiError::Unavailable(format!("reading {key}: {e}")))?);
+    }
+    let size = h.size();
+    Ok((h.finish(), size))
+}
+
+/// Copy through this server, verifying the bytes before the blob becomes visible.
+async fn copy_streamed<S: Store>(
+    src: &S,
+    key: &str,
+    dst: &S,
+    blob_key: &str,
+    expected: &Checksums,
+    size: u64,
+) -> Result<(), ApiError> {
+    let (_, _, stream) = src.get_range(key, None).await?;
+    let (stream, mismatch) = crate::storage::verify::verified(stream, size, expected.clone());
+    match dst.put_stream(blob_key, stream, PutOptions::if_absent()).await {
+        Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
+        Err(_) if mismatch.is_set() => Err(ApiError::ChecksumMismatch(format!(
+            "the bytes of {key} do not match the checksums given for them"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Server-side copy (S3 CopyObject, GCS rewrite), then one streaming pass over the
+/// stored blob to verify it; a blob that does not match is removed again.
+async fn copy_server_side<S: Store>(
+    src: &S,
+    key: &str,
+    dst: &S,
+    blob_key: &str,
+    expected: &Checksums,
+) -> Result<(), ApiError> {
+    match dst.copy_from(src, key, blob_key, PutOptions::if_absent()).await {
+        Ok(()) => {}
+        // Content-addressed: whoever wrote it first wrote these bytes (and verified them).
+        Err(StoreError::AlreadyExists(_)) => return Ok(()),
+        Err(StoreError::NotFound(_)) => return Err(ApiError::IllegalSourceUrl(format!("object {key} does not exist"))),
+        Err(e) => return Err(e.into()),
+    }
+    let (got, _) = checksum_object(dst, blob_key).await?;
+    if &got != expected {
+        let _ = dst.delete(blob_key).await;
+        return Err(ApiError::ChecksumMismatch(format!(
+            "the bytes of {key} do not match the checksums given for them (sha256 {} expected, {} found)",
+            expected.sha256, got.sha256
+        )));
+    }
+    Ok(())
+}
+
+/// Run an ingest to the end: blob, verification, metadata. Idempotent: a job that
+/// is run again after a crash finds its work done and finishes the rest.
+pub async fn ingest<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    job: &IngestJob,
+) -> Result<StatusCode, ApiError> {
+    let replica = app.replica(&job.replica)?;
+    let src_ref = app.source_store(&job.source)?;
+    let src: &S = &src_ref;
+    let (expected, computed_here) = match &job.expected {
+        Some(c) => (c.clone(), false),
+        None => (checksum_object(src, &job.source.key).await?.0, true),
+    };
+    let blob_key = expected.blob_key();
+    let present = matches!(replica.main.head(&blob_key).await, Ok(m) if m.size == job.size);
+    if !present {
+        if computed_here || job.source.scheme == "file" {
+            copy_streamed(src, &job.source.key, &replica.main, &blob_key, &expected, job.size).await?;
+        } else {
+            copy_server_side(src, &job.source.key, &replica.main, &blob_key, &expected).await?;
+        }
+    }
+    let meta = FileMetadata::new(job.creator_uid, &job.version, &job.content_type, job.size, &expected);
+    let key = job.file_key();
+    let status = match replica
+        .main
+        .put(&key, Bytes::from(meta.to_bytes()), PutOptions::if_absent())
+        .await
+    {
+        Ok(()) => StatusCode::CREATED,
+        Err(StoreError::AlreadyExists(_)) => {
+            let existing: serde_json::Value = serde_json::from_slice(&replica.main.get(&key).await?)
+                .map_err(|e| ApiError::Internal(format!("{key} unreadable: {e}")))?;
+            let ours = serde_json::to_value(&meta).map_err(|e| ApiError::Internal(e.to_string()))?;
+            if existing != ours {
+                return Err(ApiError::FileAlreadyExists(job.uuid.clone(), job.version.clone()));
+            }
+            StatusCode::OK
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(uuid = %job.uuid, version = %job.version, size = job.size, replica = %job.replica, source = %job.source, "file stored");
+    Ok(status)
+}
+
+/// Check the object's declared checksums against what the server computed for a local
+/// file; cloud objects must declare them.
+pub fn declared_checksums(
+    meta: &crate::storage::ObjectMeta,
+    source: &SourceUrl,
+) -> Result<Option<Checksums>, ApiError> {
+    let declared = meta.metadata.keys().any(|k| k.starts_with("hca-dss-"));
+    if !declared && source.scheme == "file" {
+        return Ok(None);
+    }
+    Checksums::from_staging(|k| meta.metadata.get(k).cloned())
+        .map(Some)
+        .map_err(ApiError::Checksum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources() {
+        let dir = Some("/data/staging");
+        let s = SourceUrl::parse("file:///data/staging/a/b.json", dir).unwrap();
+        assert_eq!((s.scheme.as_str(), s.key.as_str()), ("file", "a/b.json"));
+        for bad in [
+            "file:///data/staging/../etc/passwd",
+            "file:///data/stagingX/a",
+            "file:///etc/passwd",
+            "file:///data/staging/",
+            "file:///data/staging/a/./b",
+        ] {
+            assert!(
+                matches!(SourceUrl::parse(bad, dir), Err(ApiError::IllegalSourceUrl(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            SourceUrl::parse("file:///data/staging/a", None),
+            Err(ApiError::IllegalSourceUrl(_))
+        ));
+        for unknown in ["wasb://a/b", "http://a/b", "nonsense"] {
+            assert!(
+                matches!(SourceUrl::parse(unknown, dir), Err(ApiError::UnknownSourceSchema(_))),
+                "{unknown}"
+            );
+        }
+        let s3 = SourceUrl::parse("s3://bucket/some/key.json", dir).unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.key.as_str(), s3.implied_replica()),
+            ("bucket", "some/key.json", Some("aws"))
+        );
+        assert_eq!(
+            SourceUrl::parse("gs://b/k", dir).unwrap().implied_replica(),
+            Some("gcp")
+        );
+        for bad in ["s3://bucket", "s3://bucket/", "s3:///key", "gs://b/a/../k"] {
+            assert!(
+                matches!(SourceUrl::parse(bad, dir), Err(ApiError::IllegalSourceUrl(_))),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Background jobs of the backend: durable records on local disk, run by tokio tasks,
+//! resumed when the server starts again.
+//!
+//! The queue seam is small on purpose: submit (durable before it returns), run,
+//! complete or fail. A deployment with several backends can swap the directory for a
+//! shared queue without touching the jobs themselves, which are idempotent.
+
+use crate::api::ingest::{ingest, IngestJob, JobSink};
+use crate::api::ApiError;
+use crate::server::NativeApp;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Ingest jobs running at once.
+const CONCURRENCY: usize = 4;
+/// Longest wait between retries of a job whose storage is unavailable.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Job records under `{dir}/pending/{task_id}.json` (to run) and
+/// `{dir}/failed/{uuid}.{version}.json` (ended in an error a retry cannot fix).
+pub struct FsJobs {
+    dir: PathBuf,
+    tx: mpsc::UnboundedSender<IngestJob>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<IngestJob>>>,
+    failures: Mutex<HashMap<String, String>>,
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+impl FsJobs {
+    /// Open (creating) the job directory and load the record of failures.
+    pub fn open(dir: &Path) -> std::io::Result<Arc<Self>> {
+        std::fs::create_dir_all(dir.join("pending"))?;
+        std::fs::create_dir_all(dir.join("failed"))?;
+        let mut failures = HashMap::new();
+        for e in std::fs::read_dir(dir.join("failed"))? {
+            let p = e?.path();
+            if let (Some(stem), Ok(text)) = (p.file_stem().and_then(|s| s.to_str()), std::fs::read_to_string(&p)) {
+                failures.insert(stem.to_string(), text);
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(Arc::new(FsJobs {
+            dir: dir.to_path_buf(),
+            tx,
+            rx: Mutex::new(Some(rx)),
+            failures: Mutex::new(failures),
+        }))
+    }
+
+    fn pending_path(&self, task_id: &str) -> PathBuf {
+        self.dir.join("pending").join(format!("{task_id}.json"))
+    }
+
+    /// Jobs recorded but not finished (after a restart: the ones to resume).
+    pub fn pending(&self) -> Vec<IngestJob> {
+        let Ok(rd) = std::fs::read_dir(self.dir.join("pending")) else {
+            return Vec::new();
+        };
+        rd.filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+
+    fn complete(&self, job: &IngestJob) {
+        if let Err(e) = std::fs::remove_file(self.pending_path(&job.task_id)) {
+            tracing::warn!(task = %job.task_id, "could not remove finished job record: {e}");
+        }
+    }
+
+    fn fail(&self, job: &IngestJob, err: &ApiError) {
+        let name = format!("{}.{}", job.uuid, job.version);
+        let text = err.to_string();
+        if let Err(e) = write_atomic(&self.dir.join("failed").join(format!("{name}.json")), text.as_bytes()) {
+            tracing::error!(task = %job.task_id, "could not record job failure: {e}");
+        }
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, text);
+        self.complete(job);
+    }
+
+    /// Start running jobs: everything pending from before, and whatever is submitted
+    /// from now on. Call once, inside the tokio runtime.
+    pub fn start(self: &Arc<Self>, app: Arc<NativeApp>) {
+        let Some(mut rx) = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let resumed = self.pending();
+        if !resumed.is_empty() {
+            tracing::info!(jobs = resumed.len(), "resuming unfinished ingest jobs");
+        }
+        for job in resumed {
+            let _ = self.tx.send(job);
+        }
+        let jobs = self.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (app, jobs) = (app.clone(), jobs.clone());
+                tokio::spawn(async move {
+                    jobs.run(&app, job).await;
+                    drop(permit);
+                });
+            }
+        });
+    }
+
+    async fn run(&self, app: &NativeApp, job: IngestJob) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match ingest(app, &job).await {
+                Ok(_) => return self.complete(&job),
+                // Storage down: the job stays recorded and is retried, never dropped.
+                Err(e @ ApiError::Unavailable(_)) => {
+                    tracing::warn!(task = %job.task_id, "ingest will be retried in {backoff:?}: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => {
+                    tracing::error!(task = %job.task_id, uuid = %job.uuid, version = %job.version, "ingest failed: {e}");
+                    return self.fail(&job, &e);
+                }
+            }
+        }
+    }
+}
+
+impl JobSink for FsJobs {
+    fn submit_ingest(&self, job: IngestJob) -> Result<(), String> {
+        let body = serde_json::to_vec(&job).map_err(|e| e.to_string())?;
+        write_atomic(&self.pending_path(&job.task_id), &body).map_err(|e| format!("recording job: {e}"))?;
+        self.tx.send(job).map_err(|_| "job runner is not running".to_string())
+    }
+
+    fn ingest_failure(&self, uuid: &str, version: &str) -> Option<String> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&format!("{uuid}.{version}"))
+            .cloned()
+    }
+}
