@@ -7,7 +7,6 @@
 //! metadata exists, and metadata never points at unverified bytes.
 
 use super::*;
-use crate::model::checksum::ChecksumHasher;
 use crate::model::manifest::{file_key, FileMetadata};
 use crate::model::Checksums;
 use crate::storage::{PutOptions, StoreError};
@@ -142,12 +141,11 @@ async fn checksum_object<S: Store>(store: &S, key: &str) -> Result<(Checksums, u
         Err(StoreError::NotFound(_)) => return Err(ApiError::IllegalSourceUrl(format!("object {key} does not exist"))),
         Err(e) => return Err(e.into()),
     };
-    let mut h = ChecksumHasher::new(meta.size);
+    let mut h = crate::storage::verify::Hasher::new(meta.size);
     while let Some(chunk) = stream.next().await {
         h.update(&chunk.map_err(|e| ApiError::Unavailable(format!("reading {key}: {e}")))?);
     }
-    let size = h.size();
-    Ok((h.finish(), size))
+    Ok(h.finish())
 }
 
 /// Copy through this server, verifying the bytes before the blob becomes visible.

