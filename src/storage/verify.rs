@@ -17,7 +17,7 @@ const PARALLEL_FROM: u64 = 8 * 1024 * 1024;
 /// Computes the four checksums of a stream, on two threads where that pays.
 pub enum Hasher {
     /// On the calling thread.
-    Sequential(ChecksumHasher),
+    Sequential(Box<ChecksumHasher>),
     /// On two worker threads.
     #[cfg(not(target_arch = "wasm32"))]
     Parallel(ParallelHasher),
@@ -32,7 +32,7 @@ impl Hasher {
                 return Hasher::Parallel(p);
             }
         }
-        Hasher::Sequential(ChecksumHasher::new(size))
+        Hasher::Sequential(Box::new(ChecksumHasher::new(size)))
     }
 
     /// Feed a chunk.
