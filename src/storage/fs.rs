@@ -15,11 +15,28 @@ use std::io::{ErrorKind, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 const TMP_DIR: &str = ".dss-tmp";
 const META_DIR: &str = ".dss-meta";
 const READ_CHUNK: usize = 256 * 1024;
+/// Chunks queued for the writer thread of `put_stream`.
+const WRITE_QUEUE: usize = 32;
+/// Start writing dirty pages back every so many bytes, so the final fsync is short.
+const WRITEBACK_EVERY: u64 = 16 * 1024 * 1024;
+
+/// Ask the kernel to start writing `len` bytes at `offset` to disk now, without waiting.
+#[cfg(target_os = "linux")]
+fn start_writeback(f: &std::fs::File, offset: u64, len: u64) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: a valid open descriptor and plain integers; the call only starts I/O.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_f: &std::fs::File, _offset: u64, _len: u64) {}
 
 /// A store rooted at a directory.
 pub struct FsStore {
@@ -317,24 +334,47 @@ impl Store for FsStore {
     async fn put_stream(&self, key: &str, mut data: ByteStream, opts: PutOptions) -> StoreResult<u64> {
         check_key(key)?;
         let tmp = self.tmp_path();
-        let written = async {
-            let mut f = tokio::fs::File::create(&tmp).await?;
-            let mut n = 0u64;
-            while let Some(chunk) = data.next().await {
-                let chunk = chunk?;
+        // A writer thread takes the chunks, so reading (and hashing) the stream goes on
+        // while the disk is busy; the channel bounds what is held in memory.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let path = tmp.clone();
+        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&path)?;
+            let (mut n, mut kicked) = (0u64, 0u64);
+            while let Some(chunk) = rx.blocking_recv() {
+                f.write_all(&chunk)?;
                 n += chunk.len() as u64;
-                f.write_all(&chunk).await?;
+                if n - kicked >= WRITEBACK_EVERY {
+                    start_writeback(&f, kicked, n - kicked);
+                    kicked = n;
+                }
             }
-            f.sync_all().await?;
-            Ok::<u64, std::io::Error>(n)
+            f.sync_all()?;
+            Ok(n)
+        });
+        let mut failed: Option<std::io::Error> = None;
+        while let Some(chunk) = data.next().await {
+            match chunk {
+                Ok(c) => {
+                    if tx.send(c).await.is_err() {
+                        break; // the writer stopped: its error is reported below
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
-        .await;
-        match written {
-            Ok(n) => {
+        drop(tx);
+        let written = writer.await.map_err(|e| StoreError::Other(e.to_string()))?;
+        match (failed, written) {
+            (None, Ok(n)) => {
                 self.commit(&tmp, key, &opts).await?;
                 Ok(n)
             }
-            Err(e) => {
+            (Some(e), _) | (None, Err(e)) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 Err(e.into())
             }
