@@ -252,6 +252,8 @@ struct Req {
     url: String,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
+    /// A large upload body: sent without the client's whole-request timeout.
+    upload: bool,
 }
 
 impl Req {
@@ -261,7 +263,14 @@ impl Req {
             url,
             headers: Vec::new(),
             body: Bytes::new(),
+            upload: false,
         }
+    }
+
+    /// Mark as a large upload (see [`Req::upload`]).
+    fn upload(mut self) -> Self {
+        self.upload = true;
+        self
     }
 
     fn header(mut self, name: HeaderName, value: &str) -> StoreResult<Self> {
@@ -500,12 +509,38 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
         self.sleeper.sleep(Duration::from_millis(wait)).await;
     }
 
+    /// One attempt at `req`, with the whole (small) response body. Uploads go through the
+    /// streaming path, which has connect and read timeouts but no limit on the whole
+    /// exchange, so that slow links can still move a chunk.
+    async fn exchange(&self, req: &Req, token: Option<&str>) -> StoreResult<Result<http::Response<Bytes>, HttpError>> {
+        if !req.upload {
+            return Ok(self.http.send(req.build(token, req.body.clone())?).await);
+        }
+        let resp = match self
+            .http
+            .send_stream(req.build(token, ReqBody::Bytes(req.body.clone()))?)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (parts, mut stream) = resp.into_parts();
+        let mut body = BytesMut::new();
+        while let Some(c) = stream.next().await {
+            match c {
+                Ok(c) => body.extend_from_slice(&c),
+                Err(e) => return Ok(Err(HttpError::Transport(e.to_string()))),
+            }
+        }
+        Ok(Ok(http::Response::from_parts(parts, body.freeze())))
+    }
+
     /// Send `req` with a fixed `token`, retrying transport errors and retryable statuses.
     /// Returns the last response if it is not retryable; `Unavailable` once retries run out.
     async fn send_retrying(&self, req: &Req, token: Option<&str>) -> StoreResult<http::Response<Bytes>> {
         let mut attempt = 0;
         loop {
-            let last = match self.http.send(req.build(token, req.body.clone())?).await {
+            let last = match self.exchange(req, token).await? {
                 Ok(resp) if !retryable(resp.status()) => return Ok(resp),
                 Ok(resp) => format!("{} answered {}: {}", req.url, resp.status(), text(resp.body())),
                 Err(HttpError::Transport(e)) => format!("{}: {e}", req.url),
@@ -594,6 +629,9 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
         let meta = resource_json(Some(key), opts.content_type.as_deref(), &opts.metadata);
         let boundary = boundary_for(&data);
         let media_type = opts.content_type.as_deref().unwrap_or("application/octet-stream");
+        if media_type.chars().any(|c| c.is_control()) {
+            return Err(StoreError::Other(format!("content type of {key}: control characters")));
+        }
         let mut body = BytesMut::with_capacity(data.len() + meta.len() + 256);
         body.extend_from_slice(
             format!("--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{meta}\r\n").as_bytes(),
@@ -603,7 +641,8 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         let req = Req::new(Method::POST, self.upload_url("multipart", opts.if_absent))
             .header(header::CONTENT_TYPE, &format!("multipart/related; boundary={boundary}"))?
-            .body(body.freeze());
+            .body(body.freeze())
+            .upload();
         let resp = self.call(&req).await?;
         if resp.status().is_success() {
             Ok(())
@@ -651,14 +690,15 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
         };
         let put = Req::new(Method::PUT, session.to_string())
             .header(header::CONTENT_RANGE, &put)?
-            .body(data);
+            .body(data)
+            .upload();
         let query =
             Req::new(Method::PUT, session.to_string()).header(header::CONTENT_RANGE, &format!("bytes */{total_s}"))?;
         let mut attempt = 0;
         let mut req = &put;
         loop {
             let token = self.access_token().await?;
-            let last = match self.http.send(req.build(token.as_deref(), req.body.clone())?).await {
+            let last = match self.exchange(req, token.as_deref()).await? {
                 Ok(resp) if resp.status().is_success() => return Ok(Chunk::Done),
                 Ok(resp) if resp.status().as_u16() == 308 => {
                     let held = resp
@@ -1180,3 +1220,4 @@ impl<H: HttpClient, T: Sleeper> Store for GcsStore<H, T> {
         Some(format!("gs://{}/{key}", self.bucket))
     }
 }
+
