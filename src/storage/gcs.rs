@@ -1221,3 +1221,513 @@ impl<H: HttpClient, T: Sleeper> Store for GcsStore<H, T> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+
+    struct ManualClock(Mutex<DateTime<Utc>>);
+    impl Clock for ManualClock {
+        fn now(&self) -> DateTime<Utc> {
+            *self.0.lock().unwrap()
+        }
+    }
+    impl ManualClock {
+        fn advance(&self, d: chrono::Duration) {
+            *self.0.lock().unwrap() += d;
+        }
+    }
+
+    /// Sleeps return at once; their lengths are recorded.
+    #[derive(Clone, Default)]
+    struct RecSleeper(Arc<Mutex<Vec<Duration>>>);
+    impl Sleeper for RecSleeper {
+        async fn sleep(&self, d: Duration) {
+            self.0.lock().unwrap().push(d);
+        }
+    }
+
+    struct Seen {
+        method: Method,
+        url: String,
+        headers: http::HeaderMap,
+        body: Bytes,
+    }
+
+    impl Seen {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers.get(name).and_then(|v| v.to_str().ok())
+        }
+    }
+
+    type Reply = Result<http::Response<Bytes>, HttpError>;
+    type Handler = Box<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
+    /// An HTTP client that records requests and answers them with `handler`.
+    struct Fake {
+        seen: Mutex<Vec<Seen>>,
+        handler: Handler,
+    }
+
+    impl Fake {
+        fn new(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Self {
+            Fake {
+                seen: Mutex::new(Vec::new()),
+                handler: Box::new(handler),
+            }
+        }
+        fn handle(&self, parts: http::request::Parts, body: Bytes) -> Reply {
+            let seen = Seen {
+                method: parts.method,
+                url: parts.uri.to_string(),
+                headers: parts.headers,
+                body,
+            };
+            let reply = (self.handler)(&seen);
+            self.seen.lock().unwrap().push(seen);
+            reply
+        }
+        fn count(&self, pred: impl Fn(&Seen) -> bool) -> usize {
+            self.seen.lock().unwrap().iter().filter(|s| pred(s)).count()
+        }
+    }
+
+    impl HttpClient for &Fake {
+        async fn send(&self, req: http::Request<Bytes>) -> Reply {
+            let (parts, body) = req.into_parts();
+            self.handle(parts, body)
+        }
+
+        async fn send_stream(&self, req: http::Request<ReqBody>) -> Result<http::Response<ByteStream>, HttpError> {
+            let (parts, body) = req.into_parts();
+            let body = match body {
+                ReqBody::Bytes(b) => b,
+                ReqBody::Stream { .. } => return Err(HttpError::Transport("streamed bodies unused".into())),
+            };
+            let resp = self.handle(parts, body)?;
+            let (parts, body) = resp.into_parts();
+            // Hand the body out in small pieces, as a network would.
+            let pieces: Vec<std::io::Result<Bytes>> = body.chunks(3).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+            Ok(http::Response::from_parts(
+                parts,
+                box_stream(futures::stream::iter(pieces)),
+            ))
+        }
+    }
+
+    fn reply(status: u16, body: impl Into<Bytes>) -> Reply {
+        Ok(http::Response::builder().status(status).body(body.into()).unwrap())
+    }
+
+    fn object_json(size: usize) -> String {
+        serde_json::json!({
+            "name": "files/a",
+            "size": size.to_string(),
+            "contentType": "application/json",
+            "metadata": {"hca-dss-sha256": "abc"},
+            "updated": "2024-01-02T03:04:05.678Z",
+            "generation": "1700000000000001",
+        })
+        .to_string()
+    }
+
+    fn rsa_key() -> RsaPrivateKey {
+        RsaPrivateKey::new(&mut rand_core::OsRng, 1024).unwrap()
+    }
+
+    fn t0() -> DateTime<Utc> {
+        "2024-05-06T07:08:09Z".parse().unwrap()
+    }
+
+    fn store(
+        fake: &Fake,
+        credentials: Option<ServiceAccountKey>,
+        clock: Arc<ManualClock>,
+    ) -> (GcsStore<&Fake, RecSleeper>, RecSleeper) {
+        let sleeper = RecSleeper::default();
+        let cfg = GcsConfig {
+            bucket: "bkt".into(),
+            endpoint: "https://gcs.example/".into(),
+            credentials,
+            hmac: None,
+        };
+        (GcsStore::new(cfg, fake, sleeper.clone(), clock), sleeper)
+    }
+
+    const TOKEN_URI: &str = "https://oauth2.example/token";
+
+    #[tokio::test]
+    async fn token_exchange_is_cached_until_near_expiry() {
+        use jwt_compact::{alg::Rsa, AlgorithmExt, UntrustedToken};
+        let key = rsa_key();
+        let public = key.to_public_key();
+        let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+        let file = serde_json::json!({
+            "type": "service_account",
+            "project_id": "proj",
+            "private_key_id": "kid-1",
+            "private_key": pem,
+            "client_email": "dss@proj.iam.gserviceaccount.com",
+            "token_uri": TOKEN_URI,
+        });
+        let sa = ServiceAccountKey::from_json(&file.to_string()).unwrap();
+        assert_eq!(sa.project_id.as_deref(), Some("proj"));
+        assert!(!format!("{sa:?}").contains("PRIVATE"), "Debug hides the key");
+
+        let exchanges = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = exchanges.clone();
+        let fake = Fake::new(move |s| {
+            if s.url == TOKEN_URI {
+                let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                return reply(
+                    200,
+                    serde_json::json!({"access_token": format!("tok{i}"), "expires_in": 3600, "token_type": "Bearer"})
+                        .to_string(),
+                );
+            }
+            match s.header("authorization") {
+                // The second token is revoked early: the store must fetch another.
+                Some("Bearer tok2") => reply(401, "expired"),
+                Some(_) => reply(200, object_json(3)),
+                None => reply(403, "no auth"),
+            }
+        });
+        let clock = Arc::new(ManualClock(Mutex::new(t0())));
+        let (s, _) = store(&fake, Some(sa), clock.clone());
+
+        let meta = s.head("files/a").await.unwrap();
+        assert_eq!(meta.size, 3);
+        assert_eq!(meta.content_type.as_deref(), Some("application/json"));
+        assert_eq!(meta.metadata.get("hca-dss-sha256").map(String::as_str), Some("abc"));
+        assert_eq!(
+            meta.last_modified,
+            "2024-01-02T03:04:05.678Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        {
+            let seen = fake.seen.lock().unwrap();
+            assert_eq!(seen.len(), 2);
+            let ex = &seen[0];
+            assert_eq!(ex.method, Method::POST);
+            assert_eq!(ex.header("content-type"), Some("application/x-www-form-urlencoded"));
+            assert!(ex.header("authorization").is_none());
+            let form: BTreeMap<String, String> = url::form_urlencoded::parse(&ex.body).into_owned().collect();
+            assert_eq!(form["grant_type"], JWT_BEARER);
+            let token = UntrustedToken::new(&form["assertion"]).unwrap();
+            assert_eq!(token.header().key_id.as_deref(), Some("kid-1"));
+            let claims = Rsa::rs256()
+                .validator::<serde_json::Value>(&public)
+                .validate(&token)
+                .expect("assertion signed by the service-account key");
+            let claims = claims.claims();
+            assert_eq!(claims.custom["iss"], "dss@proj.iam.gserviceaccount.com");
+            assert_eq!(claims.custom["scope"], SCOPE);
+            assert_eq!(claims.custom["aud"], TOKEN_URI);
+            assert_eq!(claims.issued_at, Some(t0()));
+            assert_eq!(claims.expiration, Some(t0() + chrono::Duration::hours(1)));
+            let get = &seen[1];
+            assert_eq!(get.url, "https://gcs.example/storage/v1/b/bkt/o/files%2Fa");
+            assert_eq!(get.header("authorization"), Some("Bearer tok1"));
+        }
+
+        // Cached while more than five minutes remain.
+        clock.advance(chrono::Duration::minutes(54));
+        s.head("files/a").await.unwrap();
+        assert_eq!(exchanges.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Refreshed within five minutes of expiry; a 401 on the new token refreshes again.
+        clock.advance(chrono::Duration::minutes(2));
+        s.head("files/a").await.unwrap();
+        assert_eq!(exchanges.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let seen = fake.seen.lock().unwrap();
+        assert_eq!(seen.last().unwrap().header("authorization"), Some("Bearer tok3"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_exchange_is_an_error_not_a_retry() {
+        let fake = Fake::new(|_| reply(400, r#"{"error":"invalid_grant"}"#));
+        let sa = ServiceAccountKey::new("a@b", "k", TOKEN_URI, rsa_key());
+        let (s, sleeps) = store(&fake, Some(sa), Arc::new(ManualClock(Mutex::new(t0()))));
+        match s.head("files/a").await {
+            Err(StoreError::Other(m)) => assert!(m.contains("invalid_grant"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fake.count(|_| true), 1);
+        assert!(sleeps.0.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn failures_are_retried_with_bounded_jittered_backoff() {
+        let clock = Arc::new(ManualClock(Mutex::new(t0())));
+        // Always 503: five attempts, four waits within the exponential caps, then Unavailable.
+        let fake = Fake::new(|_| reply(503, "busy"));
+        let (s, sleeps) = store(&fake, None, clock.clone());
+        assert!(matches!(s.head("files/a").await, Err(StoreError::Unavailable(_))));
+        assert_eq!(fake.count(|_| true), MAX_ATTEMPTS as usize);
+        let waits = sleeps.0.lock().unwrap().clone();
+        assert_eq!(waits.len(), MAX_ATTEMPTS as usize - 1);
+        for (i, w) in waits.iter().enumerate() {
+            assert!(*w <= BACKOFF_BASE * 2u32.pow(i as u32), "wait {i}: {w:?}");
+        }
+        assert!(waits.iter().sum::<Duration>() < Duration::from_secs(15));
+
+        // Transport errors and 429 are retried too, and a later success wins.
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = calls.clone();
+        let fake = Fake::new(move |_| match c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => Err(HttpError::Transport("connection reset".into())),
+            1 => reply(429, "slow down"),
+            _ => reply(200, object_json(3)),
+        });
+        let (s, _) = store(&fake, None, clock.clone());
+        assert_eq!(s.head("files/a").await.unwrap().size, 3);
+        assert_eq!(fake.count(|_| true), 3);
+
+        // Answers with a meaning are not retried.
+        for (status, check) in [
+            (
+                404,
+                (|e: &StoreError| matches!(e, StoreError::NotFound(_))) as fn(&StoreError) -> bool,
+            ),
+            (412, |e| matches!(e, StoreError::AlreadyExists(_))),
+            (403, |e| matches!(e, StoreError::Other(_))),
+        ] {
+            let fake = Fake::new(move |_| reply(status, "no"));
+            let (s, _) = store(&fake, None, clock.clone());
+            let e = s
+                .put("files/a", Bytes::from_static(b"x"), PutOptions::if_absent())
+                .await
+                .unwrap_err();
+            assert!(check(&e), "{status}: {e:?}");
+            assert_eq!(fake.count(|_| true), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn multipart_put_carries_metadata_and_precondition() {
+        let fake = Fake::new(|_| reply(200, "{}"));
+        let (s, _) = store(&fake, None, Arc::new(ManualClock(Mutex::new(t0()))));
+        let mut md = BTreeMap::new();
+        md.insert("k".to_string(), "v".to_string());
+        let opts = PutOptions {
+            if_absent: true,
+            content_type: Some("application/json".into()),
+            metadata: md,
+        };
+        s.put("bundles/a b.1", Bytes::from_static(b"{\"x\": 1}"), opts)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.put("a//b", Bytes::new(), PutOptions::overwrite()).await,
+            Err(StoreError::InvalidKey(_))
+        ));
+        let seen = fake.seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "invalid keys never reach the network");
+        let put = &seen[0];
+        assert_eq!(
+            put.url,
+            "https://gcs.example/upload/storage/v1/b/bkt/o?uploadType=multipart&ifGenerationMatch=0"
+        );
+        let ct = put.header("content-type").unwrap();
+        let boundary = ct.strip_prefix("multipart/related; boundary=").unwrap();
+        let body = String::from_utf8(put.body.to_vec()).unwrap();
+        let parts: Vec<&str> = body.split(&format!("--{boundary}")).collect();
+        assert_eq!(parts.len(), 4, "{body}");
+        let (head, json) = parts[1].split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("application/json"));
+        let meta: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
+        assert_eq!(
+            meta,
+            serde_json::json!({"name": "bundles/a b.1", "contentType": "application/json", "metadata": {"k": "v"}})
+        );
+        let (head, data) = parts[2].split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("Content-Type: application/json"));
+        assert_eq!(data, "{\"x\": 1}\r\n");
+        assert_eq!(parts[3], "--\r\n");
+    }
+
+    #[tokio::test]
+    async fn ranges_are_cut_even_when_the_server_ignores_range() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let body = Bytes::from(data.clone());
+        let fake = Fake::new(move |s| {
+            if s.url.contains("alt=media") {
+                assert!(s.url.ends_with("&generation=1700000000000001"), "{}", s.url);
+                assert_eq!(s.header("range"), Some("bytes=10-19"));
+                reply(200, body.clone())
+            } else {
+                reply(200, object_json(100))
+            }
+        });
+        let (s, _) = store(&fake, None, Arc::new(ManualClock(Mutex::new(t0()))));
+        let (meta, got, mut stream) = s.get_range("files/a", Some(ByteRange::FromTo(10, 19))).await.unwrap();
+        assert_eq!((meta.size, got), (100, (10, 20)));
+        let mut out = Vec::new();
+        while let Some(c) = stream.next().await {
+            out.extend_from_slice(&c.unwrap());
+        }
+        assert_eq!(out, &data[10..20]);
+        assert!(matches!(
+            s.get_range("files/a", Some(ByteRange::From(100))).await,
+            Err(StoreError::RangeNotSatisfiable)
+        ));
+    }
+
+    /// A resumable-upload server: contiguous chunks only, multiples of 256 KiB except the
+    /// last; the first chunk is persisted short, as GCS may do.
+    #[derive(Default)]
+    struct Session {
+        content: Vec<u8>,
+        chunks: usize,
+        finished: bool,
+        cancelled: bool,
+        session_url: String,
+    }
+
+    fn session_server(state: Arc<Mutex<Session>>) -> Fake {
+        Fake::new(move |s| {
+            let mut st = state.lock().unwrap();
+            if s.method == Method::GET {
+                return reply(404, "no such object");
+            }
+            if s.method == Method::POST {
+                st.session_url = s.url.clone();
+                let meta: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+                assert_eq!(meta["name"], "blobs/big");
+                assert_eq!(s.header("x-upload-content-type"), Some("application/x-test"));
+                return Ok(http::Response::builder()
+                    .status(200)
+                    .header("location", "https://upload.example/session/1")
+                    .body(Bytes::new())
+                    .unwrap());
+            }
+            assert_eq!(s.url, "https://upload.example/session/1");
+            if s.method == Method::DELETE {
+                st.cancelled = true;
+                return reply(499, "");
+            }
+            let range = s.header("content-range").unwrap();
+            let (span, total) = range.strip_prefix("bytes ").unwrap().split_once('/').unwrap();
+            let (a, b) = span.split_once('-').unwrap();
+            let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+            assert_eq!(a, st.content.len(), "chunks are contiguous");
+            assert_eq!(b + 1 - a, s.body.len());
+            let keep = if st.chunks == 0 { 256 * 1024 } else { s.body.len() };
+            st.chunks += 1;
+            if total == "*" {
+                assert_eq!(s.body.len() % (256 * 1024), 0, "non-final chunks are 256 KiB multiples");
+            }
+            st.content.extend_from_slice(&s.body[..keep]);
+            if total != "*" && st.content.len() == total.parse::<usize>().unwrap() {
+                st.finished = true;
+                return reply(200, "{}");
+            }
+            Ok(http::Response::builder()
+                .status(308)
+                .header("range", format!("bytes=0-{}", st.content.len() - 1))
+                .body(Bytes::new())
+                .unwrap())
+        })
+    }
+
+    fn odd_stream(data: &[u8], fail_at: Option<usize>) -> ByteStream {
+        let mut items: Vec<std::io::Result<Bytes>> = Vec::new();
+        let mut at = 0;
+        for n in [1usize, 999_983, 3_000_017, 65_537].iter().cycle() {
+            if at >= data.len() {
+                break;
+            }
+            if fail_at.is_some_and(|f| at >= f) {
+                items.push(Err(std::io::Error::other("peer reset")));
+                break;
+            }
+            let n = (*n).min(data.len() - at);
+            items.push(Ok(Bytes::copy_from_slice(&data[at..at + n])));
+            at += n;
+        }
+        box_stream(futures::stream::iter(items))
+    }
+
+    #[tokio::test]
+    async fn resumable_uploads_resend_what_was_not_persisted() {
+        let data: Vec<u8> = (0..SMALL_UPLOAD * 2 + 777).map(|i| (i % 253) as u8).collect();
+        let state = Arc::new(Mutex::new(Session::default()));
+        let fake = session_server(state.clone());
+        let (s, _) = store(&fake, None, Arc::new(ManualClock(Mutex::new(t0()))));
+        let opts = PutOptions {
+            content_type: Some("application/x-test".into()),
+            ..PutOptions::if_absent()
+        };
+        let n = s.put_stream("blobs/big", odd_stream(&data, None), opts).await.unwrap();
+        assert_eq!(n, data.len() as u64);
+        let st = state.lock().unwrap();
+        assert!(st.finished && !st.cancelled);
+        assert!(st.content == data, "the server holds exactly the stream's bytes");
+        assert!(st.session_url.ends_with("uploadType=resumable&ifGenerationMatch=0"));
+    }
+
+    #[tokio::test]
+    async fn a_failing_stream_cancels_its_session() {
+        let data: Vec<u8> = vec![7; SMALL_UPLOAD * 2];
+        let state = Arc::new(Mutex::new(Session::default()));
+        let fake = session_server(state.clone());
+        let (s, _) = store(&fake, None, Arc::new(ManualClock(Mutex::new(t0()))));
+        let opts = PutOptions {
+            content_type: Some("application/x-test".into()),
+            ..PutOptions::overwrite()
+        };
+        let r = s.put_stream("blobs/big", odd_stream(&data, Some(10 << 20)), opts).await;
+        assert!(matches!(r, Err(StoreError::Other(_))), "{r:?}");
+        let st = state.lock().unwrap();
+        assert!(st.chunks > 0, "a chunk was sent before the failure");
+        assert!(st.cancelled && !st.finished);
+    }
+
+    #[test]
+    fn hmac_signed_urls_follow_v4() {
+        let now = t0();
+        let signer = V4Signer::Hmac {
+            id: "GOOGACCESSID",
+            secret: "c2VjcmV0",
+        };
+        let params = vec![("response-content-disposition".to_string(), "attachment".to_string())];
+        let url = sign_v4(
+            &signer,
+            "https://storage.googleapis.com",
+            "storage.googleapis.com",
+            "/bkt/blobs/x",
+            params,
+            Duration::from_secs(3600),
+            now,
+        )
+        .unwrap();
+        let query = "X-Goog-Algorithm=GOOG4-HMAC-SHA256\
+            &X-Goog-Credential=GOOGACCESSID%2F20240506%2Fauto%2Fstorage%2Fgoog4_request\
+            &X-Goog-Date=20240506T070809Z&X-Goog-Expires=3600&X-Goog-SignedHeaders=host\
+            &response-content-disposition=attachment";
+        let (base, sig) = url.split_once("&X-Goog-Signature=").unwrap();
+        assert_eq!(base, format!("https://storage.googleapis.com/bkt/blobs/x?{query}"));
+        // The signature, derived here step by step.
+        let canonical = format!("GET\n/bkt/blobs/x\n{query}\nhost:storage.googleapis.com\n\nhost\nUNSIGNED-PAYLOAD");
+        let to_sign = format!(
+            "GOOG4-HMAC-SHA256\n20240506T070809Z\n20240506/auto/storage/goog4_request\n{}",
+            hex::encode(Sha256::digest(canonical.as_bytes()))
+        );
+        let mut k = b"GOOG4c2VjcmV0".to_vec();
+        for part in ["20240506", "auto", "storage", "goog4_request", to_sign.as_str()] {
+            k = hmac(&k, part.as_bytes()).unwrap();
+        }
+        assert_eq!(sig, hex::encode(k));
+    }
+
+    #[test]
+    fn endpoints_and_direct_urls() {
+        assert_eq!(normalize_endpoint("localhost:4443"), "http://localhost:4443");
+        assert_eq!(normalize_endpoint("https://x.example/"), "https://x.example");
+        let fake = Fake::new(|_| reply(500, ""));
+        let (s, _) = store(&fake, None, Arc::new(ManualClock(Mutex::new(t0()))));
+        assert_eq!(s.direct_url("blobs/a").as_deref(), Some("gs://bkt/blobs/a"));
+        assert_eq!(
+            s.object_url("a/b c"),
+            "https://gcs.example/storage/v1/b/bkt/o/a%2Fb%20c"
+        );
+    }
+}
