@@ -3,10 +3,7 @@
 //! checked offline against an independently built canonical request.
 
 mod common;
-// `common/mod.rs` does not declare `emulators` (yet): load it directly. Not ours to format.
-#[path = "common/emulators.rs"]
-#[rustfmt::skip]
-mod emulators;
+use common::emulators;
 
 use bytes::Bytes;
 use dss::http::ReqwestClient;
