@@ -117,3 +117,15 @@ impl HttpClient for ReqwestClient {
             .map_err(|e| HttpError::Transport(e.to_string()))
     }
 }
+
+/// Timers on tokio (the native [`crate::model::platform::Sleeper`]).
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioSleeper;
+
+#[cfg(not(target_arch = "wasm32"))]
+impl crate::model::platform::Sleeper for TokioSleeper {
+    async fn sleep(&self, d: std::time::Duration) {
+        tokio::time::sleep(d).await
+    }
+}

@@ -54,6 +54,21 @@ pub struct ServeConfig {
     /// A local JWKS file whose keys are trusted for any allowed issuer.
     #[arg(long, env = "DSS_TRUSTED_JWKS")]
     pub trusted_jwks: Option<PathBuf>,
+    /// S3 bucket of the `aws` replica (credentials, region and endpoint from the standard
+    /// AWS_* variables; AWS_ENDPOINT_URL(_S3) selects path-style S3-compatible stores).
+    /// Unset: the replica is the local directory DATA_DIR/aws.
+    #[arg(long, env = "DSS_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 checkout bucket of the `aws` replica (default: DATA_DIR/aws/checkout).
+    #[arg(long, env = "DSS_S3_CHECKOUT_BUCKET")]
+    pub s3_checkout_bucket: Option<String>,
+    /// GCS bucket of the `gcp` replica (service account from GOOGLE_APPLICATION_CREDENTIALS;
+    /// STORAGE_EMULATOR_HOST for an emulator). Unset: the replica is DATA_DIR/gcp.
+    #[arg(long, env = "DSS_GS_BUCKET")]
+    pub gs_bucket: Option<String>,
+    /// GCS checkout bucket of the `gcp` replica (default: DATA_DIR/gcp/checkout).
+    #[arg(long, env = "DSS_GS_CHECKOUT_BUCKET")]
+    pub gs_checkout_bucket: Option<String>,
     /// Comma-separated buckets that `source_url` may name (default: any the credentials can read).
     #[arg(long, env = "DSS_STAGING_BUCKETS")]
     pub staging_buckets: Option<String>,

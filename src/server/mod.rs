@@ -3,7 +3,7 @@
 
 pub mod config;
 
-use crate::api::{ApiConfig, App, Body, Replica, Sleeper};
+use crate::api::{ApiConfig, App, Body, Replica};
 use crate::auth::dev::DevIssuer;
 use crate::auth::jwks::{parse_jwks, to_jwks, KeySet};
 use crate::auth::{AuthConfig, Authenticator};
@@ -30,15 +30,7 @@ const BODY_BUDGET_KIB: usize = 128 * 1024;
 /// A client must send its request head within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Timers on tokio.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TokioSleeper;
-
-impl Sleeper for TokioSleeper {
-    async fn sleep(&self, d: Duration) {
-        tokio::time::sleep(d).await
-    }
-}
+pub use crate::http::TokioSleeper;
 
 /// The native application type.
 pub type NativeApp = App<AnyStore, ReqwestClient, TokioSleeper>;
@@ -96,8 +88,38 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
     let local = |name: &str, dir: &str| -> Result<AnyStore, StartError> {
         Ok(AnyStore::Fs(FsStore::new(name, data.join(dir), Some(signer.clone()))?))
     };
-    let aws = Replica::new("aws", local("aws", "aws/main")?, local("aws-checkout", "aws/checkout")?);
-    let gcp = Replica::new("gcp", local("gcp", "gcp/main")?, local("gcp-checkout", "gcp/checkout")?);
+    let http = ReqwestClient::new(Duration::from_secs(30)).map_err(|e| StartError::Config(e.to_string()))?;
+    let cloud = CloudStores { http: http.clone(), clock: clock.clone() };
+    let pick = |bucket: &Option<String>, open: &dyn Fn(&str) -> Result<AnyStore, StartError>, name: &str, dir: &str| {
+        match bucket {
+            Some(b) => open(b),
+            None => local(name, dir),
+        }
+    };
+    let gcs = |b: &str| cloud.gcs(b);
+    let aws = Replica::new(
+        "aws",
+        pick(&cfg.s3_bucket, &|b| cloud.s3(b), "aws", "aws/main")?,
+        pick(&cfg.s3_checkout_bucket, &|b| cloud.s3(b), "aws-checkout", "aws/checkout")?,
+    );
+    let gcp = Replica::new(
+        "gcp",
+        pick(&cfg.gs_bucket, &gcs, "gcp", "gcp/main")?,
+        pick(&cfg.gs_checkout_bucket, &gcs, "gcp-checkout", "gcp/checkout")?,
+    );
+    for (r, bucket) in [(&aws, &cfg.s3_bucket), (&gcp, &cfg.gs_bucket)] {
+        match bucket {
+            Some(b) => tracing::info!(replica = r.name, bucket = %b, "replica in the cloud"),
+            None => tracing::info!(replica = r.name, "replica in the data directory"),
+        }
+    }
+    // Staging buckets are opened per request, for the clouds whose replica is configured.
+    let (s3_on, gs_on) = (cfg.s3_bucket.is_some(), cfg.gs_bucket.is_some());
+    let bucket_store: crate::api::BucketStoreFn<AnyStore> = Box::new(move |scheme, bucket| match scheme {
+        "s3" if s3_on => cloud.s3(bucket).ok(),
+        "gs" if gs_on => cloud.gcs(bucket).ok(),
+        _ => None,
+    });
     std::fs::create_dir_all(&cfg.staging_dir)?;
     let staging_abs = std::fs::canonicalize(&cfg.staging_dir)?;
     let staging = AnyStore::Fs(FsStore::confined("staging", &staging_abs)?);
@@ -128,7 +150,6 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
         static_keys.push(pk);
         auth_cfg.dev_issuer = Some(issuer);
     }
-    let http = ReqwestClient::new(Duration::from_secs(10)).map_err(|e| StartError::Config(e.to_string()))?;
     let keys = KeySet::new(Some(http), static_keys, cfg.openid_provider.clone(), clock.clone());
     let swagger: serde_json::Value = serde_json::from_str(include_str!("../../schema/dss-api.json"))
         .map_err(|e| StartError::Config(format!("embedded OpenAPI document: {e}")))?;
@@ -162,12 +183,30 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
         clock,
         sleeper: TokioSleeper,
         swagger,
-        bucket_store: None,
+        bucket_store: Some(bucket_store),
         jobs: Some(jobs.clone()),
     };
     let app = Arc::new(app);
     jobs.start(app.clone());
     Ok(app)
+}
+
+/// Opens cloud stores with the shared HTTP client.
+#[derive(Clone)]
+struct CloudStores {
+    http: ReqwestClient,
+    clock: Arc<dyn Clock>,
+}
+
+impl CloudStores {
+    fn gcs(&self, bucket: &str) -> Result<AnyStore, StartError> {
+        let cfg = crate::storage::gcs::GcsConfig::from_env(bucket).map_err(|e| StartError::Config(format!("GCS: {e}")))?;
+        Ok(AnyStore::Gcs(crate::storage::gcs::GcsStore::new(cfg, self.http.clone(), TokioSleeper, self.clock.clone())))
+    }
+
+    fn s3(&self, bucket: &str) -> Result<AnyStore, StartError> {
+        Err(StartError::Config(format!("S3 bucket {bucket}: S3 support is not built in yet")))
+    }
 }
 
 fn split_list(s: &str) -> Vec<String> {

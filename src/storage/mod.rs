@@ -214,6 +214,9 @@ pub enum AnyStore {
     Fs(fs::FsStore),
     /// In-process memory.
     Memory(memory::MemoryStore),
+    /// Google Cloud Storage.
+    #[cfg(not(target_arch = "wasm32"))]
+    Gcs(gcs::GcsStore<crate::http::ReqwestClient, crate::http::TokioSleeper>),
 }
 
 macro_rules! dispatch {
@@ -222,6 +225,8 @@ macro_rules! dispatch {
             #[cfg(not(target_arch = "wasm32"))]
             AnyStore::Fs($s) => $e,
             AnyStore::Memory($s) => $e,
+            #[cfg(not(target_arch = "wasm32"))]
+            AnyStore::Gcs($s) => $e,
         }
     };
 }
@@ -266,6 +271,8 @@ impl Store for AnyStore {
             #[cfg(not(target_arch = "wasm32"))]
             (AnyStore::Fs(d), AnyStore::Fs(s)) => d.copy_from(s, src_key, dst_key, opts).await,
             (AnyStore::Memory(d), AnyStore::Memory(s)) => d.copy_from(s, src_key, dst_key, opts).await,
+            #[cfg(not(target_arch = "wasm32"))]
+            (AnyStore::Gcs(d), AnyStore::Gcs(s)) => d.copy_from(s, src_key, dst_key, opts).await,
             // Different backends: stream the bytes through. (Unreachable where only one
             // backend is compiled in.)
             #[allow(unreachable_patterns)]
