@@ -21,10 +21,15 @@ fn gcs(emu: &Emulator, bucket: &str) -> GcsStore<dss::http::ReqwestClient, dss::
 }
 
 fn tags(c: &dss::model::Checksums) -> BTreeMap<String, String> {
-    [("hca-dss-sha256", &c.sha256), ("hca-dss-sha1", &c.sha1), ("hca-dss-s3_etag", &c.s3_etag), ("hca-dss-crc32c", &c.crc32c)]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
+    [
+        ("hca-dss-sha256", &c.sha256),
+        ("hca-dss-sha1", &c.sha1),
+        ("hca-dss-s3_etag", &c.s3_etag),
+        ("hca-dss-crc32c", &c.crc32c),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.clone()))
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,7 +50,11 @@ async fn gcp_replica_on_gcs() {
     let main = gcs(&emu, "dss-gs-main");
     let data = std::fs::read(fixtures().join("example_bundle/donor_organism_0.json")).unwrap();
     let c = dss::model::checksum::checksums_of(&data);
-    let opts = PutOptions { if_absent: false, content_type: Some("application/json".into()), metadata: tags(&c) };
+    let opts = PutOptions {
+        if_absent: false,
+        content_type: Some("application/json".into()),
+        metadata: tags(&c),
+    };
     staging.put("up/donor.json", data.clone().into(), opts).await.unwrap();
 
     let u = uuid::Uuid::new_v4().to_string();
@@ -56,7 +65,10 @@ async fn gcp_replica_on_gcs() {
     let meta: serde_json::Value = serde_json::from_slice(&main.get(&format!("files/{u}.{V1}")).await.unwrap()).unwrap();
     assert_eq!(meta["sha256"], c.sha256.as_str());
     assert_eq!(meta["content-type"], "application/json");
-    assert_eq!(env.put_file(&u, V1, "gs://gs-staging/up/donor.json", None).await.status, 200);
+    assert_eq!(
+        env.put_file(&u, V1, "gs://gs-staging/up/donor.json", None).await.status,
+        200
+    );
 
     // Downloads: 302 to the bucket, with the X-DSS headers; direct URLs name the bucket.
     let g = env.get(&format!("/v1/files/{u}?replica=gcp")).await;
@@ -68,44 +80,100 @@ async fn gcp_replica_on_gcs() {
     assert_eq!(sha256_hex(&body), c.sha256);
     let d = env.get(&format!("/v1/files/{u}?replica=gcp&directurl=true")).await;
     assert_eq!(d.status, 302);
-    assert_eq!(d.header("location"), Some(format!("gs://dss-gs-main/{}", c.blob_key()).as_str()));
+    assert_eq!(
+        d.header("location"),
+        Some(format!("gs://dss-gs-main/{}", c.blob_key()).as_str())
+    );
     // The file is in gcp, not aws.
-    env.get(&format!("/v1/files/{u}?replica=aws")).await.expect_error(404, "not_found");
+    env.get(&format!("/v1/files/{u}?replica=aws"))
+        .await
+        .expect_error(404, "not_found");
 
     // A bundle in the gcp replica.
     let b = uuid::Uuid::new_v4().to_string();
     let body = serde_json::json!({"files": [{"uuid": u, "version": V1, "name": "donor.json", "indexed": true}], "creator_uid": 1});
-    let r = env.req("PUT", &format!("/v1/bundles/{b}?version={V2}&replica=gcp"), Some(&env.user()), &body.to_string(), &[]).await;
+    let r = env
+        .req(
+            "PUT",
+            &format!("/v1/bundles/{b}?version={V2}&replica=gcp"),
+            Some(&env.user()),
+            &body.to_string(),
+            &[],
+        )
+        .await;
     assert_eq!(r.status, 201);
     let g = env.get(&format!("/v1/bundles/{b}?replica=gcp&directurls=true")).await;
     assert_eq!(g.status, 200);
-    assert_eq!(g.json()["bundle"]["files"][0]["url"], format!("gs://dss-gs-main/{}", c.blob_key()));
+    assert_eq!(
+        g.json()["bundle"]["files"][0]["url"],
+        format!("gs://dss-gs-main/{}", c.blob_key())
+    );
     assert!(main.head(&format!("bundles/{b}.{V2}")).await.is_ok());
 
     // Staging checksum problems: missing, malformed, and bytes that do not match.
     let put_staged = |key: &'static str, md: BTreeMap<String, String>| {
         let staging = &staging;
         async move {
-            let opts = PutOptions { if_absent: false, content_type: None, metadata: md };
-            staging.put(key, bytes::Bytes::from_static(b"some staged bytes"), opts).await.unwrap();
+            let opts = PutOptions {
+                if_absent: false,
+                content_type: None,
+                metadata: md,
+            };
+            staging
+                .put(key, bytes::Bytes::from_static(b"some staged bytes"), opts)
+                .await
+                .unwrap();
         }
     };
     put_staged("bad/none", BTreeMap::new()).await;
-    env.put_file(&uuid::Uuid::new_v4().to_string(), V1, "gs://gs-staging/bad/none", None).await.expect_error(422, "missing_checksum");
+    env.put_file(&uuid::Uuid::new_v4().to_string(), V1, "gs://gs-staging/bad/none", None)
+        .await
+        .expect_error(422, "missing_checksum");
     let mut malformed = tags(&c);
     malformed.insert("hca-dss-crc32c".into(), "xyz".into());
     put_staged("bad/malformed", malformed).await;
-    env.put_file(&uuid::Uuid::new_v4().to_string(), V1, "gs://gs-staging/bad/malformed", None).await.expect_error(422, "invalid_checksum");
+    env.put_file(
+        &uuid::Uuid::new_v4().to_string(),
+        V1,
+        "gs://gs-staging/bad/malformed",
+        None,
+    )
+    .await
+    .expect_error(422, "invalid_checksum");
     let lie = dss::model::checksum::checksums_of(b"other bytes");
     put_staged("bad/lie", tags(&lie)).await;
     let liar = uuid::Uuid::new_v4().to_string();
-    env.put_file(&liar, V1, "gs://gs-staging/bad/lie", None).await.expect_error(422, "checksum_mismatch");
-    assert!(main.head(&lie.blob_key()).await.is_err(), "the unverified blob was removed");
-    assert!(main.head(&format!("files/{liar}.{V1}")).await.is_err(), "no metadata for it");
-    env.put_file(&uuid::Uuid::new_v4().to_string(), V1, "gs://gs-staging/nothing/here", None).await.expect_error(400, "illegal_source_url");
-    env.put_file(&uuid::Uuid::new_v4().to_string(), V1, "gs://not-staging/x", None).await.expect_error(400, "illegal_source_url");
+    env.put_file(&liar, V1, "gs://gs-staging/bad/lie", None)
+        .await
+        .expect_error(422, "checksum_mismatch");
+    assert!(
+        main.head(&lie.blob_key()).await.is_err(),
+        "the unverified blob was removed"
+    );
+    assert!(
+        main.head(&format!("files/{liar}.{V1}")).await.is_err(),
+        "no metadata for it"
+    );
+    env.put_file(
+        &uuid::Uuid::new_v4().to_string(),
+        V1,
+        "gs://gs-staging/nothing/here",
+        None,
+    )
+    .await
+    .expect_error(400, "illegal_source_url");
+    env.put_file(&uuid::Uuid::new_v4().to_string(), V1, "gs://not-staging/x", None)
+        .await
+        .expect_error(400, "illegal_source_url");
     // The aws replica is still local here: s3 sources are refused clearly.
-    env.put_file(&uuid::Uuid::new_v4().to_string(), V1, "s3://gs-staging/up/donor.json", None).await.expect_error(400, "illegal_source_url");
+    env.put_file(
+        &uuid::Uuid::new_v4().to_string(),
+        V1,
+        "s3://gs-staging/up/donor.json",
+        None,
+    )
+    .await
+    .expect_error(400, "illegal_source_url");
 
     // The store goes away: a read that needs it answers 503 with Retry-After, promptly.
     drop(emu);

@@ -2,9 +2,7 @@
 //! (presigned URLs, multipart uploads and copies, tags, retries, SigV4 checked by moto's IAM).
 
 mod common;
-// tests/common/mod.rs does not declare `pub mod emulators;` (yet): include it directly.
-#[path = "common/emulators.rs"]
-mod emulators;
+use common::emulators;
 
 use bytes::Bytes;
 use dss::http::{HttpClient, HttpError, ReqBody, ReqwestClient};

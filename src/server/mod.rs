@@ -89,7 +89,10 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
         Ok(AnyStore::Fs(FsStore::new(name, data.join(dir), Some(signer.clone()))?))
     };
     let http = ReqwestClient::new(Duration::from_secs(30)).map_err(|e| StartError::Config(e.to_string()))?;
-    let cloud = CloudStores { http: http.clone(), clock: clock.clone() };
+    let cloud = CloudStores {
+        http: http.clone(),
+        clock: clock.clone(),
+    };
     let pick = |bucket: &Option<String>, open: &dyn Fn(&str) -> Result<AnyStore, StartError>, name: &str, dir: &str| {
         match bucket {
             Some(b) => open(b),
@@ -100,7 +103,12 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
     let aws = Replica::new(
         "aws",
         pick(&cfg.s3_bucket, &|b| cloud.s3(b), "aws", "aws/main")?,
-        pick(&cfg.s3_checkout_bucket, &|b| cloud.s3(b), "aws-checkout", "aws/checkout")?,
+        pick(
+            &cfg.s3_checkout_bucket,
+            &|b| cloud.s3(b),
+            "aws-checkout",
+            "aws/checkout",
+        )?,
     );
     let gcp = Replica::new(
         "gcp",
@@ -200,12 +208,24 @@ struct CloudStores {
 
 impl CloudStores {
     fn gcs(&self, bucket: &str) -> Result<AnyStore, StartError> {
-        let cfg = crate::storage::gcs::GcsConfig::from_env(bucket).map_err(|e| StartError::Config(format!("GCS: {e}")))?;
-        Ok(AnyStore::Gcs(crate::storage::gcs::GcsStore::new(cfg, self.http.clone(), TokioSleeper, self.clock.clone())))
+        let cfg =
+            crate::storage::gcs::GcsConfig::from_env(bucket).map_err(|e| StartError::Config(format!("GCS: {e}")))?;
+        Ok(AnyStore::Gcs(Box::new(crate::storage::gcs::GcsStore::new(
+            cfg,
+            self.http.clone(),
+            TokioSleeper,
+            self.clock.clone(),
+        ))))
     }
 
     fn s3(&self, bucket: &str) -> Result<AnyStore, StartError> {
-        Err(StartError::Config(format!("S3 bucket {bucket}: S3 support is not built in yet")))
+        let cfg = crate::storage::s3::S3Config::from_env(bucket).map_err(|e| StartError::Config(format!("S3: {e}")))?;
+        Ok(AnyStore::S3(Box::new(crate::storage::s3::S3Store::new(
+            cfg,
+            self.http.clone(),
+            TokioSleeper,
+            self.clock.clone(),
+        ))))
     }
 }
 

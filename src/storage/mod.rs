@@ -216,7 +216,10 @@ pub enum AnyStore {
     Memory(memory::MemoryStore),
     /// Google Cloud Storage.
     #[cfg(not(target_arch = "wasm32"))]
-    Gcs(gcs::GcsStore<crate::http::ReqwestClient, crate::http::TokioSleeper>),
+    Gcs(Box<gcs::GcsStore<crate::http::ReqwestClient, crate::http::TokioSleeper>>),
+    /// Amazon S3 or an S3-compatible store.
+    #[cfg(not(target_arch = "wasm32"))]
+    S3(Box<s3::S3Store<crate::http::ReqwestClient, crate::http::TokioSleeper>>),
 }
 
 macro_rules! dispatch {
@@ -227,6 +230,8 @@ macro_rules! dispatch {
             AnyStore::Memory($s) => $e,
             #[cfg(not(target_arch = "wasm32"))]
             AnyStore::Gcs($s) => $e,
+            #[cfg(not(target_arch = "wasm32"))]
+            AnyStore::S3($s) => $e,
         }
     };
 }
@@ -273,6 +278,8 @@ impl Store for AnyStore {
             (AnyStore::Memory(d), AnyStore::Memory(s)) => d.copy_from(s, src_key, dst_key, opts).await,
             #[cfg(not(target_arch = "wasm32"))]
             (AnyStore::Gcs(d), AnyStore::Gcs(s)) => d.copy_from(s, src_key, dst_key, opts).await,
+            #[cfg(not(target_arch = "wasm32"))]
+            (AnyStore::S3(d), AnyStore::S3(s)) => d.copy_from(s, src_key, dst_key, opts).await,
             // Different backends: stream the bytes through. (Unreachable where only one
             // backend is compiled in.)
             #[allow(unreachable_patterns)]
