@@ -35,6 +35,7 @@ fn start() -> Server {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("DSS_DATA_DIR", data.path())
         .env("ADMIN_USER_EMAILS", "admin@example.org")
+        .env("RUST_LOG", "warn")
         .env_remove("DSS_READ_ONLY_MODE")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

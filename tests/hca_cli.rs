@@ -1,0 +1,329 @@
+//! The unmodified `hca` CLI (hca==7.0.1) against the real `dss` binary, with moto as S3
+//! and fake-gcs-server as GCS: upload from an S3 staging bucket (including a file over
+//! 64 MiB, ingested in the background), get-bundle, get-bundles-all, download, and a
+//! download from a bundle in the gcp replica. Every downloaded byte is compared.
+
+mod common;
+use common::emulators::{fake_gcs, moto, Emulator};
+use common::{fixtures, sha256_hex};
+use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const SA_DOMAIN: &str = "dss-test.iam.gserviceaccount.com";
+
+fn hca_bin() -> PathBuf {
+    let venv = std::env::var_os("DSS_TEST_HCA_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-hca"));
+    let bin = venv.join("bin/hca");
+    assert!(
+        bin.exists(),
+        "{} not found: run scripts/test (it installs hca==7.0.1 into .venv-hca)",
+        bin.display()
+    );
+    bin
+}
+
+struct Server {
+    child: Child,
+    _stdout: BufReader<std::process::ChildStdout>,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn s3_env(cmd: &mut Command, s3: &Emulator) {
+    cmd.env("AWS_ENDPOINT_URL", &s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env_remove("AWS_ENDPOINT_URL_S3")
+        .env_remove("AWS_SESSION_TOKEN");
+}
+
+fn start_dss(data: &Path, s3: &Emulator, gcs: &Emulator, jwks: &Path) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dss"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DSS_DATA_DIR", data)
+        .env("DSS_S3_BUCKET", "dss-main")
+        .env("DSS_S3_CHECKOUT_BUCKET", "dss-checkout")
+        .env("DSS_GS_BUCKET", "dss-gs-main")
+        .env("DSS_GS_CHECKOUT_BUCKET", "dss-gs-checkout")
+        .env("STORAGE_EMULATOR_HOST", &gcs.endpoint)
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env("DSS_TRUSTED_JWKS", jwks)
+        .env("DSS_AUTHORIZED_DOMAINS", SA_DOMAIN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    s3_env(&mut cmd, s3);
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("listening on"), "startup: {first:?}");
+    Server {
+        child,
+        _stdout: stdout,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// A self-made Google service-account key (what `hca` signs its tokens with), and the
+/// JWKS the server is told to trust for it.
+fn service_account(dir: &Path) -> (PathBuf, PathBuf, rsa::RsaPrivateKey) {
+    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+    let email = format!("uploader@{SA_DOMAIN}");
+    let sa = json!({
+        "type": "service_account",
+        "project_id": "dss-test",
+        "private_key_id": "sa-key-1",
+        "private_key": key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+        "client_email": email,
+        "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    });
+    let sa_path = dir.join("sa.json");
+    std::fs::write(&sa_path, sa.to_string()).unwrap();
+    let jwks = dss::auth::jwks::to_jwks(&[dss::auth::jwks::NamedKey {
+        kid: Some("sa-key-1".into()),
+        key: key.to_public_key(),
+    }]);
+    let jwks_path = dir.join("jwks.json");
+    std::fs::write(&jwks_path, jwks.to_string()).unwrap();
+    (sa_path, jwks_path, key)
+}
+
+/// The CLI calls `https://{host}{basePath}` for a Swagger 2.0 document; give it a local
+/// copy of the server's spec that also names the plain-http server (see hca-cli notes).
+fn hca_config(dir: &Path, server: &Server) -> PathBuf {
+    let spec_text = reqwest::blocking::get(format!("{}/v1/swagger.json", server.url))
+        .unwrap()
+        .text()
+        .unwrap();
+    let mut spec: Value = serde_json::from_str(&spec_text).unwrap();
+    spec["openapi"] = json!("3.0.0");
+    spec["servers"] = json!([{"url": format!("{}/v1", server.url)}]);
+    let spec_path = dir.join("spec.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let swagger_url = format!("{}/v1/swagger.json", server.url);
+    let cfg = json!({
+        "swagger_filename": spec_path,
+        "DSSClient": {"swagger_url": swagger_url},
+        "AuthClient": {"swagger_url": swagger_url},
+        "application_secrets": {"installed": {"client_id": "t", "client_secret": "x",
+            "auth_uri": format!("{}/authorize", server.url), "token_uri": format!("{}/oauth/token", server.url)}},
+    });
+    let path = dir.join("hca-config.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    path
+}
+
+struct Hca<'a> {
+    config: PathBuf,
+    xdg: PathBuf,
+    sa: PathBuf,
+    s3: &'a Emulator,
+}
+
+impl Hca<'_> {
+    fn run(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new(hca_bin());
+        cmd.args(args)
+            .env("HCA_CONFIG_FILE", &self.config)
+            .env("XDG_CONFIG_HOME", &self.xdg)
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &self.sa)
+            .env("OAUTHLIB_INSECURE_TRANSPORT", "1")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("HTTP_PROXY");
+        s3_env(&mut cmd, self.s3);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "hca {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn files_under(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in walk(dir) {
+        out.insert(
+            e.file_name().unwrap().to_string_lossy().to_string(),
+            sha256_hex(&std::fs::read(&e).unwrap()),
+        );
+    }
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn hca_cli_upload_and_download() {
+    let s3 = moto();
+    let gcs = fake_gcs();
+    let tmp = tempfile::tempdir().unwrap();
+    let (sa, jwks, _) = service_account(tmp.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for b in ["dss-main", "dss-checkout", "staging"] {
+            common::cloud::s3_store(&s3, b).create_bucket().await.unwrap();
+        }
+        for b in ["dss-gs-main", "dss-gs-checkout", "gs-staging"] {
+            common::cloud::gcs_store(&gcs, b).create_bucket().await.unwrap();
+        }
+    });
+    let server = start_dss(&tmp.path().join("data"), &s3, &gcs, &jwks);
+    let xdg = tmp.path().join("xdg");
+    std::fs::create_dir_all(&xdg).unwrap();
+    let hca = Hca {
+        config: hca_config(tmp.path(), &server),
+        xdg,
+        sa,
+        s3: &s3,
+    };
+
+    // The example bundle plus one file over 64 MiB (a background ingest the CLI waits for).
+    let src = tmp.path().join("bundle");
+    common::copy_tree(&fixtures().join("example_bundle"), &src);
+    let big: Vec<u8> = (0..(64 * 1024 * 1024 + 4096))
+        .map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(src.join("reads.fastq"), &big).unwrap();
+    let expected = files_under(&src);
+
+    let out = hca.run(&[
+        "dss",
+        "upload",
+        "--replica",
+        "aws",
+        "--staging-bucket",
+        "staging",
+        "--src-dir",
+        src.to_str().unwrap(),
+    ]);
+    let uploaded: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("upload output ({e}): {out}"));
+    let bundle_uuid = uploaded["bundle_uuid"].as_str().unwrap().to_string();
+    assert_eq!(uploaded["files"].as_array().unwrap().len(), expected.len());
+
+    let got: Value =
+        serde_json::from_str(&hca.run(&["dss", "get-bundle", "--replica", "aws", "--uuid", &bundle_uuid])).unwrap();
+    let manifest_files = got["bundle"]["files"].as_array().unwrap();
+    assert_eq!(manifest_files.len(), expected.len());
+    for f in manifest_files {
+        assert_eq!(
+            f["sha256"].as_str().unwrap(),
+            expected[f["name"].as_str().unwrap()],
+            "{}",
+            f["name"]
+        );
+    }
+    let all: Value = serde_json::from_str(&hca.run(&["dss", "get-bundles-all", "--replica", "aws"])).unwrap();
+    assert!(
+        all["bundles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["uuid"] == bundle_uuid.as_str()),
+        "{all}"
+    );
+
+    let out_dir = tmp.path().join("download");
+    hca.run(&[
+        "dss",
+        "download",
+        "--replica",
+        "aws",
+        "--bundle-uuid",
+        &bundle_uuid,
+        "--download-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    // The CLI also keeps a cache of blobs named by checksum beside the named files.
+    let got = files_under(&out_dir);
+    for (name, sha) in &expected {
+        assert_eq!(got.get(name), Some(sha), "{name} downloaded byte for byte");
+    }
+
+    // The gcp replica: a file staged in GCS, ingested through the API, bundled, downloaded.
+    let data = std::fs::read(fixtures().join("example_bundle/project_0.json")).unwrap();
+    let c = dss::model::checksum::checksums_of(&data);
+    rt.block_on(async {
+        use dss::storage::Store;
+        let mut md = BTreeMap::new();
+        md.insert("hca-dss-sha256".to_string(), c.sha256.clone());
+        md.insert("hca-dss-sha1".to_string(), c.sha1.clone());
+        md.insert("hca-dss-s3_etag".to_string(), c.s3_etag.clone());
+        md.insert("hca-dss-crc32c".to_string(), c.crc32c.clone());
+        let opts = dss::storage::PutOptions {
+            if_absent: false,
+            content_type: Some("application/json".into()),
+            metadata: md,
+        };
+        common::cloud::gcs_store(&gcs, "gs-staging")
+            .put("up/project_0.json", data.clone().into(), opts)
+            .await
+            .unwrap();
+    });
+    let token = common::cloud::sa_token(&tmp.path().join("sa.json"));
+    let http = reqwest::blocking::Client::new();
+    let fu = uuid::Uuid::new_v4().to_string();
+    let v = "2024-05-01T000000.000000Z";
+    let r = http
+        .put(format!("{}/v1/files/{fu}?version={v}", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"source_url": "gs://gs-staging/up/project_0.json", "creator_uid": 0}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    let gb = uuid::Uuid::new_v4().to_string();
+    let r = http
+        .put(format!("{}/v1/bundles/{gb}?version={v}&replica=gcp", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"creator_uid": 0, "files": [{"uuid": fu, "version": v, "name": "project_0.json", "indexed": true}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let gcp_dir = tmp.path().join("download-gcp");
+    hca.run(&[
+        "dss",
+        "download",
+        "--replica",
+        "gcp",
+        "--bundle-uuid",
+        &gb,
+        "--download-dir",
+        gcp_dir.to_str().unwrap(),
+    ]);
+    let got = files_under(&gcp_dir);
+    assert_eq!(got.get("project_0.json"), Some(&c.sha256));
+    drop(server);
+}
