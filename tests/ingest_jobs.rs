@@ -80,6 +80,28 @@ async fn a_failed_background_ingest_is_reported() {
     // Nothing was published and no bad blob is left.
     assert!(!env.main_dir("aws").join(format!("files/{u}.{V1}")).exists());
     assert!(!env.main_dir("aws").join(c.blob_key()).exists());
+    // The failure belongs to that replica only.
+    env.req(
+        "HEAD",
+        &format!("/v1/files/{u}?replica=gcp&version={V1}"),
+        None,
+        "",
+        &[],
+    )
+    .await;
+    env.get(&format!("/v1/files/{u}?replica=gcp&version={V1}"))
+        .await
+        .expect_error(404, "not_found");
+    // Fixed and submitted again: the old failure is forgotten (404 while it runs), then 200.
+    let good = dss::model::checksum::checksums_of(&data);
+    let md = serde_json::json!({"metadata": {"hca-dss-sha256": good.sha256, "hca-dss-sha1": good.sha1, "hca-dss-s3_etag": good.s3_etag, "hca-dss-crc32c": good.crc32c}});
+    std::fs::write(
+        env.cfg.staging_dir.join(".dss-meta").join(format!("{key}.json")),
+        md.to_string(),
+    )
+    .unwrap();
+    assert_eq!(env.put_file(&u, V1, &src, None).await.status, 202);
+    assert_eq!(wait_for_head(&env, &u, V1).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,6 +91,25 @@ async fn aws_replica_on_s3() {
         .expect_error(422, "checksum_mismatch");
     assert!(main.head(&wrong.blob_key()).await.is_err());
     assert!(main.head(&format!("files/{liar}.{V1}")).await.is_err());
+    // Bytes of the right size that claim to be an existing file's: refused, and the good
+    // blob at that content address is left exactly as it was.
+    let mut forged = data.clone();
+    forged[0] ^= 0xff;
+    staging
+        .put("u3/forged", forged.into(), PutOptions::overwrite())
+        .await
+        .unwrap();
+    staging.put_tags("u3/forged", &tags(&c)).await.unwrap();
+    env.put_file(&uuid::Uuid::new_v4().to_string(), V1, "s3://staging/u3/forged", None)
+        .await
+        .expect_error(422, "checksum_mismatch");
+    assert_eq!(
+        &main.get(&c.blob_key()).await.unwrap()[..],
+        &data[..],
+        "the verified blob is untouched"
+    );
+    // Copies wait under incoming/ while they are verified; none is left behind.
+    assert!(dss::storage::list_all(&main, "incoming/").await.unwrap().is_empty());
     // A missing staging object is named in a 400.
     let r = env
         .put_file(&uuid::Uuid::new_v4().to_string(), V1, "s3://staging/nope", None)

@@ -82,6 +82,16 @@ pub enum ApiError {
     /// 500 `unhandled_exception`.
     #[error("{0}")]
     Internal(String),
+    /// An error recorded earlier (a background job's), answered again as it was.
+    #[error("{title}")]
+    Recorded {
+        /// Its status.
+        status: u16,
+        /// Its code.
+        code: String,
+        /// Its message.
+        title: String,
+    },
 }
 
 impl From<StoreError> for ApiError {
@@ -118,11 +128,12 @@ impl ApiError {
             Auth(AuthError::KeysUnavailable(_)) | ReadOnly | Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Auth(_) => StatusCode::UNAUTHORIZED,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Recorded { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
 
     /// The DSS error `code`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         use ApiError::*;
         match self {
             IllegalArguments(_) => "illegal_arguments",
@@ -152,6 +163,7 @@ impl ApiError {
             ReadOnly => "read_only",
             Unavailable(_) => "service_unavailable",
             Internal(_) => "unhandled_exception",
+            Recorded { code, .. } => code,
         }
     }
 

@@ -142,9 +142,13 @@ async fn find_file<S: Store, H: HttpClient, T: Sleeper>(
         Err(ApiError::NotFound(m)) => {
             let failure = version
                 .zip(app.jobs.as_ref())
-                .and_then(|(v, jobs)| jobs.ingest_failure(uuid, v));
+                .and_then(|(v, jobs)| jobs.ingest_failure(replica.name, uuid, v));
             Err(match failure {
-                Some(reason) => ApiError::ChecksumMismatch(format!("the ingest of this file failed: {reason}")),
+                Some(f) => ApiError::Recorded {
+                    status: f.status,
+                    code: f.code,
+                    title: format!("the ingest of this file failed: {}", f.title),
+                },
                 None => ApiError::NotFound(m),
             })
         }

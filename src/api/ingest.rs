@@ -36,9 +36,9 @@ impl SourceUrl {
         match scheme {
             "s3" | "gs" => {
                 let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-                if bucket.is_empty() || key.is_empty() || crate::storage::check_key(key).is_err() {
+                if !valid_bucket_name(bucket) || key.is_empty() || crate::storage::check_key(key).is_err() {
                     return Err(ApiError::IllegalSourceUrl(format!(
-                        "source_url {url} must be {scheme}://bucket/key"
+                        "source_url {url} must be {scheme}://bucket/key with a valid bucket name"
                     )));
                 }
                 Ok(SourceUrl {
@@ -82,6 +82,21 @@ impl SourceUrl {
             _ => None,
         }
     }
+}
+
+/// S3 and GCS bucket naming: 3 to 63 characters (GCS allows up to 222 with dots) of
+/// lowercase letters, digits, `-`, `_` and `.`, starting and ending with a letter or
+/// digit. Anything else could steer the request to another host, so it is refused.
+pub fn valid_bucket_name(b: &str) -> bool {
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    (3..=222).contains(&b.len())
+        && (b.len() <= 63 || b.contains('.'))
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_' | b'.'))
+        && edge_ok(b.chars().next())
+        && edge_ok(b.chars().last())
+        && !b.contains("..")
+        && b.parse::<std::net::Ipv4Addr>().is_err()
 }
 
 impl std::fmt::Display for SourceUrl {
@@ -130,8 +145,30 @@ impl IngestJob {
 pub trait JobSink: crate::model::MaybeSend + crate::model::MaybeSync {
     /// Record `job` durably and start it.
     fn submit_ingest(&self, job: IngestJob) -> Result<(), String>;
-    /// Why the ingest of `files/{uuid}.{version}` failed for good, if it did.
-    fn ingest_failure(&self, uuid: &str, version: &str) -> Option<String>;
+    /// How the latest ingest of `files/{uuid}.{version}` into `replica` failed for good,
+    /// if it did (cleared when that file is submitted again).
+    fn ingest_failure(&self, replica: &str, uuid: &str, version: &str) -> Option<JobFailure>;
+}
+
+/// The error a background ingest ended with, kept to answer `HEAD`/`GET` for its file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFailure {
+    /// HTTP status of the error.
+    pub status: u16,
+    /// DSS error code.
+    pub code: String,
+    /// Message.
+    pub title: String,
+}
+
+impl From<&ApiError> for JobFailure {
+    fn from(e: &ApiError) -> Self {
+        JobFailure {
+            status: e.status().as_u16(),
+            code: e.code().to_string(),
+            title: e.to_string(),
+        }
+    }
 }
 
 /// Stream `key` of `store` through a checksum hasher.
@@ -168,31 +205,45 @@ async fn copy_streamed<S: Store>(
     }
 }
 
-/// Server-side copy (S3 CopyObject, GCS rewrite), then one streaming pass over the
-/// stored blob to verify it; a blob that does not match is removed again.
+/// Where a server-side copy waits to be verified before it may take its content address.
+pub const INCOMING_PREFIX: &str = "incoming/";
+
+/// Server-side copy (S3 CopyObject, GCS rewrite) to a temporary key, one streaming pass
+/// over it to verify all four checksums, then a create-only server-side copy to the
+/// content address. Only verified bytes ever sit at a blob key, so "a blob is there"
+/// always means "these bytes were checked", and a bad copy never disturbs a good blob.
 async fn copy_server_side<S: Store>(
     src: &S,
     key: &str,
     dst: &S,
     blob_key: &str,
     expected: &Checksums,
+    task_id: &str,
 ) -> Result<(), ApiError> {
-    match dst.copy_from(src, key, blob_key, PutOptions::if_absent()).await {
+    let incoming = format!("{INCOMING_PREFIX}{task_id}");
+    match dst.copy_from(src, key, &incoming, PutOptions::overwrite()).await {
         Ok(()) => {}
-        // Content-addressed: whoever wrote it first wrote these bytes (and verified them).
-        Err(StoreError::AlreadyExists(_)) => return Ok(()),
         Err(StoreError::NotFound(_)) => return Err(ApiError::IllegalSourceUrl(format!("object {key} does not exist"))),
         Err(e) => return Err(e.into()),
     }
-    let (got, _) = checksum_object(dst, blob_key).await?;
-    if &got != expected {
-        let _ = dst.delete(blob_key).await;
-        return Err(ApiError::ChecksumMismatch(format!(
+    let verdict = match checksum_object(dst, &incoming).await {
+        Ok((got, _)) if &got == expected => Ok(()),
+        Ok((got, _)) => Err(ApiError::ChecksumMismatch(format!(
             "the bytes of {key} do not match the checksums given for them (sha256 {} expected, {} found)",
             expected.sha256, got.sha256
-        )));
-    }
-    Ok(())
+        ))),
+        Err(e) => Err(e),
+    };
+    let published = match verdict {
+        Ok(()) => match dst.copy_from(dst, &incoming, blob_key, PutOptions::if_absent()).await {
+            // Content-addressed: an existing blob holds these very (verified) bytes.
+            Ok(()) | Err(StoreError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e),
+    };
+    let _ = dst.delete(&incoming).await;
+    published
 }
 
 /// Run an ingest to the end: blob, verification, metadata. Idempotent: a job that
@@ -209,12 +260,14 @@ pub async fn ingest<S: Store, H: HttpClient, T: Sleeper>(
         None => (checksum_object(src, &job.source.key).await?.0, true),
     };
     let blob_key = expected.blob_key();
+    // Every object at a blob key was verified before it got there, so one that exists
+    // (with the right size) need not be copied again.
     let present = matches!(replica.main.head(&blob_key).await, Ok(m) if m.size == job.size);
     if !present {
         if computed_here || job.source.scheme == "file" {
             copy_streamed(src, &job.source.key, &replica.main, &blob_key, &expected, job.size).await?;
         } else {
-            copy_server_side(src, &job.source.key, &replica.main, &blob_key, &expected).await?;
+            copy_server_side(src, &job.source.key, &replica.main, &blob_key, &expected, &job.task_id).await?;
         }
     }
     let meta = FileMetadata::new(job.creator_uid, &job.version, &job.content_type, job.size, &expected);
@@ -292,10 +345,22 @@ mod tests {
             ("bucket", "some/key.json", Some("aws"))
         );
         assert_eq!(
-            SourceUrl::parse("gs://b/k", dir).unwrap().implied_replica(),
+            SourceUrl::parse("gs://bucket/k", dir).unwrap().implied_replica(),
             Some("gcp")
         );
-        for bad in ["s3://bucket", "s3://bucket/", "s3:///key", "gs://b/a/../k"] {
+        for bad in [
+            "s3://bucket",
+            "s3://bucket/",
+            "s3:///key",
+            "gs://bb/a/../k",
+            "s3://localhost:9000#/key",
+            "s3://2852039166?/k",
+            "s3://169.254.169.254/k",
+            "s3://Bucket/k",
+            "s3://a@b.c/k",
+            "gs://ab/k",
+            "s3://-bucket/k",
+        ] {
             assert!(
                 matches!(SourceUrl::parse(bad, dir), Err(ApiError::IllegalSourceUrl(_))),
                 "{bad}"

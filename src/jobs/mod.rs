@@ -5,7 +5,7 @@
 //! complete or fail. A deployment with several backends can swap the directory for a
 //! shared queue without touching the jobs themselves, which are idempotent.
 
-use crate::api::ingest::{ingest, IngestJob, JobSink};
+use crate::api::ingest::{ingest, IngestJob, JobFailure, JobSink};
 use crate::api::ApiError;
 use crate::server::NativeApp;
 use std::collections::HashMap;
@@ -20,12 +20,12 @@ const CONCURRENCY: usize = 4;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Job records under `{dir}/pending/{task_id}.json` (to run) and
-/// `{dir}/failed/{uuid}.{version}.json` (ended in an error a retry cannot fix).
+/// `{dir}/failed/{replica}.{uuid}.{version}.json` (ended in an error a retry cannot fix).
 pub struct FsJobs {
     dir: PathBuf,
     tx: mpsc::UnboundedSender<IngestJob>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<IngestJob>>>,
-    failures: Mutex<HashMap<String, String>>,
+    failures: Mutex<HashMap<String, JobFailure>>,
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -49,8 +49,15 @@ impl FsJobs {
         let mut failures = HashMap::new();
         for e in std::fs::read_dir(dir.join("failed"))? {
             let p = e?.path();
-            if let (Some(stem), Ok(text)) = (p.file_stem().and_then(|s| s.to_str()), std::fs::read_to_string(&p)) {
-                failures.insert(stem.to_string(), text);
+            let stem = p.file_stem().and_then(|s| s.to_str()).map(str::to_string);
+            let record = std::fs::read(&p)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<JobFailure>(&b).ok());
+            match (stem, record) {
+                (Some(stem), Some(f)) => {
+                    failures.insert(stem, f);
+                }
+                _ => tracing::error!(path = %p.display(), "unreadable job failure record ignored"),
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
@@ -72,9 +79,18 @@ impl FsJobs {
             return Vec::new();
         };
         rd.filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| std::fs::read(e.path()).ok())
-            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter_map(
+                |p| match std::fs::read(&p).map(|b| serde_json::from_slice::<IngestJob>(&b)) {
+                    Ok(Ok(job)) => Some(job),
+                    // Never dropped silently: an operator must see a job that cannot run.
+                    other => {
+                        tracing::error!(path = %p.display(), "unreadable job record left in place: {other:?}");
+                        None
+                    }
+                },
+            )
             .collect()
     }
 
@@ -84,16 +100,21 @@ impl FsJobs {
         }
     }
 
+    fn failure_name(replica: &str, uuid: &str, version: &str) -> String {
+        format!("{replica}.{uuid}.{version}")
+    }
+
     fn fail(&self, job: &IngestJob, err: &ApiError) {
-        let name = format!("{}.{}", job.uuid, job.version);
-        let text = err.to_string();
-        if let Err(e) = write_atomic(&self.dir.join("failed").join(format!("{name}.json")), text.as_bytes()) {
+        let name = Self::failure_name(&job.replica, &job.uuid, &job.version);
+        let failure = JobFailure::from(err);
+        let body = serde_json::to_vec(&failure).unwrap_or_default();
+        if let Err(e) = write_atomic(&self.dir.join("failed").join(format!("{name}.json")), &body) {
             tracing::error!(task = %job.task_id, "could not record job failure: {e}");
         }
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name, text);
+            .insert(name, failure);
         self.complete(job);
     }
 
@@ -149,15 +170,29 @@ impl FsJobs {
 impl JobSink for FsJobs {
     fn submit_ingest(&self, job: IngestJob) -> Result<(), String> {
         let body = serde_json::to_vec(&job).map_err(|e| e.to_string())?;
-        write_atomic(&self.pending_path(&job.task_id), &body).map_err(|e| format!("recording job: {e}"))?;
+        // A new attempt at the same file forgets how the last one ended.
+        let name = Self::failure_name(&job.replica, &job.uuid, &job.version);
+        if self
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&name)
+            .is_some()
+        {
+            let _ = std::fs::remove_file(self.dir.join("failed").join(format!("{name}.json")));
+        }
+        // Durable before the 202 goes out; two fsyncs, so let other tasks run meanwhile.
+        let path = self.pending_path(&job.task_id);
+        crate::storage::verify::blocking(|| write_atomic(&path, &body)).map_err(|e| format!("recording job: {e}"))?;
         self.tx.send(job).map_err(|_| "job runner is not running".to_string())
     }
 
-    fn ingest_failure(&self, uuid: &str, version: &str) -> Option<String> {
+    fn ingest_failure(&self, replica: &str, uuid: &str, version: &str) -> Option<JobFailure> {
+        let name = Self::failure_name(replica, uuid, version);
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&format!("{uuid}.{version}"))
+            .get(&name)
             .cloned()
     }
 }

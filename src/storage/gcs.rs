@@ -43,6 +43,8 @@ pub const SMALL_UPLOAD: usize = 8 * 1024 * 1024;
 pub const CHUNK: usize = 32 * 256 * 1024;
 /// Attempts per request (the first try included) before [`StoreError::Unavailable`].
 pub const MAX_ATTEMPTS: u32 = 5;
+/// No new attempt starts after this long since the first (as in the S3 store).
+const RETRY_BUDGET: std::time::Duration = std::time::Duration::from_secs(15);
 /// Longest signed-URL lifetime GCS accepts (7 days).
 pub const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -178,7 +180,7 @@ impl ServiceAccountKey {
 }
 
 /// Where and how to reach a bucket.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GcsConfig {
     /// The bucket.
     pub bucket: String,
@@ -188,6 +190,18 @@ pub struct GcsConfig {
     pub credentials: Option<ServiceAccountKey>,
     /// HMAC key `(access_id, secret)`: when set, download URLs are HMAC-signed.
     pub hmac: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for GcsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the HMAC secret (the service account key hides its own).
+        f.debug_struct("GcsConfig")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("credentials", &self.credentials)
+            .field("hmac_access_id", &self.hmac.as_ref().map(|(id, _)| id))
+            .finish()
+    }
 }
 
 impl GcsConfig {
@@ -487,7 +501,8 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
         }
         let t: TokenResponse = serde_json::from_slice(resp.body())
             .map_err(|e| StoreError::Other(format!("token exchange response: {e}")))?;
-        let expires_at = now + chrono::Duration::seconds(t.expires_in.unwrap_or(3600));
+        // Clamped: a token answer cannot make the expiry arithmetic overflow.
+        let expires_at = now + chrono::Duration::seconds(t.expires_in.unwrap_or(3600).clamp(0, 24 * 3600));
         *self.token_slot() = Some(CachedToken {
             token: t.access_token.clone(),
             expires_at,
@@ -500,6 +515,11 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
     }
 
     // ----- sending -----
+
+    /// Whether retries begun at `started` have used up [`RETRY_BUDGET`].
+    fn out_of_time(&self, started: chrono::DateTime<chrono::Utc>) -> bool {
+        (self.clock.now() - started).to_std().unwrap_or_default() > RETRY_BUDGET
+    }
 
     /// Wait before retry number `attempt` (0-based): full jitter over an exponential cap.
     async fn backoff(&self, attempt: u32) {
@@ -539,6 +559,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
     /// Returns the last response if it is not retryable; `Unavailable` once retries run out.
     async fn send_retrying(&self, req: &Req, token: Option<&str>) -> StoreResult<http::Response<Bytes>> {
         let mut attempt = 0;
+        let started = self.clock.now();
         loop {
             let last = match self.exchange(req, token).await? {
                 Ok(resp) if !retryable(resp.status()) => return Ok(resp),
@@ -546,7 +567,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
                 Err(HttpError::Transport(e)) => format!("{}: {e}", req.url),
             };
             attempt += 1;
-            if attempt >= MAX_ATTEMPTS {
+            if attempt >= MAX_ATTEMPTS || self.out_of_time(started) {
                 return Err(StoreError::Unavailable(format!("after {attempt} attempts: {last}")));
             }
             tracing::debug!(attempt, "GCS request failed, retrying: {last}");
@@ -572,6 +593,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
         let mut token = self.access_token().await?;
         let mut refreshed = false;
         let mut attempt = 0;
+        let started = self.clock.now();
         loop {
             let r = req.build(token.as_deref(), ReqBody::Bytes(req.body.clone()))?;
             let last = match self.http.send_stream(r).await {
@@ -593,7 +615,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
                 Err(HttpError::Transport(e)) => format!("{}: {e}", req.url),
             };
             attempt += 1;
-            if attempt >= MAX_ATTEMPTS {
+            if attempt >= MAX_ATTEMPTS || self.out_of_time(started) {
                 return Err(StoreError::Unavailable(format!("after {attempt} attempts: {last}")));
             }
             tracing::debug!(attempt, "GCS request failed, retrying: {last}");
@@ -695,6 +717,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
         let query =
             Req::new(Method::PUT, session.to_string()).header(header::CONTENT_RANGE, &format!("bytes */{total_s}"))?;
         let mut attempt = 0;
+        let started = self.clock.now();
         let mut req = &put;
         loop {
             let token = self.access_token().await?;
@@ -707,7 +730,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|r| r.strip_prefix("bytes=0-"))
                         .and_then(|n| n.trim().parse::<u64>().ok())
-                        .map_or(0, |n| n + 1);
+                        .map_or(0, |n| n.saturating_add(1));
                     return Ok(Chunk::Persisted(held));
                 }
                 Ok(resp) if !retryable(resp.status()) && resp.status() != StatusCode::UNAUTHORIZED => {
@@ -722,7 +745,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
                 Err(HttpError::Transport(e)) => format!("upload of {key}: {e}"),
             };
             attempt += 1;
-            if attempt >= MAX_ATTEMPTS {
+            if attempt >= MAX_ATTEMPTS || self.out_of_time(started) {
                 return Err(StoreError::Unavailable(format!("after {attempt} attempts: {last}")));
             }
             tracing::debug!(attempt, "GCS upload chunk failed, asking what arrived: {last}");
@@ -736,6 +759,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
     async fn resumable(&self, key: &str, session: &str, mut buf: BytesMut, data: &mut ByteStream) -> StoreResult<u64> {
         let mut offset: u64 = 0; // bytes the server holds; `buf` starts there
         let mut ended = false;
+        let mut stalled = 0u32;
         loop {
             // Fill until more than a chunk is buffered (so a full chunk is never the last).
             while !ended && buf.len() <= CHUNK {
@@ -755,6 +779,13 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
                 Chunk::Done if ended => return Ok(offset + sent),
                 Chunk::Done => return Err(StoreError::Other(format!("upload of {key} finished before its end"))),
                 Chunk::Persisted(held) if held >= offset && held <= offset + sent => {
+                    // A server that keeps taking nothing would have us resend forever.
+                    stalled = if held == offset { stalled + 1 } else { 0 };
+                    if stalled >= MAX_ATTEMPTS {
+                        return Err(StoreError::Unavailable(format!(
+                            "upload of {key} makes no progress at byte {offset}"
+                        )));
+                    }
                     let _ = buf.split_to((held - offset) as usize);
                     offset = held;
                 }

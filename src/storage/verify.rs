@@ -104,16 +104,19 @@ impl ParallelHasher {
 
     /// Feed a chunk (waits if the threads are 16 chunks behind).
     pub fn update(&self, chunk: &bytes::Bytes) {
-        let _ = self.to_etag.send(chunk.clone());
-        let _ = self.to_sha.send(chunk.clone());
+        for tx in [&self.to_etag, &self.to_sha] {
+            if let Err(std::sync::mpsc::TrySendError::Full(c)) = tx.try_send(chunk.clone()) {
+                let _ = blocking(|| tx.send(c));
+            }
+        }
     }
 
     /// Wait for both halves and combine them.
     pub fn finish(self) -> (Checksums, u64) {
         drop(self.to_etag);
         drop(self.to_sha);
-        let etag = self.etag.join().unwrap_or_default();
-        match self.sha.join() {
+        let (etag, sha) = blocking(|| (self.etag.join().unwrap_or_default(), self.sha.join()));
+        match sha {
             Ok(sha) => {
                 let n = sha.size();
                 (sha.finish(etag), n)
@@ -129,6 +132,17 @@ impl ParallelHasher {
                 0,
             ),
         }
+    }
+}
+
+/// Run `f`, which may block, without stalling the other tasks of a multi-thread tokio
+/// runtime (they move to other workers meanwhile); plainly elsewhere.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
