@@ -91,8 +91,9 @@ async fn aws_replica_on_s3() {
         .expect_error(422, "checksum_mismatch");
     assert!(main.head(&wrong.blob_key()).await.is_err());
     assert!(main.head(&format!("files/{liar}.{V1}")).await.is_err());
-    // Bytes of the right size that claim to be an existing file's: refused, and the good
-    // blob at that content address is left exactly as it was.
+    // Bytes of the right size that claim to be an existing file's: as in the original, the
+    // stored blob with those checksums is reused (content addressing), so the new file
+    // serves the verified bytes its checksums name, and the good blob is untouched.
     let mut forged = data.clone();
     forged[0] ^= 0xff;
     staging
@@ -100,13 +101,24 @@ async fn aws_replica_on_s3() {
         .await
         .unwrap();
     staging.put_tags("u3/forged", &tags(&c)).await.unwrap();
-    env.put_file(&uuid::Uuid::new_v4().to_string(), V1, "s3://staging/u3/forged", None)
-        .await
-        .expect_error(422, "checksum_mismatch");
+    let f2 = uuid::Uuid::new_v4().to_string();
+    assert_eq!(env.put_file(&f2, V1, "s3://staging/u3/forged", None).await.status, 201);
     assert_eq!(
         &main.get(&c.blob_key()).await.unwrap()[..],
         &data[..],
         "the verified blob is untouched"
+    );
+    let g = env.get(&format!("/v1/files/{f2}?replica=aws")).await;
+    let body = reqwest::get(g.header("location").unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        sha256_hex(&body),
+        c.sha256,
+        "the file serves exactly what its checksums say"
     );
     // Copies wait under incoming/ while they are verified; none is left behind.
     assert!(dss::storage::list_all(&main, "incoming/").await.unwrap().is_empty());
