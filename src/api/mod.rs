@@ -196,15 +196,15 @@ pub struct App<S, H, T> {
     pub jobs: Option<Arc<dyn ingest::JobSink>>,
 }
 
-/// Opens a store for `(scheme, bucket)`, or `None` if that cloud is not configured.
-pub type BucketStoreFn<S> = Box<dyn Fn(&str, &str) -> Option<S> + Send + Sync>;
+/// Opens (or reuses) a store for `(scheme, bucket)`, or `None` if that cloud is not configured.
+pub type BucketStoreFn<S> = Box<dyn Fn(&str, &str) -> Option<Arc<S>> + Send + Sync>;
 
 /// A store that is either one of the app's or opened for one request.
 pub enum StoreRef<'a, S> {
     /// One of the app's stores.
     Borrowed(&'a S),
-    /// Opened for this use.
-    Owned(S),
+    /// Shared with other uses (a cached staging bucket).
+    Shared(Arc<S>),
 }
 
 impl<S> std::ops::Deref for StoreRef<'_, S> {
@@ -212,7 +212,7 @@ impl<S> std::ops::Deref for StoreRef<'_, S> {
     fn deref(&self) -> &S {
         match self {
             StoreRef::Borrowed(s) => s,
-            StoreRef::Owned(s) => s,
+            StoreRef::Shared(s) => s,
         }
     }
 }
@@ -289,7 +289,7 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
         self.bucket_store
             .as_ref()
             .and_then(|open| open(&src.scheme, &src.bucket))
-            .map(StoreRef::Owned)
+            .map(StoreRef::Shared)
             .ok_or_else(|| {
                 ApiError::IllegalSourceUrl(format!(
                     "{src}: replica {replica} is a local directory on this server, so it cannot read bucket {}; \

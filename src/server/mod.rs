@@ -123,10 +123,24 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
     }
     // Staging buckets are opened per request, for the clouds whose replica is configured.
     let (s3_on, gs_on) = (cfg.s3_bucket.is_some(), cfg.gs_bucket.is_some());
-    let bucket_store: crate::api::BucketStoreFn<AnyStore> = Box::new(move |scheme, bucket| match scheme {
-        "s3" if s3_on => cloud.s3(bucket).ok(),
-        "gs" if gs_on => cloud.gcs(bucket).ok(),
-        _ => None,
+    // Kept per bucket, so credentials are read and tokens exchanged once, not per request.
+    let opened: std::sync::Mutex<std::collections::HashMap<String, Arc<AnyStore>>> = Default::default();
+    let bucket_store: crate::api::BucketStoreFn<AnyStore> = Box::new(move |scheme, bucket| {
+        let id = format!("{scheme}://{bucket}");
+        if let Some(s) = opened.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            return Some(s.clone());
+        }
+        let store = Arc::new(match scheme {
+            "s3" if s3_on => cloud.s3(bucket).ok()?,
+            "gs" if gs_on => cloud.gcs(bucket).ok()?,
+            _ => return None,
+        });
+        let mut opened = opened.lock().unwrap_or_else(|e| e.into_inner());
+        if opened.len() >= 256 {
+            opened.clear(); // bounded: bucket names come from requests
+        }
+        opened.insert(id, store.clone());
+        Some(store)
     });
     std::fs::create_dir_all(&cfg.staging_dir)?;
     let staging_abs = std::fs::canonicalize(&cfg.staging_dir)?;

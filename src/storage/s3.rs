@@ -893,7 +893,17 @@ impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
         }
         call.long = true;
         call.error_in_200 = true;
-        self.exec_body(&call, "CompleteMultipartUpload").await.map(|_| ())
+        match self.exec_body(&call, "CompleteMultipartUpload").await {
+            Ok(_) => Ok(()),
+            // A retry after a completion whose answer was lost finds the upload gone: the
+            // object exists now. Report what a create-only caller would have been told.
+            Err(StoreError::NotFound(e)) => match self.head(key).await {
+                Ok(_) if if_absent => Err(StoreError::AlreadyExists(key.to_string())),
+                Ok(_) => Ok(()),
+                Err(_) => Err(StoreError::NotFound(e)),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// Best effort: a failed abort leaves an invisible upload for the bucket's lifecycle rules.
