@@ -3,34 +3,12 @@
 //! verification, downloads through presigned URLs, direct URLs, faults.
 
 mod common;
-use common::emulators::{fake_gcs, Emulator};
+use common::cloud::{gcs_store as gcs, tags};
+use common::emulators::fake_gcs;
 use common::*;
-use dss::storage::gcs::{GcsConfig, GcsStore};
 use dss::storage::{PutOptions, Store};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
-
-fn gcs(emu: &Emulator, bucket: &str) -> GcsStore<dss::http::ReqwestClient, dss::http::TokioSleeper> {
-    GcsStore::new(
-        GcsConfig::emulator(bucket, &emu.endpoint),
-        dss::http::ReqwestClient::new(Duration::from_secs(10)).unwrap(),
-        dss::http::TokioSleeper,
-        Arc::new(dss::model::SystemClock),
-    )
-}
-
-fn tags(c: &dss::model::Checksums) -> BTreeMap<String, String> {
-    [
-        ("hca-dss-sha256", &c.sha256),
-        ("hca-dss-sha1", &c.sha1),
-        ("hca-dss-s3_etag", &c.s3_etag),
-        ("hca-dss-crc32c", &c.crc32c),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.clone()))
-    .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcp_replica_on_gcs() {

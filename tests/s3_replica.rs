@@ -2,23 +2,10 @@
 //! server-side copy then verification, direct s3:// URLs, presigned downloads.
 
 mod common;
-use common::cloud::s3_store;
+use common::cloud::{s3_store, tags};
 use common::emulators::moto;
 use common::*;
 use dss::storage::{PutOptions, Store};
-use std::collections::BTreeMap;
-
-fn tags(c: &dss::model::Checksums) -> BTreeMap<String, String> {
-    [
-        ("hca-dss-sha256", &c.sha256),
-        ("hca-dss-sha1", &c.sha1),
-        ("hca-dss-s3_etag", &c.s3_etag),
-        ("hca-dss-crc32c", &c.crc32c),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.clone()))
-    .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_replica_on_s3() {

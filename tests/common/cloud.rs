@@ -57,3 +57,16 @@ pub fn sa_token(sa_json: &std::path::Path) -> String {
     let header = Header::empty().with_key_id(sa["private_key_id"].as_str().unwrap());
     Rsa::rs256().token(&header, &claims, &key).unwrap()
 }
+
+/// The `hca-dss-*` staging tags for checksums `c`, as the `hca` CLI sets them.
+pub fn tags(c: &dss::model::Checksums) -> std::collections::BTreeMap<String, String> {
+    [
+        ("hca-dss-sha256", &c.sha256),
+        ("hca-dss-sha1", &c.sha1),
+        ("hca-dss-s3_etag", &c.s3_etag),
+        ("hca-dss-crc32c", &c.crc32c),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.clone()))
+    .collect()
+}
