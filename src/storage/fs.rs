@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 const TMP_DIR: &str = ".dss-tmp";
 const META_DIR: &str = ".dss-meta";
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 /// Chunks queued for the writer thread of `put_stream`.
 const WRITE_QUEUE: usize = 32;
 /// Start writing dirty pages back every so many bytes, so the final fsync is short.
