@@ -427,17 +427,7 @@ impl Store for FsStore {
     }
 
     async fn copy(&self, src: &str, dst: &str) -> StoreResult<()> {
-        let from = self.path(src)?;
-        self.path(dst)?;
-        let tmp = self.tmp_path();
-        tokio::fs::copy(&from, &tmp).await.map_err(not_found(src))?;
-        let sc = self.read_sidecar(src).await;
-        let opts = PutOptions {
-            if_absent: false,
-            content_type: sc.content_type,
-            metadata: sc.metadata,
-        };
-        self.commit(&tmp, dst, &opts).await
+        self.copy_from(self, src, dst, PutOptions::overwrite()).await
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
