@@ -6,6 +6,7 @@
 //! * [`model`]: pure types: ids, versions, checksums, manifests, Python-compatible JSON.
 //! * [`storage`]: the [`storage::Store`] trait and its implementations.
 //! * [`auth`]: JWT verification and claim policy.
+//! * [`search`]: the index document (search engines come next).
 //! * [`api`]: the one router, written over `http::Request`/`http::Response`.
 //! * `server`, `cli`: the native rims (not compiled for wasm32).
 
@@ -15,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod http;
 pub mod model;
+pub mod search;
 pub mod storage;
 
 #[cfg(not(target_arch = "wasm32"))]
