@@ -20,7 +20,8 @@ pub async fn run_with_peer<S: Store>(store: &S, peer: &S) {
     copy_from_peer(store, peer).await;
 }
 
-async fn copy_from_peer<S: Store>(s: &S, peer: &S) {
+/// Options for a JSON object carrying one user-metadata entry, and that metadata.
+fn json_with_metadata() -> (PutOptions, BTreeMap<String, String>) {
     let mut md = BTreeMap::new();
     md.insert("hca-dss-sha256".to_string(), "abc".to_string());
     let opts = PutOptions {
@@ -28,6 +29,11 @@ async fn copy_from_peer<S: Store>(s: &S, peer: &S) {
         content_type: Some("application/json".into()),
         metadata: md.clone(),
     };
+    (opts, md)
+}
+
+async fn copy_from_peer<S: Store>(s: &S, peer: &S) {
+    let (opts, md) = json_with_metadata();
     peer.put("staging/x.json", Bytes::from_static(b"{\"a\": 1}"), opts)
         .await
         .expect("put in peer");
@@ -94,13 +100,7 @@ async fn put_get_head<S: Store>(s: &S) {
         matches!(s.head("files/missing").await, Err(StoreError::NotFound(_))),
         "head missing"
     );
-    let mut md = BTreeMap::new();
-    md.insert("hca-dss-sha256".to_string(), "abc".to_string());
-    let opts = PutOptions {
-        if_absent: false,
-        content_type: Some("application/json".into()),
-        metadata: md.clone(),
-    };
+    let (opts, md) = json_with_metadata();
     s.put("files/a.1", Bytes::from_static(b"{\"x\": 1}"), opts)
         .await
         .expect("put");

@@ -521,6 +521,24 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
         (self.clock.now() - started).to_std().unwrap_or_default() > RETRY_BUDGET
     }
 
+    /// After failed attempt number `attempt` (counted here): give up with `Unavailable`
+    /// when attempts or time are used up, else wait with backoff before the next one.
+    async fn retry_or_give_up(
+        &self,
+        attempt: &mut u32,
+        started: chrono::DateTime<chrono::Utc>,
+        last: &str,
+        what: &str,
+    ) -> StoreResult<()> {
+        *attempt += 1;
+        if *attempt >= MAX_ATTEMPTS || self.out_of_time(started) {
+            return Err(StoreError::Unavailable(format!("after {attempt} attempts: {last}")));
+        }
+        tracing::debug!(attempt = *attempt, "{what}: {last}");
+        self.backoff(*attempt - 1).await;
+        Ok(())
+    }
+
     /// Wait before retry number `attempt` (0-based): full jitter over an exponential cap.
     async fn backoff(&self, attempt: u32) {
         let cap = BACKOFF_CAP.min(BACKOFF_BASE * 2u32.saturating_pow(attempt));
@@ -566,12 +584,8 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
                 Ok(resp) => format!("{} answered {}: {}", req.url, resp.status(), text(resp.body())),
                 Err(HttpError::Transport(e)) => format!("{}: {e}", req.url),
             };
-            attempt += 1;
-            if attempt >= MAX_ATTEMPTS || self.out_of_time(started) {
-                return Err(StoreError::Unavailable(format!("after {attempt} attempts: {last}")));
-            }
-            tracing::debug!(attempt, "GCS request failed, retrying: {last}");
-            self.backoff(attempt - 1).await;
+            self.retry_or_give_up(&mut attempt, started, &last, "GCS request failed, retrying")
+                .await?;
         }
     }
 
@@ -614,12 +628,8 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
                 }
                 Err(HttpError::Transport(e)) => format!("{}: {e}", req.url),
             };
-            attempt += 1;
-            if attempt >= MAX_ATTEMPTS || self.out_of_time(started) {
-                return Err(StoreError::Unavailable(format!("after {attempt} attempts: {last}")));
-            }
-            tracing::debug!(attempt, "GCS request failed, retrying: {last}");
-            self.backoff(attempt - 1).await;
+            self.retry_or_give_up(&mut attempt, started, &last, "GCS request failed, retrying")
+                .await?;
         }
     }
 
@@ -744,12 +754,13 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
                 }
                 Err(HttpError::Transport(e)) => format!("upload of {key}: {e}"),
             };
-            attempt += 1;
-            if attempt >= MAX_ATTEMPTS || self.out_of_time(started) {
-                return Err(StoreError::Unavailable(format!("after {attempt} attempts: {last}")));
-            }
-            tracing::debug!(attempt, "GCS upload chunk failed, asking what arrived: {last}");
-            self.backoff(attempt - 1).await;
+            self.retry_or_give_up(
+                &mut attempt,
+                started,
+                &last,
+                "GCS upload chunk failed, asking what arrived",
+            )
+            .await?;
             req = &query;
         }
     }
