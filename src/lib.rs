@@ -1,14 +1,15 @@
 //! dss: a replicated data store for large scientific data sets.
 //!
-//! One crate, two programs: the native backend `dss` (this crate's binary) and, later,
-//! a WebAssembly edge worker. Layering (see `ARCHITECTURE.md`):
+//! One crate, two programs: the native backend `dss` (this crate's binary) and the
+//! WebAssembly edge worker (`edge`, built with `worker-build`). Layering (see `ARCHITECTURE.md`):
 //!
 //! * [`model`]: pure types: ids, versions, checksums, manifests, Python-compatible JSON.
 //! * [`storage`]: the [`storage::Store`] trait and its implementations.
 //! * [`auth`]: JWT verification and claim policy.
 //! * [`search`]: the index document (search engines come next).
 //! * [`api`]: the one router, written over `http::Request`/`http::Response`.
-//! * `server`, `cli`: the native rims (not compiled for wasm32).
+//! * `server`, `cli`, `jobs`: the native rims (not compiled for wasm32).
+//! * `edge`: the Workers rim (wasm32 only).
 
 #![warn(missing_docs)]
 
@@ -21,6 +22,8 @@ pub mod storage;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
+#[cfg(target_arch = "wasm32")]
+pub mod edge;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod jobs;
 #[cfg(not(target_arch = "wasm32"))]

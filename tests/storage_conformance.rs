@@ -36,7 +36,8 @@ async fn fs_store_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let s = dss::storage::AnyStore::Fs(FsStore::new("aws", dir.path(), Some(signer())).unwrap());
+    let s: dss::storage::AnyStore =
+        dss::storage::AnyStore::Fs(FsStore::new("aws", dir.path(), Some(signer())).unwrap());
     conformance::run(&s).await;
 }
 

@@ -4,12 +4,15 @@
 
 pub mod bundles;
 pub mod cache;
+pub mod cors;
 pub mod download;
+pub mod edge;
 pub mod error;
 pub mod files;
 pub mod ingest;
 pub mod meta;
 pub mod params;
+pub mod routes;
 
 use crate::auth::{Authenticator, Identity};
 use crate::http::HttpClient;
@@ -21,6 +24,7 @@ use bytes::Bytes;
 pub use error::ApiError;
 use http::{HeaderValue, Method, StatusCode};
 use params::Query;
+pub use routes::Route;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +87,10 @@ impl http_body::Body for Body {
         }
     }
 }
+
+/// Largest request body accepted (a bundle PUT of tens of thousands of files fits; the
+/// original's API gateway allowed 10 MB).
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// The response type of every route.
 pub type Response = http::Response<Body>;
@@ -148,6 +156,8 @@ pub struct ApiConfig {
     pub version: String,
     /// `DSS_STAGING_BUCKETS`: when set, the only buckets `source_url` may name.
     pub staging_buckets: Option<HashSet<String>>,
+    /// `DSS_CORS_ORIGINS`: origins allowed to call the API from a browser.
+    pub cors_origins: cors::CorsOrigins,
 }
 
 impl Default for ApiConfig {
@@ -161,6 +171,7 @@ impl Default for ApiConfig {
             bundle_file_wait: Duration::from_secs(10),
             version: env!("CARGO_PKG_VERSION").to_string(),
             staging_buckets: None,
+            cors_origins: cors::CorsOrigins::Off,
         }
     }
 }
@@ -308,9 +319,11 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
     pub async fn handle(&self, req: http::Request<Bytes>) -> Response {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path();
-        let base_url = match &self.config.public_url {
-            Some(u) => u.clone(),
-            None => {
+        let base_url = match (&self.config.public_url, parts.uri.scheme_str(), parts.uri.authority()) {
+            (Some(u), _, _) => u.clone(),
+            // An absolute request URI (the edge sees these) names the scheme too.
+            (None, Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+            (None, _, _) => {
                 let host = parts
                     .headers
                     .get(http::header::HOST)
@@ -327,6 +340,9 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
             body: &body,
             base_url,
         };
+        if let Some(pre) = cors::preflight(&self.config.cors_origins, &parts.method, &parts.headers) {
+            return pre.map(|()| Body::empty());
+        }
         let result = self.route(&ctx).await;
         let mut resp = match result {
             Ok(r) => r,
@@ -335,35 +351,35 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
         if parts.method == Method::HEAD {
             *resp.body_mut() = Body::empty();
         }
+        cors::decorate(&self.config.cors_origins, &parts.headers, resp.headers_mut());
         resp
     }
 
     async fn route(&self, ctx: &Ctx<'_>) -> Result<Response, ApiError> {
         let m = ctx.method;
-        let segs: Vec<&str> = ctx.path.trim_start_matches('/').split('/').collect();
         // Read-only mode refuses every write; GET (and searches) still work, as in the original.
-        let is_api = segs.first() == Some(&"v1");
+        let is_api = ctx.path.starts_with("/v1/");
         if is_api && self.config.read_only && *m != Method::GET && !(*m == Method::POST && ctx.path.contains("search"))
         {
             return Err(ApiError::ReadOnly);
         }
-        match (m.as_str(), segs.as_slice()) {
-            ("GET" | "HEAD", ["version"]) => Ok(meta::version(self)),
-            ("GET" | "HEAD", ["internal", "health"]) => Ok(meta::health(self).await),
-            ("GET" | "HEAD", ["v1", "swagger.json"]) => Ok(meta::swagger(self, ctx)),
-            ("GET" | "HEAD", [".well-known", "openid-configuration"]) => meta::openid_configuration(self, ctx),
-            ("GET" | "HEAD", [".well-known", "jwks.json"]) => meta::jwks(self),
-            ("GET" | "HEAD", ["blob", ..]) => download::serve(self, ctx).await,
-            ("GET", ["v1", "files", uuid]) => files::get(self, ctx, uuid).await,
-            ("HEAD", ["v1", "files", uuid]) => files::head(self, ctx, uuid).await,
-            ("PUT", ["v1", "files", uuid]) => files::put(self, ctx, uuid).await,
-            ("GET" | "HEAD", ["v1", "bundles", "all"]) => bundles::enumerate(self, ctx).await,
-            ("GET" | "HEAD", ["v1", "bundles", uuid]) => bundles::get(self, ctx, uuid).await,
-            ("PUT", ["v1", "bundles", uuid]) => bundles::put(self, ctx, uuid).await,
-            ("PATCH", ["v1", "bundles", uuid]) => bundles::patch(self, ctx, uuid).await,
-            ("DELETE", ["v1", "bundles", uuid]) => bundles::delete(self, ctx, uuid).await,
-            (_, ["v1", "files", _]) | (_, ["v1", "bundles", _]) => Err(ApiError::MethodNotAllowed),
-            _ => Err(ApiError::NotFound(format!("{} {} is not a DSS route", m, ctx.path))),
+        match Route::classify(m, ctx.path) {
+            Route::Version => Ok(meta::version(self)),
+            Route::Health => Ok(meta::health(self).await),
+            Route::Swagger => Ok(meta::swagger(self, ctx)),
+            Route::OpenidConfiguration => meta::openid_configuration(self, ctx),
+            Route::Jwks => meta::jwks(self),
+            Route::Blob => download::serve(self, ctx).await,
+            Route::FileGet(uuid) => files::get(self, ctx, uuid).await,
+            Route::FileHead(uuid) => files::head(self, ctx, uuid).await,
+            Route::FilePut(uuid) => files::put(self, ctx, uuid).await,
+            Route::BundlesAll => bundles::enumerate(self, ctx).await,
+            Route::BundleGet(uuid) => bundles::get(self, ctx, uuid).await,
+            Route::BundlePut(uuid) => bundles::put(self, ctx, uuid).await,
+            Route::BundlePatch(uuid) => bundles::patch(self, ctx, uuid).await,
+            Route::BundleDelete(uuid) => bundles::delete(self, ctx, uuid).await,
+            Route::MethodNotAllowed => Err(ApiError::MethodNotAllowed),
+            Route::Search | Route::Unknown => Err(ApiError::NotFound(format!("{} {} is not a DSS route", m, ctx.path))),
         }
     }
 }

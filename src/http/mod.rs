@@ -129,3 +129,6 @@ impl crate::model::platform::Sleeper for TokioSleeper {
         tokio::time::sleep(d).await
     }
 }
+
+#[cfg(target_arch = "wasm32")]
+pub mod fetch;

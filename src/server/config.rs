@@ -72,6 +72,10 @@ pub struct ServeConfig {
     /// Comma-separated buckets that `source_url` may name (default: any the credentials can read).
     #[arg(long, env = "DSS_STAGING_BUCKETS")]
     pub staging_buckets: Option<String>,
+    /// Comma-separated origins that may call the API from a browser (CORS), or `*`
+    /// for any (default: CORS off).
+    #[arg(long, env = "DSS_CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
     /// Dev issuer: auto (on when listening on loopback), on, or off.
     #[arg(long, env = "DSS_DEV_ISSUER", default_value = "auto", value_parser = ["auto", "on", "off"])]
     pub dev_issuer: String,

@@ -22,9 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Largest request body accepted (a bundle PUT of tens of thousands of files fits; the
-/// original's API gateway allowed 10 MB).
-pub const MAX_BODY: usize = 16 * 1024 * 1024;
+pub use crate::api::MAX_BODY;
 /// Request bodies held in memory at once, across all connections (KiB): past it, readers wait.
 const BODY_BUDGET_KIB: usize = 128 * 1024;
 /// A client must send its request head within this time.
@@ -192,6 +190,7 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
             .staging_buckets
             .as_deref()
             .map(|b| split_list(b).into_iter().collect()),
+        cors_origins: crate::api::cors::CorsOrigins::parse(cfg.cors_origins.as_deref().unwrap_or("")),
     };
     let jobs = crate::jobs::FsJobs::open(&data.join("jobs"))?;
     let app = App {

@@ -221,16 +221,26 @@ impl GcsConfig {
     /// service-account file named by `GOOGLE_APPLICATION_CREDENTIALS`, and optionally
     /// `GCS_HMAC_ACCESS_ID` / `GCS_HMAC_SECRET` for HMAC-signed download URLs.
     pub fn from_env(bucket: &str) -> Result<Self, GcsConfigError> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Self::from_vars(bucket, &|k| std::env::var(k).ok())
+    }
+
+    /// The same settings, read through `lookup`. There are no files at the edge, so
+    /// `GOOGLE_APPLICATION_CREDENTIALS_JSON` may hold the key document itself.
+    pub fn from_vars(bucket: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, GcsConfigError> {
+        let var = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
         if let Some(host) = var("STORAGE_EMULATOR_HOST") {
             return Ok(Self::emulator(bucket, &host));
         }
-        let credentials = match var("GOOGLE_APPLICATION_CREDENTIALS") {
-            Some(path) => {
+        let credentials = match (
+            var("GOOGLE_APPLICATION_CREDENTIALS_JSON"),
+            var("GOOGLE_APPLICATION_CREDENTIALS"),
+        ) {
+            (Some(json), _) => Some(ServiceAccountKey::from_json(&json)?),
+            (None, Some(path)) => {
                 let json = std::fs::read_to_string(&path).map_err(|source| GcsConfigError::Io { path, source })?;
                 Some(ServiceAccountKey::from_json(&json)?)
             }
-            None => None,
+            (None, None) => None,
         };
         let hmac = match (var("GCS_HMAC_ACCESS_ID"), var("GCS_HMAC_SECRET")) {
             (Some(id), Some(secret)) => Some((id, secret)),

@@ -3,6 +3,7 @@
 //!
 //! Every backend must pass [`conformance`]: one suite, run against each.
 
+pub mod cached;
 pub mod conformance;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fs;
@@ -207,20 +208,33 @@ pub async fn list_all<S: Store>(store: &S, prefix: &str) -> StoreResult<Vec<Stri
     }
 }
 
-/// The closed set of backends, so the router can be generic without `dyn`.
-pub enum AnyStore {
+/// The closed set of backends, so the router can be generic without `dyn`. The cloud
+/// backends are generic over the platform's HTTP client and timers; the defaults are
+/// the native ones, so `AnyStore` alone names the backend's store type.
+pub enum AnyStore<H = DefaultHttp, T = DefaultSleeper> {
     /// Local directory.
     #[cfg(not(target_arch = "wasm32"))]
     Fs(fs::FsStore),
     /// In-process memory.
     Memory(memory::MemoryStore),
     /// Google Cloud Storage.
-    #[cfg(not(target_arch = "wasm32"))]
-    Gcs(Box<gcs::GcsStore<crate::http::ReqwestClient, crate::http::TokioSleeper>>),
+    Gcs(Box<gcs::GcsStore<H, T>>),
     /// Amazon S3 or an S3-compatible store.
-    #[cfg(not(target_arch = "wasm32"))]
-    S3(Box<s3::S3Store<crate::http::ReqwestClient, crate::http::TokioSleeper>>),
+    S3(Box<s3::S3Store<H, T>>),
 }
+
+/// The native HTTP client, the default of [`AnyStore`].
+#[cfg(not(target_arch = "wasm32"))]
+pub type DefaultHttp = crate::http::ReqwestClient;
+/// The native timers, the default of [`AnyStore`].
+#[cfg(not(target_arch = "wasm32"))]
+pub type DefaultSleeper = crate::http::TokioSleeper;
+/// The edge's HTTP client (the worker's `fetch`), the default of [`AnyStore`] on wasm32.
+#[cfg(target_arch = "wasm32")]
+pub type DefaultHttp = crate::http::fetch::FetchClient;
+/// The edge's timers, the default of [`AnyStore`] on wasm32.
+#[cfg(target_arch = "wasm32")]
+pub type DefaultSleeper = crate::http::fetch::WorkerSleeper;
 
 macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
@@ -228,15 +242,13 @@ macro_rules! dispatch {
             #[cfg(not(target_arch = "wasm32"))]
             AnyStore::Fs($s) => $e,
             AnyStore::Memory($s) => $e,
-            #[cfg(not(target_arch = "wasm32"))]
             AnyStore::Gcs($s) => $e,
-            #[cfg(not(target_arch = "wasm32"))]
             AnyStore::S3($s) => $e,
         }
     };
 }
 
-impl Store for AnyStore {
+impl<H: crate::http::HttpClient, T: crate::model::platform::Sleeper> Store for AnyStore<H, T> {
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
         dispatch!(self, s => s.get(key).await)
     }
@@ -276,9 +288,7 @@ impl Store for AnyStore {
             #[cfg(not(target_arch = "wasm32"))]
             (AnyStore::Fs(d), AnyStore::Fs(s)) => d.copy_from(s, src_key, dst_key, opts).await,
             (AnyStore::Memory(d), AnyStore::Memory(s)) => d.copy_from(s, src_key, dst_key, opts).await,
-            #[cfg(not(target_arch = "wasm32"))]
             (AnyStore::Gcs(d), AnyStore::Gcs(s)) => d.copy_from(s, src_key, dst_key, opts).await,
-            #[cfg(not(target_arch = "wasm32"))]
             (AnyStore::S3(d), AnyStore::S3(s)) => d.copy_from(s, src_key, dst_key, opts).await,
             // Different backends: stream the bytes through. (Unreachable where only one
             // backend is compiled in.)

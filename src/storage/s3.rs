@@ -100,7 +100,13 @@ impl S3Config {
     /// `us-east-1`), and the endpoint from `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`.
     /// Fails if the key id or the secret is missing.
     pub fn from_env(bucket: &str) -> StoreResult<Self> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self::from_vars(bucket, &|name| std::env::var(name).ok())
+    }
+
+    /// The same settings, read through `lookup` (the edge reads its bindings, not a
+    /// process environment).
+    pub fn from_vars(bucket: &str, lookup: &dyn Fn(&str) -> Option<String>) -> StoreResult<Self> {
+        let var = |name: &str| lookup(name).filter(|v| !v.is_empty());
         let required =
             |name: &str| var(name).ok_or_else(|| StoreError::Other(format!("S3 bucket {bucket}: {name} is not set")));
         Ok(S3Config {

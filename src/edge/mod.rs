@@ -1,0 +1,433 @@
+//! The edge rim: the crate as a Cloudflare Worker.
+//!
+//! It builds the one [`App`] from the worker's variables, answers the read routes from
+//! the S3/GCS replicas itself (through the same storage code as the backend, over
+//! `fetch`), verifies tokens before anything is forwarded, and forwards every other
+//! request to `BACKEND_URL` unchanged. What it decides is in [`crate::api::edge`]; this
+//! module only carries it out with the Workers APIs (fetch, Cache API, timers, clock).
+
+use crate::api::edge::{self as policy, EdgeConfig};
+use crate::api::{cors, ApiError, App, Body, Replica, Route};
+use crate::auth::jwks::{parse_jwks, KeySet};
+use crate::auth::Authenticator;
+use crate::http::fetch::{FetchClient, JsClock, WorkerSleeper};
+use crate::model::Clock;
+use crate::storage::cached::{Cached, ObjectCache};
+use crate::storage::memory::MemoryStore;
+use crate::storage::{gcs, s3, AnyStore};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderValue, Method, StatusCode};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use worker::{event, Context, Env, HttpRequest};
+
+/// A replica's bucket read at the edge, its documents cached in the Cache API.
+type EdgeStore = Cached<AnyStore, WorkerCache>;
+type EdgeApp = App<EdgeStore, FetchClient, WorkerSleeper>;
+
+/// Everything that outlives one request in an isolate: the app (with its in-memory
+/// caches of documents, keys and verified tokens) and the settings.
+struct Edge {
+    app: EdgeApp,
+    cfg: EdgeConfig,
+    replicas: HashSet<&'static str>,
+    http: FetchClient,
+}
+
+thread_local! {
+    static EDGE: RefCell<Option<Rc<Edge>>> = const { RefCell::new(None) };
+}
+
+/// The Workers Cache API of the data centre, as an [`ObjectCache`]. Entries are
+/// responses under a synthetic URL per key.
+pub struct WorkerCache;
+
+fn cache_url(key: &str) -> String {
+    let enc = percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC);
+    format!("https://dss-edge-cache.invalid/{enc}")
+}
+
+impl ObjectCache for WorkerCache {
+    async fn get(&self, key: &str) -> Option<Bytes> {
+        let mut resp = worker::Cache::default().get(cache_url(key), false).await.ok()??;
+        resp.bytes().await.ok().map(Bytes::from)
+    }
+
+    async fn put(&self, key: &str, value: Bytes, ttl: Duration) {
+        let Ok(mut resp) = worker::Response::from_bytes(value.to_vec()) else {
+            return;
+        };
+        let _ = resp
+            .headers_mut()
+            .set("cache-control", &format!("public, max-age={}", ttl.as_secs().max(1)));
+        if let Err(e) = worker::Cache::default().put(cache_url(key), resp).await {
+            tracing::debug!("cache put failed: {e}");
+        }
+    }
+
+    async fn delete(&self, key: &str) {
+        let _ = worker::Cache::default().delete(cache_url(key), false).await;
+    }
+}
+
+fn lookup(env: &Env) -> impl Fn(&str) -> Option<String> + '_ {
+    move |k| {
+        env.var(k)
+            .ok()
+            .map(|v| v.to_string())
+            .or_else(|| env.secret(k).ok().map(|s| s.to_string()))
+    }
+}
+
+fn build(env: &Env) -> Result<Edge, String> {
+    let vars = lookup(env);
+    let cfg = EdgeConfig::from_vars(&vars).map_err(|e| e.to_string())?;
+    let clock: Arc<dyn Clock> = Arc::new(JsClock);
+    let http = FetchClient::new(Duration::from_secs(30));
+    let list_ttl = cfg.list_ttl;
+    let cached = |s: AnyStore, ns: String| Cached::new(s, WorkerCache, ns, list_ttl);
+    // A replica without an edge bucket gets an empty stand-in; its reads are forwarded.
+    let absent = |name: &str| {
+        cached(
+            AnyStore::Memory(MemoryStore::new(name, None, clock.clone())),
+            String::new(),
+        )
+    };
+    let s3_store = |bucket: &str| -> Result<EdgeStore, String> {
+        let c = s3::S3Config::from_vars(bucket, &vars).map_err(|e| e.to_string())?;
+        let s = s3::S3Store::new(c, http.clone(), WorkerSleeper, clock.clone());
+        Ok(cached(AnyStore::S3(Box::new(s)), format!("s3/{bucket}")))
+    };
+    let gs_store = |bucket: &str| -> Result<EdgeStore, String> {
+        let c = gcs::GcsConfig::from_vars(bucket, &vars).map_err(|e| e.to_string())?;
+        let s = gcs::GcsStore::new(c, http.clone(), WorkerSleeper, clock.clone());
+        Ok(cached(AnyStore::Gcs(Box::new(s)), format!("gs/{bucket}")))
+    };
+    let replica = |name: &'static str,
+                   buckets: &Option<(String, Option<String>)>,
+                   open: &dyn Fn(&str) -> Result<EdgeStore, String>|
+     -> Result<Replica<EdgeStore>, String> {
+        Ok(match buckets {
+            Some((main, checkout)) => Replica::new(
+                name,
+                open(main)?,
+                match checkout {
+                    Some(c) => open(c)?,
+                    None => absent(name),
+                },
+            ),
+            None => Replica::new(name, absent(name), absent(name)),
+        })
+    };
+    let aws = replica("aws", &cfg.s3, &s3_store)?;
+    let gcp = replica("gcp", &cfg.gs, &gs_store)?;
+    let mut keys = Vec::new();
+    if let Some(doc) = &cfg.trusted_jwks {
+        keys = parse_jwks(doc.as_bytes()).map_err(|e| format!("worker setting DSS_TRUSTED_JWKS: {e}"))?;
+    }
+    let keyset = KeySet::new(
+        Some(http.clone()),
+        keys,
+        cfg.auth.openid_provider.clone(),
+        clock.clone(),
+    );
+    let swagger = serde_json::from_str(include_str!("../../schema/dss-api.json"))
+        .map_err(|e| format!("embedded OpenAPI document: {e}"))?;
+    let app = App {
+        config: cfg.api.clone(),
+        aws,
+        gcp,
+        staging: None,
+        auth: Authenticator::new(cfg.auth.clone(), keyset, clock.clone()),
+        signer: None,
+        dev_jwks: None,
+        clock,
+        sleeper: WorkerSleeper,
+        swagger,
+        bucket_store: None,
+        jobs: None,
+    };
+    Ok(Edge {
+        replicas: cfg.edge_replicas(),
+        app,
+        cfg,
+        http,
+    })
+}
+
+fn edge(env: &Env) -> Result<Rc<Edge>, String> {
+    if let Some(e) = EDGE.with(|e| e.borrow().clone()) {
+        return Ok(e);
+    }
+    let e = Rc::new(build(env)?);
+    EDGE.with(|slot| *slot.borrow_mut() = Some(e.clone()));
+    Ok(e)
+}
+
+/// A response the worker sends: made here, or the backend's (streamed through).
+type Out = http::Response<EdgeBody>;
+
+/// The two kinds of response body.
+enum EdgeBody {
+    Local(Body),
+    Remote(worker::Body),
+}
+
+impl http_body::Body for EdgeBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            EdgeBody::Local(b) => std::pin::Pin::new(b).poll_frame(cx),
+            EdgeBody::Remote(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(|e| std::io::Error::other(e.to_string())))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            EdgeBody::Local(b) => b.is_end_stream(),
+            EdgeBody::Remote(b) => b.is_end_stream(),
+        }
+    }
+}
+
+fn local(r: crate::api::Response) -> Out {
+    r.map(EdgeBody::Local)
+}
+
+fn error(e: ApiError, method: &Method, path: &str) -> Out {
+    local(e.into_response(method, path))
+}
+
+/// Read a request body, refusing more than [`crate::api::MAX_BODY`].
+async fn read_body(body: worker::Body) -> Result<Bytes, ApiError> {
+    let mut out = Vec::new();
+    let mut s = body;
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(|e| ApiError::IllegalArguments(format!("could not read request body: {e}")))?;
+        if out.len() + chunk.len() > crate::api::MAX_BODY {
+            return Err(ApiError::PayloadTooLarge(crate::api::MAX_BODY));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Headers that describe one hop, not the request.
+fn hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "host" | "connection" | "keep-alive" | "transfer-encoding" | "te" | "upgrade" | "content-length"
+    ) || name.starts_with("cf-")
+}
+
+/// Send the request to the backend with method, path, query, headers and body intact,
+/// and hand back its answer as it is (redirects included).
+async fn forward(edge: &Edge, parts: &http::request::Parts, body: Bytes) -> Result<Out, ApiError> {
+    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let url = format!("{}{}", edge.cfg.backend_url, pq);
+    let mut req = http::Request::builder().method(parts.method.clone()).uri(&url);
+    for (k, v) in &parts.headers {
+        if !hop_by_hop(k.as_str()) {
+            req = req.header(k, v);
+        }
+    }
+    if let Some(host) = parts.uri.authority() {
+        req = req.header("x-forwarded-host", host.as_str());
+    }
+    if let Some(scheme) = parts.uri.scheme_str() {
+        req = req.header("x-forwarded-proto", scheme);
+    }
+    let req = req
+        .body(())
+        .map_err(|e| ApiError::IllegalArguments(format!("cannot forward this request: {e}")))?;
+    let (p, ()) = req.into_parts();
+    let resp = edge
+        .http
+        .exchange(p, Some(body))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("backend unreachable: {e}")))?;
+    let resp: worker::HttpResponse = resp
+        .try_into()
+        .map_err(|e: worker::Error| ApiError::Internal(format!("backend answer: {e}")))?;
+    Ok(resp.map(EdgeBody::Remote))
+}
+
+/// A search answer kept in the cache: status, the headers that matter, body.
+fn pack_search(status: u16, headers: &http::HeaderMap, body: &[u8]) -> Bytes {
+    let hs: Vec<(String, String)> = ["content-type", "link"]
+        .iter()
+        .filter_map(|n| Some((n.to_string(), headers.get(*n)?.to_str().ok()?.to_string())))
+        .collect();
+    let mut out = serde_json::to_vec(&(status, hs)).unwrap_or_default();
+    out.push(b'\n');
+    out.extend_from_slice(body);
+    Bytes::from(out)
+}
+
+fn unpack_search(b: &[u8]) -> Option<Out> {
+    let nl = b.iter().position(|c| *c == b'\n')?;
+    let (status, hs): (u16, Vec<(String, String)>) = serde_json::from_slice(&b[..nl]).ok()?;
+    let mut r = http::Response::new(EdgeBody::Local(Body::Full(Bytes::copy_from_slice(&b[nl + 1..]))));
+    *r.status_mut() = StatusCode::from_u16(status).ok()?;
+    for (k, v) in hs {
+        if let (Ok(k), Ok(v)) = (http::HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            r.headers_mut().insert(k, v);
+        }
+    }
+    Some(r)
+}
+
+/// `POST /v1/search`: from the cache when the same query was answered within the TTL,
+/// else from the backend (and kept if complete).
+async fn search(edge: &Edge, parts: &http::request::Parts, body: Bytes) -> Result<Out, ApiError> {
+    let query = crate::api::params::Query::parse(parts.uri.query().unwrap_or(""));
+    let key = (!edge.cfg.search_ttl.is_zero())
+        .then(|| policy::search_cache_key(&query, &body))
+        .flatten()
+        .map(|k| format!("search/{k}"));
+    let Some(key) = key else {
+        return forward(edge, parts, body).await;
+    };
+    if let Some(mut hit) = WorkerCache.get(&key).await.and_then(|b| unpack_search(&b)) {
+        hit.headers_mut()
+            .insert(policy::EDGE_CACHE_HEADER, HeaderValue::from_static("hit"));
+        return Ok(hit);
+    }
+    let resp = forward(edge, parts, body).await?;
+    let (mut head, rbody) = resp.into_parts();
+    head.headers
+        .insert(policy::EDGE_CACHE_HEADER, HeaderValue::from_static("miss"));
+    if !policy::search_answer_cacheable(head.status.as_u16(), &head.headers) {
+        return Ok(http::Response::from_parts(head, rbody));
+    }
+    let EdgeBody::Remote(stream) = rbody else {
+        return Ok(http::Response::from_parts(head, rbody));
+    };
+    // Search answers are small JSON documents (at most 500 summaries): read whole to keep.
+    let bytes = read_body(stream)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("backend answer: {e}")))?;
+    WorkerCache
+        .put(
+            &key,
+            pack_search(head.status.as_u16(), &head.headers, &bytes),
+            edge.cfg.search_ttl,
+        )
+        .await;
+    Ok(http::Response::from_parts(head, EdgeBody::Local(Body::Full(bytes))))
+}
+
+async fn handle(edge: &Edge, req: HttpRequest) -> Out {
+    let (parts, body) = req.into_parts();
+    let (method, path) = (parts.method.clone(), parts.uri.path().to_string());
+    if let Some(pre) = cors::preflight(&edge.cfg.api.cors_origins, &method, &parts.headers) {
+        return pre.map(|()| EdgeBody::Local(Body::empty()));
+    }
+    let query = crate::api::params::Query::parse(parts.uri.query().unwrap_or(""));
+    let route = Route::classify(&method, &path);
+    let mut out = if policy::answer_at_edge(&route, &query, &edge.replicas) {
+        // Reads carry no body; the router gets none.
+        let r = edge
+            .app
+            .handle(http::Request::from_parts(parts.clone(), Bytes::new()))
+            .await;
+        local(r)
+    } else {
+        match forwarded(edge, &parts, &route, &query, body).await {
+            Ok(r) => r,
+            Err(e) => error(e, &method, &path),
+        }
+    };
+    if method == Method::HEAD {
+        *out.body_mut() = EdgeBody::Local(Body::empty());
+    }
+    cors::decorate(&edge.cfg.api.cors_origins, &parts.headers, out.headers_mut());
+    out
+}
+
+/// Everything the backend answers: refused here if the token fails, so that the
+/// backend never sees a request that cannot be authorised.
+async fn forwarded(
+    edge: &Edge,
+    parts: &http::request::Parts,
+    route: &Route<'_>,
+    query: &crate::api::params::Query,
+    body: worker::Body,
+) -> Result<Out, ApiError> {
+    // The body is read even when the token fails: a client still sending it would see
+    // its connection cut instead of the 401.
+    let body = match parts.method {
+        Method::GET | Method::HEAD | Method::OPTIONS => Bytes::new(),
+        _ => read_body(body).await?,
+    };
+    if crate::api::routes::requires_auth(&parts.method, parts.uri.path()) {
+        let header = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
+        edge.app.auth.authenticate(header).await?;
+    }
+    if *route == Route::Search {
+        return search(edge, parts, body).await;
+    }
+    let resp = forward(edge, parts, body).await?;
+    if resp.status().is_success() {
+        if let Some((replica, prefix)) = policy::stale_listing(route, query) {
+            if let Ok(r) = edge.app.replica(replica) {
+                r.main.forget_listing(&prefix).await;
+            }
+        }
+    }
+    Ok(resp)
+}
+
+#[event(fetch)]
+async fn fetch(req: HttpRequest, env: Env, _ctx: Context) -> worker::Result<web_sys::Response> {
+    let out = match edge(&env) {
+        Ok(e) => handle(&e, req).await,
+        Err(problem) => {
+            worker::console_error!("dss edge: {problem}");
+            error(
+                ApiError::Internal(format!("the edge worker is misconfigured: {problem}")),
+                req.method(),
+                req.uri().path(),
+            )
+        }
+    };
+    to_wasm(out)
+}
+
+/// Hand a response to the runtime: whole bodies as bytes (so they carry a
+/// `Content-Length`, as the backend's do), streams as streams.
+fn to_wasm(out: Out) -> worker::Result<web_sys::Response> {
+    let (head, body) = out.into_parts();
+    match body {
+        EdgeBody::Local(Body::Full(b)) => {
+            let headers = worker::Headers::new();
+            for (k, v) in &head.headers {
+                if let Ok(v) = v.to_str() {
+                    headers.append(k.as_str(), v)?;
+                }
+            }
+            let builder = worker::ResponseBuilder::new()
+                .with_status(head.status.as_u16())
+                .with_headers(headers);
+            // Statuses such as 204 and 304 must not have a body at all.
+            let resp = if b.is_empty() {
+                builder.empty()
+            } else {
+                builder.fixed(b.to_vec())
+            };
+            Ok(resp.into())
+        }
+        other => worker::response_to_wasm(http::Response::from_parts(head, other)),
+    }
+}

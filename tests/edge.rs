@@ -1,0 +1,510 @@
+//! The edge worker in workerd (Miniflare), in front of the real `dss` binary, both on
+//! moto: every read route answered by the worker matches the backend's answer; the
+//! worker's redirects reach the bytes; writes through the worker land in the backend;
+//! requests that fail auth never reach it; CORS; latest-version caching.
+//!
+//! Needs `scripts/build-worker` to have built `build/` and `npm ci` to have installed
+//! Node 22 and Miniflare (scripts/test does both).
+
+mod common;
+use common::cloud::{s3_store, tags};
+use common::emulators::{moto, Emulator};
+use common::sha256_hex;
+use dss::storage::{PutOptions, Store};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const V1: &str = "2019-01-01T000000.000000Z";
+const V2: &str = "2019-02-01T000000.000000Z";
+const V3: &str = "2019-03-01T000000.000000Z";
+const ADMIN: &str = "admin@example.org";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A child process killed when dropped.
+struct Proc {
+    child: Child,
+    url: String,
+    log: PathBuf,
+    _out: Option<BufReader<std::process::ChildStdout>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Lines of the process's log that mention `needle`.
+    fn log_lines(&self, needle: &str) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn aws_env(cmd: &mut Command, s3: &Emulator) {
+    cmd.env("AWS_ENDPOINT_URL", &s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env_remove("AWS_ENDPOINT_URL_S3")
+        .env_remove("AWS_SESSION_TOKEN");
+}
+
+/// The backend on moto, logging every request it answers (`DSS_DEBUG=1`).
+fn start_backend(data: &Path, s3: &Emulator) -> Proc {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = data.join("backend.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dss"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DSS_DATA_DIR", data)
+        .env("DSS_S3_BUCKET", "dss-main")
+        .env("DSS_S3_CHECKOUT_BUCKET", "dss-checkout")
+        .env("ADMIN_USER_EMAILS", ADMIN)
+        .env("DSS_BUNDLE_FILE_WAIT", "0")
+        .env("DSS_DEBUG", "1")
+        .env_remove("RUST_LOG")
+        .env_remove("DSS_GS_BUCKET")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    aws_env(&mut cmd, s3);
+    let mut child = cmd.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.contains("listening on"), "backend start-up: {first:?}");
+    Proc {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        log,
+        _out: Some(out),
+    }
+}
+
+/// The built worker under Miniflare with `bindings`.
+fn start_worker(bindings: &Value, log: PathBuf) -> Proc {
+    let node = root().join("node_modules/.bin/node");
+    assert!(
+        node.exists(),
+        "{} not found: run scripts/test (it runs npm ci for Node 22 and Miniflare)",
+        node.display()
+    );
+    assert!(
+        root().join("build/index.js").exists(),
+        "build/index.js not found: run scripts/build-worker (scripts/test does)"
+    );
+    let mut child = Command::new(node)
+        .arg(root().join("tests/edge/serve.mjs"))
+        .env("DSS_EDGE_BINDINGS", bindings.to_string())
+        .env("DSS_EDGE_STDIN_LIFELINE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let url = first
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| {
+            panic!(
+                "worker start-up: {first:?}; log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })
+        .trim()
+        .to_string();
+    Proc {
+        child,
+        url,
+        log,
+        _out: Some(out),
+    }
+}
+
+fn dev_token(data: &Path, email: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_dss"))
+        .args(["token", "--email", email, "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+struct Got {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+async fn call(c: &reqwest::Client, method: &str, url: &str, token: Option<&str>, body: Option<&Value>) -> Got {
+    let mut rb = c.request(method.parse().unwrap(), url);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        rb = rb.json(b);
+    }
+    let r = rb.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    Got {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: r.bytes().await.unwrap(),
+    }
+}
+
+/// Make answers from two servers comparable: their base URLs become `{BASE}`, and
+/// presigned URLs lose their query (signatures and dates differ by the second).
+fn normalize(s: &str, bases: &[&str]) -> String {
+    let mut s = s.to_string();
+    for b in bases {
+        s = s.replace(b, "{BASE}");
+    }
+    if s.contains("X-Amz-Signature") {
+        s = s.split('?').next().unwrap_or_default().to_string();
+    }
+    s
+}
+
+fn normalize_json(v: &Value, bases: &[&str]) -> Value {
+    match v {
+        Value::String(s) => Value::String(normalize(s, bases)),
+        Value::Array(a) => Value::Array(a.iter().map(|x| normalize_json(x, bases)).collect()),
+        // The time a listing was made differs by nature.
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| *k != "event_timestamp")
+                .map(|(k, x)| (k.clone(), normalize_json(x, bases)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The parts of an answer a client relies on, normalised.
+fn essence(g: &Got, bases: &[&str]) -> Value {
+    let mut headers = serde_json::Map::new();
+    for (k, v) in &g.headers {
+        let k = k.as_str();
+        if k.starts_with("x-dss-") || matches!(k, "content-type" | "link" | "location" | "retry-after") {
+            headers.insert(k.into(), json!(normalize(v.to_str().unwrap_or(""), bases)));
+        }
+    }
+    let body = match serde_json::from_slice::<Value>(&g.body) {
+        Ok(v) => normalize_json(&v, bases),
+        Err(_) => json!(String::from_utf8_lossy(&g.body)),
+    };
+    json!({"status": g.status, "headers": headers, "body": body})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_worker_in_front_of_the_backend() {
+    let s3 = moto();
+    for b in ["dss-main", "dss-checkout", "staging"] {
+        s3_store(&s3, b).create_bucket().await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backend = start_backend(dir.path(), &s3);
+    let worker = start_worker(
+        &json!({
+            "BACKEND_URL": backend.url,
+            "DSS_S3_BUCKET": "dss-main",
+            "DSS_S3_CHECKOUT_BUCKET": "dss-checkout",
+            "AWS_ENDPOINT_URL": s3.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "OPENID_PROVIDER": format!("{}/", backend.url),
+            "ADMIN_USER_EMAILS": ADMIN,
+            "DSS_CORS_ORIGINS": "https://portal.example.org",
+        }),
+        dir.path().join("worker.log"),
+    );
+    let (b, w) = (backend.url.as_str(), worker.url.as_str());
+    // Base URLs, then bare hosts (the OpenAPI document names its host alone).
+    let bases = [b, w, b.trim_start_matches("http://"), w.trim_start_matches("http://")];
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let user = dev_token(dir.path(), "uploader@example.org");
+    let admin = dev_token(dir.path(), ADMIN);
+
+    // Stage 15 files in S3 with the checksum tags the hca CLI sets.
+    let staging = s3_store(&s3, "staging");
+    let mut files = Vec::new();
+    for i in 0..15 {
+        let data = format!("file {i} of the edge test\n").repeat(i * 100 + 1).into_bytes();
+        let c = dss::model::checksum::checksums_of(&data);
+        let key = format!("edge/f{i}.txt");
+        staging
+            .put(&key, data.clone().into(), PutOptions::overwrite())
+            .await
+            .unwrap();
+        staging.put_tags(&key, &tags(&c)).await.unwrap();
+        files.push((uuid::Uuid::new_v4().to_string(), key, data, c));
+    }
+
+    // Writes through the worker land in the backend.
+    for (u, key, _, _) in &files {
+        let body = json!({"source_url": format!("s3://staging/{key}"), "creator_uid": 7});
+        let r = call(
+            &c,
+            "PUT",
+            &format!("{w}/v1/files/{u}?version={V1}"),
+            Some(&user),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let bundle_files = |n: usize| -> Value {
+        Value::Array(
+            files[..n]
+                .iter()
+                .enumerate()
+                .map(|(i, (u, ..))| json!({"uuid": u, "version": V1, "name": format!("f{i}.txt"), "indexed": false}))
+                .collect(),
+        )
+    };
+    let b1 = uuid::Uuid::new_v4().to_string();
+    let r = call(
+        &c,
+        "PUT",
+        &format!("{w}/v1/bundles/{b1}?replica=aws&version={V1}"),
+        Some(&user),
+        Some(&json!({"files": bundle_files(15), "creator_uid": 7})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!backend.log_lines(&format!("/v1/bundles/{b1}")).is_empty());
+    // A second version straight into the backend; a bundle tombstoned through the worker.
+    let r = call(
+        &c,
+        "PUT",
+        &format!("{b}/v1/bundles/{b1}?replica=aws&version={V2}"),
+        Some(&user),
+        Some(&json!({"files": bundle_files(3), "creator_uid": 7})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let b2 = uuid::Uuid::new_v4().to_string();
+    let r = call(
+        &c,
+        "PUT",
+        &format!("{w}/v1/bundles/{b2}?replica=aws&version={V1}"),
+        Some(&user),
+        Some(&json!({"files": bundle_files(1), "creator_uid": 7})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let r = call(
+        &c,
+        "DELETE",
+        &format!("{w}/v1/bundles/{b2}?replica=aws"),
+        Some(&admin),
+        Some(&json!({"reason": "edge test"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    // The differential: every read route, the same answer from both.
+    let f0 = &files[0].0;
+    let missing = uuid::Uuid::new_v4();
+    let mut reads: Vec<(&str, String)> = vec![
+        ("GET", "/version".into()),
+        ("GET", "/internal/health".into()),
+        ("GET", "/v1/swagger.json".into()),
+        ("GET", format!("/v1/files/{f0}?replica=aws")),
+        ("GET", format!("/v1/files/{f0}?replica=aws&version={V1}")),
+        (
+            "GET",
+            format!("/v1/files/{f0}?replica=aws&version={V1}&content_disposition=attachment"),
+        ),
+        ("GET", format!("/v1/files/{f0}?replica=aws&directurl=true")),
+        ("HEAD", format!("/v1/files/{f0}?replica=aws")),
+        ("HEAD", format!("/v1/files/{f0}?replica=aws&version={V1}")),
+        ("GET", format!("/v1/files/{f0}?replica=aws&version={V2}")),
+        ("GET", format!("/v1/files/{missing}?replica=aws")),
+        ("HEAD", format!("/v1/files/{missing}?replica=aws")),
+        ("GET", format!("/v1/files/{f0}")),
+        ("GET", format!("/v1/files/{f0}?replica=azure")),
+        ("GET", "/v1/files/not-a-uuid?replica=aws".into()),
+        ("GET", format!("/v1/files/{f0}?replica=gcp")),
+        ("GET", format!("/v1/bundles/{b1}?replica=aws")),
+        ("GET", format!("/v1/bundles/{b1}?replica=aws&version={V1}")),
+        ("GET", format!("/v1/bundles/{b1}?replica=aws&version={V1}&per_page=10")),
+        (
+            "GET",
+            format!("/v1/bundles/{b1}?replica=aws&version={V1}&directurls=true"),
+        ),
+        (
+            "GET",
+            format!("/v1/bundles/{b1}?replica=aws&version={V1}&presignedurls=true"),
+        ),
+        ("GET", format!("/v1/bundles/{b1}?replica=aws&version={V1}&per_page=5")), // 400: below 10
+        ("GET", format!("/v1/bundles/{b1}?replica=aws&version={V3}")),
+        ("GET", format!("/v1/bundles/{b2}?replica=aws")),
+        ("GET", format!("/v1/bundles/{b2}?replica=aws&version={V1}")),
+        ("GET", format!("/v1/bundles/{missing}?replica=aws")),
+        ("GET", "/v1/bundles/all?replica=aws".into()),
+        ("GET", "/v1/bundles/all?replica=aws&per_page=10".into()),
+        ("GET", format!("/v1/bundles/all?replica=aws&prefix={}", &b1[..4])),
+        ("GET", "/v1/bundles/all?replica=gcp".into()),
+        ("POST", format!("/v1/files/{f0}?replica=aws")),
+    ];
+    // Follow the paging link of the 10-per-page listing as a client would.
+    let first = call(
+        &c,
+        "GET",
+        &format!("{w}/v1/bundles/{b1}?replica=aws&version={V1}&per_page=10"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(first.status, 206);
+    let next = first.header("link").unwrap().to_string();
+    let next = next.trim_start_matches('<').split('>').next().unwrap().replace(w, "");
+    reads.push(("GET", next));
+    let mut compared = 0;
+    for (m, path) in &reads {
+        let from_backend = essence(&call(&c, m, &format!("{b}{path}"), None, None).await, &bases);
+        let from_worker = essence(&call(&c, m, &format!("{w}{path}"), None, None).await, &bases);
+        if from_worker != from_backend {
+            let show = |v: &Value| v.to_string().chars().take(3000).collect::<String>();
+            panic!(
+                "{m} {path} differs:\nworker:  {}\nbackend: {}",
+                show(&from_worker),
+                show(&from_backend)
+            );
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, reads.len());
+
+    // The worker's redirects reach the bytes in moto.
+    for (u, _, data, sums) in files.iter().take(4) {
+        let r = call(&c, "GET", &format!("{w}/v1/files/{u}?replica=aws"), None, None).await;
+        assert_eq!(r.status, 302);
+        assert_eq!(r.header("x-dss-sha256"), Some(sums.sha256.as_str()));
+        let loc = r.header("location").unwrap();
+        assert!(loc.starts_with(&s3.endpoint), "{loc}");
+        let bytes = reqwest::get(loc).await.unwrap().bytes().await.unwrap();
+        assert_eq!(bytes.len(), data.len());
+        assert_eq!(sha256_hex(&bytes), sums.sha256);
+    }
+
+    // Refused at the edge: the backend never sees these.
+    let b3 = uuid::Uuid::new_v4().to_string();
+    let stranger = {
+        let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let dev = dss::auth::dev::DevIssuer::from_key(key, &format!("{b}/"));
+        dev.mint(
+            "x@example.org",
+            Some("hca"),
+            "https://dev.data.humancellatlas.org/",
+            chrono::Duration::hours(1),
+        )
+        .unwrap()
+    };
+    let put = format!("{w}/v1/bundles/{b3}?replica=aws&version={V1}");
+    let body = json!({"files": bundle_files(1), "creator_uid": 7});
+    let r = call(&c, "PUT", &put, None, Some(&body)).await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (401, Some("OAuthProblem")));
+    let r = call(&c, "PUT", &put, Some("not-a-jwt"), Some(&body)).await;
+    assert_eq!(r.status, 401);
+    let r = call(&c, "PUT", &put, Some(&stranger), Some(&body)).await;
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    let r = call(
+        &c,
+        "DELETE",
+        &format!("{w}/v1/bundles/{b3}?replica=aws"),
+        None,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        backend.log_lines(&b3),
+        Vec::<String>::new(),
+        "backend saw a refused request"
+    );
+
+    // A write through the worker is visible through it at once, although the worker
+    // had cached the "latest version" lookup a moment ago.
+    let latest = call(&c, "GET", &format!("{w}/v1/bundles/{b1}?replica=aws"), None, None).await;
+    assert_eq!(latest.json()["bundle"]["version"], V2);
+    let r = call(
+        &c,
+        "PUT",
+        &format!("{w}/v1/bundles/{b1}?replica=aws&version={V3}"),
+        Some(&user),
+        Some(&json!({"files": bundle_files(2), "creator_uid": 7})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let latest = call(&c, "GET", &format!("{w}/v1/bundles/{b1}?replica=aws"), None, None).await;
+    assert_eq!(latest.json()["bundle"]["version"], V3);
+    assert_eq!(latest.json()["bundle"]["files"].as_array().unwrap().len(), 2);
+
+    // Browsers: preflight and exposed headers for the allowed origin only.
+    let pre = c
+        .request(reqwest::Method::OPTIONS, format!("{w}/v1/files/{f0}?replica=aws"))
+        .header("origin", "https://portal.example.org")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    assert_eq!(
+        pre.headers()["access-control-allow-origin"],
+        "https://portal.example.org"
+    );
+    let got = c
+        .get(format!("{w}/v1/files/{f0}?replica=aws"))
+        .header("origin", "https://portal.example.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 302);
+    let exposed = got.headers()["access-control-expose-headers"].to_str().unwrap();
+    assert!(
+        exposed.contains("X-DSS-SHA256") && exposed.contains("Link"),
+        "{exposed}"
+    );
+    let other = c
+        .get(format!("{w}/version"))
+        .header("origin", "https://elsewhere.example.org")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
