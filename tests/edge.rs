@@ -7,8 +7,8 @@
 //! Node 22 and Miniflare (scripts/test does both).
 
 mod common;
-use common::cloud::{s3_store, tags};
-use common::emulators::{moto, Emulator};
+use common::cloud::{gcs_store, s3_store, tags};
+use common::emulators::{fake_gcs, moto, Emulator};
 use common::sha256_hex;
 use dss::storage::{PutOptions, Store};
 use serde_json::{json, Value};
@@ -62,8 +62,8 @@ fn aws_env(cmd: &mut Command, s3: &Emulator) {
         .env_remove("AWS_SESSION_TOKEN");
 }
 
-/// The backend on moto, logging every request it answers (`DSS_DEBUG=1`).
-fn start_backend(data: &Path, s3: &Emulator) -> Proc {
+/// The backend on moto and fake-gcs-server, logging every request it answers (`DSS_DEBUG=1`).
+fn start_backend(data: &Path, s3: &Emulator, gcs: &Emulator) -> Proc {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -79,7 +79,9 @@ fn start_backend(data: &Path, s3: &Emulator) -> Proc {
         .env("DSS_BUNDLE_FILE_WAIT", "0")
         .env("DSS_DEBUG", "1")
         .env_remove("RUST_LOG")
-        .env_remove("DSS_GS_BUCKET")
+        .env("DSS_GS_BUCKET", "dss-gs-main")
+        .env("STORAGE_EMULATOR_HOST", &gcs.endpoint)
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap());
     aws_env(&mut cmd, s3);
@@ -186,7 +188,7 @@ fn normalize(s: &str, bases: &[&str]) -> String {
     for b in bases {
         s = s.replace(b, "{BASE}");
     }
-    if s.contains("X-Amz-Signature") {
+    if s.contains("X-Amz-Signature") || s.contains("X-Goog-Signature") {
         s = s.split('?').next().unwrap_or_default().to_string();
     }
     s
@@ -229,8 +231,12 @@ async fn edge_worker_in_front_of_the_backend() {
     for b in ["dss-main", "dss-checkout", "staging"] {
         s3_store(&s3, b).create_bucket().await.unwrap();
     }
+    let gcs = fake_gcs();
+    for b in ["dss-gs-main", "gs-staging"] {
+        gcs_store(&gcs, b).create_bucket().await.unwrap();
+    }
     let dir = tempfile::tempdir().unwrap();
-    let backend = start_backend(dir.path(), &s3);
+    let backend = start_backend(dir.path(), &s3, &gcs);
     let worker = start_worker(
         &json!({
             "BACKEND_URL": backend.url,
@@ -240,6 +246,8 @@ async fn edge_worker_in_front_of_the_backend() {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
+            "DSS_GS_BUCKET": "dss-gs-main",
+            "STORAGE_EMULATOR_HOST": gcs.endpoint,
             "OPENID_PROVIDER": format!("{}/", backend.url),
             "ADMIN_USER_EMAILS": ADMIN,
             "DSS_CORS_ORIGINS": "https://portal.example.org",
@@ -334,6 +342,41 @@ async fn edge_worker_in_front_of_the_backend() {
     .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 
+    // The gcp replica: a file staged in GCS, ingested and bundled through the worker.
+    let gdata = b"a file in the gcp replica\n".repeat(50);
+    let gsums = dss::model::checksum::checksums_of(&gdata);
+    let gopts = PutOptions {
+        if_absent: false,
+        content_type: Some("text/plain".into()),
+        metadata: tags(&gsums),
+    };
+    gcs_store(&gcs, "gs-staging")
+        .put("edge/g.txt", gdata.clone().into(), gopts)
+        .await
+        .unwrap();
+    let gf = uuid::Uuid::new_v4().to_string();
+    let body = json!({"source_url": "gs://gs-staging/edge/g.txt", "creator_uid": 7});
+    let r = call(
+        &c,
+        "PUT",
+        &format!("{w}/v1/files/{gf}?version={V1}"),
+        Some(&user),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let gb = uuid::Uuid::new_v4().to_string();
+    let gfiles = json!([{"uuid": gf, "version": V1, "name": "g.txt", "indexed": false}]);
+    let r = call(
+        &c,
+        "PUT",
+        &format!("{w}/v1/bundles/{gb}?replica=gcp&version={V1}"),
+        Some(&user),
+        Some(&json!({"files": gfiles, "creator_uid": 7})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+
     // The differential: every read route, the same answer from both.
     let f0 = &files[0].0;
     let missing = uuid::Uuid::new_v4();
@@ -357,6 +400,11 @@ async fn edge_worker_in_front_of_the_backend() {
         ("GET", format!("/v1/files/{f0}?replica=azure")),
         ("GET", "/v1/files/not-a-uuid?replica=aws".into()),
         ("GET", format!("/v1/files/{f0}?replica=gcp")),
+        ("GET", format!("/v1/files/{gf}?replica=gcp")),
+        ("HEAD", format!("/v1/files/{gf}?replica=gcp&version={V1}")),
+        ("GET", format!("/v1/files/{gf}?replica=gcp&directurl=true")),
+        ("GET", format!("/v1/bundles/{gb}?replica=gcp")),
+        ("GET", format!("/v1/bundles/{gb}?replica=gcp&presignedurls=true")),
         ("GET", format!("/v1/bundles/{b1}?replica=aws")),
         ("GET", format!("/v1/bundles/{b1}?replica=aws&version={V1}")),
         ("GET", format!("/v1/bundles/{b1}?replica=aws&version={V1}&per_page=10")),
@@ -419,6 +467,16 @@ async fn edge_worker_in_front_of_the_backend() {
         assert_eq!(bytes.len(), data.len());
         assert_eq!(sha256_hex(&bytes), sums.sha256);
     }
+
+    let r = call(&c, "GET", &format!("{w}/v1/files/{gf}?replica=gcp"), None, None).await;
+    assert_eq!(r.status, 302);
+    let bytes = reqwest::get(r.header("location").unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha256_hex(&bytes), gsums.sha256);
 
     // Refused at the edge: the backend never sees these.
     let b3 = uuid::Uuid::new_v4().to_string();
