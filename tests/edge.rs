@@ -36,8 +36,29 @@ struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Closing stdin asks the Miniflare script to stop workerd (a killed node would
+        // leave workerd running); then SIGTERM, and SIGKILL as a last resort.
+        let had_stdin = self.child.stdin.take().is_some();
+        let pid = self.child.id() as i32;
+        let mut exited = |d: Duration| {
+            let deadline = std::time::Instant::now() + d;
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        };
+        if had_stdin && exited(Duration::from_secs(3)) {
+            return;
+        }
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        if !exited(Duration::from_secs(3)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

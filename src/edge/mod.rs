@@ -89,7 +89,7 @@ fn build(env: &Env) -> Result<Edge, String> {
     let clock: Arc<dyn Clock> = Arc::new(JsClock);
     let http = FetchClient::new(Duration::from_secs(30));
     let list_ttl = cfg.list_ttl;
-    let cached = |s: AnyStore, ns: String| Cached::new(s, WorkerCache, ns, list_ttl);
+    let cached = |s: AnyStore, ns: String| Cached::new(s, WorkerCache, ns, list_ttl, clock.clone());
     // A replica without an edge bucket gets an empty stand-in; its reads are forwarded.
     let absent = |name: &str| {
         cached(

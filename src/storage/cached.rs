@@ -8,10 +8,15 @@
 
 use super::{ByteRange, ListPage, ObjectMeta, PresignOptions, PutOptions, Store, StoreResult};
 use crate::model::platform::ByteStream;
-use crate::model::{MaybeSend, MaybeSync};
+use crate::model::{Clock, MaybeSend, MaybeSync};
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Listings remembered in memory at most (a bound: listing prefixes come from requests).
+const MEMO_ENTRIES: usize = 4096;
 
 /// How long an immutable document is kept: a year (it never changes).
 pub const IMMUTABLE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -26,7 +31,9 @@ pub trait ObjectCache: MaybeSend + MaybeSync {
     fn delete(&self, key: &str) -> impl Future<Output = ()> + MaybeSend;
 }
 
-/// `inner` with its immutable documents and listings cached in `cache`.
+/// `inner` with its immutable documents and listings cached in `cache`. Listings are also
+/// remembered in memory until the same expiry, so a hot "latest version" lookup costs no
+/// cache round trip.
 pub struct Cached<S, C> {
     inner: S,
     cache: C,
@@ -34,6 +41,9 @@ pub struct Cached<S, C> {
     namespace: String,
     /// Lifetime of cached listings; zero turns listing caching off.
     list_ttl: Duration,
+    clock: Arc<dyn Clock>,
+    /// Listing pages by cache key, with their expiry (unix ms).
+    memo: Mutex<HashMap<String, (ListPage, i64)>>,
 }
 
 /// Whether the object at `key` can never change once it exists: the metadata documents
@@ -44,14 +54,29 @@ fn immutable(key: &str) -> bool {
 }
 
 impl<S: Store, C: ObjectCache> Cached<S, C> {
-    /// Cache `inner` in `cache` under `namespace`, listings for `list_ttl`.
-    pub fn new(inner: S, cache: C, namespace: impl Into<String>, list_ttl: Duration) -> Self {
+    /// Cache `inner` in `cache` under `namespace`, listings for `list_ttl` by `clock`.
+    pub fn new(inner: S, cache: C, namespace: impl Into<String>, list_ttl: Duration, clock: Arc<dyn Clock>) -> Self {
         Cached {
             inner,
             cache,
             namespace: namespace.into(),
             list_ttl,
+            clock,
+            memo: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ListPage, i64)>> {
+        // Entries are whole values: a panic elsewhere cannot leave one half-written.
+        self.memo.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember(&self, key: String, page: &ListPage, until: i64) {
+        let mut memo = self.memo();
+        if memo.len() >= MEMO_ENTRIES {
+            memo.clear();
+        }
+        memo.insert(key, (page.clone(), until));
     }
 
     /// The store behind the cache.
@@ -77,16 +102,20 @@ impl<S: Store, C: ObjectCache> Cached<S, C> {
     /// Forget the cached first listing page under `prefix` (after a write there, so the
     /// next "latest version" lookup sees it at once).
     pub async fn forget_listing(&self, prefix: &str) {
-        self.cache.delete(&self.list_key(prefix, None, 1000)).await
+        let key = self.list_key(prefix, None, 1000);
+        self.memo().remove(&key);
+        self.cache.delete(&key).await
     }
 }
 
-fn encode_page(p: &ListPage) -> Bytes {
-    Bytes::from(serde_json::json!({"keys": p.keys, "next": p.next_token}).to_string())
+fn encode_page(p: &ListPage, until: i64) -> Bytes {
+    Bytes::from(serde_json::json!({"keys": p.keys, "next": p.next_token, "until": until}).to_string())
 }
 
-fn decode_page(b: &[u8]) -> Option<ListPage> {
+/// A cached page and its expiry (unix ms).
+fn decode_page(b: &[u8]) -> Option<(ListPage, i64)> {
     let v: serde_json::Value = serde_json::from_slice(b).ok()?;
+    let until = v.get("until")?.as_i64()?;
     let keys = v
         .get("keys")?
         .as_array()?
@@ -94,7 +123,7 @@ fn decode_page(b: &[u8]) -> Option<ListPage> {
         .map(|k| k.as_str().map(str::to_string))
         .collect::<Option<Vec<_>>>()?;
     let next_token = v.get("next").and_then(|n| n.as_str()).map(str::to_string);
-    Some(ListPage { keys, next_token })
+    Some((ListPage { keys, next_token }, until))
 }
 
 impl<S: Store, C: ObjectCache> Store for Cached<S, C> {
@@ -137,11 +166,21 @@ impl<S: Store, C: ObjectCache> Store for Cached<S, C> {
             return self.inner.list(prefix, token, limit).await;
         }
         let ck = self.list_key(prefix, token, limit);
-        if let Some(page) = self.cache.get(&ck).await.and_then(|b| decode_page(&b)) {
-            return Ok(page);
+        let now = self.clock.now().timestamp_millis();
+        if let Some((page, _)) = self.memo().get(&ck).filter(|(_, until)| *until > now) {
+            return Ok(page.clone());
+        }
+        // The expiry travels with the page, so no copy outlives the TTL set by its maker.
+        if let Some((page, until)) = self.cache.get(&ck).await.and_then(|b| decode_page(&b)) {
+            if until > now {
+                self.remember(ck, &page, until);
+                return Ok(page);
+            }
         }
         let page = self.inner.list(prefix, token, limit).await?;
-        self.cache.put(&ck, encode_page(&page), self.list_ttl).await;
+        let until = now.saturating_add(self.list_ttl.as_millis() as i64);
+        self.cache.put(&ck, encode_page(&page, until), self.list_ttl).await;
+        self.remember(ck, &page, until);
         Ok(page)
     }
     async fn copy(&self, src: &str, dst: &str) -> StoreResult<()> {
@@ -174,35 +213,36 @@ impl<S: Store, C: ObjectCache> Store for Cached<S, C> {
 mod tests {
     use super::*;
     use crate::storage::memory::MemoryStore;
-    use std::collections::HashMap;
-    use std::sync::Mutex;
 
-    /// A cache whose clock the test moves.
-    #[derive(Default)]
-    struct TestCache {
-        now: Mutex<Duration>,
-        items: Mutex<HashMap<String, (Bytes, Duration)>>,
+    /// A clock the test moves.
+    struct TestClock(Mutex<chrono::DateTime<chrono::Utc>>);
+
+    impl Clock for TestClock {
+        fn now(&self) -> chrono::DateTime<chrono::Utc> {
+            *self.0.lock().unwrap()
+        }
     }
 
-    impl TestCache {
-        fn advance(&self, d: Duration) {
-            *self.now.lock().unwrap() += d;
-        }
+    /// A cache that keeps everything (expiry is the store's own check).
+    #[derive(Default)]
+    struct TestCache {
+        items: Mutex<HashMap<String, Bytes>>,
     }
 
     impl ObjectCache for &TestCache {
         async fn get(&self, key: &str) -> Option<Bytes> {
-            let now = *self.now.lock().unwrap();
-            let items = self.items.lock().unwrap();
-            items.get(key).filter(|(_, until)| *until > now).map(|(b, _)| b.clone())
+            self.items.lock().unwrap().get(key).cloned()
         }
-        async fn put(&self, key: &str, value: Bytes, ttl: Duration) {
-            let until = *self.now.lock().unwrap() + ttl;
-            self.items.lock().unwrap().insert(key.to_string(), (value, until));
+        async fn put(&self, key: &str, value: Bytes, _ttl: Duration) {
+            self.items.lock().unwrap().insert(key.to_string(), value);
         }
         async fn delete(&self, key: &str) {
             self.items.lock().unwrap().remove(key);
         }
+    }
+
+    fn clock() -> Arc<TestClock> {
+        Arc::new(TestClock(Mutex::new(chrono::Utc::now())))
     }
 
     fn mem() -> MemoryStore {
@@ -214,7 +254,7 @@ mod tests {
     #[tokio::test]
     async fn immutable_documents_are_served_from_the_cache() {
         let tc = TestCache::default();
-        let s = Cached::new(mem(), &tc, "t", Duration::from_secs(10));
+        let s = Cached::new(mem(), &tc, "t", Duration::from_secs(10), clock());
         let k = "files/0b0e7c1e-0000-4000-8000-000000000000.2019-01-01T000000.000000Z";
         s.put(k, Bytes::from_static(b"{}"), PutOptions::if_absent())
             .await
@@ -236,7 +276,8 @@ mod tests {
     #[tokio::test]
     async fn listings_are_cached_briefly_and_can_be_forgotten() {
         let tc = TestCache::default();
-        let s = Cached::new(mem(), &tc, "t", Duration::from_secs(10));
+        let clk = clock();
+        let s = Cached::new(mem(), &tc, "t", Duration::from_secs(10), clk.clone());
         s.put("bundles/u.1", Bytes::new(), PutOptions::overwrite())
             .await
             .unwrap();
@@ -246,15 +287,25 @@ mod tests {
             .unwrap();
         // Within the TTL: the cached page.
         assert_eq!(s.list("bundles/u.", None, 1000).await.unwrap().keys, ["bundles/u.1"]);
-        tc.advance(Duration::from_secs(11));
+        // A second store on the same cache (another isolate) finds the page there.
+        let other = Cached::new(mem(), &tc, "t", Duration::from_secs(10), clk.clone());
+        assert_eq!(
+            other.list("bundles/u.", None, 1000).await.unwrap().keys,
+            ["bundles/u.1"]
+        );
+        *clk.0.lock().unwrap() += chrono::Duration::seconds(11);
         assert_eq!(s.list("bundles/u.", None, 1000).await.unwrap().keys.len(), 2);
+        // `other` shares the refreshed page; once that expires, it is not used either.
+        assert_eq!(other.list("bundles/u.", None, 1000).await.unwrap().keys.len(), 2);
+        *clk.0.lock().unwrap() += chrono::Duration::seconds(11);
+        assert!(other.list("bundles/u.", None, 1000).await.unwrap().keys.is_empty());
         s.put("bundles/u.3", Bytes::new(), PutOptions::overwrite())
             .await
             .unwrap();
         s.forget_listing("bundles/u.").await;
         assert_eq!(s.list("bundles/u.", None, 1000).await.unwrap().keys.len(), 3);
         // TTL zero: never cached.
-        let s = Cached::new(mem(), &tc, "z", Duration::ZERO);
+        let s = Cached::new(mem(), &tc, "z", Duration::ZERO, clock());
         s.list("bundles/", None, 10).await.unwrap();
         s.put("bundles/a.1", Bytes::new(), PutOptions::overwrite())
             .await
@@ -266,7 +317,7 @@ mod tests {
     async fn conformance() {
         let tc = TestCache::default();
         // Listings uncached: the suite checks read-after-write listings.
-        let s = Cached::new(mem(), &tc, "c", Duration::ZERO);
+        let s = Cached::new(mem(), &tc, "c", Duration::ZERO, clock());
         crate::storage::conformance::run(&s).await;
     }
 }
