@@ -3,7 +3,7 @@
 //! rim (`crate::edge`) only carries it out.
 
 use super::cors::CorsOrigins;
-use super::params::Query;
+use super::params::{split_list, Query};
 use super::{ApiConfig, Route};
 use crate::auth::AuthConfig;
 use sha2::{Digest, Sha256};
@@ -46,14 +46,6 @@ pub struct EdgeConfigError {
     pub name: &'static str,
     /// What is wrong with it.
     pub problem: String,
-}
-
-fn split_list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|x| !x.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 impl EdgeConfig {

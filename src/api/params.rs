@@ -128,3 +128,13 @@ pub fn int_field(m: &serde_json::Map<String, Value>, name: &str) -> Result<i64, 
         None => Err(ApiError::IllegalArguments(format!("'{name}' is a required property"))),
     }
 }
+
+/// A comma-separated setting as its trimmed, non-empty items (`ADMIN_USER_EMAILS`,
+/// `OIDC_AUDIENCE`, …), read the same way by the backend and the edge.
+pub fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
+}

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::api::MAX_BODY;
+use crate::api::params::split_list;
 /// Request bodies held in memory at once, across all connections (KiB): past it, readers wait.
 const BODY_BUDGET_KIB: usize = 128 * 1024;
 /// A client must send its request head within this time.
@@ -240,14 +241,6 @@ impl CloudStores {
             self.clock.clone(),
         ))))
     }
-}
-
-fn split_list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|x| !x.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 async fn respond(
