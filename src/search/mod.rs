@@ -15,6 +15,7 @@ pub mod es;
 pub mod eval;
 pub mod fields;
 pub mod indexer;
+pub mod synthetic;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod tantivy_engine;
 
