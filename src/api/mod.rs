@@ -10,6 +10,7 @@ pub mod files;
 pub mod ingest;
 pub mod meta;
 pub mod params;
+pub mod search;
 
 use crate::auth::{Authenticator, Identity};
 use crate::http::HttpClient;
@@ -194,6 +195,8 @@ pub struct App<S, H, T> {
     pub bucket_store: Option<BucketStoreFn<S>>,
     /// Background jobs (large ingests); `None` where writes are not run (the edge).
     pub jobs: Option<Arc<dyn ingest::JobSink>>,
+    /// The metadata search engine; `None` where searches are forwarded (the edge).
+    pub search: Option<Arc<dyn crate::search::SearchEngine>>,
 }
 
 /// Opens (or reuses) a store for `(scheme, bucket)`, or `None` if that cloud is not configured.
@@ -362,7 +365,10 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
             ("PUT", ["v1", "bundles", uuid]) => bundles::put(self, ctx, uuid).await,
             ("PATCH", ["v1", "bundles", uuid]) => bundles::patch(self, ctx, uuid).await,
             ("DELETE", ["v1", "bundles", uuid]) => bundles::delete(self, ctx, uuid).await,
-            (_, ["v1", "files", _]) | (_, ["v1", "bundles", _]) => Err(ApiError::MethodNotAllowed),
+            ("POST", ["v1", "search"]) => search::post(self, ctx).await,
+            (_, ["v1", "files", _]) | (_, ["v1", "bundles", _]) | (_, ["v1", "search"]) => {
+                Err(ApiError::MethodNotAllowed)
+            }
             _ => Err(ApiError::NotFound(format!("{} {} is not a DSS route", m, ctx.path))),
         }
     }

@@ -13,10 +13,20 @@
 
 use super::document::{bundle_document, tombstone_document_json, ShapeError};
 use super::IndexOp;
-use crate::model::manifest::{bundle_key, parse_bundle_key, tombstone_key, BundleKey, BundleManifest};
+use crate::model::manifest::{bundle_key, parse_bundle_key, tombstone_key, BundleFile, BundleKey, BundleManifest};
 use crate::storage::{list_all, Store, StoreError};
 use futures::StreamExt;
 use serde_json::Value;
+
+/// Bring the index up to date with one bucket key of one replica: the durable unit of
+/// indexing work, submitted after every bundle PUT, PATCH and DELETE.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IndexJob {
+    /// `aws` or `gcp`.
+    pub replica: String,
+    /// `bundles/{uuid}.{version}`, or a tombstone key.
+    pub key: String,
+}
 
 /// Indexed files read at once for one bundle.
 const READ_CONCURRENCY: usize = 16;
@@ -102,35 +112,41 @@ async fn read_json<S: Store>(store: &S, key: &str) -> Result<Value, IndexError> 
     serde_json::from_slice(&bytes).map_err(|e| IndexError::Corrupt(format!("{key} is not JSON: {e}")))
 }
 
+/// One indexed file's JSON; `None` when it is too large or not JSON (skipped, as the
+/// original skipped unparsable files).
+async fn read_indexed<S: Store>(store: &S, uuid: &str, f: BundleFile) -> Result<Option<(String, Value)>, IndexError> {
+    if f.size > MAX_INDEXED_FILE {
+        tracing::warn!(bundle = %uuid, file = %f.name, size = f.size, "indexed file too large, skipped");
+        return Ok(None);
+    }
+    let blob = format!("blobs/{}.{}.{}.{}", f.sha256, f.sha1, f.s3_etag, f.crc32c);
+    let bytes = store.get(&blob).await?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) => Ok(Some((f.name, v))),
+        Err(e) => {
+            tracing::warn!(bundle = %uuid, file = %f.name, "indexed file is not JSON, skipped: {e}");
+            Ok(None)
+        }
+    }
+}
+
 /// The document of bundle `uuid` at `version`, reading its indexed JSON files.
 pub async fn bundle_doc<S: Store>(store: &S, uuid: &str, version: &str) -> Result<Value, IndexError> {
     let key = bundle_key(uuid, version);
     let bytes = store.get(&key).await?;
     let manifest: BundleManifest =
         serde_json::from_slice(&bytes).map_err(|e| IndexError::Corrupt(format!("{key} unreadable: {e}")))?;
-    let wanted: Vec<_> = manifest
+    let wanted: Vec<BundleFile> = manifest
         .files
         .iter()
         .filter(|f| f.indexed && f.content_type.starts_with("application/json"))
+        .cloned()
         .collect();
-    let read = futures::stream::iter(wanted.into_iter().map(|f| async move {
-        if f.size > MAX_INDEXED_FILE {
-            tracing::warn!(bundle = %uuid, file = %f.name, size = f.size, "indexed file too large, skipped");
-            return Ok(None);
-        }
-        let blob = format!("blobs/{}.{}.{}.{}", f.sha256, f.sha1, f.s3_etag, f.crc32c);
-        let bytes = store.get(&blob).await?;
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(v) => Ok(Some((f.name.clone(), v))),
-            Err(e) => {
-                tracing::warn!(bundle = %uuid, file = %f.name, "indexed file is not JSON, skipped: {e}");
-                Ok(None)
-            }
-        }
-    }))
-    .buffered(READ_CONCURRENCY)
-    .collect::<Vec<Result<Option<(String, Value)>, IndexError>>>()
-    .await;
+    let read: Vec<Result<Option<(String, Value)>, IndexError>> = futures::stream::iter(wanted)
+        .map(|f| read_indexed(store, uuid, f))
+        .buffered(READ_CONCURRENCY)
+        .collect()
+        .await;
     let mut files = Vec::new();
     for r in read {
         if let Some(f) = r? {

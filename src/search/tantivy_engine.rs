@@ -54,8 +54,10 @@ struct Fields {
 
 struct Inner {
     index: Index,
+    dir: std::path::PathBuf,
     fields: Fields,
-    writer: Mutex<IndexWriter>,
+    /// Held while writing: one batch at a time in this process.
+    writing: Mutex<()>,
     reader: IndexReader,
 }
 
@@ -102,28 +104,42 @@ impl TantivyEngine {
         } else {
             Index::create_in_dir(dir, schema).map_err(internal)?
         };
-        let writer = index
-            .writer_with_num_threads(WRITER_THREADS, WRITER_HEAP)
-            .map_err(|e| match e {
-                tantivy::TantivyError::LockFailure(..) => SearchError::Unavailable(format!(
-                    "the search index in {} is in use by another process (a running server?)",
-                    dir.display()
-                )),
-                other => internal(other),
-            })?;
+        // Reloaded after our own commits at once, and after another process's (`dss
+        // reindex` beside a running server) when it notices the change.
         let reader = index
             .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
+            .reload_policy(ReloadPolicy::OnCommitWithDelay)
             .try_into()
             .map_err(internal)?;
         Ok(TantivyEngine {
             inner: Arc::new(Inner {
                 index,
+                dir: dir.to_path_buf(),
                 fields,
-                writer: Mutex::new(writer),
+                writing: Mutex::new(()),
                 reader,
             }),
         })
+    }
+
+    /// A writer for one batch. The index's lock file keeps writers of other processes
+    /// out; one that holds it is waited for, a little.
+    fn writer(&self) -> Result<IndexWriter, SearchError> {
+        let mut wait = std::time::Duration::from_millis(20);
+        for _ in 0..12 {
+            match self.inner.index.writer_with_num_threads(WRITER_THREADS, WRITER_HEAP) {
+                Ok(w) => return Ok(w),
+                Err(tantivy::TantivyError::LockFailure(..)) => {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_secs(1));
+                }
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        Err(SearchError::Unavailable(format!(
+            "the search index in {} is being written by another process",
+            self.inner.dir.display()
+        )))
     }
 
     /// The number of documents in the index, both replicas.
@@ -147,22 +163,24 @@ impl TantivyEngine {
             let IndexOp::Put { id, doc } = op;
             docs.push((format!("{replica}/{id}"), to_tantivy(f, replica, id, doc)?));
         }
-        let mut writer = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = self.inner.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writer = self.writer()?;
         for (key, doc) in docs {
             // Replacing by key makes indexing the same version again harmless.
             writer.delete_term(Term::from_field_text(f.key, &key));
             writer.add_document(doc).map_err(internal)?;
         }
         writer.commit().map_err(internal)?;
-        drop(writer);
+        writer.wait_merging_threads().map_err(internal)?;
         self.inner.reader.reload().map_err(internal)
     }
 
     fn clear_now(&self, replica: &str) -> Result<(), SearchError> {
-        let mut writer = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = self.inner.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writer = self.writer()?;
         writer.delete_term(Term::from_field_text(self.inner.fields.t, &format!("r{replica}")));
         writer.commit().map_err(internal)?;
-        drop(writer);
+        writer.wait_merging_threads().map_err(internal)?;
         self.inner.reader.reload().map_err(internal)
     }
 

@@ -75,6 +75,13 @@ pub struct ServeConfig {
     /// Dev issuer: auto (on when listening on loopback), on, or off.
     #[arg(long, env = "DSS_DEV_ISSUER", default_value = "auto", value_parser = ["auto", "on", "off"])]
     pub dev_issuer: String,
+    /// Elasticsearch or OpenSearch endpoint for search (`http(s)://host:port`, credentials
+    /// in the URL if needed). Unset: the embedded index under DATA_DIR/search.
+    #[arg(long, env = "DSS_ES_ENDPOINT")]
+    pub es_endpoint: Option<String>,
+    /// Prefix of the Elasticsearch index names (`{prefix}-{replica}-docs`).
+    #[arg(long, env = "DSS_ES_INDEX_PREFIX", default_value = "dss")]
+    pub es_index_prefix: String,
     /// Version string reported by /version.
     #[arg(long, env = "DSS_VERSION")]
     pub dss_version: Option<String>,

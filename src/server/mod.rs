@@ -89,6 +89,7 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
         Ok(AnyStore::Fs(FsStore::new(name, data.join(dir), Some(signer.clone()))?))
     };
     let http = ReqwestClient::new(Duration::from_secs(30)).map_err(|e| StartError::Config(e.to_string()))?;
+    let search = open_search(cfg, data, &http)?;
     let cloud = CloudStores {
         http: http.clone(),
         clock: clock.clone(),
@@ -207,10 +208,38 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
         swagger,
         bucket_store: Some(bucket_store),
         jobs: Some(jobs.clone()),
+        search: Some(search),
     };
     let app = Arc::new(app);
     jobs.start(app.clone());
     Ok(app)
+}
+
+/// Where the embedded search index lives.
+pub fn search_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("search").join("tantivy")
+}
+
+/// The search engine: Elasticsearch/OpenSearch when `DSS_ES_ENDPOINT` is set, else the
+/// embedded index in the data directory.
+fn open_search(
+    cfg: &ServeConfig,
+    data: &Path,
+    http: &ReqwestClient,
+) -> Result<Arc<dyn crate::search::SearchEngine>, StartError> {
+    match &cfg.es_endpoint {
+        Some(endpoint) => {
+            let es = crate::search::es::EsEngine::new(http.clone(), endpoint, &cfg.es_index_prefix)
+                .map_err(|e| StartError::Config(format!("DSS_ES_ENDPOINT: {e}")))?;
+            tracing::info!(endpoint = %es.endpoint(), "search on Elasticsearch");
+            Ok(Arc::new(es))
+        }
+        None => {
+            let engine = crate::search::tantivy_engine::TantivyEngine::open(&search_dir(data))
+                .map_err(|e| StartError::Config(format!("search index: {e}")))?;
+            Ok(Arc::new(engine))
+        }
+    }
 }
 
 /// Opens cloud stores with the shared HTTP client.
