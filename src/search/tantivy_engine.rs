@@ -158,18 +158,34 @@ impl TantivyEngine {
 
     fn apply(&self, replica: &str, ops: Vec<IndexOp>) -> Result<(), SearchError> {
         let f = self.inner.fields;
-        let mut docs = Vec::with_capacity(ops.len());
-        for op in &ops {
-            let IndexOp::Put { id, doc } = op;
-            docs.push((format!("{replica}/{id}"), to_tantivy(f, replica, id, doc)?));
-        }
         let _one = self.inner.writing.lock().unwrap_or_else(|e| e.into_inner());
-        let mut writer = self.writer()?;
-        for (key, doc) in docs {
-            // Replacing by key makes indexing the same version again harmless.
-            writer.delete_term(Term::from_field_text(f.key, &key));
-            writer.add_document(doc).map_err(internal)?;
-        }
+        let writer = self.writer()?;
+        // Documents are built on two threads and handed to the writer as they are made,
+        // so building overlaps with tantivy's own indexing threads.
+        let half = ops.len().div_ceil(2).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = ops
+                .chunks(half)
+                .map(|chunk| {
+                    let writer = &writer;
+                    scope.spawn(move || -> Result<(), SearchError> {
+                        for op in chunk {
+                            let IndexOp::Put { id, doc } = op;
+                            let key = format!("{replica}/{id}");
+                            let d = to_tantivy(f, replica, id, doc)?;
+                            // Replacing by key makes indexing the same version again harmless.
+                            writer.delete_term(Term::from_field_text(f.key, &key));
+                            writer.add_document(d).map_err(internal)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .try_for_each(|h| h.join().map_err(|_| internal("indexing thread panicked"))?)
+        })?;
+        let mut writer = writer;
         writer.commit().map_err(internal)?;
         writer.wait_merging_threads().map_err(internal)?;
         self.inner.reader.reload().map_err(internal)
