@@ -115,6 +115,10 @@ fn parse_ymd(s: &str) -> Option<(i64, i64, i64, usize)> {
 /// `HH[:mm[:ss[.fraction]]]` then an optional `Z` or `±HH[:]mm`; milliseconds of the day
 /// and the offset in minutes.
 fn parse_time(s: &str) -> Option<(i64, i64)> {
+    // Byte offsets below assume ASCII; anything else is not a time.
+    if !s.is_ascii() {
+        return None;
+    }
     let (clock, offset) = if let Some(c) = s.strip_suffix('Z') {
         (c, 0)
     } else if let Some(i) = s.rfind(['+', '-']) {
@@ -332,6 +336,30 @@ mod tests {
         assert_eq!(detect_date("2018-02-30"), None);
         assert_eq!(parse_date_value("2018"), detect_date("2018-01-01"));
         assert_eq!(parse_date_value("2018-07"), detect_date("2018-07-01"));
+    }
+
+    #[test]
+    fn odd_input_never_panics() {
+        for s in [
+            "2018-01-01T12+1€",
+            "2018-01-01T€",
+            "2018-01-01 €€:€€:€",
+            "2018-01-01T12:00:00.",
+            "2018-01-01T12:00:00.1234567890Z",
+            "9999-12-31T23:59:59.999-23:59",
+            "0000-01-01",
+            "-",
+            "",
+            "T",
+            "2018-1-1",
+            "٢٠١٨-٠١-٠١",
+        ] {
+            let _ = detect_date(s);
+            let _ = parse_date_value(s);
+            let _ = parse_number(s);
+            let _ = analyze(s);
+        }
+        assert_eq!(parse_date_value("2018-01-01T12+1€"), None);
     }
 
     #[test]
