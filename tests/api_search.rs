@@ -365,3 +365,105 @@ async fn index_jobs_recorded_before_a_crash_are_resumed() {
     }
     panic!("finished index job records are removed");
 }
+
+/// Serves fixed JSON documents by path over HTTP/1.1 (one request per connection).
+fn static_server(routes: Vec<(&'static str, Value)>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap_or(0);
+            let path = line.split_whitespace().nth(1).unwrap_or_default().to_string();
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+            }
+            let (status, body) = match routes.iter().find(|(p, _)| *p == path) {
+                Some((_, v)) => (200, v.to_string()),
+                None => (404, "{}".to_string()),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn schema_scrubbing_when_asked_for_drops_undeclared_properties() {
+    let schemas = static_server(vec![
+        (
+            "/type/biomaterial/5.2.1/donor_organism",
+            json!({"type": "object", "additionalProperties": false, "properties": {
+                "describedBy": {"type": "string"}, "schema_type": {"type": "string"},
+                "medical_history": {"$ref": "module/medical_history.json"},
+                "genus_species": {"type": "array", "items": {"$ref": "#/definitions/ontology"}}},
+                "definitions": {"ontology": {"type": "object", "additionalProperties": false,
+                    "properties": {"text": {"type": "string"}}}}}),
+        ),
+        (
+            "/type/biomaterial/5.2.1/module/medical_history.json",
+            json!({"type": "object", "additionalProperties": false, "properties": {"smoking_history": {}}}),
+        ),
+    ]);
+    let donor = json!({
+        "describedBy": format!("{schemas}/type/biomaterial/5.2.1/donor_organism"),
+        "schema_type": "biomaterial", "undeclared": "x",
+        "medical_history": {"smoking_history": "yes", "extra": 1},
+        "genus_species": [{"text": "Homo sapiens", "ontology": "NCBI:9606"}],
+    });
+    let unknown = json!({"describedBy": format!("{schemas}/type/nowhere/1.0.0/thing"), "a": 1});
+    let plain = json!({"links": []});
+    for scrub in [true, false] {
+        let env = Env::with(|c| c.index_schema_scrub = if scrub { "on" } else { "off" }.into());
+        let mut files = Vec::new();
+        for (name, doc) in [
+            ("donor_organism_0.json", &donor),
+            ("thing_0.json", &unknown),
+            ("links.json", &plain),
+        ] {
+            let u = env.file(name, doc.to_string().as_bytes()).await;
+            files.push(json!({"uuid": u, "version": V1, "name": name, "indexed": true}));
+        }
+        let b = uuid::Uuid::new_v4().to_string();
+        let r = env
+            .req(
+                "PUT",
+                &format!("/v1/bundles/{b}?version={V2}&replica=aws"),
+                Some(&env.user()),
+                &json!({"files": files, "creator_uid": 1}).to_string(),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 201);
+        eventually(&env, &json!({"es_query": {}}), |ids| ids.len() == 1).await;
+        let r = search(&env, "replica=aws&output_format=raw", &json!({"es_query": {}})).await;
+        let indexed = &r.json()["results"][0]["metadata"]["files"];
+        if scrub {
+            assert_eq!(
+                indexed,
+                &json!({"donor_organism_json": [{
+                    "describedBy": donor["describedBy"], "schema_type": "biomaterial",
+                    "medical_history": {"smoking_history": "yes"},
+                    "genus_species": [{"text": "Homo sapiens"}]}]}),
+                "undeclared properties dropped; files without a reachable schema left out"
+            );
+        } else {
+            assert_eq!(
+                indexed["donor_organism_json"][0], donor,
+                "off by default: indexed as it is"
+            );
+            assert_eq!(indexed["thing_json"][0], unknown);
+            assert_eq!(indexed["links_json"][0], plain);
+        }
+    }
+}

@@ -172,6 +172,7 @@ fn reindex(cfg: ServeConfig, which: &str) -> Result<(), String> {
     rt.block_on(async move {
         let app = server::build_app(&cfg).map_err(|e| e.to_string())?;
         let engine = app.search.clone().ok_or("no search engine configured")?;
+        let scrubber = server::schema_scrubber(&cfg).map_err(|e| e.to_string())?;
         let replicas: Vec<&str> = match which {
             "all" => vec!["aws", "gcp"],
             one => vec![one],
@@ -203,7 +204,7 @@ fn reindex(cfg: ServeConfig, which: &str) -> Result<(), String> {
                 let results: Vec<(String, Result<Vec<IndexOp>, crate::search::indexer::IndexError>)> =
                     futures::stream::iter(keys)
                         .map(|k| async {
-                            let r = crate::search::indexer::ops_for_key(&replica.main, &k).await;
+                            let r = crate::search::indexer::ops_for_key(&replica.main, &k, scrubber.as_deref()).await;
                             (k, r)
                         })
                         .buffered(16)

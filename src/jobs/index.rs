@@ -17,6 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// The schema scrubber of the native server.
+pub type Scrubber = crate::search::schema::SchemaScrubber<crate::http::ReqwestClient>;
+
 /// Most keys indexed in one commit.
 const BATCH: usize = 512;
 /// Keys read from storage at once.
@@ -27,6 +30,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The durable queue of indexing jobs.
 pub struct IndexQueue {
     dir: PathBuf,
+    scrubber: Option<Arc<Scrubber>>,
     tx: mpsc::UnboundedSender<IndexJob>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<IndexJob>>>,
 }
@@ -39,12 +43,13 @@ fn record_name(job: &IndexJob) -> Option<String> {
 
 impl IndexQueue {
     /// Open (creating) the queue's directory.
-    pub fn open(dir: &Path) -> std::io::Result<Arc<Self>> {
+    pub fn open(dir: &Path, scrubber: Option<Arc<Scrubber>>) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir.join("pending"))?;
         std::fs::create_dir_all(dir.join("failed"))?;
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Arc::new(IndexQueue {
             dir: dir.to_path_buf(),
+            scrubber,
             tx,
             rx: Mutex::new(Some(rx)),
         }))
@@ -149,7 +154,7 @@ impl IndexQueue {
         while !todo.is_empty() {
             let results: Vec<(IndexJob, Result<Vec<IndexOp>, IndexError>)> =
                 futures::stream::iter(std::mem::take(&mut todo))
-                    .map(|job| read_job(app, job))
+                    .map(|job| read_job(app, self.scrubber.as_deref(), job))
                     .buffered(READ_CONCURRENCY)
                     .collect()
                     .await;
@@ -201,9 +206,13 @@ impl IndexQueue {
     }
 }
 
-async fn read_job(app: &NativeApp, job: IndexJob) -> (IndexJob, Result<Vec<IndexOp>, IndexError>) {
+async fn read_job(
+    app: &NativeApp,
+    scrubber: Option<&Scrubber>,
+    job: IndexJob,
+) -> (IndexJob, Result<Vec<IndexOp>, IndexError>) {
     let r = match app.replica(&job.replica) {
-        Ok(replica) => ops_for_key(&replica.main, &job.key).await,
+        Ok(replica) => ops_for_key(&replica.main, &job.key, scrubber).await,
         Err(ApiError::IllegalArguments(m)) => Err(IndexError::Corrupt(m)),
         Err(e) => Err(IndexError::Corrupt(e.to_string())),
     };

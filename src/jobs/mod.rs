@@ -46,7 +46,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 impl FsJobs {
     /// Open (creating) the job directory and load the record of failures.
-    pub fn open(dir: &Path) -> std::io::Result<Arc<Self>> {
+    pub fn open(dir: &Path, scrubber: Option<Arc<index::Scrubber>>) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir.join("pending"))?;
         std::fs::create_dir_all(dir.join("failed"))?;
         let mut failures = HashMap::new();
@@ -69,7 +69,7 @@ impl FsJobs {
             tx,
             rx: Mutex::new(Some(rx)),
             failures: Mutex::new(failures),
-            index: index::IndexQueue::open(&dir.join("index"))?,
+            index: index::IndexQueue::open(&dir.join("index"), scrubber)?,
         }))
     }
 

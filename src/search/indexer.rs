@@ -12,7 +12,9 @@
 //! bundle, so it is retried rather than indexed incomplete.
 
 use super::document::{bundle_document, tombstone_document_json, ShapeError};
+use super::schema::SchemaScrubber;
 use super::IndexOp;
+use crate::http::HttpClient;
 use crate::model::manifest::{bundle_key, parse_bundle_key, tombstone_key, BundleFile, BundleKey, BundleManifest};
 use crate::storage::{list_all, Store, StoreError};
 use futures::StreamExt;
@@ -55,7 +57,13 @@ impl IndexError {
 }
 
 /// The index operations that bring the index up to date with `key`.
-pub async fn ops_for_key<S: Store>(store: &S, key: &str) -> Result<Vec<IndexOp>, IndexError> {
+///
+/// With `scrubber`, each file is scrubbed by its JSON schema first (see [`super::schema`]).
+pub async fn ops_for_key<S: Store, H: HttpClient>(
+    store: &S,
+    key: &str,
+    scrubber: Option<&SchemaScrubber<H>>,
+) -> Result<Vec<IndexOp>, IndexError> {
     match parse_bundle_key(key) {
         Some(BundleKey::Manifest { uuid, version }) => {
             let keys = list_all(store, &format!("bundles/{uuid}.")).await?;
@@ -76,7 +84,7 @@ pub async fn ops_for_key<S: Store>(store: &S, key: &str) -> Result<Vec<IndexOp>,
             }
             Ok(vec![IndexOp::Put {
                 id: format!("{uuid}.{version}"),
-                doc: bundle_doc(store, uuid, version).await?,
+                doc: bundle_doc(store, uuid, version, scrubber).await?,
             }])
         }
         Some(BundleKey::VersionTombstone { uuid, version }) => {
@@ -131,7 +139,12 @@ async fn read_indexed<S: Store>(store: &S, uuid: &str, f: BundleFile) -> Result<
 }
 
 /// The document of bundle `uuid` at `version`, reading its indexed JSON files.
-pub async fn bundle_doc<S: Store>(store: &S, uuid: &str, version: &str) -> Result<Value, IndexError> {
+pub async fn bundle_doc<S: Store, H: HttpClient>(
+    store: &S,
+    uuid: &str,
+    version: &str,
+    scrubber: Option<&SchemaScrubber<H>>,
+) -> Result<Value, IndexError> {
     let key = bundle_key(uuid, version);
     let bytes = store.get(&key).await?;
     let manifest: BundleManifest =
@@ -152,6 +165,9 @@ pub async fn bundle_doc<S: Store>(store: &S, uuid: &str, version: &str) -> Resul
         if let Some(f) = r? {
             files.push(f);
         }
+    }
+    if let Some(s) = scrubber {
+        files = s.scrub_files(files).await;
     }
     Ok(bundle_document(uuid, &manifest, &files)?)
 }

@@ -6,6 +6,7 @@
 //! - [`dsl`]: the Elasticsearch query DSL parsed into a typed AST;
 //! - [`eval`]: that AST evaluated over one document in memory (subscriptions, tests);
 //! - [`indexer`]: which documents a bucket key stands for, read through the `Store` trait;
+//! - [`schema`]: the original's optional scrubbing of undeclared properties (off by default);
 //! - [`SearchEngine`]: the seam over the engines: embedded tantivy (`tantivy_engine`,
 //!   native only) and Elasticsearch/OpenSearch over HTTP (`es`).
 
@@ -15,6 +16,7 @@ pub mod es;
 pub mod eval;
 pub mod fields;
 pub mod indexer;
+pub mod schema;
 pub mod synthetic;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod tantivy_engine;

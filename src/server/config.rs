@@ -82,6 +82,11 @@ pub struct ServeConfig {
     /// Prefix of the Elasticsearch index names (`{prefix}-{replica}-docs`).
     #[arg(long, env = "DSS_ES_INDEX_PREFIX", default_value = "dss")]
     pub es_index_prefix: String,
+    /// Scrub indexed metadata with each file's JSON schema (fetched from its `describedBy`),
+    /// dropping undeclared properties and files without a reachable schema, as the original
+    /// did. Off: the JSON is indexed as it is, and indexing needs no schema server.
+    #[arg(long, env = "DSS_INDEX_SCHEMA_SCRUB", default_value = "off", value_parser = ["on", "off"])]
+    pub index_schema_scrub: String,
     /// Version string reported by /version.
     #[arg(long, env = "DSS_VERSION")]
     pub dss_version: Option<String>,

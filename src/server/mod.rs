@@ -194,7 +194,7 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
             .as_deref()
             .map(|b| split_list(b).into_iter().collect()),
     };
-    let jobs = crate::jobs::FsJobs::open(&data.join("jobs"))?;
+    let jobs = crate::jobs::FsJobs::open(&data.join("jobs"), schema_scrubber(cfg)?)?;
     let app = App {
         config,
         aws,
@@ -213,6 +213,15 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
     let app = Arc::new(app);
     jobs.start(app.clone());
     Ok(app)
+}
+
+/// The schema scrubber, when `DSS_INDEX_SCHEMA_SCRUB=on`.
+pub fn schema_scrubber(cfg: &ServeConfig) -> Result<Option<Arc<crate::jobs::index::Scrubber>>, StartError> {
+    if cfg.index_schema_scrub != "on" {
+        return Ok(None);
+    }
+    let http = ReqwestClient::new(Duration::from_secs(10)).map_err(|e| StartError::Config(e.to_string()))?;
+    Ok(Some(Arc::new(crate::search::schema::SchemaScrubber::new(http))))
 }
 
 /// Where the embedded search index lives.
