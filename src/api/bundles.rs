@@ -302,6 +302,28 @@ async fn save_manifest<S: Store>(store: &S, uuid: &str, m: &BundleManifest) -> R
     }
 }
 
+/// Have the search index catch up with `key` (a durable job). The write itself has
+/// succeeded; if the job cannot be recorded the client is told to repeat the request,
+/// which is idempotent and records it again.
+fn index_after_write<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    replica: &Replica<S>,
+    key: String,
+) -> Result<(), ApiError> {
+    let Some(jobs) = &app.jobs else {
+        return Ok(());
+    };
+    jobs.submit_index(crate::search::indexer::IndexJob {
+        replica: replica.name.to_string(),
+        key,
+    })
+    .map_err(|e| {
+        ApiError::Unavailable(format!(
+            "stored, but its indexing could not be recorded ({e}); repeat the request"
+        ))
+    })
+}
+
 /// `PUT /v1/bundles/{uuid}?version&replica`.
 pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
     app: &App<S, H, T>,
@@ -324,6 +346,7 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
     check_duplicates(&files)?;
     let manifest = BundleManifest::new(version.as_str(), files, creator_uid);
     let status = save_manifest(&replica.main, id.as_str(), &manifest).await?;
+    index_after_write(app, replica, bundle_key(id.as_str(), &manifest.version))?;
     tracing::info!(uuid = %id, version = %version, files = manifest.files.len(), "bundle stored");
     Ok(json_response(
         status,
@@ -373,6 +396,7 @@ pub async fn patch<S: Store, H: HttpClient, T: Sleeper>(
     let new_version = DssVersion::from_datetime(app.clock.now());
     manifest.version = new_version.as_str().to_string();
     save_manifest(&replica.main, id.as_str(), &manifest).await?;
+    index_after_write(app, replica, bundle_key(id.as_str(), &manifest.version))?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"uuid": id.as_str(), "version": new_version.as_str()}),
@@ -417,6 +441,7 @@ pub async fn delete<S: Store, H: HttpClient, T: Sleeper>(
         }
         Err(e) => return Err(e.into()),
     }
+    index_after_write(app, replica, key)?;
     tracing::info!(uuid = %id, version = ?version, by = %who.email, "bundle tombstoned");
     Ok(json_response(StatusCode::OK, &json!({})))
 }

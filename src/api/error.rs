@@ -82,6 +82,12 @@ pub enum ApiError {
     /// 500 `unhandled_exception`.
     #[error("{0}")]
     Internal(String),
+    /// 400 `elasticsearch_bad_request`: a search query that is malformed or not supported.
+    #[error("Invalid Elasticsearch query was received: {0}")]
+    SearchBadRequest(String),
+    /// 500 `internal_server_error`: the search engine failed.
+    #[error("Search engine error: {0}")]
+    SearchInternal(String),
     /// An error recorded earlier (a background job's), answered again as it was.
     #[error("{title}")]
     Recorded {
@@ -117,7 +123,8 @@ impl ApiError {
             | DirectUrlsUnavailable(_)
             | IllegalToken
             | DuplicateFilename(_)
-            | FileMissing(_) => StatusCode::BAD_REQUEST,
+            | FileMissing(_)
+            | SearchBadRequest(_) => StatusCode::BAD_REQUEST,
             NotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             FileAlreadyExists(..) | BundleAlreadyExists(..) | TombstoneAlreadyExists(..) => StatusCode::CONFLICT,
@@ -127,7 +134,7 @@ impl ApiError {
             Auth(AuthError::Forbidden) | Forbidden(_) | BadDownloadUrl(_) => StatusCode::FORBIDDEN,
             Auth(AuthError::KeysUnavailable(_)) | ReadOnly | Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Auth(_) => StatusCode::UNAUTHORIZED,
-            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Internal(_) | SearchInternal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Recorded { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
@@ -163,6 +170,8 @@ impl ApiError {
             ReadOnly => "read_only",
             Unavailable(_) => "service_unavailable",
             Internal(_) => "unhandled_exception",
+            SearchBadRequest(_) => "elasticsearch_bad_request",
+            SearchInternal(_) => "internal_server_error",
             Recorded { code, .. } => code,
         }
     }

@@ -148,6 +148,12 @@ pub trait JobSink: crate::model::MaybeSend + crate::model::MaybeSync {
     /// How the latest ingest of `files/{uuid}.{version}` into `replica` failed for good,
     /// if it did (cleared when that file is submitted again).
     fn ingest_failure(&self, replica: &str, uuid: &str, version: &str) -> Option<JobFailure>;
+    /// Record durably that the index must catch up with a bundle key, and start on it.
+    /// Where no index is kept here (the edge), there is nothing to do.
+    fn submit_index(&self, job: crate::search::indexer::IndexJob) -> Result<(), String> {
+        let _ = job;
+        Ok(())
+    }
 }
 
 /// The error a background ingest ended with, kept to answer `HEAD`/`GET` for its file.

@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod meta;
 pub mod params;
 pub mod routes;
+pub mod search;
 
 use crate::auth::{Authenticator, Identity};
 use crate::http::HttpClient;
@@ -205,6 +206,8 @@ pub struct App<S, H, T> {
     pub bucket_store: Option<BucketStoreFn<S>>,
     /// Background jobs (large ingests); `None` where writes are not run (the edge).
     pub jobs: Option<Arc<dyn ingest::JobSink>>,
+    /// The metadata search engine; `None` where searches are forwarded (the edge).
+    pub search: Option<Arc<dyn crate::search::SearchEngine>>,
 }
 
 /// Opens (or reuses) a store for `(scheme, bucket)`, or `None` if that cloud is not configured.
@@ -379,7 +382,8 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
             Route::BundlePatch(uuid) => bundles::patch(self, ctx, uuid).await,
             Route::BundleDelete(uuid) => bundles::delete(self, ctx, uuid).await,
             Route::MethodNotAllowed => Err(ApiError::MethodNotAllowed),
-            Route::Search | Route::Unknown => Err(ApiError::NotFound(format!("{} {} is not a DSS route", m, ctx.path))),
+            Route::Search => search::post(self, ctx).await,
+            Route::Unknown => Err(ApiError::NotFound(format!("{} {} is not a DSS route", m, ctx.path))),
         }
     }
 }

@@ -64,7 +64,7 @@ impl<'a> Route<'a> {
             ("PATCH", ["v1", "bundles", uuid]) => Route::BundlePatch(uuid),
             ("DELETE", ["v1", "bundles", uuid]) => Route::BundleDelete(uuid),
             ("POST", ["v1", "search"]) => Route::Search,
-            (_, ["v1", "files", _]) | (_, ["v1", "bundles", _]) => Route::MethodNotAllowed,
+            (_, ["v1", "files", _]) | (_, ["v1", "bundles", _]) | (_, ["v1", "search"]) => Route::MethodNotAllowed,
             _ => Route::Unknown,
         }
     }

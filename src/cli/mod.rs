@@ -52,6 +52,9 @@ pub enum Command {
         #[arg(long, env = "DSS_STAGING_DIR")]
         staging_dir: Option<PathBuf>,
     },
+    /// Rebuild the search index of one or both replicas from their buckets (stop the
+    /// server first, or let it be: writers take turns). Prints progress.
+    Reindex(Box<ReindexArgs>),
     /// Print the four DSS checksums of files (sha256, sha1, s3_etag, crc32c), the byte
     /// count and the hashing rate: what `hca-dss-*` staging tags must hold.
     Checksum {
@@ -59,6 +62,18 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+/// Arguments of `dss reindex`: the server's settings (buckets, search engine) and which
+/// replica.
+#[derive(Debug, clap::Args)]
+pub struct ReindexArgs {
+    /// Server settings (the same flags and environment as `dss serve`).
+    #[command(flatten)]
+    pub cfg: ServeConfig,
+    /// Replica to reindex.
+    #[arg(long, default_value = "all", value_parser = ["aws", "gcp", "all"])]
+    pub replica: String,
 }
 
 /// Set up logging from `DSS_DEBUG` (0: warnings and dss info, 1: dss debug, 2: everything
@@ -94,6 +109,10 @@ pub fn run(cli: Cli) -> i32 {
             staging_dir,
         } => stage(&files, &staging_dir.unwrap_or_else(|| data_dir.join("staging"))),
         Command::Checksum { files } => checksum(&files),
+        Command::Reindex(args) => {
+            let ReindexArgs { cfg, replica } = *args;
+            reindex(cfg.finish(), &replica)
+        }
     };
     match result {
         Ok(()) => 0,
@@ -139,6 +158,94 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
             let _ = tokio::signal::ctrl_c().await;
         };
         server::serve(app, listener, shutdown).await.map_err(|e| e.to_string())
+    })
+}
+
+fn reindex(cfg: ServeConfig, which: &str) -> Result<(), String> {
+    use crate::search::IndexOp;
+    use crate::storage::Store;
+    use futures::StreamExt;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let app = server::build_app(&cfg).map_err(|e| e.to_string())?;
+        let engine = app.search.clone().ok_or("no search engine configured")?;
+        let scrubber = server::schema_scrubber(&cfg).map_err(|e| e.to_string())?;
+        let replicas: Vec<&str> = match which {
+            "all" => vec!["aws", "gcp"],
+            one => vec![one],
+        };
+        let mut failed = 0usize;
+        for name in replicas {
+            let replica = app.replica(name).map_err(|e| e.to_string())?;
+            let started = std::time::Instant::now();
+            engine.clear(name).await.map_err(|e| format!("{name}: {e}"))?;
+            let (mut bundles, mut docs) = (0usize, 0usize);
+            let mut token: Option<String> = None;
+            loop {
+                let page = replica
+                    .main
+                    .list("bundles/", token.as_deref(), 1000)
+                    .await
+                    .map_err(|e| format!("{name}: listing bundles: {e}"))?;
+                // Tombstones are found through the versions they cover.
+                let keys: Vec<String> = page
+                    .keys
+                    .into_iter()
+                    .filter(|k| {
+                        matches!(
+                            crate::model::manifest::parse_bundle_key(k),
+                            Some(crate::model::manifest::BundleKey::Manifest { .. })
+                        )
+                    })
+                    .collect();
+                let results: Vec<(String, Result<Vec<IndexOp>, crate::search::indexer::IndexError>)> =
+                    futures::stream::iter(keys)
+                        .map(|k| async {
+                            let r = crate::search::indexer::ops_for_key(&replica.main, &k, scrubber.as_deref()).await;
+                            (k, r)
+                        })
+                        .buffered(16)
+                        .collect()
+                        .await;
+                let mut ops = Vec::new();
+                for (k, r) in results {
+                    match r {
+                        Ok(o) => {
+                            bundles += 1;
+                            ops.extend(o);
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            eprintln!("{name}: {k}: {e}");
+                        }
+                    }
+                }
+                docs += ops.len();
+                if !ops.is_empty() {
+                    engine.index(name, ops).await.map_err(|e| format!("{name}: {e}"))?;
+                }
+                let secs = started.elapsed().as_secs_f64();
+                eprintln!(
+                    "{name}: {bundles} bundles, {docs} documents indexed ({:.0} bundles/s)",
+                    bundles as f64 / secs.max(1e-9)
+                );
+                match page.next_token {
+                    Some(t) => token = Some(t),
+                    None => break,
+                }
+            }
+            println!(
+                "{name}: reindexed {bundles} bundles ({docs} documents) in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        if failed > 0 {
+            return Err(format!("{failed} bundles could not be indexed (see above)"));
+        }
+        Ok(())
     })
 }
 

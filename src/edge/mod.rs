@@ -150,6 +150,7 @@ fn build(env: &Env) -> Result<Edge, String> {
         swagger,
         bucket_store: None,
         jobs: None,
+        search: None,
     };
     Ok(Edge {
         replicas: cfg.edge_replicas(),

@@ -5,6 +5,8 @@
 //! complete or fail. A deployment with several backends can swap the directory for a
 //! shared queue without touching the jobs themselves, which are idempotent.
 
+pub mod index;
+
 use crate::api::ingest::{ingest, IngestJob, JobFailure, JobSink};
 use crate::api::ApiError;
 use crate::server::NativeApp;
@@ -26,6 +28,7 @@ pub struct FsJobs {
     tx: mpsc::UnboundedSender<IngestJob>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<IngestJob>>>,
     failures: Mutex<HashMap<String, JobFailure>>,
+    index: Arc<index::IndexQueue>,
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -43,7 +46,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 impl FsJobs {
     /// Open (creating) the job directory and load the record of failures.
-    pub fn open(dir: &Path) -> std::io::Result<Arc<Self>> {
+    pub fn open(dir: &Path, scrubber: Option<Arc<index::Scrubber>>) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir.join("pending"))?;
         std::fs::create_dir_all(dir.join("failed"))?;
         let mut failures = HashMap::new();
@@ -66,6 +69,7 @@ impl FsJobs {
             tx,
             rx: Mutex::new(Some(rx)),
             failures: Mutex::new(failures),
+            index: index::IndexQueue::open(&dir.join("index"), scrubber)?,
         }))
     }
 
@@ -131,6 +135,7 @@ impl FsJobs {
         for job in resumed {
             let _ = self.tx.send(job);
         }
+        self.index.start(app.clone());
         let jobs = self.clone();
         let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
         tokio::spawn(async move {
@@ -185,6 +190,10 @@ impl JobSink for FsJobs {
         let path = self.pending_path(&job.task_id);
         crate::storage::verify::blocking(|| write_atomic(&path, &body)).map_err(|e| format!("recording job: {e}"))?;
         self.tx.send(job).map_err(|_| "job runner is not running".to_string())
+    }
+
+    fn submit_index(&self, job: crate::search::indexer::IndexJob) -> Result<(), String> {
+        self.index.submit(job)
     }
 
     fn ingest_failure(&self, replica: &str, uuid: &str, version: &str) -> Option<JobFailure> {

@@ -183,7 +183,20 @@ pub fn bundle_document(uuid: &str, manifest: &BundleManifest, files: &[(String, 
 /// The index document that replaces a tombstoned bundle's: the tombstone's JSON plus
 /// `uuid` and `manifest: {version}`.
 pub fn tombstone_document(uuid: &str, version: &str, tombstone: &Tombstone) -> Value {
-    let mut doc = serde_json::to_value(tombstone).unwrap_or_else(|_| json!({}));
+    tombstone_document_json(
+        uuid,
+        version,
+        &serde_json::to_value(tombstone).unwrap_or_else(|_| json!({})),
+    )
+}
+
+/// [`tombstone_document`] from the tombstone's stored JSON as it is (the original's older
+/// tombstones, such as `{"creator_uid": …, "reason": …}`, have other fields).
+pub fn tombstone_document_json(uuid: &str, version: &str, tombstone: &Value) -> Value {
+    let mut doc = match tombstone {
+        Value::Object(_) => tombstone.clone(),
+        _ => json!({}),
+    };
     if let Some(obj) = doc.as_object_mut() {
         obj.insert("uuid".into(), json!(uuid));
         obj.insert("manifest".into(), json!({"version": version}));

@@ -79,6 +79,18 @@ pub struct ServeConfig {
     /// Dev issuer: auto (on when listening on loopback), on, or off.
     #[arg(long, env = "DSS_DEV_ISSUER", default_value = "auto", value_parser = ["auto", "on", "off"])]
     pub dev_issuer: String,
+    /// Elasticsearch or OpenSearch endpoint for search (`http(s)://host:port`, credentials
+    /// in the URL if needed). Unset: the embedded index under DATA_DIR/search.
+    #[arg(long, env = "DSS_ES_ENDPOINT")]
+    pub es_endpoint: Option<String>,
+    /// Prefix of the Elasticsearch index names (`{prefix}-{replica}-docs`).
+    #[arg(long, env = "DSS_ES_INDEX_PREFIX", default_value = "dss")]
+    pub es_index_prefix: String,
+    /// Scrub indexed metadata with each file's JSON schema (fetched from its `describedBy`),
+    /// dropping undeclared properties and files without a reachable schema, as the original
+    /// did. Off: the JSON is indexed as it is, and indexing needs no schema server.
+    #[arg(long, env = "DSS_INDEX_SCHEMA_SCRUB", default_value = "off", value_parser = ["on", "off"])]
+    pub index_schema_scrub: String,
     /// Version string reported by /version.
     #[arg(long, env = "DSS_VERSION")]
     pub dss_version: Option<String>,

@@ -22,8 +22,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::api::MAX_BODY;
 use crate::api::params::split_list;
+pub use crate::api::MAX_BODY;
 /// Request bodies held in memory at once, across all connections (KiB): past it, readers wait.
 const BODY_BUDGET_KIB: usize = 128 * 1024;
 /// A client must send its request head within this time.
@@ -88,6 +88,7 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
         Ok(AnyStore::Fs(FsStore::new(name, data.join(dir), Some(signer.clone()))?))
     };
     let http = ReqwestClient::new(Duration::from_secs(30)).map_err(|e| StartError::Config(e.to_string()))?;
+    let search = open_search(cfg, data, &http)?;
     let cloud = CloudStores {
         http: http.clone(),
         clock: clock.clone(),
@@ -193,7 +194,7 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
             .map(|b| split_list(b).into_iter().collect()),
         cors_origins: crate::api::cors::CorsOrigins::parse(cfg.cors_origins.as_deref().unwrap_or("")),
     };
-    let jobs = crate::jobs::FsJobs::open(&data.join("jobs"))?;
+    let jobs = crate::jobs::FsJobs::open(&data.join("jobs"), schema_scrubber(cfg)?)?;
     let app = App {
         config,
         aws,
@@ -207,10 +208,47 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
         swagger,
         bucket_store: Some(bucket_store),
         jobs: Some(jobs.clone()),
+        search: Some(search),
     };
     let app = Arc::new(app);
     jobs.start(app.clone());
     Ok(app)
+}
+
+/// The schema scrubber, when `DSS_INDEX_SCHEMA_SCRUB=on`.
+pub fn schema_scrubber(cfg: &ServeConfig) -> Result<Option<Arc<crate::jobs::index::Scrubber>>, StartError> {
+    if cfg.index_schema_scrub != "on" {
+        return Ok(None);
+    }
+    let http = ReqwestClient::new(Duration::from_secs(10)).map_err(|e| StartError::Config(e.to_string()))?;
+    Ok(Some(Arc::new(crate::search::schema::SchemaScrubber::new(http))))
+}
+
+/// Where the embedded search index lives.
+pub fn search_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("search").join("tantivy")
+}
+
+/// The search engine: Elasticsearch/OpenSearch when `DSS_ES_ENDPOINT` is set, else the
+/// embedded index in the data directory.
+fn open_search(
+    cfg: &ServeConfig,
+    data: &Path,
+    http: &ReqwestClient,
+) -> Result<Arc<dyn crate::search::SearchEngine>, StartError> {
+    match &cfg.es_endpoint {
+        Some(endpoint) => {
+            let es = crate::search::es::EsEngine::new(http.clone(), endpoint, &cfg.es_index_prefix)
+                .map_err(|e| StartError::Config(format!("DSS_ES_ENDPOINT: {e}")))?;
+            tracing::info!(endpoint = %es.endpoint(), "search on Elasticsearch");
+            Ok(Arc::new(es))
+        }
+        None => {
+            let engine = crate::search::tantivy_engine::TantivyEngine::open(&search_dir(data))
+                .map_err(|e| StartError::Config(format!("search index: {e}")))?;
+            Ok(Arc::new(engine))
+        }
+    }
 }
 
 /// Opens cloud stores with the shared HTTP client.
