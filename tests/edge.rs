@@ -272,6 +272,7 @@ async fn edge_worker_in_front_of_the_backend() {
             "OPENID_PROVIDER": format!("{}/", backend.url),
             "ADMIN_USER_EMAILS": ADMIN,
             "DSS_CORS_ORIGINS": "https://portal.example.org",
+            "DSS_SEARCH_CACHE_TTL": "3",
         }),
         dir.path().join("worker.log"),
     );
@@ -552,6 +553,59 @@ async fn edge_worker_in_front_of_the_backend() {
     let latest = call(&c, "GET", &format!("{w}/v1/bundles/{b1}?replica=aws"), None, None).await;
     assert_eq!(latest.json()["bundle"]["version"], V3);
     assert_eq!(latest.json()["bundle"]["files"].as_array().unwrap().len(), 2);
+
+    // Search answers: from the backend once, then from the edge's cache until the TTL
+    // (3 s here) runs out. The backend's request log counts what reached it.
+    let searches = || backend.log_lines("path=/v1/search").len();
+    let search = |q: &'static str, params: &'static str| {
+        let c = c.clone();
+        let url = format!("{w}/v1/search?replica=aws{params}");
+        async move {
+            let r = c
+                .post(url)
+                .header("content-type", "application/json")
+                .body(q)
+                .send()
+                .await
+                .unwrap();
+            let cache = r
+                .headers()
+                .get("x-dss-edge-cache")
+                .map(|v| v.to_str().unwrap().to_string());
+            let status = r.status().as_u16();
+            (status, cache, r.bytes().await.unwrap())
+        }
+    };
+    let q1 = r#"{"es_query": {"query": {"bool": {"must": [{"match_all": {}}], "must_not": [{"term": {"admin_deleted": true}}]}}}}"#;
+    let q1_reordered =
+        r#"{"es_query":{"query":{"bool":{"must_not":[{"term":{"admin_deleted":true}}],"must":[{"match_all":{}}]}}}}"#;
+    let before = searches();
+    let (status, cache, first) = search(q1, "").await;
+    assert_eq!(
+        (status, cache.as_deref()),
+        (200, Some("miss")),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    let hits: Value = serde_json::from_slice(&first).unwrap();
+    assert!(hits["total_hits"].as_u64().unwrap() >= 1, "{hits}");
+    let (status, cache, again) = search(q1_reordered, "").await;
+    assert_eq!((status, cache.as_deref()), (200, Some("hit")));
+    assert_eq!(again, first, "the cached answer is the backend's");
+    assert_eq!(searches(), before + 1, "the hit did not reach the backend");
+    // Another page size is another answer; a bad query is never cached.
+    let (_, cache, _) = search(q1, "&per_page=100").await;
+    assert_eq!(cache.as_deref(), Some("miss"));
+    for _ in 0..2 {
+        let (status, _, _) = search(r#"{"es_query": {"query": {"no_such_query": {}}}}"#, "").await;
+        assert_eq!(status, 400);
+    }
+    assert_eq!(searches(), before + 4);
+    // After the TTL the answer is fetched again.
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let (status, cache, _) = search(q1, "").await;
+    assert_eq!((status, cache.as_deref()), (200, Some("miss")));
+    assert_eq!(searches(), before + 5);
 
     // Browsers: preflight and exposed headers for the allowed origin only.
     let pre = c

@@ -111,7 +111,8 @@ fn fake_es() -> FakeEs {
                         .collect();
                     (
                         200,
-                        json!({"took": 1, "timed_out": false,
+                        // A query naming "slow-shard" times out, with what was found so far.
+                        json!({"took": 1, "timed_out": q.to_string().contains("slow-shard"),
                         "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
                         "hits": {"total": {"value": all.len(), "relation": "eq"}, "max_score": null, "hits": hits}}),
                     )
@@ -205,6 +206,7 @@ async fn search_goes_to_elasticsearch_as_written() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-dss-search-partial"), None);
     let j = r.json();
     assert_eq!(j["total_hits"], 1);
     assert_eq!(j["results"][0]["bundle_fqid"], format!("{b}.{V2}").as_str());
@@ -248,6 +250,19 @@ async fn search_goes_to_elasticsearch_as_written() {
     let sent: Value = serde_json::from_str(&sent.body).unwrap();
     assert_eq!(sent["search_after"], json!([b, V2]));
     assert!(sent.get("_source").is_none());
+
+    // A timed-out search is answered with what ES found, marked partial (never cached at the edge).
+    let r = env
+        .req(
+            "POST",
+            "/v1/search?replica=aws",
+            None,
+            r#"{"es_query": {"query": {"term": {"uuid": "slow-shard"}}}}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-dss-search-partial"), Some("true"));
 
     // An ES 400 is the client's: elasticsearch_bad_request with ES's reason.
     let r = env

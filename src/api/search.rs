@@ -118,6 +118,9 @@ pub async fn post<S: Store, H: HttpClient, T: Sleeper>(
         None => set_header(&mut r, "X-OpenAPI-Pagination", "false"),
     }
     set_header(&mut r, "X-OpenAPI-Paginated-Content-Key", "results");
+    if page.partial {
+        set_header(&mut r, crate::api::edge::SEARCH_PARTIAL_HEADER, "true");
+    }
     Ok(r)
 }
 

@@ -215,6 +215,7 @@ impl<H: HttpClient> EsEngine<H> {
             return Ok(SearchPage {
                 total: 0,
                 hits: Vec::new(),
+                partial: false,
             });
         }
         if !(200..300).contains(&status) {
@@ -246,7 +247,8 @@ impl<H: HttpClient> EsEngine<H> {
                 source: req.with_source.then(|| h["_source"].clone()),
             });
         }
-        Ok(SearchPage { total, hits })
+        let partial = v["timed_out"].as_bool().unwrap_or(false);
+        Ok(SearchPage { total, hits, partial })
     }
 }
 

@@ -86,6 +86,9 @@ pub struct SearchPage {
     pub total: u64,
     /// This page.
     pub hits: Vec<SearchHit>,
+    /// The engine gave up early (Elasticsearch's `timed_out`): hits may be missing. The
+    /// API says so in `X-DSS-Search-Partial`, and the edge never caches such an answer.
+    pub partial: bool,
 }
 
 /// A change to an index.

@@ -255,6 +255,7 @@ impl TantivyEngine {
         Ok(SearchPage {
             total: total as u64,
             hits: out,
+            partial: false,
         })
     }
 }
