@@ -640,4 +640,11 @@ async fn edge_worker_in_front_of_the_backend() {
         .await
         .unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // A worker without BACKEND_URL says so on every request instead of failing obscurely.
+    let bare = start_worker(&json!({"DSS_S3_BUCKET": "dss-main"}), dir.path().join("bare.log"));
+    let r = call(&c, "GET", &format!("{}/version", bare.url), None, None).await;
+    assert_eq!(r.status, 500);
+    let title = r.json()["title"].as_str().unwrap_or_default().to_string();
+    assert!(title.contains("BACKEND_URL"), "{title}");
 }
