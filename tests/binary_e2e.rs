@@ -1,23 +1,16 @@
 //! Starts the real `dss` binary and drives the README flow over HTTP.
 
 mod common;
+use common::binary;
 use common::{fixtures, sha256_hex};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
+/// The binary on a data dir of its own, deleted after the server stops.
 struct Server {
-    child: Child,
-    _stdout: BufReader<std::process::ChildStdout>,
+    _server: binary::Server,
     url: String,
     data: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn dss() -> Command {
@@ -26,33 +19,12 @@ fn dss() -> Command {
 
 fn start() -> Server {
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = dss()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DSS_DATA_DIR", data.path())
-        .env("ADMIN_USER_EMAILS", "admin@example.org")
-        .env("RUST_LOG", "warn")
-        .env_remove("DSS_READ_ONLY_MODE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start dss serve");
-    let mut first = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    stdout.read_line(&mut first).unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    assert!(
-        first.contains(&format!("listening on {url}")),
-        "startup line: {first:?}"
-    );
+    let inner = binary::start_dss(data.path(), |cmd| {
+        cmd.env("ADMIN_USER_EMAILS", "admin@example.org");
+    });
     Server {
-        child,
-        _stdout: stdout,
-        url,
+        url: inner.url.clone(),
+        _server: inner,
         data,
     }
 }

@@ -7,6 +7,7 @@
 //! Node 22 and Miniflare (scripts/test does both).
 
 mod common;
+use common::binary;
 use common::cloud::{gcs_store, s3_store, tags};
 use common::emulators::{fake_gcs, moto, Emulator};
 use common::sha256_hex;
@@ -26,15 +27,14 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A child process killed when dropped.
-struct Proc {
+/// The worker in Miniflare, stopped (with its workerd) when dropped.
+struct Worker {
     child: Child,
     url: String,
-    log: PathBuf,
     _out: Option<BufReader<std::process::ChildStdout>>,
 }
 
-impl Drop for Proc {
+impl Drop for Worker {
     fn drop(&mut self) {
         // Closing stdin asks the Miniflare script to stop workerd (a killed node would
         // leave workerd running); then SIGTERM, and SIGKILL as a last resort.
@@ -62,16 +62,14 @@ impl Drop for Proc {
     }
 }
 
-impl Proc {
-    /// Lines of the process's log that mention `needle`.
-    fn log_lines(&self, needle: &str) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_string)
-            .collect()
-    }
+/// Lines of a log file that mention `needle`.
+fn log_lines(log: &Path, needle: &str) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
 }
 
 fn aws_env(cmd: &mut Command, s3: &Emulator) {
@@ -83,44 +81,28 @@ fn aws_env(cmd: &mut Command, s3: &Emulator) {
         .env_remove("AWS_SESSION_TOKEN");
 }
 
-/// The backend on moto and fake-gcs-server, logging every request it answers (`DSS_DEBUG=1`).
-fn start_backend(data: &Path, s3: &Emulator, gcs: &Emulator) -> Proc {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+/// The backend on moto and fake-gcs-server, logging every request it answers
+/// (`DSS_DEBUG=1`) to `data/backend.log`.
+fn start_backend(data: &Path, s3: &Emulator, gcs: &Emulator) -> (binary::Server, PathBuf) {
     let log = data.join("backend.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dss"));
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DSS_DATA_DIR", data)
-        .env("DSS_S3_BUCKET", "dss-main")
-        .env("DSS_S3_CHECKOUT_BUCKET", "dss-checkout")
-        .env("ADMIN_USER_EMAILS", ADMIN)
-        .env("DSS_BUNDLE_FILE_WAIT", "0")
-        .env("DSS_DEBUG", "1")
-        .env_remove("RUST_LOG")
-        .env("DSS_GS_BUCKET", "dss-gs-main")
-        .env("STORAGE_EMULATOR_HOST", &gcs.endpoint)
-        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap());
-    aws_env(&mut cmd, s3);
-    let mut child = cmd.spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    assert!(first.contains("listening on"), "backend start-up: {first:?}");
-    Proc {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        log,
-        _out: Some(out),
-    }
+    let server = binary::start_dss(data, |cmd| {
+        cmd.env("DSS_S3_BUCKET", "dss-main")
+            .env("DSS_S3_CHECKOUT_BUCKET", "dss-checkout")
+            .env("ADMIN_USER_EMAILS", ADMIN)
+            .env("DSS_BUNDLE_FILE_WAIT", "0")
+            .env("DSS_DEBUG", "1")
+            .env_remove("RUST_LOG")
+            .env("DSS_GS_BUCKET", "dss-gs-main")
+            .env("STORAGE_EMULATOR_HOST", &gcs.endpoint)
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+            .stderr(std::fs::File::create(&log).unwrap());
+        aws_env(cmd, s3);
+    });
+    (server, log)
 }
 
 /// The built worker under Miniflare with `bindings`.
-fn start_worker(bindings: &Value, log: PathBuf) -> Proc {
+fn start_worker(bindings: &Value, log: PathBuf) -> Worker {
     let node = root().join("node_modules/.bin/node");
     assert!(
         node.exists(),
@@ -153,10 +135,9 @@ fn start_worker(bindings: &Value, log: PathBuf) -> Proc {
         })
         .trim()
         .to_string();
-    Proc {
+    Worker {
         child,
         url,
-        log,
         _out: Some(out),
     }
 }
@@ -257,7 +238,7 @@ async fn edge_worker_in_front_of_the_backend() {
         gcs_store(&gcs, b).create_bucket().await.unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let backend = start_backend(dir.path(), &s3, &gcs);
+    let (backend, backend_log) = start_backend(dir.path(), &s3, &gcs);
     let worker = start_worker(
         &json!({
             "BACKEND_URL": backend.url,
@@ -333,7 +314,7 @@ async fn edge_worker_in_front_of_the_backend() {
     )
     .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    assert!(!backend.log_lines(&format!("/v1/bundles/{b1}")).is_empty());
+    assert!(!log_lines(&backend_log, &format!("/v1/bundles/{b1}")).is_empty());
     // A second version straight into the backend; a bundle tombstoned through the worker.
     let r = call(
         &c,
@@ -532,7 +513,7 @@ async fn edge_worker_in_front_of_the_backend() {
     assert_eq!(r.status, 401);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        backend.log_lines(&b3),
+        log_lines(&backend_log, &b3),
         Vec::<String>::new(),
         "backend saw a refused request"
     );
@@ -556,7 +537,7 @@ async fn edge_worker_in_front_of_the_backend() {
 
     // Search answers: from the backend once, then from the edge's cache until the TTL
     // (3 s here) runs out. The backend's request log counts what reached it.
-    let searches = || backend.log_lines("path=/v1/search").len();
+    let searches = || log_lines(&backend_log, "path=/v1/search").len();
     let search = |q: &'static str, params: &'static str| {
         let c = c.clone();
         let url = format!("{w}/v1/search?replica=aws{params}");

@@ -4,42 +4,16 @@
 //! download from a bundle in the gcp replica. Every downloaded byte is compared.
 
 mod common;
+use common::binary::{self, hca_bin, Server};
 use common::emulators::{fake_gcs, moto, Emulator};
 use common::{fixtures, sha256_hex};
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 const SA_DOMAIN: &str = "dss-test.iam.gserviceaccount.com";
-
-fn hca_bin() -> PathBuf {
-    let venv = std::env::var_os("DSS_TEST_HCA_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-hca"));
-    let bin = venv.join("bin/hca");
-    assert!(
-        bin.exists(),
-        "{} not found: run scripts/test (it installs hca==7.0.1 into .venv-hca)",
-        bin.display()
-    );
-    bin
-}
-
-struct Server {
-    child: Child,
-    _stdout: BufReader<std::process::ChildStdout>,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn s3_env(cmd: &mut Command, s3: &Emulator) {
     cmd.env("AWS_ENDPOINT_URL", &s3.endpoint)
@@ -51,36 +25,17 @@ fn s3_env(cmd: &mut Command, s3: &Emulator) {
 }
 
 fn start_dss(data: &Path, s3: &Emulator, gcs: &Emulator, jwks: &Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dss"));
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DSS_DATA_DIR", data)
-        .env("DSS_S3_BUCKET", "dss-main")
-        .env("DSS_S3_CHECKOUT_BUCKET", "dss-checkout")
-        .env("DSS_GS_BUCKET", "dss-gs-main")
-        .env("DSS_GS_CHECKOUT_BUCKET", "dss-gs-checkout")
-        .env("STORAGE_EMULATOR_HOST", &gcs.endpoint)
-        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-        .env("DSS_TRUSTED_JWKS", jwks)
-        .env("DSS_AUTHORIZED_DOMAINS", SA_DOMAIN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    s3_env(&mut cmd, s3);
-    let mut child = cmd.spawn().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    assert!(first.contains("listening on"), "startup: {first:?}");
-    Server {
-        child,
-        _stdout: stdout,
-        url: format!("http://127.0.0.1:{port}"),
-    }
+    binary::start_dss(data, |cmd| {
+        cmd.env("DSS_S3_BUCKET", "dss-main")
+            .env("DSS_S3_CHECKOUT_BUCKET", "dss-checkout")
+            .env("DSS_GS_BUCKET", "dss-gs-main")
+            .env("DSS_GS_CHECKOUT_BUCKET", "dss-gs-checkout")
+            .env("STORAGE_EMULATOR_HOST", &gcs.endpoint)
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+            .env("DSS_TRUSTED_JWKS", jwks)
+            .env("DSS_AUTHORIZED_DOMAINS", SA_DOMAIN);
+        s3_env(cmd, s3);
+    })
 }
 
 /// A self-made Google service-account key (what `hca` signs its tokens with), and the

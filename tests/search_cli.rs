@@ -3,25 +3,12 @@
 //! `post-search` finds a bundle uploaded through the API.
 
 mod common;
+use common::binary::{self, hca_bin, Server};
 use common::fixtures;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
-
-struct Server {
-    child: Child,
-    _stdout: BufReader<std::process::ChildStdout>,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn dss() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dss"));
@@ -30,40 +17,7 @@ fn dss() -> Command {
 }
 
 fn start(data: &Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = dss()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DSS_DATA_DIR", data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    assert!(first.contains("listening on"), "startup: {first:?}");
-    Server {
-        child,
-        _stdout: stdout,
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-fn hca_bin() -> PathBuf {
-    let venv = std::env::var_os("DSS_TEST_HCA_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-hca"));
-    let bin = venv.join("bin/hca");
-    assert!(
-        bin.exists(),
-        "{} not found: run scripts/test (it installs hca==7.0.1)",
-        bin.display()
-    );
-    bin
+    binary::start_dss(data, |_| {})
 }
 
 fn search(http: &reqwest::blocking::Client, url: &str, q: Value) -> Value {

@@ -2,6 +2,7 @@
 //! tokens from a test key trusted as the dev issuer.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod cloud;
 pub mod emulators;
 
