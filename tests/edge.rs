@@ -72,15 +72,6 @@ fn log_lines(log: &Path, needle: &str) -> Vec<String> {
         .collect()
 }
 
-fn aws_env(cmd: &mut Command, s3: &Emulator) {
-    cmd.env("AWS_ENDPOINT_URL", &s3.endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env_remove("AWS_ENDPOINT_URL_S3")
-        .env_remove("AWS_SESSION_TOKEN");
-}
-
 /// The backend on moto and fake-gcs-server, logging every request it answers
 /// (`DSS_DEBUG=1`) to `data/backend.log`.
 fn start_backend(data: &Path, s3: &Emulator, gcs: &Emulator) -> (binary::Server, PathBuf) {
@@ -96,7 +87,7 @@ fn start_backend(data: &Path, s3: &Emulator, gcs: &Emulator) -> (binary::Server,
             .env("STORAGE_EMULATOR_HOST", &gcs.endpoint)
             .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
             .stderr(std::fs::File::create(&log).unwrap());
-        aws_env(cmd, s3);
+        s3.aws_env(cmd);
     });
     (server, log)
 }

@@ -15,15 +15,6 @@ use std::process::Command;
 
 const SA_DOMAIN: &str = "dss-test.iam.gserviceaccount.com";
 
-fn s3_env(cmd: &mut Command, s3: &Emulator) {
-    cmd.env("AWS_ENDPOINT_URL", &s3.endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env_remove("AWS_ENDPOINT_URL_S3")
-        .env_remove("AWS_SESSION_TOKEN");
-}
-
 fn start_dss(data: &Path, s3: &Emulator, gcs: &Emulator, jwks: &Path) -> Server {
     binary::start_dss(data, |cmd| {
         cmd.env("DSS_S3_BUCKET", "dss-main")
@@ -34,7 +25,7 @@ fn start_dss(data: &Path, s3: &Emulator, gcs: &Emulator, jwks: &Path) -> Server 
             .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
             .env("DSS_TRUSTED_JWKS", jwks)
             .env("DSS_AUTHORIZED_DOMAINS", SA_DOMAIN);
-        s3_env(cmd, s3);
+        s3.aws_env(cmd);
     })
 }
 
@@ -105,7 +96,7 @@ impl Hca<'_> {
             .env("OAUTHLIB_INSECURE_TRANSPORT", "1")
             .env_remove("HTTPS_PROXY")
             .env_remove("HTTP_PROXY");
-        s3_env(&mut cmd, self.s3);
+        self.s3.aws_env(&mut cmd);
         let out = cmd.output().unwrap();
         assert!(
             out.status.success(),

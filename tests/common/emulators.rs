@@ -52,6 +52,18 @@ fn wait_ready(child: &mut Child, port: u16, what: &str) {
     panic!("{what} did not listen on port {port} within 30 s");
 }
 
+impl Emulator {
+    /// Point a child process's AWS settings at this emulator (moto), with its test credentials.
+    pub fn aws_env(&self, cmd: &mut Command) {
+        cmd.env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env_remove("AWS_ENDPOINT_URL_S3")
+            .env_remove("AWS_SESSION_TOKEN");
+    }
+}
+
 /// Start moto's S3 server.
 pub fn moto() -> Emulator {
     let bin = venv().join("bin/moto_server");
