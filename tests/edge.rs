@@ -11,56 +11,17 @@ use common::binary;
 use common::cloud::{gcs_store, s3_store, tags};
 use common::emulators::{fake_gcs, moto, Emulator};
 use common::sha256_hex;
+use common::worker::start_worker;
 use dss::storage::{PutOptions, Store};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const V1: &str = "2019-01-01T000000.000000Z";
 const V2: &str = "2019-02-01T000000.000000Z";
 const V3: &str = "2019-03-01T000000.000000Z";
 const ADMIN: &str = "admin@example.org";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The worker in Miniflare, stopped (with its workerd) when dropped.
-struct Worker {
-    child: Child,
-    url: String,
-    _out: Option<BufReader<std::process::ChildStdout>>,
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // Closing stdin asks the Miniflare script to stop workerd (a killed node would
-        // leave workerd running); then SIGTERM, and SIGKILL as a last resort.
-        let had_stdin = self.child.stdin.take().is_some();
-        let pid = self.child.id() as i32;
-        let mut exited = |d: Duration| {
-            let deadline = std::time::Instant::now() + d;
-            while std::time::Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            false
-        };
-        if had_stdin && exited(Duration::from_secs(3)) {
-            return;
-        }
-        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        if !exited(Duration::from_secs(3)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// Lines of a log file that mention `needle`.
 fn log_lines(log: &Path, needle: &str) -> Vec<String> {
@@ -90,47 +51,6 @@ fn start_backend(data: &Path, s3: &Emulator, gcs: &Emulator) -> (binary::Server,
         s3.aws_env(cmd);
     });
     (server, log)
-}
-
-/// The built worker under Miniflare with `bindings`.
-fn start_worker(bindings: &Value, log: PathBuf) -> Worker {
-    let node = root().join("node_modules/.bin/node");
-    assert!(
-        node.exists(),
-        "{} not found: run scripts/test (it runs npm ci for Node 22 and Miniflare)",
-        node.display()
-    );
-    assert!(
-        root().join("build/index.js").exists(),
-        "build/index.js not found: run scripts/build-worker (scripts/test does)"
-    );
-    let mut child = Command::new(node)
-        .arg(root().join("tests/edge/serve.mjs"))
-        .env("DSS_EDGE_BINDINGS", bindings.to_string())
-        .env("DSS_EDGE_STDIN_LIFELINE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    let url = first
-        .strip_prefix("listening ")
-        .unwrap_or_else(|| {
-            panic!(
-                "worker start-up: {first:?}; log: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        })
-        .trim()
-        .to_string();
-    Worker {
-        child,
-        url,
-        _out: Some(out),
-    }
 }
 
 fn dev_token(data: &Path, email: &str) -> String {

@@ -6,6 +6,7 @@
 mod common;
 use common::binary::{self, hca_bin, Server};
 use common::emulators::{fake_gcs, moto, Emulator};
+use common::worker::start_worker;
 use common::{fixtures, sha256_hex};
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use serde_json::{json, Value};
@@ -56,23 +57,23 @@ fn service_account(dir: &Path) -> (PathBuf, PathBuf, rsa::RsaPrivateKey) {
 
 /// The CLI calls `https://{host}{basePath}` for a Swagger 2.0 document; give it a local
 /// copy of the server's spec that also names the plain-http server (see hca-cli notes).
-fn hca_config(dir: &Path, server: &Server) -> PathBuf {
-    let spec_text = reqwest::blocking::get(format!("{}/v1/swagger.json", server.url))
+fn hca_config(dir: &Path, url: &str) -> PathBuf {
+    let spec_text = reqwest::blocking::get(format!("{url}/v1/swagger.json"))
         .unwrap()
         .text()
         .unwrap();
     let mut spec: Value = serde_json::from_str(&spec_text).unwrap();
     spec["openapi"] = json!("3.0.0");
-    spec["servers"] = json!([{"url": format!("{}/v1", server.url)}]);
+    spec["servers"] = json!([{"url": format!("{url}/v1")}]);
     let spec_path = dir.join("spec.json");
     std::fs::write(&spec_path, spec.to_string()).unwrap();
-    let swagger_url = format!("{}/v1/swagger.json", server.url);
+    let swagger_url = format!("{url}/v1/swagger.json");
     let cfg = json!({
         "swagger_filename": spec_path,
         "DSSClient": {"swagger_url": swagger_url},
         "AuthClient": {"swagger_url": swagger_url},
         "application_secrets": {"installed": {"client_id": "t", "client_secret": "x",
-            "auth_uri": format!("{}/authorize", server.url), "token_uri": format!("{}/oauth/token", server.url)}},
+            "auth_uri": format!("{url}/authorize"), "token_uri": format!("{url}/oauth/token")}},
     });
     let path = dir.join("hca-config.json");
     std::fs::write(&path, cfg.to_string()).unwrap();
@@ -151,7 +152,7 @@ fn hca_cli_upload_and_download() {
     let xdg = tmp.path().join("xdg");
     std::fs::create_dir_all(&xdg).unwrap();
     let hca = Hca {
-        config: hca_config(tmp.path(), &server),
+        config: hca_config(tmp.path(), &server.url),
         xdg,
         sa,
         s3: &s3,
@@ -271,5 +272,66 @@ fn hca_cli_upload_and_download() {
     ]);
     let got = files_under(&gcp_dir);
     assert_eq!(got.get("project_0.json"), Some(&c.sha256));
+
+    // The same client through the edge worker: an upload (staging in S3, file and bundle
+    // PUTs forwarded to the backend, tokens checked at the edge) and a download whose
+    // redirects the worker answers from moto.
+    let worker = start_worker(
+        &json!({
+            "BACKEND_URL": server.url,
+            "DSS_S3_BUCKET": "dss-main",
+            "DSS_S3_CHECKOUT_BUCKET": "dss-checkout",
+            "AWS_ENDPOINT_URL": s3.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "DSS_GS_BUCKET": "dss-gs-main",
+            "STORAGE_EMULATOR_HOST": gcs.endpoint,
+            "DSS_TRUSTED_JWKS": std::fs::read_to_string(&jwks).unwrap(),
+            "DSS_AUTHORIZED_DOMAINS": SA_DOMAIN,
+        }),
+        tmp.path().join("worker.log"),
+    );
+    let edge_dir = tmp.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).unwrap();
+    let via_edge = Hca {
+        config: hca_config(&edge_dir, &worker.url),
+        ..hca
+    };
+    let small = tmp.path().join("small");
+    common::copy_tree(&fixtures().join("example_bundle"), &small);
+    let expected = files_under(&small);
+    let out = via_edge.run(&[
+        "dss",
+        "upload",
+        "--replica",
+        "aws",
+        "--staging-bucket",
+        "staging",
+        "--src-dir",
+        small.to_str().unwrap(),
+    ]);
+    let uploaded: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("upload output ({e}): {out}"));
+    let edge_bundle = uploaded["bundle_uuid"].as_str().unwrap().to_string();
+    let out_dir = tmp.path().join("download-edge");
+    via_edge.run(&[
+        "dss",
+        "download",
+        "--replica",
+        "aws",
+        "--bundle-uuid",
+        &edge_bundle,
+        "--download-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    let got = files_under(&out_dir);
+    for (name, sha) in &expected {
+        assert_eq!(
+            got.get(name),
+            Some(sha),
+            "{name} downloaded through the worker byte for byte"
+        );
+    }
+    drop(worker);
     drop(server);
 }

@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod cloud;
 pub mod emulators;
+pub mod worker;
 
 use bytes::Bytes;
 use dss::api::Body;
