@@ -1,7 +1,8 @@
 //! The unmodified `hca` CLI (hca==7.0.1) against the real `dss` binary, with moto as S3
 //! and fake-gcs-server as GCS: upload from an S3 staging bucket (including a file over
 //! 64 MiB, ingested in the background), get-bundle, get-bundles-all, download, and a
-//! download from a bundle in the gcp replica. Every downloaded byte is compared.
+//! download from a bundle in the gcp replica; then an upload and a download through the edge
+//! worker in front of the same server. Every downloaded byte is compared.
 
 mod common;
 use common::binary::{self, hca_bin, Server};
