@@ -11,7 +11,7 @@ use common::binary;
 use common::cloud::{gcs_store, s3_store, tags};
 use common::emulators::{fake_gcs, moto, Emulator};
 use common::sha256_hex;
-use common::worker::start_worker;
+use common::worker::{cloud_bindings, start_worker};
 use dss::storage::{PutOptions, Store};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -151,21 +151,17 @@ async fn edge_worker_in_front_of_the_backend() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, backend_log) = start_backend(dir.path(), &s3, &gcs);
     let worker = start_worker(
-        &json!({
-            "BACKEND_URL": backend.url,
-            "DSS_S3_BUCKET": "dss-main",
-            "DSS_S3_CHECKOUT_BUCKET": "dss-checkout",
-            "AWS_ENDPOINT_URL": s3.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "DSS_GS_BUCKET": "dss-gs-main",
-            "STORAGE_EMULATOR_HOST": gcs.endpoint,
+        &cloud_bindings(
+            &backend.url,
+            &s3,
+            &gcs,
+            json!({
             "OPENID_PROVIDER": format!("{}/", backend.url),
             "ADMIN_USER_EMAILS": ADMIN,
             "DSS_CORS_ORIGINS": "https://portal.example.org",
             "DSS_SEARCH_CACHE_TTL": "3",
-        }),
+            }),
+        ),
         dir.path().join("worker.log"),
     );
     let (b, w) = (backend.url.as_str(), worker.url.as_str());

@@ -7,7 +7,7 @@
 mod common;
 use common::binary::{self, hca_bin, Server};
 use common::emulators::{fake_gcs, moto, Emulator};
-use common::worker::start_worker;
+use common::worker::{cloud_bindings, start_worker};
 use common::{fixtures, sha256_hex};
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use serde_json::{json, Value};
@@ -108,6 +108,41 @@ impl Hca<'_> {
         );
         String::from_utf8(out.stdout).unwrap()
     }
+
+    /// `hca dss upload` of `dir` into the aws replica through the `staging` bucket.
+    fn upload(&self, dir: &Path) -> Value {
+        let out = self.run(&[
+            "dss",
+            "upload",
+            "--replica",
+            "aws",
+            "--staging-bucket",
+            "staging",
+            "--src-dir",
+            dir.to_str().unwrap(),
+        ]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("upload output ({e}): {out}"))
+    }
+
+    /// `hca dss download` of an aws bundle into `dir`; every file of `expected` (name to
+    /// sha256) must arrive byte for byte. (The CLI also keeps a cache of blobs named by
+    /// checksum beside the named files.)
+    fn download_matches(&self, bundle: &str, dir: &Path, expected: &BTreeMap<String, String>) {
+        self.run(&[
+            "dss",
+            "download",
+            "--replica",
+            "aws",
+            "--bundle-uuid",
+            bundle,
+            "--download-dir",
+            dir.to_str().unwrap(),
+        ]);
+        let got = files_under(dir);
+        for (name, sha) in expected {
+            assert_eq!(got.get(name), Some(sha), "{name} downloaded byte for byte");
+        }
+    }
 }
 
 fn files_under(dir: &Path) -> BTreeMap<String, String> {
@@ -168,17 +203,7 @@ fn hca_cli_upload_and_download() {
     std::fs::write(src.join("reads.fastq"), &big).unwrap();
     let expected = files_under(&src);
 
-    let out = hca.run(&[
-        "dss",
-        "upload",
-        "--replica",
-        "aws",
-        "--staging-bucket",
-        "staging",
-        "--src-dir",
-        src.to_str().unwrap(),
-    ]);
-    let uploaded: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("upload output ({e}): {out}"));
+    let uploaded = hca.upload(&src);
     let bundle_uuid = uploaded["bundle_uuid"].as_str().unwrap().to_string();
     assert_eq!(uploaded["files"].as_array().unwrap().len(), expected.len());
 
@@ -204,22 +229,7 @@ fn hca_cli_upload_and_download() {
         "{all}"
     );
 
-    let out_dir = tmp.path().join("download");
-    hca.run(&[
-        "dss",
-        "download",
-        "--replica",
-        "aws",
-        "--bundle-uuid",
-        &bundle_uuid,
-        "--download-dir",
-        out_dir.to_str().unwrap(),
-    ]);
-    // The CLI also keeps a cache of blobs named by checksum beside the named files.
-    let got = files_under(&out_dir);
-    for (name, sha) in &expected {
-        assert_eq!(got.get(name), Some(sha), "{name} downloaded byte for byte");
-    }
+    hca.download_matches(&bundle_uuid, &tmp.path().join("download"), &expected);
 
     // The gcp replica: a file staged in GCS, ingested through the API, bundled, downloaded.
     let data = std::fs::read(fixtures().join("example_bundle/project_0.json")).unwrap();
@@ -278,19 +288,15 @@ fn hca_cli_upload_and_download() {
     // PUTs forwarded to the backend, tokens checked at the edge) and a download whose
     // redirects the worker answers from moto.
     let worker = start_worker(
-        &json!({
-            "BACKEND_URL": server.url,
-            "DSS_S3_BUCKET": "dss-main",
-            "DSS_S3_CHECKOUT_BUCKET": "dss-checkout",
-            "AWS_ENDPOINT_URL": s3.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "DSS_GS_BUCKET": "dss-gs-main",
-            "STORAGE_EMULATOR_HOST": gcs.endpoint,
-            "DSS_TRUSTED_JWKS": std::fs::read_to_string(&jwks).unwrap(),
-            "DSS_AUTHORIZED_DOMAINS": SA_DOMAIN,
-        }),
+        &cloud_bindings(
+            &server.url,
+            &s3,
+            &gcs,
+            json!({
+                "DSS_TRUSTED_JWKS": std::fs::read_to_string(&jwks).unwrap(),
+                "DSS_AUTHORIZED_DOMAINS": SA_DOMAIN,
+            }),
+        ),
         tmp.path().join("worker.log"),
     );
     let edge_dir = tmp.path().join("edge");
@@ -302,37 +308,9 @@ fn hca_cli_upload_and_download() {
     let small = tmp.path().join("small");
     common::copy_tree(&fixtures().join("example_bundle"), &small);
     let expected = files_under(&small);
-    let out = via_edge.run(&[
-        "dss",
-        "upload",
-        "--replica",
-        "aws",
-        "--staging-bucket",
-        "staging",
-        "--src-dir",
-        small.to_str().unwrap(),
-    ]);
-    let uploaded: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("upload output ({e}): {out}"));
+    let uploaded = via_edge.upload(&small);
     let edge_bundle = uploaded["bundle_uuid"].as_str().unwrap().to_string();
-    let out_dir = tmp.path().join("download-edge");
-    via_edge.run(&[
-        "dss",
-        "download",
-        "--replica",
-        "aws",
-        "--bundle-uuid",
-        &edge_bundle,
-        "--download-dir",
-        out_dir.to_str().unwrap(),
-    ]);
-    let got = files_under(&out_dir);
-    for (name, sha) in &expected {
-        assert_eq!(
-            got.get(name),
-            Some(sha),
-            "{name} downloaded through the worker byte for byte"
-        );
-    }
+    via_edge.download_matches(&edge_bundle, &tmp.path().join("download-edge"), &expected);
     drop(worker);
     drop(server);
 }

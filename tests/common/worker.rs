@@ -87,3 +87,28 @@ pub fn start_worker(bindings: &Value, log: PathBuf) -> Worker {
         _out: Some(out),
     }
 }
+
+/// Bindings that put the worker's `aws` replica on moto (`dss-main`, `dss-checkout`) and its
+/// `gcp` replica on fake-gcs-server (`dss-gs-main`), in front of `backend`; `extra` adds more.
+pub fn cloud_bindings(
+    backend: &str,
+    s3: &super::emulators::Emulator,
+    gcs: &super::emulators::Emulator,
+    extra: Value,
+) -> Value {
+    let mut b = serde_json::json!({
+        "BACKEND_URL": backend,
+        "DSS_S3_BUCKET": "dss-main",
+        "DSS_S3_CHECKOUT_BUCKET": "dss-checkout",
+        "AWS_ENDPOINT_URL": s3.endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "DSS_GS_BUCKET": "dss-gs-main",
+        "STORAGE_EMULATOR_HOST": gcs.endpoint,
+    });
+    if let (Some(b), Value::Object(extra)) = (b.as_object_mut(), extra) {
+        b.extend(extra);
+    }
+    b
+}
