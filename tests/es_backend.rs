@@ -132,6 +132,15 @@ fn fake_es() -> FakeEs {
 }
 
 impl FakeEs {
+    /// The newest `_search` request ES received.
+    fn last_search(&self) -> Received {
+        self.received()
+            .into_iter()
+            .rev()
+            .find(|r| r.path.ends_with("/_search"))
+            .expect("a _search request")
+    }
+
     fn received(&self) -> Vec<Received> {
         self.log.lock().unwrap().clone()
     }
@@ -210,12 +219,7 @@ async fn search_goes_to_elasticsearch_as_written() {
     let j = r.json();
     assert_eq!(j["total_hits"], 1);
     assert_eq!(j["results"][0]["bundle_fqid"], format!("{b}.{V2}").as_str());
-    let sent = es
-        .received()
-        .into_iter()
-        .rev()
-        .find(|r| r.path.ends_with("/_search"))
-        .unwrap();
+    let sent = es.last_search();
     assert_eq!(sent.path, "/dss-aws-docs/_search");
     let sent: Value = serde_json::from_str(&sent.body).unwrap();
     assert_eq!(
@@ -241,12 +245,7 @@ async fn search_goes_to_elasticsearch_as_written() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["results"][0]["metadata"]["uuid"], b.as_str());
-    let sent = es
-        .received()
-        .into_iter()
-        .rev()
-        .find(|r| r.path.ends_with("/_search"))
-        .unwrap();
+    let sent = es.last_search();
     let sent: Value = serde_json::from_str(&sent.body).unwrap();
     assert_eq!(sent["search_after"], json!([b, V2]));
     assert!(sent.get("_source").is_none());

@@ -125,11 +125,16 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
-fn serve(cfg: ServeConfig) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// The multi-threaded runtime the server and `reindex` run on.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+fn serve(cfg: ServeConfig) -> Result<(), String> {
+    let rt = runtime()?;
     rt.block_on(async move {
         let app = server::build_app(&cfg).map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -167,10 +172,7 @@ fn reindex(cfg: ServeConfig, which: &str) -> Result<(), String> {
     use crate::search::IndexOp;
     use crate::storage::Store;
     use futures::StreamExt;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = runtime()?;
     rt.block_on(async move {
         let app = server::build_app(&cfg).map_err(|e| e.to_string())?;
         let engine = app.search.clone().ok_or("no search engine configured")?;
