@@ -183,6 +183,52 @@ async fn bundle_paging() {
 }
 
 #[tokio::test]
+async fn large_manifests_are_kept_in_memory_and_paged_from_there() {
+    let env = Env::new();
+    // Above the old limit of cached manifests (2,000 files).
+    let files = seed_files(&env, 2_500);
+    let b = uuid::Uuid::new_v4().to_string();
+    let put = env.put_bundle(&b, V1, &refs(&files), None).await;
+    assert_eq!(put.status, 201, "{}", String::from_utf8_lossy(&put.body));
+    assert_eq!(put.json()["manifest"]["files"].as_array().unwrap().len(), 2_500);
+    let first = env.get(&format!("/v1/bundles/{b}?replica=aws")).await;
+    assert_eq!(first.status, 206);
+    let last = env.get(&format!("/v1/bundles/{b}?replica=aws&start_at=2000")).await;
+    assert_eq!(last.status, 200);
+    assert_eq!(last.json()["bundle"]["files"][499]["name"], "file_2499.txt");
+    // The stored manifest now reads as garbage: pages still come from the parsed copy.
+    std::fs::write(env.main_dir("aws").join(format!("bundles/{b}.{V1}")), b"not json").unwrap();
+    let again = env.get(&format!("/v1/bundles/{b}?replica=aws")).await;
+    assert_eq!(again.status, 206, "{}", String::from_utf8_lossy(&again.body));
+    assert_eq!(again.body, first.body);
+    let again = env.get(&format!("/v1/bundles/{b}?replica=aws&start_at=2000")).await;
+    assert_eq!(again.body, last.body);
+}
+
+#[tokio::test]
+async fn a_bundle_over_the_file_cap_is_refused_naming_the_cap() {
+    let env = Env::new();
+    let cap = dss::api::dss::bundles::MAX_BUNDLE_FILES;
+    // Refused before any lookup: these files do not exist (they would be `file_missing`).
+    let id = uuid::Uuid::new_v4().to_string();
+    let item = format!(r#"{{"uuid": "{id}", "version": "{V1}", "name": "f", "indexed": false}}"#);
+    let body = format!(r#"{{"creator_uid": 1, "files": [{}]}}"#, vec![item; cap + 1].join(", "));
+    let b = uuid::Uuid::new_v4().to_string();
+    let r = env
+        .req(
+            "PUT",
+            &format!("/v1/bundles/{b}?version={V1}&replica=aws"),
+            Some(&env.user()),
+            &body,
+            &[],
+        )
+        .await;
+    r.expect_error(400, "illegal_arguments");
+    let title = r.json()["title"].as_str().unwrap().to_string();
+    assert!(title.contains(&cap.to_string()), "{title}");
+}
+
+#[tokio::test]
 async fn bundle_put_idempotency_and_errors() {
     let env = Env::new();
     let files = seed_files(&env, 3);

@@ -446,7 +446,7 @@ async fn read_only_mode() {
     let u = uuid::Uuid::new_v4().to_string();
     let r = env.put_file(&u, V1, &src, None).await;
     r.expect_error(503, "read_only");
-    assert_eq!(r.header("retry-after"), Some("10"));
+    assert_eq!(r.header("retry-after"), Some("600"));
     let r = env
         .req(
             "PATCH",
@@ -492,10 +492,18 @@ async fn staging_symlinks_and_special_files_are_refused() {
             .unwrap_or_else(|_| panic!("{path}: request hung"));
         r.expect_error(400, "illegal_source_url");
     }
-    // A link that stays inside the staging area is fine.
+    // A relative link that stays inside the staging area is fine. (An absolute one is
+    // refused even when it points inside: the file is resolved below the staging
+    // directory, as openat2's RESOLVE_BENEATH does.)
     let real = env.stage("real.txt", b"inside");
-    let real_path = real.trim_start_matches("file://");
-    std::os::unix::fs::symlink(real_path, staging.join("evil/ok.txt")).unwrap();
+    let real_path = std::path::Path::new(real.trim_start_matches("file://"));
+    std::os::unix::fs::symlink(real_path, staging.join("evil/abs.txt")).unwrap();
+    let src = format!("file://{}/evil/abs.txt", staging.display());
+    env.put_file(&uuid::Uuid::new_v4().to_string(), V1, &src, None)
+        .await
+        .expect_error(400, "illegal_source_url");
+    let rel = real_path.strip_prefix(&staging).unwrap();
+    std::os::unix::fs::symlink(std::path::Path::new("..").join(rel), staging.join("evil/ok.txt")).unwrap();
     let src = format!("file://{}/evil/ok.txt", staging.display());
     assert_eq!(
         env.put_file(&uuid::Uuid::new_v4().to_string(), V1, &src, None)

@@ -8,6 +8,8 @@ use dss::search::synthetic::Generator;
 use dss::search::IndexOp;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn readme_query() -> Value {
@@ -366,14 +368,18 @@ async fn index_jobs_recorded_before_a_crash_are_resumed() {
     panic!("finished index job records are removed");
 }
 
-/// Serves fixed JSON documents by path over HTTP/1.1 (one request per connection).
-fn static_server(routes: Vec<(&'static str, Value)>) -> String {
+/// Serves fixed JSON documents by path over HTTP/1.1 (one request per connection); the
+/// counter counts the requests it received.
+fn static_server(routes: Vec<(&'static str, Value)>) -> (String, Arc<AtomicUsize>) {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut line = String::new();
             reader.read_line(&mut line).unwrap_or(0);
@@ -395,12 +401,12 @@ fn static_server(routes: Vec<(&'static str, Value)>) -> String {
             );
         }
     });
-    url
+    (url, hits)
 }
 
 #[tokio::test]
 async fn schema_scrubbing_when_asked_for_drops_undeclared_properties() {
-    let schemas = static_server(vec![
+    let (schemas, _) = static_server(vec![
         (
             "/type/biomaterial/5.2.1/donor_organism",
             json!({"type": "object", "additionalProperties": false, "properties": {
@@ -424,7 +430,11 @@ async fn schema_scrubbing_when_asked_for_drops_undeclared_properties() {
     let unknown = json!({"describedBy": format!("{schemas}/type/nowhere/1.0.0/thing"), "a": 1});
     let plain = json!({"links": []});
     for scrub in [true, false] {
-        let env = Env::with(|c| c.index_schema_scrub = if scrub { "on" } else { "off" }.into());
+        let env = Env::with(|c| {
+            c.index_schema_scrub = if scrub { "on" } else { "off" }.into();
+            // Plain http on loopback, allowed because it is listed so.
+            c.index_schema_hosts = schemas.clone();
+        });
         let mut files = Vec::new();
         for (name, doc) in [
             ("donor_organism_0.json", &donor),
@@ -466,4 +476,124 @@ async fn schema_scrubbing_when_asked_for_drops_undeclared_properties() {
             assert_eq!(indexed["links_json"][0], plain);
         }
     }
+}
+
+/// A `describedBy` (or a `$ref`) naming a host that DSS_INDEX_SCHEMA_HOSTS does not list is
+/// never requested, whatever it points to: the file is left out of the index instead.
+#[tokio::test]
+async fn schema_urls_from_metadata_reach_only_the_listed_hosts() {
+    // Schema URLs carry a version, as the index document's shape needs.
+    let (elsewhere, elsewhere_hits) = static_server(vec![(
+        "/type/file/1.0.0/s",
+        json!({"type": "object", "additionalProperties": false, "properties": {"describedBy": {}}}),
+    )]);
+    let (listed, listed_hits) = static_server(vec![(
+        "/type/file/1.0.0/refers",
+        json!({"$ref": format!("{elsewhere}/type/file/1.0.0/s")}),
+    )]);
+    let env = Env::with(|c| {
+        c.index_schema_scrub = "on".into();
+        c.index_schema_hosts = format!("schema.humancellatlas.org, {listed}");
+    });
+    let mut files = Vec::new();
+    for (name, url) in [
+        ("loopback_0.json", format!("{elsewhere}/type/file/1.0.0/s")),
+        (
+            "metadata_0.json",
+            "http://169.254.169.254/type/file/1.0.0/meta-data".to_string(),
+        ),
+        ("refers_0.json", format!("{listed}/type/file/1.0.0/refers")),
+    ] {
+        let doc = json!({"describedBy": url, "secret": "x"});
+        let u = env.file(name, doc.to_string().as_bytes()).await;
+        files.push(json!({"uuid": u, "version": V1, "name": name, "indexed": true}));
+    }
+    let b = uuid::Uuid::new_v4().to_string();
+    let r = env
+        .req(
+            "PUT",
+            &format!("/v1/bundles/{b}?version={V2}&replica=aws"),
+            Some(&env.user()),
+            &json!({"files": files, "creator_uid": 1}).to_string(),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    eventually(&env, &json!({"es_query": {}}), |ids| ids.len() == 1).await;
+    let r = search(&env, "replica=aws&output_format=raw", &json!({"es_query": {}})).await;
+    let indexed = &r.json()["results"][0]["metadata"]["files"];
+    assert!(indexed.get("loopback_json").is_none(), "{indexed}");
+    assert!(indexed.get("metadata_json").is_none(), "{indexed}");
+    assert!(
+        indexed.get("refers_json").is_some(),
+        "its own schema was fetched: {indexed}"
+    );
+    assert_eq!(listed_hits.load(Ordering::SeqCst), 1, "the listed host is asked once");
+    assert_eq!(
+        elsewhere_hits.load(Ordering::SeqCst),
+        0,
+        "a host that is not listed is never asked, not even through a $ref"
+    );
+}
+
+/// The search bombs of issue 9, built here: a 23 KB `query_string` over 2,000 fields ×
+/// 500 words (it drove the server from 20 MB to 1.7 GB), a `match` of a million words
+/// (1.6 GB; now past the route's body limit, so one of 200,000), and a body of 100,000
+/// JSON values. Each is refused with a 400 that names
+/// the limit it passed, and ordinary large queries still run.
+#[tokio::test]
+async fn search_bombs_are_refused_naming_the_limit() {
+    let env = Env::new();
+    let fields: Vec<String> = (0..2000).map(|i| format!("f{i}")).collect();
+    let words = vec!["w"; 500].join(" ");
+    let qs_bomb = json!({"es_query": {"query": {"query_string": {"query": words, "fields": fields}}}});
+    assert!(qs_bomb.to_string().len() < 24_000, "a small request");
+    // 200,000 words fit the route's 1 MiB body limit; the million words of the issue do not.
+    let match_bomb = json!({"es_query": {"query": {"match": {"files.x.text": "word ".repeat(200_000)}}}});
+    let huge = json!({"es_query": {"query": {"match": {"files.x.text": "word ".repeat(1_000_000)}}}});
+    search(&env, "replica=aws", &huge)
+        .await
+        .expect_error(413, "payload_too_large");
+    let values: Vec<u32> = (0..100_000).collect();
+    let values_bomb = json!({"es_query": {"query": {"terms": {"n": values}}}});
+    for (bomb, limit) in [
+        (&qs_bomb, "limit of 16384 clauses"),
+        (&match_bomb, "limit of 4096 tokens"),
+        (&values_bomb, "limit of 65536 JSON values"),
+    ] {
+        let r = search(&env, "replica=aws", bomb).await;
+        r.expect_error(400, "elasticsearch_bad_request");
+        let title = r.json()["title"].as_str().unwrap().to_string();
+        assert!(title.contains(limit), "{title}");
+    }
+    // Large, ordinary queries are within the limits.
+    let uuids: Vec<String> = (0..2000).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let fields: Vec<String> = (0..50).map(|i| format!("files.f{i}.text")).collect();
+    for q in [
+        json!({"terms": {"uuid": uuids}}),
+        json!({"multi_match": {"query": "homo sapiens brain tissue", "fields": fields}}),
+        json!({"query_string": {"query": vec!["w"; 100].join(" "), "fields": &fields[..10]}}),
+    ] {
+        let r = search(&env, "replica=aws", &json!({"es_query": {"query": q}})).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+}
+
+/// A search still running at its deadline is answered 504 `timed_out` (with the original's
+/// Retry-After). The deadline is set to zero here rather than timing a slow search; a
+/// refused query is still refused first, without waiting for a search thread.
+#[tokio::test]
+async fn a_search_past_its_deadline_is_504_timed_out() {
+    let env = Env::with(|c| c.search_timeout = 0.0);
+    let r = search(&env, "replica=aws", &readme_query()).await;
+    r.expect_error(504, "timed_out");
+    assert_eq!(r.header("retry-after"), Some("10"));
+    assert!(r.json()["title"].as_str().unwrap().contains("DSS_SEARCH_TIMEOUT"));
+    let r = search(
+        &env,
+        "replica=aws",
+        &json!({"es_query": {"query": {"percolate": {"field": "query"}}}}),
+    )
+    .await;
+    r.expect_error(400, "elasticsearch_bad_request");
 }

@@ -120,6 +120,101 @@ async fn dev_issuer_tokens_and_their_failures() {
     .expect_error(401, "OAuthProblem");
 }
 
+/// A token with exactly these header fields (besides `alg`, `kid`) and claims: no `exp`
+/// or `iat` is added.
+fn sign_raw(key: &rsa::RsaPrivateKey, kid: &str, header_fields: Value, claims: Value) -> String {
+    let fields: Map<String, Value> = header_fields.as_object().unwrap().clone();
+    let claims = Claims::new(claims.as_object().unwrap().clone());
+    Rsa::rs256()
+        .token(&Header::new(fields).with_key_id(kid), &claims, key)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn token_times_lifetimes_and_critical_headers() {
+    let env = Env::new();
+    let kid = env.issuer.public_key().kid.unwrap();
+    let key = test_key();
+    let now = chrono::Utc::now().timestamp();
+    let good = json!({"iss": "http://dss.test/", "sub": "u", "aud": AUD, "email": "u@example.org", GROUP: "hca"});
+    let with_times = |iat: Option<i64>, exp: i64| {
+        let mut c = good.clone();
+        c["exp"] = json!(exp);
+        if let Some(iat) = iat {
+            c["iat"] = json!(iat);
+        }
+        sign_raw(&key, &kid, json!({}), c)
+    };
+    let day = 24 * 3600;
+    assert_eq!(put_with(&env, &with_times(Some(now), now + 600)).await.status, 201);
+    // The default cap (one day) accepts a day-long token, with or without iat ...
+    assert_eq!(put_with(&env, &with_times(Some(now), now + day)).await.status, 201);
+    assert_eq!(put_with(&env, &with_times(None, now + day)).await.status, 201);
+    // ... and refuses longer ones: exp far ahead (year 9999), or exp - iat above the cap.
+    let year_9999 = 253_402_300_000;
+    for token in [
+        with_times(Some(now), year_9999),
+        with_times(None, year_9999),
+        with_times(Some(now), now + day + 3600),
+        with_times(Some(now - 2 * day), now + 600),
+    ] {
+        put_with(&env, &token).await.expect_error(401, "Unauthorized");
+    }
+    // Issued in the future (beyond the minute of leeway).
+    put_with(&env, &with_times(Some(now + 3600), now + 7200))
+        .await
+        .expect_error(401, "Unauthorized");
+    assert_eq!(put_with(&env, &with_times(Some(now + 30), now + 600)).await.status, 201);
+    // A critical header extension: we implement none, so every one is refused.
+    let mut c = good.clone();
+    c["exp"] = json!(now + 600);
+    for crit in [json!(["exp"]), json!(["b64"]), json!([])] {
+        let token = sign_raw(&key, &kid, json!({ "crit": crit }), c.clone());
+        put_with(&env, &token).await.expect_error(401, "Unauthorized");
+    }
+    let other_header = sign_raw(&key, &kid, json!({"x-ignored": 1}), c.clone());
+    assert_eq!(put_with(&env, &other_header).await.status, 201);
+}
+
+#[tokio::test]
+async fn token_lifetime_cap_is_configurable() {
+    let env = Env::with(|c| c.max_token_lifetime = 600);
+    let kid = env.issuer.public_key().kid.unwrap();
+    let good = json!({"iss": "http://dss.test/", "sub": "u", "aud": AUD, "email": "u@example.org", GROUP: "hca"});
+    assert_eq!(
+        put_with(&env, &sign(&test_key(), Some(&kid), good.clone(), 600))
+            .await
+            .status,
+        201
+    );
+    put_with(&env, &sign(&test_key(), Some(&kid), good, 601))
+        .await
+        .expect_error(401, "Unauthorized");
+    // Including the dev issuer's own hour-long tokens.
+    put_with(&env, &env.user()).await.expect_error(401, "Unauthorized");
+}
+
+#[tokio::test]
+async fn service_account_issuers_must_be_plain() {
+    // The issuer names an authorised domain only after a `?`, `#` or `/`, or with two
+    // `@`: were it accepted, its key URL would point at the attacker's own account.
+    let env = Env::with(|c| c.authorized_domains = Some("auth.example".into()));
+    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+    for iss in [
+        "me@my-proj.iam.gserviceaccount.com?@auth.example",
+        "me@my-proj.iam.gserviceaccount.com#@auth.example",
+        "me@my-proj.iam.gserviceaccount.com/@auth.example",
+        "me%2F..%2Fme@my-proj.iam.gserviceaccount.com@auth.example",
+        "me%40my-proj.iam.gserviceaccount.com@auth.example",
+        "me @auth.example",
+        "me@x@auth.example",
+    ] {
+        let claims = json!({"iss": iss, "sub": iss, "aud": AUD, "email": ADMIN, GROUP: "hca"});
+        let r = put_with(&env, &sign(&key, Some("k1"), claims, 600)).await;
+        r.expect_error(403, "Forbidden");
+    }
+}
+
 #[tokio::test]
 async fn service_account_keys_from_trusted_jwks() {
     let sa_key = test_key();

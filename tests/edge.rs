@@ -418,6 +418,41 @@ async fn edge_worker_in_front_of_the_backend() {
     )
     .await;
     assert_eq!(r.status, 401);
+    // The route table's other rules hold at the edge too: the group, the admin list,
+    // the body's type.
+    let public = Command::new(env!("CARGO_BIN_EXE_dss"))
+        .args([
+            "token",
+            "--email",
+            "reader@example.org",
+            "--group",
+            "public",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let public = String::from_utf8(public.stdout).unwrap().trim().to_string();
+    let r = call(&c, "PUT", &put, Some(&public), Some(&body)).await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (403, Some("Forbidden")));
+    let r = call(
+        &c,
+        "DELETE",
+        &format!("{w}/v1/bundles/{b3}?replica=aws"),
+        Some(&user),
+        Some(&json!({"reason": "not an admin"})),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = c
+        .put(&put)
+        .bearer_auth(&user)
+        .header("content-type", "text/plain")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         log_lines(&backend_log, &b3),
@@ -444,7 +479,7 @@ async fn edge_worker_in_front_of_the_backend() {
 
     // Search answers: from the backend once, then from the edge's cache until the TTL
     // (3 s here) runs out. The backend's request log counts what reached it.
-    let searches = || log_lines(&backend_log, "path=/v1/search").len();
+    let searches = || log_lines(&backend_log, "path=\"/v1/search\"").len();
     let search = |q: &'static str, params: &'static str| {
         let c = c.clone();
         let url = format!("{w}/v1/search?replica=aws{params}");

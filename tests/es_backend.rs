@@ -274,7 +274,52 @@ async fn search_goes_to_elasticsearch_as_written() {
         )
         .await;
     r.expect_error(400, "elasticsearch_bad_request");
-    assert!(r.json()["title"].as_str().unwrap().contains("unknown query [bogus]"));
+    let title = r.json()["title"].as_str().unwrap().to_string();
+    assert!(title.contains("unknown query [bogus]"), "{title}");
+    assert!(!title.contains("secret") && !title.contains("127.0.0.1"), "{title}");
+}
+
+/// An Elasticsearch (or anything at its address) that answers without end: the answer is
+/// read up to its cap, then refused, as a 500 whose title holds none of it.
+#[tokio::test]
+async fn an_oversized_elasticsearch_answer_is_an_error_not_an_oom() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://elastic:secret@{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+            }
+            // No length: the body runs until the connection closes, past the cap.
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n"
+            );
+            let chunk = vec![b' '; 1024 * 1024];
+            for _ in 0..dss::search::es::MAX_SEARCH_ANSWER_BYTES / chunk.len() + 2 {
+                if stream.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let env = Env::with(|c| c.es_endpoint = Some(url));
+    let r = env
+        .req("POST", "/v1/search?replica=aws", None, r#"{"es_query": {}}"#, &[])
+        .await;
+    r.expect_error(500, "internal_server_error");
+    // The cause is in the log under the request id; the title is plain.
+    let title = r.json()["title"].as_str().unwrap().to_string();
+    assert!(r.header("x-request-id").is_some());
+    assert!(
+        title.len() < 200 && !title.contains("secret") && !title.contains("127.0.0.1"),
+        "{title}"
+    );
 }
 
 #[tokio::test]
@@ -290,4 +335,9 @@ async fn elasticsearch_down_is_503_with_retry_after() {
         .await;
     r.expect_error(503, "service_unavailable");
     assert_eq!(r.header("retry-after"), Some("10"));
+    let title = r.json()["title"].as_str().unwrap().to_string();
+    assert!(
+        !title.contains(&port.to_string()),
+        "the transport's message is logged, not answered: {title}"
+    );
 }

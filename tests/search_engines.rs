@@ -5,12 +5,13 @@
 mod common;
 use common::fixtures;
 use dss::model::manifest::{BundleFile, BundleManifest, Tombstone};
+use dss::search::budget::Budget;
 use dss::search::document::{bundle_document, tombstone_document, tombstone_document_json};
 use dss::search::dsl::parse_body;
-use dss::search::eval::EvalDoc;
+use dss::search::eval::{Checked, EvalDoc};
 use dss::search::synthetic::Generator;
 use dss::search::tantivy_engine::TantivyEngine;
-use dss::search::{IndexOp, SearchEngine, SearchRequest};
+use dss::search::{IndexOp, SearchEngine, SearchError, SearchRequest};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -189,6 +190,7 @@ async fn tantivy_ids(engine: &TantivyEngine, q: &Value, per_page: usize) -> (u64
                 per_page,
                 search_after: after.clone(),
                 with_source: false,
+                budget: Budget::new(),
             })
             .await
             .unwrap_or_else(|e| panic!("{q}: {e}"));
@@ -234,10 +236,11 @@ async fn tantivy_agrees_with_the_evaluator() {
     let prepared: Vec<(&String, EvalDoc)> = docs.iter().map(|(id, d)| (id, EvalDoc::new(d, Some(id)))).collect();
     let mut nonempty = 0;
     for q in queries() {
-        let body = parse_body(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        let mut body = parse_body(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        let checked = Checked::new(&mut body).unwrap_or_else(|e| panic!("{q}: {e}"));
         let mut want: Vec<String> = prepared
             .iter()
-            .filter(|(_, d)| d.matches(&body.query))
+            .filter(|(_, d)| d.matches(&checked))
             .map(|(id, _)| id.to_string())
             .collect();
         want.sort_by(|a, b| b.cmp(a));
@@ -287,6 +290,7 @@ async fn tantivy_agrees_with_the_evaluator() {
             per_page: 10,
             search_after: None,
             with_source: true,
+            budget: Budget::new(),
         })
         .await
         .unwrap();
@@ -298,4 +302,80 @@ async fn tantivy_agrees_with_the_evaluator() {
     let engine = TantivyEngine::open(dir.path()).unwrap();
     let (total, _) = tantivy_ids(&engine, &all, 500).await;
     assert_eq!(total, docs.len() as u64);
+}
+
+/// Whether the evaluator accepts `q` (its parse and its clauses within one budget).
+fn evaluator_accepts(q: &Value) -> Result<(), String> {
+    let mut body = parse_body(q).map_err(|e| e.to_string())?;
+    Checked::new(&mut body).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Queries at and past the limits of the search budget: tantivy and the evaluator accept
+/// and refuse the same ones, for the same reason.
+#[tokio::test]
+async fn tantivy_and_the_evaluator_refuse_the_same_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = TantivyEngine::open(dir.path()).unwrap();
+    let many_fields = |n: usize| (0..n).map(|i| format!("files.f{i}.text")).collect::<Vec<_>>();
+    let words = |n: usize| vec!["w"; n].join(" ");
+    let numbers: Vec<u32> = (0..4000).collect();
+    let cases = [
+        // The bombs.
+        (
+            json!({"query": {"query_string": {"query": words(500), "fields": many_fields(2000)}}}),
+            false,
+        ),
+        (
+            json!({"query": {"match": {"a.text": "word ".repeat(1_000_000)}}}),
+            false,
+        ),
+        // Within the parse budget, past the clauses the engines would run: each of the
+        // 4,000 numbers is a keyword, a number, a date (epoch milliseconds) and a token,
+        // and each of the 4,000 words a token.
+        (
+            json!({"query": {"bool": {"should": [{"terms": {"files.n.text": numbers}},
+                {"match": {"files.m.text": words(4000)}}]}}}),
+            false,
+        ),
+        (
+            json!({"query": {"multi_match": {"query": words(200), "fields": many_fields(100)}}}),
+            false,
+        ),
+        // Large, ordinary queries.
+        (
+            json!({"query": {"terms": {"files.n": (0..1000).collect::<Vec<u32>>()}}}),
+            true,
+        ),
+        (
+            json!({"query": {"multi_match": {"query": words(30), "fields": many_fields(100)}}}),
+            true,
+        ),
+        (
+            json!({"query": {"query_string": {"query": words(100), "fields": many_fields(20)}}}),
+            true,
+        ),
+    ];
+    for (q, ok) in cases {
+        let shown: String = q.to_string().chars().take(120).collect();
+        let eval = evaluator_accepts(&q);
+        let tantivy = engine
+            .search(SearchRequest {
+                replica: "aws",
+                es_query: &q,
+                per_page: 10,
+                search_after: None,
+                with_source: false,
+                budget: Budget::new(),
+            })
+            .await;
+        assert_eq!(eval.is_ok(), ok, "evaluator on {shown}: {eval:?}");
+        match (tantivy, eval) {
+            (Ok(_), Ok(())) => {}
+            (Err(SearchError::BadRequest(t)), Err(e)) => {
+                assert_eq!(t, e, "{shown}");
+                assert!(t.contains("limit of"), "{shown}: {t}");
+            }
+            (t, e) => panic!("{shown}: tantivy {t:?}, evaluator {e:?}"),
+        }
+    }
 }

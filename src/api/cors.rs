@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 /// `/files`, paging links and the redirect target.
 pub const EXPOSED_HEADERS: &str = "X-DSS-CREATOR-UID, X-DSS-VERSION, X-DSS-CONTENT-TYPE, X-DSS-SIZE, \
 X-DSS-CRC32C, X-DSS-S3-ETAG, X-DSS-SHA1, X-DSS-SHA256, Link, Location, Retry-After, Content-Disposition, \
-Content-Length, Content-Range";
+Content-Length, Content-Range, X-Request-Id";
 const ALLOWED_METHODS: &str = "GET, HEAD, PUT, PATCH, POST, DELETE, OPTIONS";
 const ALLOWED_HEADERS: &str = "Authorization, Content-Type, Range, X-Requested-With";
 

@@ -71,9 +71,13 @@ pub async fn serve<S: Store, H: HttpClient, T: Sleeper>(
         .or(meta.content_type)
         .unwrap_or_else(|| "application/octet-stream".into());
     set_header(&mut r, "content-type", &ct);
-    if let Some(cd) = grant.content_disposition {
-        set_header(&mut r, "content-disposition", &cd);
-    }
+    // Uploaded bytes are served from the API's own origin: never let a browser run them
+    // (stored XSS). Downloaded as a file unless the URL asked for another disposition;
+    // no type sniffing; and a sandbox even if a page is opened inline.
+    let disposition = grant.content_disposition.unwrap_or_else(|| "attachment".into());
+    set_header(&mut r, "content-disposition", &disposition);
+    set_header(&mut r, "x-content-type-options", "nosniff");
+    set_header(&mut r, "content-security-policy", "sandbox");
     // Blob keys are content addresses: the bytes behind a URL never change.
     set_header(&mut r, "cache-control", "private, max-age=3600, immutable");
     Ok(r)

@@ -81,6 +81,17 @@ impl EdgeConfig {
             email_claim: var("OIDC_EMAIL_CLAIM").unwrap_or(defaults.email_claim),
             authorized_domains: split_list(&var("DSS_AUTHORIZED_DOMAINS").unwrap_or_default()),
             dev_issuer: None,
+            max_token_lifetime: match secs("DSS_MAX_TOKEN_LIFETIME", defaults.max_token_lifetime.as_secs())? {
+                d if d.is_zero() => {
+                    return Err(EdgeConfigError {
+                        name: "DSS_MAX_TOKEN_LIFETIME",
+                        problem: "0 would refuse every token".into(),
+                    })
+                }
+                d => d,
+            },
+            // An isolate has 128 MB for everything.
+            limits: crate::auth::AuthLimits::EDGE,
         };
         let api = ApiConfig {
             admin_emails: split_list(&var("ADMIN_USER_EMAILS").unwrap_or_default())
@@ -94,6 +105,11 @@ impl EdgeConfig {
             version: var("DSS_VERSION").unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
             staging_buckets: None,
             cors_origins: CorsOrigins::parse(&var("DSS_CORS_ORIGINS").unwrap_or_default()),
+            deployment_stage: var("DSS_DEPLOYMENT_STAGE").unwrap_or_else(|| "dev".into()),
+            // A Worker's own CPU and wall-time limits bound it further.
+            read_deadline: secs("DSS_READ_DEADLINE", 60)?,
+            // Served by the backend (forwarded).
+            application_secrets: None,
         };
         let pair = |main: &str, checkout: &str| var(main).map(|m| (m, var(checkout)));
         Ok(EdgeConfig {
@@ -214,6 +230,21 @@ mod tests {
         assert_eq!(c.edge_replicas(), HashSet::from(["aws"]));
         let bad = EdgeConfig::from_vars(&vars(&[("BACKEND_URL", "http://b"), ("DSS_EDGE_LIST_TTL", "soon")]));
         assert_eq!(bad.unwrap_err().name, "DSS_EDGE_LIST_TTL");
+    }
+
+    #[test]
+    fn token_lifetime_cap_is_read_and_caches_are_the_edges() {
+        let c = EdgeConfig::from_vars(&vars(&[("BACKEND_URL", "http://b")])).unwrap();
+        let default = Duration::from_secs(crate::auth::DEFAULT_MAX_TOKEN_LIFETIME_SECS);
+        assert_eq!(c.auth.max_token_lifetime, default);
+        assert_eq!(c.auth.limits, crate::auth::AuthLimits::EDGE);
+        let c =
+            EdgeConfig::from_vars(&vars(&[("BACKEND_URL", "http://b"), ("DSS_MAX_TOKEN_LIFETIME", "600")])).unwrap();
+        assert_eq!(c.auth.max_token_lifetime, Duration::from_secs(600));
+        for bad in ["0", "a day"] {
+            let e = EdgeConfig::from_vars(&vars(&[("BACKEND_URL", "http://b"), ("DSS_MAX_TOKEN_LIFETIME", bad)]));
+            assert_eq!(e.unwrap_err().name, "DSS_MAX_TOKEN_LIFETIME");
+        }
     }
 
     #[test]

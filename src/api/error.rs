@@ -1,5 +1,11 @@
-//! The API's one error type, and its one mapping to the DSS error JSON
-//! (`application/problem+json`, `{"status","code","title","stacktrace"}`).
+//! The DSS API's error type, its one mapping to the DSS error JSON
+//! (`application/problem+json`, `{"status","code","title","stacktrace"}`), and the
+//! [`RenderError`] trait through which every API renders its errors (the DSS v1 API
+//! now; GA4GH DRS, with its own error shape, later).
+//!
+//! Titles never carry internals: storage and upstream texts, bucket names, keys and
+//! URLs go to the log (under the request id, which the client gets in `X-Request-Id`);
+//! the client gets a plain title.
 
 use crate::auth::AuthError;
 use crate::model::{ChecksumError, IdError};
@@ -55,6 +61,22 @@ pub enum ApiError {
     /// 413 `payload_too_large`.
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// 415 `unsupported_media_type`: a body that is not `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 408 `request_timeout`: the client did not send its body in time.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// 414 `uri_too_long`.
+    #[error("request URI too long")]
+    UriTooLong,
+    /// 431 `request_header_fields_too_large`.
+    #[error("request header fields too large")]
+    HeadersTooLarge,
+    /// 400 `bad_request`: a request that is not HTTP/1.1 as it must be (answered before
+    /// any route is known).
+    #[error("malformed HTTP request")]
+    MalformedRequest,
     /// 416: the `Range` cannot be served.
     #[error("requested range not satisfiable")]
     RangeNotSatisfiable(u64),
@@ -76,12 +98,23 @@ pub enum ApiError {
     /// 503 `read_only`.
     #[error("The DSS is currently read-only")]
     ReadOnly,
-    /// 503 `service_unavailable`.
+    /// 503 `service_unavailable`, with a title of our own words (no upstream text).
     #[error("{0}")]
     Unavailable(String),
+    /// 503 `service_unavailable`: storage is down or refusing; the detail is logged only.
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(String),
+    /// 504 `timed_out`: the work did not finish within its deadline (or a client asked
+    /// for a simulated timeout with `DSS_FAKE_504_PROBABILITY`).
+    #[error("{0}")]
+    TimedOut(String),
     /// 500 `unhandled_exception`.
     #[error("{0}")]
     Internal(String),
+    /// 500 `misconfigured`: a setting of this deployment is missing or invalid; the title
+    /// names the setting (an operator's fix, nothing secret).
+    #[error("{0}")]
+    Misconfigured(String),
     /// 400 `elasticsearch_bad_request`: a search query that is malformed or not supported.
     #[error("Invalid Elasticsearch query was received: {0}")]
     SearchBadRequest(String),
@@ -103,7 +136,7 @@ pub enum ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(m) => ApiError::Unavailable(format!("storage unavailable: {m}")),
+            StoreError::Unavailable(m) => ApiError::StorageUnavailable(m),
             StoreError::InvalidKey(k) => ApiError::IllegalArguments(format!("invalid key {k}")),
             other => ApiError::Internal(other.to_string()),
         }
@@ -124,17 +157,25 @@ impl ApiError {
             | IllegalToken
             | DuplicateFilename(_)
             | FileMissing(_)
+            | MalformedRequest
             | SearchBadRequest(_) => StatusCode::BAD_REQUEST,
             NotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             FileAlreadyExists(..) | BundleAlreadyExists(..) | TombstoneAlreadyExists(..) => StatusCode::CONFLICT,
             PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            UriTooLong => StatusCode::URI_TOO_LONG,
+            HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Checksum(_) | ChecksumMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Auth(AuthError::Forbidden) | Forbidden(_) | BadDownloadUrl(_) => StatusCode::FORBIDDEN,
-            Auth(AuthError::KeysUnavailable(_)) | ReadOnly | Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Auth(AuthError::KeysUnavailable(_)) | ReadOnly | Unavailable(_) | StorageUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Auth(_) => StatusCode::UNAUTHORIZED,
-            Internal(_) | SearchInternal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Internal(_) | SearchInternal(_) | Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             Recorded { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
@@ -158,6 +199,11 @@ impl ApiError {
             BundleAlreadyExists(..) => "bundle_already_exists",
             TombstoneAlreadyExists(..) => "bundle_tombstone_already_exists",
             PayloadTooLarge(_) => "payload_too_large",
+            UnsupportedMediaType(_) => "unsupported_media_type",
+            RequestTimeout(_) => "request_timeout",
+            UriTooLong => "uri_too_long",
+            HeadersTooLarge => "request_header_fields_too_large",
+            MalformedRequest => "bad_request",
             RangeNotSatisfiable(_) => "range_not_satisfiable",
             Checksum(ChecksumError::Missing(_)) => "missing_checksum",
             Checksum(ChecksumError::Malformed(_)) => "invalid_checksum",
@@ -168,48 +214,120 @@ impl ApiError {
             Auth(_) => "Unauthorized",
             BadDownloadUrl(_) => "forbidden",
             ReadOnly => "read_only",
-            Unavailable(_) => "service_unavailable",
+            Unavailable(_) | StorageUnavailable(_) => "service_unavailable",
             Internal(_) => "unhandled_exception",
+            Misconfigured(_) => "misconfigured",
+            TimedOut(_) => "timed_out",
             SearchBadRequest(_) => "elasticsearch_bad_request",
             SearchInternal(_) => "internal_server_error",
             Recorded { code, .. } => code,
         }
     }
 
+    /// The title the client sees: the message itself, except where it would carry
+    /// internals (storage and upstream failures, unexpected errors), which get a plain
+    /// title; their detail is in the log under the request id.
+    pub fn title(&self) -> String {
+        use ApiError::*;
+        match self {
+            Internal(_) => "Internal server error; the server log has the details under this request's id".into(),
+            StorageUnavailable(_) => "Storage is unavailable; try again later".into(),
+            SearchInternal(_) => "Search engine error; the server log has the details under this request's id".into(),
+            Auth(AuthError::KeysUnavailable(_)) => {
+                "Could not fetch the keys to verify the token; try again later".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The response: problem JSON, plus the original's `Retry-After` rules.
     pub fn into_response(self, method: &http::Method, path: &str) -> http::Response<super::Body> {
+        self.render(method, path)
+    }
+}
+
+/// An API's error, rendered as an HTTP answer: each API (the DSS v1 API, later GA4GH DRS)
+/// has its own error type and shape, and every one is logged and rendered the same way.
+pub trait RenderError: std::error::Error + Sized {
+    /// HTTP status.
+    fn status(&self) -> StatusCode;
+    /// A short machine-readable code, for the log line.
+    fn code(&self) -> &str;
+    /// `Content-Type` of the body.
+    fn content_type(&self) -> &'static str;
+    /// The body.
+    fn body(&self) -> Bytes;
+    /// Headers beyond the content type (`Retry-After`, `Content-Range`, ...).
+    fn add_headers(&self, headers: &mut http::HeaderMap, method: &http::Method, path: &str);
+
+    /// Log the error (full detail, inside the request's span, which names its id) and
+    /// build the response.
+    fn render(self, method: &http::Method, path: &str) -> http::Response<super::Body> {
         let status = self.status();
+        // Messages may quote what a client sent: escaped, so no input forges a log line.
+        let message = self.to_string();
+        let message = message.escape_debug();
         if status.is_server_error() {
-            tracing::error!(code = self.code(), "{self}");
+            tracing::error!(code = self.code(), status = status.as_u16(), "{message}");
         } else {
-            tracing::debug!(code = self.code(), status = status.as_u16(), "{self}");
+            tracing::debug!(code = self.code(), status = status.as_u16(), "{message}");
         }
-        let body = serde_json::json!({
-            "status": status.as_u16(),
-            "code": self.code(),
-            "title": self.to_string(),
-            // The original sent a Python traceback; we never leak internals.
-            "stacktrace": "",
-        });
-        let mut resp = http::Response::new(super::Body::Full(Bytes::from(body.to_string())));
+        let mut resp = http::Response::new(super::Body::Full(self.body()));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert(
             http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
+            HeaderValue::from_static(self.content_type()),
         );
-        if matches!(self, ApiError::ReadOnly) {
-            h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("600"));
-        }
+        self.add_headers(h, method, path);
+        resp
+    }
+}
+
+impl RenderError for ApiError {
+    fn status(&self) -> StatusCode {
+        ApiError::status(self)
+    }
+
+    fn code(&self) -> &str {
+        ApiError::code(self)
+    }
+
+    fn content_type(&self) -> &'static str {
+        "application/problem+json"
+    }
+
+    fn body(&self) -> Bytes {
+        let body = serde_json::json!({
+            "status": self.status().as_u16(),
+            "code": self.code(),
+            "title": self.title(),
+            // The original sent a Python traceback; we never leak internals.
+            "stacktrace": "",
+        });
+        Bytes::from(body.to_string())
+    }
+
+    fn add_headers(&self, h: &mut http::HeaderMap, method: &http::Method, path: &str) {
         if let ApiError::RangeNotSatisfiable(size) = self {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 h.insert(http::header::CONTENT_RANGE, v);
             }
         }
-        if retry_after_applies(status, method, path) {
+        if matches!(self, ApiError::ReadOnly) {
+            // One value for every method (the original's generic rule overwrote it with 10
+            // for PUT and DELETE only): read-only mode is maintenance, minutes long.
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("600"));
+        } else if retry_after_applies(self.status(), method, path) {
             h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("10"));
         }
-        resp
+        if matches!(
+            self,
+            ApiError::RequestTimeout(_) | ApiError::UriTooLong | ApiError::HeadersTooLarge | ApiError::MalformedRequest
+        ) {
+            // The rest of what the client sent cannot be trusted to frame a next request.
+            h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Ingest: copying a staged object into a replica's content-addressed blob and
 //! publishing its file metadata. Runs inline for small files and as a durable
-//! background job (see [`JobSink`]) for large ones; both run [`ingest`].
+//! background job (see [`JobSink`]) for large ones; both run [`ingest()`].
 //!
 //! Order, every time: the blob is copied and its bytes verified against all four
 //! checksums, then the metadata is written create-only. Nothing is visible until the
@@ -172,18 +172,37 @@ impl From<&ApiError> for JobFailure {
         JobFailure {
             status: e.status().as_u16(),
             code: e.code().to_string(),
-            title: e.to_string(),
+            // It is answered to clients later: the public title, never the internal detail.
+            title: e.title(),
         }
     }
 }
 
-/// Stream `key` of `store` through a checksum hasher.
-async fn checksum_object<S: Store>(store: &S, key: &str) -> Result<(Checksums, u64), ApiError> {
-    let (meta, _, mut stream) = match store.get_range(key, None).await {
-        Ok(v) => v,
-        Err(StoreError::NotFound(_)) => return Err(ApiError::IllegalSourceUrl(format!("object {key} does not exist"))),
-        Err(e) => return Err(e.into()),
-    };
+/// A failure to read the object a `source_url` names, as the client's error: the object
+/// is missing, is not a file that may be read (a link out of the staging directory, a
+/// loop, a FIFO), or its store refuses us. Only an outage stays a 503, which a job
+/// retries. The store's own words go to the log, not into the answer.
+pub fn source_read_error(source: &SourceUrl, e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound(_) => ApiError::IllegalSourceUrl(format!(
+            "{source} does not exist, or is not a regular file that may be read"
+        )),
+        StoreError::Unavailable(m) => ApiError::Unavailable(format!("storage unavailable: {m}")),
+        other => {
+            tracing::warn!(%source, "source cannot be read: {other}");
+            ApiError::IllegalSourceUrl(format!("{source} cannot be read"))
+        }
+    }
+}
+
+/// Stream `key` of `store` through a checksum hasher; `on_open` says what a failure to
+/// open it means.
+async fn checksum_object<S: Store>(
+    store: &S,
+    key: &str,
+    on_open: impl FnOnce(StoreError) -> ApiError,
+) -> Result<(Checksums, u64), ApiError> {
+    let (meta, _, mut stream) = store.get_range(key, None).await.map_err(on_open)?;
     let mut h = crate::storage::verify::Hasher::new(meta.size);
     while let Some(chunk) = stream.next().await {
         h.update(&chunk.map_err(|e| ApiError::Unavailable(format!("reading {key}: {e}")))?);
@@ -194,13 +213,17 @@ async fn checksum_object<S: Store>(store: &S, key: &str) -> Result<(Checksums, u
 /// Copy through this server, verifying the bytes before the blob becomes visible.
 async fn copy_streamed<S: Store>(
     src: &S,
-    key: &str,
+    source: &SourceUrl,
     dst: &S,
     blob_key: &str,
     expected: &Checksums,
     size: u64,
 ) -> Result<(), ApiError> {
-    let (_, _, stream) = src.get_range(key, None).await?;
+    let key = &source.key;
+    let (_, _, stream) = src
+        .get_range(key, None)
+        .await
+        .map_err(|e| source_read_error(source, e))?;
     let (stream, mismatch) = crate::storage::verify::verified(stream, size, expected.clone());
     match dst.put_stream(blob_key, stream, PutOptions::if_absent()).await {
         Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
@@ -232,7 +255,11 @@ async fn copy_server_side<S: Store>(
         Err(StoreError::NotFound(_)) => return Err(ApiError::IllegalSourceUrl(format!("object {key} does not exist"))),
         Err(e) => return Err(e.into()),
     }
-    let verdict = match checksum_object(dst, &incoming).await {
+    let on_open = |e| match e {
+        StoreError::NotFound(_) => ApiError::IllegalSourceUrl(format!("object {key} does not exist")),
+        e => ApiError::from(e),
+    };
+    let verdict = match checksum_object(dst, &incoming, on_open).await {
         Ok((got, _)) if &got == expected => Ok(()),
         Ok((got, _)) => Err(ApiError::ChecksumMismatch(format!(
             "the bytes of {key} do not match the checksums given for them (sha256 {} expected, {} found)",
@@ -263,7 +290,10 @@ pub async fn ingest<S: Store, H: HttpClient, T: Sleeper>(
     let src: &S = &src_ref;
     let (expected, computed_here) = match &job.expected {
         Some(c) => (c.clone(), false),
-        None => (checksum_object(src, &job.source.key).await?.0, true),
+        None => {
+            let on_open = |e| source_read_error(&job.source, e);
+            (checksum_object(src, &job.source.key, on_open).await?.0, true)
+        }
     };
     let blob_key = expected.blob_key();
     // Every object at a blob key was verified before it got there, so one that exists
@@ -271,7 +301,7 @@ pub async fn ingest<S: Store, H: HttpClient, T: Sleeper>(
     let present = matches!(replica.main.head(&blob_key).await, Ok(m) if m.size == job.size);
     if !present {
         if computed_here || job.source.scheme == "file" {
-            copy_streamed(src, &job.source.key, &replica.main, &blob_key, &expected, job.size).await?;
+            copy_streamed(src, &job.source, &replica.main, &blob_key, &expected, job.size).await?;
         } else {
             copy_server_side(src, &job.source.key, &replica.main, &blob_key, &expected, &job.task_id).await?;
         }

@@ -1,5 +1,5 @@
-//! Service routes: `/version`, `/internal/health`, `/v1/swagger.json`, and the dev
-//! issuer's OIDC discovery document and JWKS.
+//! Service routes: `/version`, `/internal/health`, `/internal/application_secrets`,
+//! `/v1/swagger.json`, and the dev issuer's OIDC discovery document and JWKS.
 
 use super::*;
 use serde_json::{json, Value};
@@ -64,4 +64,15 @@ pub fn jwks<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>) -> Result<R
         .as_ref()
         .ok_or_else(|| ApiError::NotFound("no dev issuer on this server".into()))?;
     Ok(json_response(StatusCode::OK, jwks))
+}
+
+/// `GET /internal/application_secrets`: the OAuth client secrets document
+/// (`GOOGLE_APPLICATION_SECRETS`), as the original served it. The `hca` CLI fetches it on
+/// a fresh install and keeps whatever it gets in its config, so a missing document is a
+/// clean 404 in the DSS error shape, never something that looks like secrets.
+pub fn application_secrets<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>) -> Result<Response, ApiError> {
+    let doc = app.config.application_secrets.as_ref().ok_or_else(|| {
+        ApiError::NotFound("no application secrets are configured (GOOGLE_APPLICATION_SECRETS)".into())
+    })?;
+    Ok(json_response(StatusCode::OK, doc))
 }

@@ -2,18 +2,16 @@
 //! `http::Response` and generic over the storage and HTTP-client traits, so the
 //! native server and the edge worker run the same code.
 
-pub mod bundles;
 pub mod cache;
 pub mod cors;
 pub mod download;
+pub mod dss;
 pub mod edge;
 pub mod error;
-pub mod files;
 pub mod ingest;
 pub mod meta;
 pub mod params;
 pub mod routes;
-pub mod search;
 
 use crate::auth::{Authenticator, Identity};
 use crate::http::HttpClient;
@@ -89,9 +87,8 @@ impl http_body::Body for Body {
     }
 }
 
-/// Largest request body accepted (a bundle PUT of tens of thousands of files fits; the
-/// original's API gateway allowed 10 MB).
-pub const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Largest request body of any route (each route has its own limit in the route table).
+pub const MAX_BODY: usize = routes::BUNDLE_BODY;
 
 /// The response type of every route.
 pub type Response = http::Response<Body>;
@@ -120,20 +117,23 @@ impl<S> Replica<S> {
     }
 }
 
-/// Caches of a replica's immutable documents, by key.
+/// A replica's in-memory caches, each bounded by bytes (budgets per target in
+/// [`cache::budgets`]).
 pub struct ReplicaCache {
     /// `files/{uuid}.{version}`.
-    pub files: cache::ImmutableCache<String, files::FileEntry>,
+    pub files: cache::ImmutableCache<String, dss::files::FileEntry>,
     /// `bundles/{uuid}.{version}`.
     pub bundles: cache::ImmutableCache<String, crate::model::manifest::BundleManifest>,
+    /// Presigned download URLs of this replica's blobs.
+    pub presigned: cache::PresignCache,
 }
 
 impl Default for ReplicaCache {
     fn default() -> Self {
-        // Sized to stay far below the server's memory budget (manifests can be large).
         ReplicaCache {
-            files: cache::ImmutableCache::new(20_000),
-            bundles: cache::ImmutableCache::new(500),
+            files: cache::ImmutableCache::new(cache::budgets::FILES),
+            bundles: cache::ImmutableCache::new(cache::budgets::BUNDLES),
+            presigned: cache::PresignCache::new(cache::budgets::PRESIGNED),
         }
     }
 }
@@ -159,6 +159,15 @@ pub struct ApiConfig {
     pub staging_buckets: Option<HashSet<String>>,
     /// `DSS_CORS_ORIGINS`: origins allowed to call the API from a browser.
     pub cors_origins: cors::CorsOrigins,
+    /// `DSS_DEPLOYMENT_STAGE`: outside `prod`, clients may ask for simulated timeouts
+    /// with the `DSS_FAKE_504_PROBABILITY` request header (to test their retries).
+    pub deployment_stage: String,
+    /// `DSS_READ_DEADLINE`: how long a read (GET, HEAD, search) may take before it is
+    /// answered 504 `timed_out`.
+    pub read_deadline: Duration,
+    /// `GOOGLE_APPLICATION_SECRETS`: the OAuth client secrets served at
+    /// `/internal/application_secrets` (the `hca` CLI fetches them on a fresh install).
+    pub application_secrets: Option<serde_json::Value>,
 }
 
 impl Default for ApiConfig {
@@ -173,6 +182,9 @@ impl Default for ApiConfig {
             version: env!("CARGO_PKG_VERSION").to_string(),
             staging_buckets: None,
             cors_origins: cors::CorsOrigins::Off,
+            deployment_stage: "dev".into(),
+            read_deadline: Duration::from_secs(60),
+            application_secrets: None,
         }
     }
 }
@@ -245,6 +257,9 @@ pub struct Ctx<'a> {
     pub body: &'a Bytes,
     /// Absolute base URL of this server, no trailing slash.
     pub base_url: String,
+    /// The caller, when the route table says the route needs a token (verified, with
+    /// its group and admin rules applied, before the handler runs).
+    pub identity: Option<Identity>,
 }
 
 impl Ctx<'_> {
@@ -261,6 +276,84 @@ impl Ctx<'_> {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// The verified caller of a route that needs a token.
+    pub fn caller(&self) -> Result<&Identity, ApiError> {
+        // The router verifies the token of every route whose table entry asks for one, so
+        // a handler asking here for a public route is a bug in the table, not the request.
+        self.identity
+            .as_ref()
+            .ok_or_else(|| ApiError::Internal("route needs a caller but the route table marks it public".into()))
+    }
+}
+
+/// Header carrying the request id, in answers and (from a trusted hop) in requests.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// [`REQUEST_ID_HEADER`] as a header name (parsed once, not per request).
+pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
+/// The original's test hook header (see [`ApiConfig::deployment_stage`]).
+const FAKE_504_PROBABILITY: http::HeaderName = http::HeaderName::from_static("dss_fake_504_probability");
+
+/// The request's id: the one a previous hop (the edge, a proxy) gave it when it has the
+/// expected form, else a new one. It names the request in every log line and is sent
+/// back in `X-Request-Id`, so that a client can quote it.
+pub fn request_id(headers: &http::HeaderMap) -> String {
+    let given = headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| (8..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    match given {
+        Some(v) => v.to_string(),
+        None => next_request_id(),
+    }
+}
+
+/// A new request id: this process's random prefix and a counter, so ids are unique across
+/// processes and restarts without a random draw (a system call) per request.
+fn next_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| rand_core::RngCore::next_u64(&mut rand_core::OsRng));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut id = String::with_capacity(32);
+    for word in [prefix, n] {
+        for shift in (0..16).rev() {
+            id.push(char::from(b"0123456789abcdef"[((word >> (shift * 4)) & 0xf) as usize]));
+        }
+    }
+    id
+}
+
+/// The Content-Type rule of JSON bodies: `application/json` or a `+json` type, in UTF-8.
+/// A body sent without any Content-Type is read as JSON (what most tools mean); one sent
+/// as text, XML, a form or UTF-16 is refused.
+pub fn check_json_content_type(headers: &http::HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    let Some(ct) = headers.get(http::header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let refuse =
+        |what: &str| ApiError::UnsupportedMediaType(format!("the body must be application/json in UTF-8, not {what}"));
+    let ct = ct.to_str().map_err(|_| refuse("an unreadable type"))?;
+    let mut parts = ct.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let json = essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if !json {
+        return Err(refuse(&format!("{essence:?}")));
+    }
+    for p in parts {
+        if let Some((k, v)) = p.split_once('=') {
+            let v = v.trim().trim_matches('"').to_ascii_lowercase();
+            if k.trim().eq_ignore_ascii_case("charset") && v != "utf-8" && v != "utf8" {
+                return Err(refuse(&format!("charset {v:?}")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The replica named by `name`.
@@ -313,13 +406,65 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
             })
     }
 
-    /// Verify the caller's token.
-    pub async fn identity(&self, ctx: &Ctx<'_>) -> Result<Identity, ApiError> {
-        Ok(self.auth.authenticate(ctx.header("authorization")).await?)
+    /// Apply the route table's rules to a request before its handler runs: read-only
+    /// mode, the body's type and size, the token, its group, and the admin list. Returns
+    /// the verified caller of a route that needs one. The edge runs the same checks
+    /// before it forwards a request.
+    pub async fn admit(
+        &self,
+        spec: &routes::RouteSpec,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Option<Identity>, ApiError> {
+        if spec.write && self.config.read_only {
+            return Err(ApiError::ReadOnly);
+        }
+        let who = match spec.access {
+            routes::Access::Public => None,
+            routes::Access::Groups(groups) => {
+                let who = self.auth.authenticate(header_str(headers, "authorization")).await?;
+                who.require_group(groups)?;
+                Some(who)
+            }
+            routes::Access::Admin => {
+                let who = self.auth.authenticate(header_str(headers, "authorization")).await?;
+                who.require_group(routes::HCA)?;
+                if !self.config.admin_emails.contains(&who.email) {
+                    return Err(ApiError::Forbidden(
+                        "You can't delete bundles with these credentials!".into(),
+                    ));
+                }
+                Some(who)
+            }
+        };
+        if let routes::BodyRule::Json { limit } = spec.body {
+            if body.len() > limit {
+                return Err(ApiError::PayloadTooLarge(limit));
+            }
+            check_json_content_type(headers, body)?;
+        }
+        Ok(who)
     }
 
     /// Answer one request. Never panics on any input; every failure is a DSS error response.
     pub async fn handle(&self, req: http::Request<Bytes>) -> Response {
+        use tracing::Instrument;
+        let id = request_id(req.headers());
+        // Every log line of a request names its id. Reads, the hot path, log only when they
+        // fail, so their span is made only then (in `answer`); other requests run in one.
+        let mut resp = if matches!(*req.method(), Method::GET | Method::HEAD) {
+            self.answer(req, &id).await
+        } else {
+            let span = tracing::info_span!("request", id = %id);
+            self.answer(req, &id).instrument(span).await
+        };
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert(REQUEST_ID, v);
+        }
+        resp
+    }
+
+    async fn answer(&self, req: http::Request<Bytes>, id: &str) -> Response {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path();
         let base_url = match (&self.config.public_url, parts.uri.scheme_str(), parts.uri.authority()) {
@@ -335,20 +480,43 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
                 format!("http://{host}")
             }
         };
-        let ctx = Ctx {
+        if let Some(pre) = cors::preflight(&self.config.cors_origins, &parts.method, &parts.headers) {
+            return pre.map(|()| Body::empty());
+        }
+        let mut ctx = Ctx {
             method: &parts.method,
             path,
             query: Query::parse(parts.uri.query().unwrap_or("")),
             headers: &parts.headers,
             body: &body,
             base_url,
+            identity: None,
         };
-        if let Some(pre) = cors::preflight(&self.config.cors_origins, &parts.method, &parts.headers) {
-            return pre.map(|()| Body::empty());
-        }
-        let result = self.route(&ctx).await;
+        let route = Route::classify(&parts.method, path);
+        let result = match self.fake_timeout(&route, &parts.headers) {
+            Some(e) => Err(e),
+            None => match route.spec() {
+                Some(spec) => match self.admit(spec, &parts.headers, &body).await {
+                    Ok(who) => {
+                        ctx.identity = who;
+                        if spec.write {
+                            // A write runs to its end: it is atomic, and cutting it off
+                            // would only hide its outcome from the client.
+                            self.route(&ctx, route).await
+                        } else {
+                            self.route_within(&ctx, route, self.config.read_deadline).await
+                        }
+                    }
+                    Err(e) => Err(e),
+                },
+                None => self.route(&ctx, route).await,
+            },
+        };
         let mut resp = match result {
             Ok(r) => r,
+            Err(e) if tracing::Span::current().is_none() => {
+                tracing::info_span!("request", id = %id).in_scope(|| e.into_response(&parts.method, path))
+            }
             Err(e) => e.into_response(&parts.method, path),
         };
         if parts.method == Method::HEAD {
@@ -358,34 +526,75 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
         resp
     }
 
-    async fn route(&self, ctx: &Ctx<'_>) -> Result<Response, ApiError> {
-        let m = ctx.method;
-        // Read-only mode refuses every write; GET (and searches) still work, as in the original.
-        let is_api = ctx.path.starts_with("/v1/");
-        if is_api && self.config.read_only && *m != Method::GET && !(*m == Method::POST && ctx.path.contains("search"))
-        {
-            return Err(ApiError::ReadOnly);
+    /// The original's test hook: outside the `prod` stage, a request carrying the header
+    /// `DSS_FAKE_504_PROBABILITY: p` is answered 504 `timed_out` with probability `p`, so
+    /// that clients can exercise their retries.
+    fn fake_timeout(&self, route: &Route<'_>, headers: &http::HeaderMap) -> Option<ApiError> {
+        if self.config.deployment_stage == "prod" || !route.spec().is_some_and(|s| s.api == routes::Api::DssV1) {
+            return None;
         }
-        match Route::classify(m, ctx.path) {
+        let p: f64 = headers.get(FAKE_504_PROBABILITY)?.to_str().ok()?.trim().parse().ok()?;
+        let draw = f64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) / f64::from(u32::MAX);
+        (draw < p).then(|| ApiError::TimedOut("Timed out processing request.".into()))
+    }
+
+    /// [`Self::route`] with a deadline: past it, 504 `timed_out` (as the original's 25 s
+    /// budget). A streamed answer's deadline covers its start, not its transfer.
+    async fn route_within(&self, ctx: &Ctx<'_>, route: Route<'_>, deadline: Duration) -> Result<Response, ApiError> {
+        within(&self.sleeper, deadline, self.route(ctx, route)).await
+    }
+
+    async fn route(&self, ctx: &Ctx<'_>, route: Route<'_>) -> Result<Response, ApiError> {
+        match route {
             Route::Version => Ok(meta::version(self)),
             Route::Health => Ok(meta::health(self).await),
+            Route::ApplicationSecrets => meta::application_secrets(self),
             Route::Swagger => Ok(meta::swagger(self, ctx)),
             Route::OpenidConfiguration => meta::openid_configuration(self, ctx),
             Route::Jwks => meta::jwks(self),
             Route::Blob => download::serve(self, ctx).await,
-            Route::FileGet(uuid) => files::get(self, ctx, uuid).await,
-            Route::FileHead(uuid) => files::head(self, ctx, uuid).await,
-            Route::FilePut(uuid) => files::put(self, ctx, uuid).await,
-            Route::BundlesAll => bundles::enumerate(self, ctx).await,
-            Route::BundleGet(uuid) => bundles::get(self, ctx, uuid).await,
-            Route::BundlePut(uuid) => bundles::put(self, ctx, uuid).await,
-            Route::BundlePatch(uuid) => bundles::patch(self, ctx, uuid).await,
-            Route::BundleDelete(uuid) => bundles::delete(self, ctx, uuid).await,
+            Route::FileGet(uuid) => dss::files::get(self, ctx, uuid).await,
+            Route::FileHead(uuid) => dss::files::head(self, ctx, uuid).await,
+            Route::FilePut(uuid) => dss::files::put(self, ctx, uuid).await,
+            Route::BundlesAll => dss::bundles::enumerate(self, ctx).await,
+            Route::BundleGet(uuid) => dss::bundles::get(self, ctx, uuid).await,
+            Route::BundlePut(uuid) => dss::bundles::put(self, ctx, uuid).await,
+            Route::BundlePatch(uuid) => dss::bundles::patch(self, ctx, uuid).await,
+            Route::BundleDelete(uuid) => dss::bundles::delete(self, ctx, uuid).await,
             Route::MethodNotAllowed => Err(ApiError::MethodNotAllowed),
-            Route::Search => search::post(self, ctx).await,
-            Route::Unknown => Err(ApiError::NotFound(format!("{} {} is not a DSS route", m, ctx.path))),
+            Route::Search => dss::search::post(self, ctx).await,
+            Route::Unknown => Err(ApiError::NotFound(format!(
+                "{} {} is not a DSS route",
+                ctx.method, ctx.path
+            ))),
         }
     }
+}
+
+/// `work`, unless `deadline` passes first: then 504 `timed_out`.
+pub async fn within<T>(
+    sleeper: &impl Sleeper,
+    deadline: Duration,
+    work: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    use futures::future::{select, Either};
+    let mut work = std::pin::pin!(work);
+    // Most reads finish on their first poll (cached documents): they never pay for a timer.
+    if let std::task::Poll::Ready(r) = futures::poll!(work.as_mut()) {
+        return r;
+    }
+    let timer = std::pin::pin!(sleeper.sleep(deadline));
+    match select(work, timer).await {
+        Either::Left((r, _)) => r,
+        Either::Right(((), _)) => Err(ApiError::TimedOut(format!(
+            "Timed out processing request (deadline {} s).",
+            deadline.as_secs()
+        ))),
+    }
+}
+
+fn header_str<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// A JSON response.
@@ -406,5 +615,27 @@ pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
 pub fn set_header(r: &mut Response, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         r.headers_mut().insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A timer that has always already run out.
+    struct Expired;
+    impl Sleeper for Expired {
+        async fn sleep(&self, _d: Duration) {}
+    }
+
+    #[tokio::test]
+    async fn work_past_its_deadline_is_timed_out() {
+        let never = futures::future::pending::<Result<(), ApiError>>();
+        let r = within(&Expired, Duration::from_secs(60), never).await;
+        assert!(matches!(r, Err(ApiError::TimedOut(_))), "{r:?}");
+        assert_eq!(r.unwrap_err().code(), "timed_out");
+        // Work that is done first wins.
+        let r = within(&Expired, Duration::ZERO, async { Ok::<_, ApiError>(7) }).await;
+        assert_eq!(r.unwrap(), 7);
     }
 }

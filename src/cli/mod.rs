@@ -28,9 +28,12 @@ pub enum Command {
         /// Group claim (`hca` may upload files).
         #[arg(long, default_value = "hca")]
         group: String,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
-        ttl: i64,
+        /// Lifetime in seconds (at most DSS_MAX_TOKEN_LIFETIME, which the server enforces).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+        ttl: u64,
+        /// The server's cap on token lifetimes, in seconds (see `dss serve --help`).
+        #[arg(long, env = "DSS_MAX_TOKEN_LIFETIME", default_value_t = crate::auth::DEFAULT_MAX_TOKEN_LIFETIME_SECS)]
+        max_token_lifetime: u64,
         /// Audience (default: the first of OIDC_AUDIENCE's defaults).
         #[arg(long)]
         audience: Option<String>,
@@ -102,9 +105,10 @@ pub fn run(cli: Cli) -> i32 {
             email,
             group,
             ttl,
+            max_token_lifetime,
             audience,
             data_dir,
-        } => token(&data_dir, &email, &group, ttl, audience),
+        } => mint_dev_token(&data_dir, &email, &group, ttl, max_token_lifetime, audience).map(|t| println!("{t}")),
         Command::Stage {
             files,
             data_dir,
@@ -164,7 +168,9 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        server::serve(app, listener, shutdown).await.map_err(|e| e.to_string())
+        server::serve_with(app, listener, server::ServeLimits::from_config(&cfg), shutdown)
+            .await
+            .map_err(|e| e.to_string())
     })
 }
 
@@ -253,16 +259,29 @@ fn reindex(cfg: ServeConfig, which: &str) -> Result<(), String> {
     })
 }
 
-fn token(
+/// A token from the dev issuer of `data_dir` (its key is created if absent), for the
+/// issuer name `dss serve` recorded there.
+fn mint_dev_token(
     data_dir: &std::path::Path,
     email: &str,
     group: &str,
-    ttl: i64,
+    ttl: u64,
+    max_lifetime: u64,
     audience: Option<String>,
-) -> Result<(), String> {
+) -> Result<String, String> {
+    if ttl > max_lifetime {
+        return Err(format!(
+            "--ttl {ttl} is longer than DSS_MAX_TOKEN_LIFETIME ({max_lifetime} s): the server would refuse the token"
+        ));
+    }
+    let ttl = i64::try_from(ttl)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
+        .filter(|d| chrono::Utc::now().checked_add_signed(*d).is_some())
+        .ok_or_else(|| format!("--ttl {ttl} is too large"))?;
     let dir = dev_issuer_dir(data_dir);
-    let issuer = std::fs::read_to_string(dir.join("issuer")).unwrap_or_else(|_| "http://127.0.0.1:5000/".to_string());
-    let dev = DevIssuer::load_or_create(&dir, issuer.trim()).map_err(|e| e.to_string())?;
+    let issuer = crate::auth::dev::read_issuer_name(&dir).unwrap_or_else(|| "http://127.0.0.1:5000/".to_string());
+    let dev = DevIssuer::load_or_create(&dir, &issuer).map_err(|e| e.to_string())?;
     let aud = audience.unwrap_or_else(|| {
         crate::auth::DEFAULT_AUDIENCES
             .split(',')
@@ -271,11 +290,7 @@ fn token(
             .to_string()
     });
     let group = (!group.is_empty()).then_some(group);
-    let t = dev
-        .mint(email, group, &aud, chrono::Duration::seconds(ttl))
-        .map_err(|e| e.to_string())?;
-    println!("{t}");
-    Ok(())
+    dev.mint(email, group, &aud, ttl).map_err(|e| e.to_string())
 }
 
 /// Hash a file with the server's hasher (two threads for large files).
@@ -344,7 +359,7 @@ fn stage(files: &[PathBuf], staging: &std::path::Path) -> Result<(), String> {
         .collect();
         let opts = PutOptions {
             if_absent: true,
-            content_type: Some(crate::api::files::guess_content_type(name)),
+            content_type: Some(crate::api::dss::files::guess_content_type(name)),
             metadata,
         };
         rt.block_on(async {
@@ -362,4 +377,30 @@ fn stage(files: &[PathBuf], staging: &std::path::Path) -> Result<(), String> {
         println!("{file_uuid} {url}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_lifetime_is_capped_like_the_servers() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = crate::auth::DEFAULT_MAX_TOKEN_LIFETIME_SECS;
+        let err = mint_dev_token(dir.path(), "a@example.org", "hca", cap + 1, cap, None).unwrap_err();
+        assert!(err.contains("DSS_MAX_TOKEN_LIFETIME"), "{err}");
+        let err = mint_dev_token(dir.path(), "a@example.org", "hca", u64::MAX, u64::MAX, None).unwrap_err();
+        assert!(err.contains("too large"), "{err}");
+        // The default --ttl passes the default cap, under the issuer `dss serve` recorded.
+        std::fs::create_dir_all(dev_issuer_dir(dir.path())).unwrap();
+        crate::auth::dev::write_issuer_name(&dev_issuer_dir(dir.path()), "http://127.0.0.1:5009/").unwrap();
+        let t = mint_dev_token(dir.path(), "a@example.org", "hca", 3600, cap, None).unwrap();
+        let claims = jwt_compact::UntrustedToken::new(&t)
+            .unwrap()
+            .deserialize_claims_unchecked::<serde_json::Map<String, serde_json::Value>>()
+            .unwrap();
+        assert_eq!(claims.custom["iss"], "http://127.0.0.1:5009/");
+        let lifetime = claims.expiration.unwrap() - claims.issued_at.unwrap();
+        assert_eq!(lifetime.num_seconds(), 3600);
+    }
 }

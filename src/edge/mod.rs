@@ -210,14 +210,14 @@ fn error(e: ApiError, method: &Method, path: &str) -> Out {
     local(e.into_response(method, path))
 }
 
-/// Read a request body, refusing more than [`crate::api::MAX_BODY`].
-async fn read_body(body: worker::Body) -> Result<Bytes, ApiError> {
+/// Read a request body, refusing more than `limit` bytes.
+async fn read_body(body: worker::Body, limit: usize) -> Result<Bytes, ApiError> {
     let mut out = Vec::new();
     let mut s = body;
     while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(|e| ApiError::IllegalArguments(format!("could not read request body: {e}")))?;
-        if out.len() + chunk.len() > crate::api::MAX_BODY {
-            return Err(ApiError::PayloadTooLarge(crate::api::MAX_BODY));
+        let chunk = chunk.map_err(|_| ApiError::IllegalArguments("could not read the request body".into()))?;
+        if out.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
         }
         out.extend_from_slice(&chunk);
     }
@@ -253,11 +253,10 @@ async fn forward(edge: &Edge, parts: &http::request::Parts, body: Bytes) -> Resu
         .body(())
         .map_err(|e| ApiError::IllegalArguments(format!("cannot forward this request: {e}")))?;
     let (p, ()) = req.into_parts();
-    let resp = edge
-        .http
-        .exchange(p, Some(body))
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("backend unreachable: {e}")))?;
+    let resp = edge.http.exchange(p, Some(body)).await.map_err(|e| {
+        tracing::error!("backend unreachable: {e}");
+        ApiError::Unavailable("the backend is unreachable; try again later".into())
+    })?;
     let resp: worker::HttpResponse = resp
         .try_into()
         .map_err(|e: worker::Error| ApiError::Internal(format!("backend answer: {e}")))?;
@@ -289,6 +288,9 @@ fn unpack_search(b: &[u8]) -> Option<Out> {
     Some(r)
 }
 
+/// Largest search answer kept (500 summaries are far smaller; raw pages are 10 documents).
+const SEARCH_ANSWER_MAX: usize = 32 * 1024 * 1024;
+
 /// `POST /v1/search`: from the cache when the same query was answered within the TTL,
 /// else from the backend (and kept if complete).
 async fn search(edge: &Edge, parts: &http::request::Parts, body: Bytes) -> Result<Out, ApiError> {
@@ -316,9 +318,9 @@ async fn search(edge: &Edge, parts: &http::request::Parts, body: Bytes) -> Resul
         return Ok(http::Response::from_parts(head, rbody));
     };
     // Search answers are small JSON documents (at most 500 summaries): read whole to keep.
-    let bytes = read_body(stream)
+    let bytes = read_body(stream, SEARCH_ANSWER_MAX)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("backend answer: {e}")))?;
+        .map_err(|e| ApiError::Internal(format!("backend search answer: {e}")))?;
     WorkerCache
         .put(
             &key,
@@ -330,7 +332,12 @@ async fn search(edge: &Edge, parts: &http::request::Parts, body: Bytes) -> Resul
 }
 
 async fn handle(edge: &Edge, req: HttpRequest) -> Out {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // One id for this request here and at the backend, so that both logs name it.
+    let id = HeaderValue::from_str(&crate::api::request_id(&parts.headers)).ok();
+    if let Some(v) = &id {
+        parts.headers.insert(crate::api::REQUEST_ID, v.clone());
+    }
     let (method, path) = (parts.method.clone(), parts.uri.path().to_string());
     if let Some(pre) = cors::preflight(&edge.cfg.api.cors_origins, &method, &parts.headers) {
         return pre.map(|()| EdgeBody::Local(Body::empty()));
@@ -354,6 +361,9 @@ async fn handle(edge: &Edge, req: HttpRequest) -> Out {
         *out.body_mut() = EdgeBody::Local(Body::empty());
     }
     cors::decorate(&edge.cfg.api.cors_origins, &parts.headers, out.headers_mut());
+    if let Some(v) = id {
+        out.headers_mut().entry(crate::api::REQUEST_ID).or_insert(v);
+    }
     out
 }
 
@@ -367,14 +377,28 @@ async fn forwarded(
     body: worker::Body,
 ) -> Result<Out, ApiError> {
     // The body is read even when the token fails: a client still sending it would see
-    // its connection cut instead of the 401.
+    // its connection cut instead of the 401. Routes this build does not know (a newer
+    // backend's) may send up to the largest body of any route.
+    let limit = match route.spec() {
+        Some(spec) => spec.body.limit(),
+        None => crate::api::MAX_BODY,
+    };
     let body = match parts.method {
         Method::GET | Method::HEAD | Method::OPTIONS => Bytes::new(),
-        _ => read_body(body).await?,
+        _ if limit == 0 => Bytes::new(),
+        _ => read_body(body, limit).await?,
     };
-    if crate::api::routes::requires_auth(&parts.method, parts.uri.path()) {
-        let header = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
-        edge.app.auth.authenticate(header).await?;
+    // The route table's rules, exactly as the backend applies them: nothing that fails
+    // them is forwarded.
+    match route.spec() {
+        Some(spec) => {
+            edge.app.admit(spec, &parts.headers, &body).await?;
+        }
+        None if crate::api::routes::requires_auth(&parts.method, parts.uri.path()) => {
+            let header = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
+            edge.app.auth.authenticate(header).await?;
+        }
+        None => {}
     }
     if *route == Route::Search {
         return search(edge, parts, body).await;
@@ -397,7 +421,7 @@ async fn fetch(req: HttpRequest, env: Env, _ctx: Context) -> worker::Result<web_
         Err(problem) => {
             worker::console_error!("dss edge: {problem}");
             error(
-                ApiError::Internal(format!("the edge worker is misconfigured: {problem}")),
+                ApiError::Misconfigured(format!("the edge worker is misconfigured: {problem}")),
                 req.method(),
                 req.uri().path(),
             )

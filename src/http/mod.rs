@@ -10,6 +10,9 @@ pub enum HttpError {
     /// Could not connect, timed out, or the exchange broke.
     #[error("HTTP transport error: {0}")]
     Transport(String),
+    /// The answer's body is larger than the caller accepts (see [`HttpClient::send_limited`]).
+    #[error("HTTP answer larger than {0} bytes")]
+    TooLarge(usize),
 }
 
 /// A request body: in memory, or streamed with a known length.
@@ -38,6 +41,41 @@ pub trait HttpClient: crate::model::MaybeSend + crate::model::MaybeSync {
         &self,
         req: http::Request<ReqBody>,
     ) -> impl std::future::Future<Output = Result<http::Response<ByteStream>, HttpError>> + crate::model::MaybeSend;
+
+    /// Perform `req` and collect the response body, refusing (without holding it) a body
+    /// of more than `limit` bytes: every answer from an upstream we do not control
+    /// (key servers, Elasticsearch, schema hosts, storage documents) is read this way.
+    fn send_limited(
+        &self,
+        req: http::Request<Bytes>,
+        limit: usize,
+    ) -> impl std::future::Future<Output = Result<http::Response<Bytes>, HttpError>> + crate::model::MaybeSend {
+        async move {
+            use futures::StreamExt;
+            let (parts, body) = req.into_parts();
+            let resp = self
+                .send_stream(http::Request::from_parts(parts, ReqBody::Bytes(body)))
+                .await?;
+            let (head, mut stream) = resp.into_parts();
+            let declared = head
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit as u64) {
+                return Err(HttpError::TooLarge(limit));
+            }
+            let mut out = Vec::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| HttpError::Transport(e.to_string()))?;
+                if out.len() + chunk.len() > limit {
+                    return Err(HttpError::TooLarge(limit));
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(http::Response::from_parts(head, Bytes::from(out)))
+        }
+    }
 }
 
 /// reqwest-backed client with a request timeout.
@@ -94,6 +132,34 @@ impl HttpClient for ReqwestClient {
         let builder = response_head(&resp);
         let body = resp.bytes().await.map_err(|e| HttpError::Transport(e.to_string()))?;
         builder.body(body).map_err(|e| HttpError::Transport(e.to_string()))
+    }
+
+    /// As the trait's, on the client with the whole-request timeout, so a slow upstream
+    /// cannot hold the call open either.
+    async fn send_limited(&self, req: http::Request<Bytes>, limit: usize) -> Result<http::Response<Bytes>, HttpError> {
+        let (parts, body) = req.into_parts();
+        let mut resp = self
+            .inner
+            .request(parts.method, parts.uri.to_string())
+            .headers(parts.headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| HttpError::Transport(e.to_string()))?;
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(HttpError::TooLarge(limit));
+        }
+        let builder = response_head(&resp);
+        let mut out = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| HttpError::Transport(e.to_string()))? {
+            if out.len() + chunk.len() > limit {
+                return Err(HttpError::TooLarge(limit));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        builder
+            .body(Bytes::from(out))
+            .map_err(|e| HttpError::Transport(e.to_string()))
     }
 
     async fn send_stream(&self, req: http::Request<ReqBody>) -> Result<http::Response<ByteStream>, HttpError> {

@@ -5,7 +5,11 @@
 //! only then removes the records. Records left behind by a crash are resumed at start.
 //!
 //! Everything is idempotent: one record per key (a repeat overwrites it), and indexing a
-//! key again writes the same documents.
+//! key again writes the same documents. Identical requests at once write the same record
+//! at once; each write has its own temporary file (see `write_atomic`), so all succeed.
+//! A worker may then remove a record that a concurrent repeat had just rewritten: that
+//! loses nothing, because the key's document is immutable and the worker read it after
+//! the first record was written, and the repeat's job is still queued and runs again.
 
 use crate::api::ApiError;
 use crate::search::indexer::{ops_for_key, IndexError, IndexJob};
@@ -46,6 +50,8 @@ impl IndexQueue {
     pub fn open(dir: &Path, scrubber: Option<Arc<Scrubber>>) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir.join("pending"))?;
         std::fs::create_dir_all(dir.join("failed"))?;
+        super::sweep_stale_tmp(&dir.join("pending"));
+        super::sweep_stale_tmp(&dir.join("failed"));
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Arc::new(IndexQueue {
             dir: dir.to_path_buf(),

@@ -92,7 +92,8 @@ impl DssVersion {
         let time = NaiveTime::from_hms_micro_opt(num(11, 13), num(13, 15), num(15, 17), num(18, 24));
         // chrono accepts second 60 (leap seconds) only via the nanosecond field, and
         // rejects 60 in `from_hms_micro_opt`, as Python does.
-        if date.is_none() || time.is_none() {
+        // Year 0 is no date to Python (datetime.MINYEAR is 1): the original refused it.
+        if date.is_none() || time.is_none() || num(0, 4) == 0 {
             return Err(IdError::VersionNotTimestamp);
         }
         Ok(DssVersion(s.to_string()))
@@ -140,6 +141,7 @@ mod tests {
             "9000",
             "",
             "2017-06-16T193604.2407041Z",
+            "0000-01-01T000000.000000Z",
         ] {
             assert!(DssVersion::parse(bad).is_err(), "{bad}");
         }
@@ -148,6 +150,7 @@ mod tests {
             Err(IdError::VersionNotCanonical)
         );
         assert_eq!(DssVersion::parse("9000"), Err(IdError::VersionNotTimestamp));
+        assert!(DssVersion::parse("0001-01-01T000000.000000Z").is_ok());
         let t = Utc.with_ymd_and_hms(2020, 1, 2, 3, 4, 5).unwrap();
         assert_eq!(DssVersion::from_datetime(t).as_str(), "2020-01-02T030405.000000Z");
     }

@@ -143,9 +143,80 @@ impl BundleManifest {
         }
     }
 
-    /// Bytes as the original wrote them (`json.dumps`).
+    /// Bytes as the original wrote them (`json.dumps`), written entry by entry
+    /// ([`ManifestWriter`]).
     pub fn to_bytes(&self) -> Vec<u8> {
-        to_py_bytes(self)
+        let capacity = self.files.iter().map(BundleFile::text_len).sum();
+        let mut w = ManifestWriter::new(&self.format, &self.version, capacity);
+        for f in &self.files {
+            w.push(f);
+        }
+        w.finish(self.creator_uid)
+    }
+}
+
+impl BundleFile {
+    /// About the length of this entry's text in a manifest: its strings, plus about 140
+    /// bytes of field names, quotes and punctuation and up to 25 of numbers and booleans
+    /// (escapes make it longer; rare).
+    pub fn text_len(&self) -> usize {
+        [
+            &self.name,
+            &self.uuid,
+            &self.version,
+            &self.content_type,
+            &self.crc32c,
+            &self.s3_etag,
+            &self.sha1,
+            &self.sha256,
+        ]
+        .iter()
+        .map(|s| s.len())
+        .sum::<usize>()
+            + 166
+    }
+}
+
+/// The bytes of a manifest (as [`BundleManifest::to_bytes`]) written one file entry at a
+/// time, so a large manifest need not exist as a list of entries and as text at once.
+/// A `serde_json::Value` of the whole manifest, the obvious route to `pyjson`, would take
+/// several times the memory of the text.
+pub struct ManifestWriter {
+    out: String,
+    files: usize,
+}
+
+impl ManifestWriter {
+    /// A manifest of `format` and `version`, its buffer sized for `capacity` bytes of
+    /// entries (see [`BundleFile::text_len`]): a buffer that grows by doubling holds up
+    /// to three times the text while it grows.
+    pub fn new(format: &str, version: &str, capacity: usize) -> Self {
+        let s = |v: &str| pyjson::dumps(&Value::String(v.to_string()));
+        let mut out = String::with_capacity(capacity.saturating_add(128));
+        out.push_str("{\"format\": ");
+        out.push_str(&s(format));
+        out.push_str(", \"version\": ");
+        out.push_str(&s(version));
+        out.push_str(", \"files\": [");
+        ManifestWriter { out, files: 0 }
+    }
+
+    /// Append the next file entry.
+    pub fn push(&mut self, f: &BundleFile) {
+        if self.files > 0 {
+            self.out.push_str(", ");
+        }
+        self.files += 1;
+        self.out
+            .push_str(&pyjson::dumps(&serde_json::to_value(f).unwrap_or(Value::Null)));
+    }
+
+    /// The finished document.
+    pub fn finish(mut self, creator_uid: i64) -> Vec<u8> {
+        self.out.push_str("], \"creator_uid\": ");
+        self.out.push_str(&creator_uid.to_string());
+        self.out.push('}');
+        self.out.into_bytes()
     }
 }
 
@@ -176,10 +247,15 @@ fn to_py_bytes<T: Serialize>(doc: &T) -> Vec<u8> {
     pyjson::dumps(&v).into_bytes()
 }
 
-/// The original's bundle file-name rule: no leading `/` or `~/`, no `./`, `/.` or `\`
-/// anywhere, and not `.` or `..`.
+/// The original's bundle file-name rule (no leading `/` or `~/`, no `./`, `/.` or `\`
+/// anywhere, not `.` or `..`), tightened: not empty, no control characters (the original
+/// refused LF and CR; NUL and the rest are no better in a file name), and no trailing
+/// `/` (a name is a file, never a directory).
 pub fn valid_file_name(name: &str) -> bool {
-    !(name.starts_with('/')
+    !(name.is_empty()
+        || name.ends_with('/')
+        || name.chars().any(char::is_control)
+        || name.starts_with('/')
         || name.starts_with("~/")
         || name.contains("./")
         || name.contains("/.")
@@ -253,6 +329,30 @@ mod tests {
     use super::*;
 
     const FIXTURE_MANIFEST: &str = r#"{"format": "0.0.2", "version": "2017-06-20T214506.766634Z", "files": [{"name": "LICENSE", "uuid": "ce55fd51-7833-469b-be0b-5da88ebebfcd", "version": "2017-06-16T193604.240704Z", "content-type": "text/plain", "size": 11358, "indexed": false, "crc32c": "e16e07b9", "s3-etag": "3b83ef96387f14655fc854ddc3c6bd57", "sha1": "2b8b815229aa8a61e483fb4ba0588b8b6c491890", "sha256": "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"}], "creator_uid": 12345}"#;
+
+    #[test]
+    fn manifests_written_entry_by_entry_equal_the_whole_document() {
+        let c = Checksums {
+            sha256: "a".repeat(64),
+            sha1: "b".repeat(40),
+            s3_etag: "c".repeat(32) + "-2",
+            crc32c: "d".repeat(8),
+        };
+        let meta = FileMetadata::new(7, "2017-06-16T193604.240704Z", "text/plain; x=\"y\"", 3, &c);
+        let names = ["a.json", "caf\u{e9}/\u{1f600}\t\"q\".txt", "\u{7f}back\\slash"];
+        for n in 0..=names.len() {
+            let files = names[..n]
+                .iter()
+                .enumerate()
+                .map(|(i, name)| BundleFile::new(name, "ce55fd51-7833-469b-be0b-5da88ebebfcd", "v", i % 2 == 0, &meta))
+                .collect();
+            let m = BundleManifest::new("2018-01-01T000000.000000Z", files, -3);
+            assert_eq!(
+                String::from_utf8(m.to_bytes()).unwrap(),
+                String::from_utf8(to_py_bytes(&m)).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn manifest_round_trips_original_bytes() {
@@ -343,7 +443,24 @@ mod tests {
         for ok in ["a.json", "dir/a.json", "a..b", "~a", ".hidden"] {
             assert!(valid_file_name(ok), "{ok}");
         }
-        for bad in ["/a", "./a", "a/./b", "a/.b", "~/a", "a\\b", ".", "..", "a/../b"] {
+        for bad in [
+            "/a",
+            "./a",
+            "a/./b",
+            "a/.b",
+            "~/a",
+            "a\\b",
+            ".",
+            "..",
+            "a/../b",
+            "",
+            "a/",
+            "a\nb",
+            "a\rb",
+            "a\0b",
+            "\u{7f}x",
+            "tab\there",
+        ] {
             assert!(!valid_file_name(bad), "{bad}");
         }
     }

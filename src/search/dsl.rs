@@ -2,16 +2,22 @@
 //! and the original's tests send; anything else is refused with an error that names it.
 //!
 //! `multi_match`, `query_string` and `constant_score` are lowered to the core queries here,
-//! so engines implement only [`Query`]'s variants.
+//! so engines implement only [`Query`]'s variants. The values of `match` and `match_phrase`
+//! on `.text` fields are analysed here too, once, so engines never split query text.
+//!
+//! Parsing charges a [`Budget`] (nodes, tokens, copies, bytes) before each allocation, and
+//! hands it on with the query ([`SearchBody::budget`]) for the engines to charge the rest.
 
+use super::budget::{Budget, OverBudget};
+use super::fields::TEXT_SUFFIX;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::ops::Bound;
 
 /// Deepest nesting of queries accepted (far below serde_json's recursion limit of 128).
 pub const MAX_DEPTH: usize = 32;
-/// Most clauses, values or tokens one query may hold in total.
-pub const MAX_CLAUSES: usize = 4096;
+/// Longest `prefix` or `wildcard` value, in characters.
+pub const MAX_PATTERN_CHARS: usize = 256;
 
 /// Why a query cannot be run. The message names the construct.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +26,12 @@ pub struct DslError(pub String);
 
 fn err<T>(msg: impl Into<String>) -> Result<T, DslError> {
     Err(DslError(msg.into()))
+}
+
+impl From<OverBudget> for DslError {
+    fn from(e: OverBudget) -> Self {
+        DslError(e.to_string())
+    }
 }
 
 /// A value in a query.
@@ -85,6 +97,8 @@ pub enum Query {
         query: Scalar,
         /// Between tokens.
         operator: Operator,
+        /// The analysed tokens of `query` when `field` is a `.text` sub-field, else empty.
+        tokens: Vec<String>,
     },
     /// The tokens in order, in one value of a `.text` field (keywords: as `match`).
     MatchPhrase {
@@ -92,6 +106,8 @@ pub enum Query {
         field: String,
         /// The phrase.
         query: Scalar,
+        /// The analysed tokens of `query` when `field` is a `.text` sub-field, else empty.
+        tokens: Vec<String>,
     },
     /// One exact value (keywords are normalized).
     Term {
@@ -188,6 +204,9 @@ impl Query {
 pub struct SearchBody {
     /// Its `query` (`match_all` when absent).
     pub query: Query,
+    /// What parsing used of the request's budget; the engine charges the rest to it.
+    #[serde(skip)]
+    pub budget: Budget,
 }
 
 /// Keys of a search body that are accepted and ignored: the server sets sorting, paging
@@ -203,13 +222,17 @@ const IGNORED_BODY_KEYS: &[&str] = &[
     "search_after",
 ];
 
-/// Parse an `es_query` (a search body such as `{"query": {...}}`).
+/// Parse an `es_query` (a search body such as `{"query": {...}}`) with a fresh budget.
 pub fn parse_body(es_query: &Value) -> Result<SearchBody, DslError> {
+    parse_body_within(es_query, Budget::new())
+}
+
+/// Parse an `es_query`, charging `budget` (the request's, already charged for its body).
+pub fn parse_body_within(es_query: &Value, mut budget: Budget) -> Result<SearchBody, DslError> {
     let obj = es_query
         .as_object()
         .ok_or_else(|| DslError("es_query must be a JSON object".into()))?;
     let mut query = Query::MatchAll;
-    let mut budget = MAX_CLAUSES;
     for (k, v) in obj {
         match k.as_str() {
             "query" => query = Parser { budget: &mut budget }.query(v, 0)?,
@@ -217,17 +240,18 @@ pub fn parse_body(es_query: &Value) -> Result<SearchBody, DslError> {
             other => return err(format!("es_query key [{other}] is not supported")),
         }
     }
-    Ok(SearchBody { query })
+    Ok(SearchBody { query, budget })
 }
 
-/// Parse one query object (`{"match": {...}}`).
-pub fn parse_query(v: &Value) -> Result<Query, DslError> {
-    let mut budget = MAX_CLAUSES;
-    Parser { budget: &mut budget }.query(v, 0)
+/// Parse one query object (`{"match": {...}}`) with a fresh budget.
+pub fn parse_query(v: &Value) -> Result<SearchBody, DslError> {
+    let mut budget = Budget::new();
+    let query = Parser { budget: &mut budget }.query(v, 0)?;
+    Ok(SearchBody { query, budget })
 }
 
 struct Parser<'b> {
-    budget: &'b mut usize,
+    budget: &'b mut Budget,
 }
 
 fn single_entry<'a>(v: &'a Value, what: &str) -> Result<(&'a String, &'a Value), DslError> {
@@ -240,36 +264,6 @@ fn single_entry<'a>(v: &'a Value, what: &str) -> Result<(&'a String, &'a Value),
         (None, _) => err(format!("[{what}] is empty")),
         (Some(_), Some(_)) => err(format!("[{what}] must hold exactly one field")),
     }
-}
-
-fn scalar(v: &Value, what: &str) -> Result<Scalar, DslError> {
-    match v {
-        Value::String(s) => Ok(Scalar::Str(s.clone())),
-        Value::Number(n) => n
-            .as_f64()
-            .filter(|f| f.is_finite())
-            .map(|f| Scalar::Num(f + 0.0))
-            .ok_or_else(|| DslError(format!("[{what}] number out of range"))),
-        Value::Bool(b) => Ok(Scalar::Bool(*b)),
-        _ => err(format!("[{what}] value must be a string, number or boolean")),
-    }
-}
-
-fn string(v: &Value, what: &str) -> Result<String, DslError> {
-    match scalar(v, what)? {
-        Scalar::Str(s) => Ok(s),
-        other => Ok(other.as_text()),
-    }
-}
-
-fn check_field(f: &str, what: &str) -> Result<String, DslError> {
-    if f.is_empty() || f.len() > 1024 {
-        return err(format!("[{what}] field name must be 1 to 1024 characters"));
-    }
-    if f.contains('*') {
-        return err(format!("[{what}] field name patterns ({f}) are not supported"));
-    }
-    Ok(f.to_string())
 }
 
 /// Reject keys of a query's options other than `allowed` (and `boost`, `_name`).
@@ -313,20 +307,79 @@ fn parse_operator(v: Option<&Value>) -> Result<Operator, DslError> {
     }
 }
 
+fn is_text(field: &str) -> bool {
+    field.ends_with(TEXT_SUFFIX)
+}
+
+/// Bytes a copy of `s` holds.
+fn scalar_bytes(s: &Scalar) -> usize {
+    match s {
+        Scalar::Str(s) => s.len(),
+        Scalar::Num(_) | Scalar::Bool(_) => 0,
+    }
+}
+
+/// Bytes a copy of `tokens` holds.
+fn tokens_bytes(tokens: &[String]) -> usize {
+    tokens.iter().map(String::len).sum()
+}
+
 impl Parser<'_> {
-    fn spend(&mut self, n: usize) -> Result<(), DslError> {
-        if *self.budget < n {
-            return err(format!("query has more than {MAX_CLAUSES} clauses, values or tokens"));
+    /// A value as a scalar; a string is charged before it is copied.
+    fn scalar(&mut self, v: &Value, what: &str) -> Result<Scalar, DslError> {
+        match v {
+            Value::String(s) => {
+                self.budget.bytes(s.len())?;
+                Ok(Scalar::Str(s.clone()))
+            }
+            Value::Number(n) => n
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .map(|f| Scalar::Num(f + 0.0))
+                .ok_or_else(|| DslError(format!("[{what}] number out of range"))),
+            Value::Bool(b) => Ok(Scalar::Bool(*b)),
+            _ => err(format!("[{what}] value must be a string, number or boolean")),
         }
-        *self.budget -= n;
-        Ok(())
+    }
+
+    fn string(&mut self, v: &Value, what: &str) -> Result<String, DslError> {
+        match self.scalar(v, what)? {
+            Scalar::Str(s) => Ok(s),
+            other => Ok(other.as_text()),
+        }
+    }
+
+    fn field(&mut self, f: &str, what: &str) -> Result<String, DslError> {
+        if f.is_empty() || f.len() > 1024 {
+            return err(format!("[{what}] field name must be 1 to 1024 characters"));
+        }
+        if f.contains('*') {
+            return err(format!("[{what}] field name patterns ({f}) are not supported"));
+        }
+        self.budget.bytes(f.len())?;
+        Ok(f.to_string())
+    }
+
+    /// The analysed tokens of `v` for `field`: only `.text` fields are analysed. A string is
+    /// analysed from the request's own text, before anything is copied.
+    fn tokens_of(&mut self, field: &str, v: &Value, what: &str) -> Result<Vec<String>, DslError> {
+        if !is_text(field) {
+            return Ok(Vec::new());
+        }
+        match v {
+            Value::String(s) => Ok(self.budget.analyze(s)?),
+            other => {
+                let s = self.scalar(other, what)?;
+                Ok(self.budget.analyze(&s.as_text())?)
+            }
+        }
     }
 
     fn query(&mut self, v: &Value, depth: usize) -> Result<Query, DslError> {
         if depth >= MAX_DEPTH {
             return err(format!("query nested deeper than {MAX_DEPTH} levels"));
         }
-        self.spend(1)?;
+        self.budget.nodes(1)?;
         let (kind, body) = single_entry(v, "query")?;
         match kind.as_str() {
             "match_all" | "match_none" => {
@@ -354,7 +407,7 @@ impl Parser<'_> {
             }
             "match" => {
                 let (field, q) = single_entry(body, kind)?;
-                let field = check_field(field, kind)?;
+                let field = self.field(field, kind)?;
                 match q {
                     Value::Object(o) => {
                         only_keys(
@@ -368,82 +421,106 @@ impl Parser<'_> {
                         {
                             return err("[match] zero_terms_query other than \"none\" is not supported");
                         }
-                        let query = scalar(
-                            o.get("query")
-                                .ok_or_else(|| DslError("[match] requires [query]".into()))?,
-                            kind,
-                        )?;
+                        let value = o
+                            .get("query")
+                            .ok_or_else(|| DslError("[match] requires [query]".into()))?;
                         let operator = parse_operator(o.get("operator"))?;
-                        let m = Query::Match { field, query, operator };
-                        match o.get("minimum_should_match") {
-                            None => Ok(m),
-                            Some(msm) => self.match_with_msm(m, parse_msm(msm)?),
+                        let msm = o.get("minimum_should_match").map(parse_msm).transpose()?;
+                        let tokens = self.tokens_of(&field, value, kind)?;
+                        let query = self.scalar(value, kind)?;
+                        match msm {
+                            None => Ok(Query::Match {
+                                field,
+                                query,
+                                operator,
+                                tokens,
+                            }),
+                            Some(msm) => self.match_with_msm(field, query, tokens, msm),
                         }
                     }
-                    other => Ok(Query::Match {
-                        field,
-                        query: scalar(other, kind)?,
-                        operator: Operator::Or,
-                    }),
+                    other => {
+                        let tokens = self.tokens_of(&field, other, kind)?;
+                        Ok(Query::Match {
+                            field,
+                            query: self.scalar(other, kind)?,
+                            operator: Operator::Or,
+                            tokens,
+                        })
+                    }
                 }
             }
             "match_phrase" => {
                 let (field, q) = single_entry(body, kind)?;
-                let field = check_field(field, kind)?;
-                let query = match q {
+                let field = self.field(field, kind)?;
+                let value = match q {
                     Value::Object(o) => {
                         only_keys(o, &["query", "slop"], kind)?;
                         if o.get("slop").is_some_and(|s| s.as_u64() != Some(0)) {
                             return err("[match_phrase] slop other than 0 is not supported");
                         }
-                        scalar(
-                            o.get("query")
-                                .ok_or_else(|| DslError("[match_phrase] requires [query]".into()))?,
-                            kind,
-                        )?
+                        o.get("query")
+                            .ok_or_else(|| DslError("[match_phrase] requires [query]".into()))?
                     }
-                    other => scalar(other, kind)?,
+                    other => other,
                 };
-                Ok(Query::MatchPhrase { field, query })
+                let tokens = self.tokens_of(&field, value, kind)?;
+                let query = self.scalar(value, kind)?;
+                Ok(Query::MatchPhrase { field, query, tokens })
             }
             "multi_match" => {
                 let o = body
                     .as_object()
                     .ok_or_else(|| DslError("[multi_match] must be an object".into()))?;
                 only_keys(o, &["query", "fields", "type", "operator"], kind)?;
-                let query = scalar(
-                    o.get("query")
-                        .ok_or_else(|| DslError("[multi_match] requires [query]".into()))?,
-                    kind,
-                )?;
+                let value = o
+                    .get("query")
+                    .ok_or_else(|| DslError("[multi_match] requires [query]".into()))?;
                 let fields = o
                     .get("fields")
                     .and_then(Value::as_array)
                     .ok_or_else(|| DslError("[multi_match] requires [fields], a list".into()))?;
-                self.spend(fields.len())?;
                 let operator = parse_operator(o.get("operator"))?;
                 let phrase = match o.get("type").and_then(Value::as_str).unwrap_or("best_fields") {
                     "best_fields" | "most_fields" => false,
                     "phrase" => true,
                     other => return err(format!("[multi_match] type [{other}] is not supported")),
                 };
+                // One clause per field: charged before any is made.
+                self.budget.expansions(fields.len())?;
+                let query = self.scalar(value, kind)?;
+                let mut analysed: Option<Vec<String>> = None;
                 let mut should = Vec::new();
                 for f in fields {
                     let f = f
                         .as_str()
                         .ok_or_else(|| DslError("[multi_match] fields must be strings".into()))?;
                     // `field^2` boosts change scores only; the sort here is by id.
-                    let f = check_field(f.split('^').next().unwrap_or(f), kind)?;
+                    let f = self.field(f.split('^').next().unwrap_or(f), kind)?;
+                    // The value is analysed once and its tokens copied to each `.text` field.
+                    let tokens = if is_text(&f) {
+                        let tokens = match &analysed {
+                            Some(t) => t,
+                            None => analysed.insert(self.budget.analyze(&query.as_text())?),
+                        };
+                        self.budget.bytes(tokens_bytes(tokens))?;
+                        tokens.clone()
+                    } else {
+                        Vec::new()
+                    };
+                    self.budget.bytes(scalar_bytes(&query))?;
+                    let query = query.clone();
                     should.push(if phrase {
                         Query::MatchPhrase {
                             field: f,
-                            query: query.clone(),
+                            query,
+                            tokens,
                         }
                     } else {
                         Query::Match {
                             field: f,
-                            query: query.clone(),
+                            query,
                             operator,
+                            tokens,
                         }
                     });
                 }
@@ -451,17 +528,16 @@ impl Parser<'_> {
             }
             "term" => {
                 let (field, q) = single_entry(body, kind)?;
-                let field = check_field(field, kind)?;
+                let field = self.field(field, kind)?;
                 let value = match q {
                     Value::Object(o) => {
                         only_keys(o, &["value"], kind)?;
-                        scalar(
-                            o.get("value")
-                                .ok_or_else(|| DslError("[term] requires [value]".into()))?,
-                            kind,
-                        )?
+                        let v = o
+                            .get("value")
+                            .ok_or_else(|| DslError("[term] requires [value]".into()))?;
+                        self.scalar(v, kind)?
                     }
-                    other => scalar(other, kind)?,
+                    other => self.scalar(other, kind)?,
                 };
                 Ok(Query::Term { field, value })
             }
@@ -480,17 +556,17 @@ impl Parser<'_> {
                     found = Some((k, v));
                 }
                 let (field, list) = found.ok_or_else(|| DslError("[terms] is empty".into()))?;
-                let field = check_field(field, kind)?;
+                let field = self.field(field, kind)?;
                 let list = list
                     .as_array()
                     .ok_or_else(|| DslError("[terms] values must be a list (terms lookup is not supported)".into()))?;
-                self.spend(list.len())?;
-                let values = list.iter().map(|v| scalar(v, kind)).collect::<Result<_, _>>()?;
+                self.budget.nodes(list.len())?;
+                let values = list.iter().map(|v| self.scalar(v, kind)).collect::<Result<_, _>>()?;
                 Ok(Query::Terms { field, values })
             }
             "range" => {
                 let (field, q) = single_entry(body, kind)?;
-                let field = check_field(field, kind)?;
+                let field = self.field(field, kind)?;
                 let o = q
                     .as_object()
                     .ok_or_else(|| DslError("[range] bounds must be an object".into()))?;
@@ -503,7 +579,7 @@ impl Parser<'_> {
                 let mut lower = Bound::Unbounded;
                 let mut upper = Bound::Unbounded;
                 if let Some(v) = o.get("from").filter(|v| !v.is_null()) {
-                    let s = scalar(v, kind)?;
+                    let s = self.scalar(v, kind)?;
                     lower = if incl("include_lower") {
                         Bound::Included(s)
                     } else {
@@ -511,7 +587,7 @@ impl Parser<'_> {
                     };
                 }
                 if let Some(v) = o.get("to").filter(|v| !v.is_null()) {
-                    let s = scalar(v, kind)?;
+                    let s = self.scalar(v, kind)?;
                     upper = if incl("include_upper") {
                         Bound::Included(s)
                     } else {
@@ -519,12 +595,11 @@ impl Parser<'_> {
                     };
                 }
                 for (k, v) in o {
-                    let s = || scalar(v, kind);
                     match k.as_str() {
-                        "gt" => lower = Bound::Excluded(s()?),
-                        "gte" => lower = Bound::Included(s()?),
-                        "lt" => upper = Bound::Excluded(s()?),
-                        "lte" => upper = Bound::Included(s()?),
+                        "gt" => lower = Bound::Excluded(self.scalar(v, kind)?),
+                        "gte" => lower = Bound::Included(self.scalar(v, kind)?),
+                        "lt" => upper = Bound::Excluded(self.scalar(v, kind)?),
+                        "lte" => upper = Bound::Included(self.scalar(v, kind)?),
                         _ => {}
                     }
                 }
@@ -547,27 +622,25 @@ impl Parser<'_> {
                     .and_then(Value::as_str)
                     .ok_or_else(|| DslError("[exists] requires [field]".into()))?;
                 Ok(Query::Exists {
-                    field: check_field(f, kind)?,
+                    field: self.field(f, kind)?,
                 })
             }
             "prefix" | "wildcard" => {
                 let (field, q) = single_entry(body, kind)?;
-                let field = check_field(field, kind)?;
-                let value = match q {
+                let field = self.field(field, kind)?;
+                let v = match q {
                     Value::Object(o) => {
                         only_keys(o, &["value", "wildcard"], kind)?;
-                        string(
-                            o.get("value")
-                                .or_else(|| o.get("wildcard"))
-                                .ok_or_else(|| DslError(format!("[{kind}] requires [value]")))?,
-                            kind,
-                        )?
+                        o.get("value")
+                            .or_else(|| o.get("wildcard"))
+                            .ok_or_else(|| DslError(format!("[{kind}] requires [value]")))?
                     }
-                    other => string(other, kind)?,
+                    other => other,
                 };
-                if value.chars().count() > 256 {
-                    return err(format!("[{kind}] value longer than 256 characters"));
+                if v.as_str().is_some_and(|s| s.chars().nth(MAX_PATTERN_CHARS).is_some()) {
+                    return err(format!("[{kind}] value longer than {MAX_PATTERN_CHARS} characters"));
                 }
+                let value = self.string(v, kind)?;
                 Ok(if kind == "prefix" {
                     Query::Prefix { field, value }
                 } else {
@@ -583,8 +656,8 @@ impl Parser<'_> {
                     .get("values")
                     .and_then(Value::as_array)
                     .ok_or_else(|| DslError("[ids] requires [values], a list".into()))?;
-                self.spend(list.len())?;
-                let values = list.iter().map(|v| string(v, kind)).collect::<Result<_, _>>()?;
+                self.budget.nodes(list.len())?;
+                let values = list.iter().map(|v| self.string(v, kind)).collect::<Result<_, _>>()?;
                 Ok(Query::Ids { values })
             }
             "query_string" => self.query_string(body),
@@ -592,28 +665,34 @@ impl Parser<'_> {
         }
     }
 
-    fn match_with_msm(&mut self, m: Query, msm: MinimumShouldMatch) -> Result<Query, DslError> {
-        // `minimum_should_match` on a match counts its tokens: one match per token.
-        let Query::Match { field, query, .. } = m else {
-            return Ok(m);
-        };
-        let tokens = super::fields::analyze(&query.as_text());
-        if !field.ends_with(super::fields::TEXT_SUFFIX) || tokens.len() <= 1 {
+    /// `minimum_should_match` on a match counts its tokens: one match per token.
+    fn match_with_msm(
+        &mut self,
+        field: String,
+        query: Scalar,
+        tokens: Vec<String>,
+        msm: MinimumShouldMatch,
+    ) -> Result<Query, DslError> {
+        if tokens.len() <= 1 {
             return Ok(Query::Match {
                 field,
                 query,
                 operator: Operator::Or,
+                tokens,
             });
         }
-        self.spend(tokens.len())?;
-        let should = tokens
-            .into_iter()
-            .map(|t| Query::Match {
+        self.budget.expansions(tokens.len())?;
+        let mut should = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            // Each clause holds the field and its token twice (as value and as token).
+            self.budget.bytes(field.len() + 2 * t.len())?;
+            should.push(Query::Match {
                 field: field.clone(),
-                query: Scalar::Str(t),
+                query: Scalar::Str(t.clone()),
                 operator: Operator::Or,
-            })
-            .collect();
+                tokens: vec![t],
+            });
+        }
         Ok(Query::Bool {
             must: vec![],
             should,
@@ -698,21 +777,23 @@ impl Parser<'_> {
         let mut default_fields = Vec::new();
         for f in fields {
             if f != "*" {
-                default_fields.push(check_field(f, "query_string")?);
+                default_fields.push(self.field(f, "query_string")?);
             }
         }
         let op = parse_operator(o.get("default_operator"))?;
-        let tokens = qs::lex(text)?;
-        self.spend(tokens.len())?;
+        let tokens = qs::lex(text, self.budget)?;
         let mut p = qs::QsParser {
             tokens,
             pos: 0,
             default_fields,
             op,
+            parser: Parser {
+                budget: &mut *self.budget,
+            },
         };
         let q = p.expr(0)?;
-        if p.pos < p.tokens.len() {
-            return err(format!("[query_string] unexpected {:?}", p.tokens[p.pos]));
+        if let Some(t) = p.tokens.get(p.pos) {
+            return err(format!("[query_string] unexpected {t:?}"));
         }
         Ok(q)
     }
@@ -748,104 +829,103 @@ mod qs {
         Colon,
     }
 
-    pub fn lex(s: &str) -> Result<Vec<Tok>, DslError> {
-        let chars: Vec<char> = s.chars().collect();
+    /// The tokens of `s`, each charged to `budget` before it is made.
+    pub fn lex(s: &str, budget: &mut Budget) -> Result<Vec<Tok>, DslError> {
         let mut out = Vec::new();
-        let mut i = 0;
+        // A byte offset into `s`, always at a character boundary.
+        let mut pos = 0;
         let special = |c: char| c.is_whitespace() || "()\":[]{}".contains(c);
-        while i < chars.len() {
-            let c = chars[i];
-            match c {
-                c if c.is_whitespace() => i += 1,
-                '(' => {
-                    out.push(Tok::Open);
-                    i += 1
-                }
-                ')' => {
-                    out.push(Tok::Close);
-                    i += 1
-                }
-                ':' => {
-                    out.push(Tok::Colon);
-                    i += 1
-                }
-                '+' => {
-                    out.push(Tok::Plus);
-                    i += 1
-                }
-                '-' | '!' => {
-                    out.push(Tok::Not);
-                    i += 1
-                }
+        while let Some(c) = s[pos..].chars().next() {
+            if c.is_whitespace() {
+                pos += c.len_utf8();
+                continue;
+            }
+            budget.tokens(1)?;
+            // Each arm gives the token and the offset just past it.
+            let (tok, next) = match c {
+                '(' => (Tok::Open, pos + 1),
+                ')' => (Tok::Close, pos + 1),
+                ':' => (Tok::Colon, pos + 1),
+                '+' => (Tok::Plus, pos + 1),
+                '-' | '!' => (Tok::Not, pos + 1),
                 '"' => {
                     let mut buf = String::new();
-                    i += 1;
-                    loop {
-                        match chars.get(i) {
+                    let mut chars = s[pos + 1..].char_indices();
+                    let end = loop {
+                        match chars.next() {
                             None => return err("[query_string] unterminated quote"),
-                            Some('"') => break,
-                            Some('\\') if i + 1 < chars.len() => {
-                                buf.push(chars[i + 1]);
-                                i += 2;
-                                continue;
-                            }
-                            Some(&ch) => buf.push(ch),
+                            Some((j, '"')) => break pos + 1 + j + 1,
+                            Some((_, '\\')) => match chars.next() {
+                                Some((_, escaped)) => buf.push(escaped),
+                                None => return err("[query_string] unterminated quote"),
+                            },
+                            Some((_, ch)) => buf.push(ch),
                         }
-                        i += 1;
-                    }
-                    i += 1;
-                    out.push(Tok::Phrase(buf));
+                    };
+                    (Tok::Phrase(buf), end)
                 }
                 '[' | '{' => {
-                    let close = chars[i..]
-                        .iter()
-                        .position(|&ch| ch == ']' || ch == '}')
+                    let rest = &s[pos..];
+                    let close = rest
+                        .find([']', '}'])
                         .ok_or_else(|| DslError("[query_string] unterminated range".into()))?;
-                    let inner: String = chars[i + 1..i + close].iter().collect();
-                    let parts: Vec<&str> = inner.split(" TO ").collect();
-                    if parts.len() != 2 {
+                    let inner = &rest[1..close];
+                    let mut parts = inner.split(" TO ");
+                    let (Some(lo), Some(hi), None) = (parts.next(), parts.next(), parts.next()) else {
                         return err(format!("[query_string] range [{inner}] must be [a TO b]"));
-                    }
-                    out.push(Tok::Range(
-                        parts[0].trim().to_string(),
-                        parts[1].trim().to_string(),
+                    };
+                    let tok = Tok::Range(
+                        lo.trim().to_string(),
+                        hi.trim().to_string(),
                         c == '[',
-                        chars[i + close] == ']',
-                    ));
-                    i += close + 1;
+                        rest.as_bytes().get(close) == Some(&b']'),
+                    );
+                    (tok, pos + close + 1)
                 }
                 ']' | '}' => return err("[query_string] unbalanced range bracket"),
                 _ => {
+                    // `c` is not special (those are matched above): the word is not empty.
                     let mut buf = String::new();
-                    while i < chars.len() && !special(chars[i]) {
-                        if chars[i] == '\\' && i + 1 < chars.len() {
-                            buf.push(chars[i + 1]);
-                            i += 2;
-                            continue;
+                    let rest = &s[pos..];
+                    let mut end = rest.len();
+                    let mut chars = rest.char_indices();
+                    while let Some((j, ch)) = chars.next() {
+                        if special(ch) {
+                            end = j;
+                            break;
                         }
-                        buf.push(chars[i]);
-                        i += 1;
+                        if ch == '\\' {
+                            if let Some((_, escaped)) = chars.next() {
+                                buf.push(escaped);
+                                continue;
+                            }
+                        }
+                        buf.push(ch);
                     }
-                    out.push(match buf.as_str() {
+                    let tok = match buf.as_str() {
                         "AND" | "&&" => Tok::And,
                         "OR" | "||" => Tok::Or,
                         "NOT" => Tok::Not,
                         _ => Tok::Word(buf),
-                    });
+                    };
+                    (tok, pos + end.max(c.len_utf8()))
                 }
-            }
+            };
+            pos = next;
+            out.push(tok);
         }
         Ok(out)
     }
 
-    pub struct QsParser {
+    pub struct QsParser<'b> {
         pub tokens: Vec<Tok>,
         pub pos: usize,
         pub default_fields: Vec<String>,
         pub op: Operator,
+        pub parser: Parser<'b>,
     }
 
-    impl QsParser {
+    impl QsParser<'_> {
         fn peek(&self) -> Option<&Tok> {
             self.tokens.get(self.pos)
         }
@@ -932,13 +1012,13 @@ mod qs {
                 }
                 Some(Tok::Word(w)) if self.tokens.get(self.pos + 1) == Some(&Tok::Colon) => {
                     self.pos += 2;
-                    let field = check_field(&w, "query_string")?;
+                    let field = self.parser.field(&w, "query_string")?;
                     if field == "_exists_" {
                         return match self.tokens.get(self.pos).cloned() {
                             Some(Tok::Word(f)) => {
                                 self.pos += 1;
                                 Ok(Query::Exists {
-                                    field: check_field(&f, "query_string")?,
+                                    field: self.parser.field(&f, "query_string")?,
                                 })
                             }
                             _ => err("[query_string] _exists_ needs a field name"),
@@ -957,7 +1037,9 @@ mod qs {
                         return Ok(q);
                     }
                     let v = self.value()?;
-                    Ok(value_query(&field, v))
+                    self.parser.budget.expansions(1)?;
+                    let tokens = self.analysed(&v, std::slice::from_ref(&field))?;
+                    Ok(value_query(field, v, tokens))
                 }
                 Some(Tok::Word(_)) | Some(Tok::Phrase(_)) | Some(Tok::Range(..)) => {
                     let v = self.value()?;
@@ -965,15 +1047,62 @@ mod qs {
                         return err("[query_string] a term without a field needs default_field or fields \
                              (searching every field is not supported)");
                     }
-                    let qs: Vec<Query> = self.default_fields.iter().map(|f| value_query(f, v.clone())).collect();
-                    Ok(if qs.len() == 1 {
-                        qs.into_iter().next().unwrap_or(Query::MatchNone)
-                    } else {
-                        bool_should(qs)
+                    // A term with several default fields becomes one clause per field: all
+                    // of them charged before any is made.
+                    self.parser.budget.expansions(self.default_fields.len())?;
+                    let fields = std::mem::take(&mut self.default_fields);
+                    let made = self.copies(&fields, &v);
+                    self.default_fields = fields;
+                    let mut qs = made?;
+                    Ok(match qs.len() {
+                        1 => qs.pop().unwrap_or(Query::MatchNone),
+                        _ => bool_should(qs),
                     })
                 }
                 Some(t) => err(format!("[query_string] unexpected {t:?}")),
                 None => err("[query_string] unexpected end of query"),
+            }
+        }
+
+        /// The clause of value `v` at each of `fields`, the value analysed once.
+        fn copies(&mut self, fields: &[String], v: &Tok) -> Result<Vec<Query>, DslError> {
+            let tokens = self.analysed(v, fields)?;
+            let value_bytes = match v {
+                Tok::Word(w) | Tok::Phrase(w) => w.len(),
+                Tok::Range(lo, hi, ..) => lo.len() + hi.len(),
+                _ => 0,
+            };
+            let mut out = Vec::with_capacity(fields.len());
+            for f in fields {
+                self.parser
+                    .budget
+                    .bytes(f.len() + value_bytes + tokens_bytes(&tokens))?;
+                let tokens = if is_text(f) { tokens.clone() } else { Vec::new() };
+                out.push(value_query(f.clone(), v.clone(), tokens));
+            }
+            Ok(out)
+        }
+
+        /// The analysed tokens of a word or phrase, when one of `fields` is a `.text`
+        /// field (then a `match` or `match_phrase` will look for them); patterns longer
+        /// than [`MAX_PATTERN_CHARS`] are refused here, as `prefix` and `wildcard` are.
+        fn analysed(&mut self, v: &Tok, fields: &[String]) -> Result<Vec<String>, DslError> {
+            let text = match v {
+                Tok::Word(w) if w.contains(['*', '?']) => {
+                    if w.chars().nth(MAX_PATTERN_CHARS).is_some() {
+                        return err(format!(
+                            "[query_string] pattern longer than {MAX_PATTERN_CHARS} characters"
+                        ));
+                    }
+                    return Ok(Vec::new());
+                }
+                Tok::Word(w) | Tok::Phrase(w) => w,
+                _ => return Ok(Vec::new()),
+            };
+            if fields.iter().any(|f| is_text(f)) {
+                Ok(self.parser.budget.analyze(text)?)
+            } else {
+                Ok(Vec::new())
             }
         }
 
@@ -988,12 +1117,14 @@ mod qs {
         }
     }
 
-    fn value_query(field: &str, v: Tok) -> Query {
-        let field = field.to_string();
+    /// The query of value `v` at `field`; `tokens` are its analysed tokens when it is a
+    /// word or phrase at a `.text` field.
+    fn value_query(field: String, v: Tok, tokens: Vec<String>) -> Query {
         match v {
             Tok::Phrase(p) => Query::MatchPhrase {
                 field,
                 query: Scalar::Str(p),
+                tokens,
             },
             Tok::Range(lo, hi, incl_lo, incl_hi) => {
                 let b = |s: String, incl: bool| {
@@ -1021,6 +1152,7 @@ mod qs {
                 field,
                 query: Scalar::Str(w),
                 operator: Operator::Or,
+                tokens,
             },
             _ => Query::MatchNone,
         }
@@ -1112,6 +1244,87 @@ mod tests {
             q(json!({"query_string": {"query": "homo", "default_field": "x.text"}})).unwrap(),
             Query::Match { .. }
         ));
+    }
+
+    #[test]
+    fn query_string_lexing_keeps_escapes_and_unicode() {
+        use qs::Tok::*;
+        let lexed = qs::lex(r#"é:ü\:x a\ b "q \" r" [1 TO *} -n +m x\"#, &mut Budget::new()).unwrap();
+        assert_eq!(
+            lexed,
+            vec![
+                Word("é".into()),
+                Colon,
+                Word("ü:x".into()),
+                Word("a b".into()),
+                Phrase("q \" r".into()),
+                Range("1".into(), "*".into(), true, false),
+                Not,
+                Word("n".into()),
+                Plus,
+                Word("m".into()),
+                Word("x\\".into()),
+            ]
+        );
+        for bad in ["\"unterminated", "[1 TO", "a]", "[1 2]", "\"\\"] {
+            assert!(qs::lex(bad, &mut Budget::new()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn analysed_values_are_held_by_the_query() {
+        let Query::Match { tokens, .. } = q(json!({"match": {"a.text": "Homo sapiens"}})).unwrap() else {
+            panic!()
+        };
+        assert_eq!(tokens, vec!["homo", "sapiens"]);
+        let Query::Match { tokens, .. } = q(json!({"match": {"a": "Homo sapiens"}})).unwrap() else {
+            panic!()
+        };
+        assert!(tokens.is_empty(), "keywords are matched whole");
+    }
+
+    /// The two search bombs of issue 9 (a 23 KB `query_string` that expanded to a million
+    /// clauses; a `match` of a million words), refused by the limit they pass.
+    #[test]
+    fn search_bombs_are_refused_naming_the_limit() {
+        let fields: Vec<String> = (0..2000).map(|i| format!("files.f{i}.text")).collect();
+        let words = vec!["w"; 500].join(" ");
+        let e = q(json!({"query_string": {"query": words, "fields": fields}}))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("limit of 16384 clauses"), "{e}");
+        let million = "word ".repeat(1_000_000);
+        for field in ["a.text", "a"] {
+            let e = q(json!({"match": {field: million}})).unwrap_err().0;
+            assert!(e.contains("limit of"), "{field}: {e}");
+        }
+        let e = q(json!({"match": {"a.text": million}})).unwrap_err().0;
+        assert!(e.contains("limit of 4096 tokens"), "{e}");
+        let e = q(json!({"match": {"a": million}})).unwrap_err().0;
+        assert!(e.contains("bytes of query text"), "{e}");
+        // A long value copied to many fields: charged for every copy.
+        let long = "-".repeat(100_000);
+        let e = q(json!({"multi_match": {"query": long, "fields": vec!["a"; 100]}}))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("bytes of query text"), "{e}");
+        let e = q(json!({"query_string": {"query": "x".repeat(300) + "*", "default_field": "a"}}))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("longer than 256"), "{e}");
+    }
+
+    #[test]
+    fn large_ordinary_queries_fit_the_budget() {
+        let values: Vec<String> = (0..4000).map(|i| format!("{i:08}-uuid")).collect();
+        assert!(q(json!({"terms": {"uuid": values}})).is_ok());
+        let fields: Vec<String> = (0..100).map(|i| format!("files.f{i}.text")).collect();
+        let text = vec!["word"; 30].join(" ");
+        let body = parse_body(&json!({"query": {"multi_match": {"query": text, "fields": fields}}})).unwrap();
+        let mut body = body;
+        assert!(body.budget.clauses(&body.query).is_ok());
+        let words = vec!["w"; 200].join(" ");
+        assert!(q(json!({"query_string": {"query": words, "fields": ["a.text", "b"]}})).is_ok());
     }
 
     #[test]

@@ -2,6 +2,11 @@
 //! [`HttpClient`]. Each replica has an index `{prefix}-{replica}-docs` created with the
 //! original's mapping (typeless, for Elasticsearch 7+ and OpenSearch). Queries are sent as
 //! written, with the original's sort, `_source` and size; documents go in with `_bulk`.
+//!
+//! Answers are read up to a cap ([`MAX_SEARCH_ANSWER_BYTES`], [`MAX_ADMIN_ANSWER_BYTES`]),
+//! so a broken or hostile upstream cannot exhaust memory. Error titles carry no upstream
+//! text except Elasticsearch's reason for refusing a query (the client's own query, as the
+//! original answered); everything else goes to the log.
 
 use super::{BoxFuture, IndexOp, SearchEngine, SearchError, SearchHit, SearchPage, SearchRequest};
 use crate::http::HttpClient;
@@ -12,6 +17,14 @@ use std::sync::Mutex;
 
 /// Deepest JSON nesting forwarded to Elasticsearch.
 pub const MAX_JSON_DEPTH: usize = 64;
+/// Largest `_search` answer read: a raw page is 10 documents, a summary page at most 500
+/// ids, so this leaves room for bundle documents of a few MiB each.
+pub const MAX_SEARCH_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+/// Largest answer read to index creation, `_bulk` and `_delete_by_query` (a `_bulk`
+/// answer of a batch of 512 documents is about 150 KiB).
+pub const MAX_ADMIN_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+/// Longest reason of Elasticsearch's passed on in a 400's title.
+const MAX_REASON_CHARS: usize = 500;
 
 /// The original's mapping (`dss/index/es/mapping.json`) without its percolator type and
 /// without mapping types, which Elasticsearch 7 removed.
@@ -105,7 +118,14 @@ impl<H: HttpClient> EsEngine<H> {
         format!("{}-{replica}-docs", self.prefix)
     }
 
-    async fn call(&self, method: &str, path: &str, body: Bytes, ndjson: bool) -> Result<(u16, Value), SearchError> {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+        ndjson: bool,
+        limit: usize,
+    ) -> Result<(u16, Value), SearchError> {
         let mut b = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.endpoint))
@@ -121,11 +141,20 @@ impl<H: HttpClient> EsEngine<H> {
             b = b.header("authorization", a);
         }
         let req = b.body(body).map_err(|e| SearchError::Internal(e.to_string()))?;
-        let resp = self
-            .http
-            .send(req)
-            .await
-            .map_err(|e| SearchError::Unavailable(format!("Elasticsearch: {e}")))?;
+        let resp = match self.http.send_limited(req, limit).await {
+            Ok(r) => r,
+            Err(crate::http::HttpError::TooLarge(n)) => {
+                tracing::error!(method, path, limit = n, "Elasticsearch answer too large");
+                return Err(SearchError::Internal(format!(
+                    "the Elasticsearch answer was larger than {n} bytes"
+                )));
+            }
+            Err(e) => {
+                // The transport's message names the endpoint: logged, not answered.
+                tracing::warn!(method, path, "Elasticsearch unreachable: {e}");
+                return Err(SearchError::Unavailable("Elasticsearch cannot be reached".into()));
+            }
+        };
         let status = resp.status().as_u16();
         let v = serde_json::from_slice(resp.body()).unwrap_or(Value::Null);
         Ok((status, v))
@@ -137,7 +166,13 @@ impl<H: HttpClient> EsEngine<H> {
             return Ok(name);
         }
         let (status, v) = self
-            .call("PUT", &format!("/{name}"), Bytes::from(mapping().to_string()), false)
+            .call(
+                "PUT",
+                &format!("/{name}"),
+                Bytes::from(mapping().to_string()),
+                false,
+                MAX_ADMIN_ANSWER_BYTES,
+            )
             .await?;
         let exists = v["error"]["type"] == "resource_already_exists_exception";
         if !(200..300).contains(&status) && !exists {
@@ -162,7 +197,13 @@ impl<H: HttpClient> EsEngine<H> {
         }
         // `wait_for`: a search after this returns sees the documents.
         let (status, v) = self
-            .call("POST", "/_bulk?refresh=wait_for", Bytes::from(body), true)
+            .call(
+                "POST",
+                "/_bulk?refresh=wait_for",
+                Bytes::from(body),
+                true,
+                MAX_ADMIN_ANSWER_BYTES,
+            )
             .await?;
         if !(200..300).contains(&status) {
             return Err(es_error(status, &v));
@@ -174,7 +215,9 @@ impl<H: HttpClient> EsEngine<H> {
                 .flatten()
                 .find_map(|i| i["index"].get("error").cloned())
                 .unwrap_or(Value::Null);
-            return Err(SearchError::BadRequest(format!("bulk indexing refused: {first}")));
+            tracing::error!(error = %first, "Elasticsearch refused a bulk index");
+            let kind = first["type"].as_str().unwrap_or("unknown error");
+            return Err(SearchError::BadRequest(format!("bulk indexing refused ({kind})")));
         }
         Ok(())
     }
@@ -208,6 +251,7 @@ impl<H: HttpClient> EsEngine<H> {
                 &format!("/{name}/_search"),
                 Bytes::from(body.to_string()),
                 false,
+                MAX_SEARCH_ANSWER_BYTES,
             )
             .await?;
         if status == 404 && v["error"]["type"] == "index_not_found_exception" {
@@ -252,17 +296,20 @@ impl<H: HttpClient> EsEngine<H> {
     }
 }
 
-/// An Elasticsearch error answer, as the original mapped it: 400 is the query's fault.
+/// An Elasticsearch error answer, as the original mapped it: 400 is the query's fault,
+/// answered with Elasticsearch's reason (about the client's own query); other answers
+/// are logged and answered by status only.
 fn es_error(status: u16, v: &Value) -> SearchError {
     let reason = v["error"]["root_cause"][0]["reason"]
         .as_str()
-        .or_else(|| v["error"]["reason"].as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| v.to_string());
-    match status {
-        400 => SearchError::BadRequest(reason),
-        502..=504 => SearchError::Unavailable(format!("Elasticsearch answered {status}: {reason}")),
-        _ => SearchError::Internal(format!("Elasticsearch answered {status}: {reason}")),
+        .or_else(|| v["error"]["reason"].as_str());
+    let logged: String = v.to_string().chars().take(4096).collect();
+    tracing::warn!(status, answer = %logged, "Elasticsearch refused a request");
+    match (status, reason) {
+        (400, Some(r)) => SearchError::BadRequest(r.chars().take(MAX_REASON_CHARS).collect()),
+        (400, None) => SearchError::BadRequest("Elasticsearch refused the query".into()),
+        (502..=504, _) => SearchError::Unavailable(format!("Elasticsearch answered {status}")),
+        _ => SearchError::Internal(format!("Elasticsearch answered {status}")),
     }
 }
 
@@ -276,7 +323,13 @@ impl<H: HttpClient> SearchEngine for EsEngine<H> {
             let name = self.ensure_index(replica).await?;
             let body = Bytes::from(json!({"query": {"match_all": {}}}).to_string());
             let (status, v) = self
-                .call("POST", &format!("/{name}/_delete_by_query?refresh=true"), body, false)
+                .call(
+                    "POST",
+                    &format!("/{name}/_delete_by_query?refresh=true"),
+                    body,
+                    false,
+                    MAX_ADMIN_ANSWER_BYTES,
+                )
                 .await?;
             if (200..300).contains(&status) {
                 Ok(())

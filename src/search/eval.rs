@@ -1,17 +1,40 @@
 //! The query AST evaluated over one JSON document in memory, with the mapping's semantics
 //! ([`super::fields`]). Used to match subscriptions against a new bundle, and as the
 //! reference the search engines are tested against.
+//!
+//! Only a [`Checked`] query is evaluated: one whose clauses were charged to its request's
+//! budget as tantivy charges them, so both refuse the same queries. The cost of one
+//! evaluation is then linear in the query's clauses and the document's size: the
+//! document's text is analysed once, in [`EvalDoc::new`], not once per clause.
 
-use super::dsl::{Operator, Query, Scalar};
+use super::budget::OverBudget;
+use super::dsl::{Operator, Query, Scalar, SearchBody};
 use super::fields::{self, Leaf, TEXT_SUFFIX};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
+/// A parsed query whose clauses are charged to its budget: ready to be evaluated over any
+/// number of documents.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked<'q> {
+    query: &'q Query,
+}
+
+impl<'q> Checked<'q> {
+    /// Charge `body`'s clauses to its budget ([`super::budget::Budget::clauses`]).
+    pub fn new(body: &'q mut SearchBody) -> Result<Self, OverBudget> {
+        body.budget.clauses(&body.query)?;
+        Ok(Checked { query: &body.query })
+    }
+}
+
 /// A document prepared for evaluating many queries.
 pub struct EvalDoc<'a> {
     id: Option<String>,
     by_path: HashMap<String, Vec<Leaf<'a>>>,
+    /// The analysed values of each path with text: one token list per value.
+    texts: HashMap<String, Vec<Vec<String>>>,
     exists: BTreeSet<String>,
 }
 
@@ -32,9 +55,23 @@ impl<'a> EvalDoc<'a> {
         if id.is_some() {
             exists.insert("_id".into());
         }
+        let texts = by_path
+            .iter()
+            .filter_map(|(path, leaves)| {
+                let values: Vec<Vec<String>> = leaves
+                    .iter()
+                    .filter_map(|l| match l {
+                        Leaf::Str { text: Some(t), .. } => Some(fields::analyze(t)),
+                        _ => None,
+                    })
+                    .collect();
+                (!values.is_empty()).then(|| (path.clone(), values))
+            })
+            .collect();
         EvalDoc {
             id: id.map(str::to_string),
             by_path,
+            texts,
             exists,
         }
     }
@@ -58,21 +95,20 @@ impl<'a> EvalDoc<'a> {
     }
 
     /// The analysed values of `field` when it names a `.text` sub-field: one token list per value.
-    fn text_values(&self, field: &str) -> Vec<Vec<String>> {
-        let Some(base) = field.strip_suffix(TEXT_SUFFIX) else {
-            return Vec::new();
-        };
-        self.leaves(base)
-            .iter()
-            .filter_map(|l| match l {
-                Leaf::Str { text: Some(t), .. } => Some(fields::analyze(t)),
-                _ => None,
-            })
-            .collect()
+    fn text_values(&self, field: &str) -> &[Vec<String>] {
+        field
+            .strip_suffix(TEXT_SUFFIX)
+            .and_then(|base| self.texts.get(base))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Whether `q` matches this document.
-    pub fn matches(&self, q: &Query) -> bool {
+    pub fn matches(&self, q: &Checked<'_>) -> bool {
+        self.eval(q.query)
+    }
+
+    fn eval(&self, q: &Query) -> bool {
         match q {
             Query::MatchAll => true,
             Query::MatchNone => false,
@@ -84,35 +120,38 @@ impl<'a> EvalDoc<'a> {
                 minimum_should_match,
             } => {
                 let need = Query::required_should(must.len(), filter.len(), should.len(), *minimum_should_match);
-                must.iter().chain(filter).all(|c| self.matches(c))
-                    && !must_not.iter().any(|c| self.matches(c))
-                    && (need == 0 || should.iter().filter(|c| self.matches(c)).count() >= need)
+                must.iter().chain(filter).all(|c| self.eval(c))
+                    && !must_not.iter().any(|c| self.eval(c))
+                    && (need == 0 || should.iter().filter(|c| self.eval(c)).count() >= need)
             }
-            Query::Term { field, value } => {
-                self.exact(field, value) || self.text_values(field).iter().flatten().any(|t| *t == value.as_text())
-            }
-            Query::Terms { field, values } => values
-                .iter()
-                .any(|v| self.exact(field, v) || self.text_values(field).iter().flatten().any(|t| *t == v.as_text())),
-            Query::Match { field, query, operator } => {
+            Query::Term { field, value } => self.term(field, value),
+            Query::Terms { field, values } => values.iter().any(|v| self.term(field, v)),
+            Query::Match {
+                field,
+                query,
+                operator,
+                tokens: wanted,
+            } => {
                 if self.exact(field, query) {
                     return true;
                 }
-                let wanted = fields::analyze(&query.as_text());
                 if wanted.is_empty() {
                     return false;
                 }
-                let have: BTreeSet<String> = self.text_values(field).into_iter().flatten().collect();
+                let have: BTreeSet<&String> = self.text_values(field).iter().flatten().collect();
                 match operator {
                     Operator::Or => wanted.iter().any(|t| have.contains(t)),
                     Operator::And => wanted.iter().all(|t| have.contains(t)),
                 }
             }
-            Query::MatchPhrase { field, query } => {
+            Query::MatchPhrase {
+                field,
+                query,
+                tokens: wanted,
+            } => {
                 if self.exact(field, query) {
                     return true;
                 }
-                let wanted = fields::analyze(&query.as_text());
                 !wanted.is_empty()
                     && self
                         .text_values(field)
@@ -123,24 +162,31 @@ impl<'a> EvalDoc<'a> {
             Query::Exists { field } => self.exists.contains(field.as_str()),
             Query::Prefix { field, value } => {
                 let p = fields::normalize(field, value);
+                let lower = value.to_lowercase();
                 self.keywords(field).iter().any(|k| k.starts_with(&p))
-                    || self
-                        .text_values(field)
-                        .iter()
-                        .flatten()
-                        .any(|t| t.starts_with(&value.to_lowercase()))
+                    || self.text_values(field).iter().flatten().any(|t| t.starts_with(&lower))
             }
             Query::Wildcard { field, pattern } => {
                 let p = fields::normalize(field, pattern);
+                let lower = pattern.to_lowercase();
                 self.keywords(field).iter().any(|k| wildcard_match(&p, k))
                     || self
                         .text_values(field)
                         .iter()
                         .flatten()
-                        .any(|t| wildcard_match(&pattern.to_lowercase(), t))
+                        .any(|t| wildcard_match(&lower, t))
             }
             Query::Ids { values } => self.id.as_ref().is_some_and(|id| values.iter().any(|v| v == id)),
         }
+    }
+
+    /// `term`: an exact value, or one token of a `.text` field equal to the value as written.
+    fn term(&self, field: &str, value: &Scalar) -> bool {
+        if self.exact(field, value) {
+            return true;
+        }
+        let text = value.as_text();
+        self.text_values(field).iter().flatten().any(|t| *t == text)
     }
 
     /// A value equal to `v` under one of the types `v` can be read as (not `.text`).
@@ -283,9 +329,10 @@ pub fn wildcard_match(pattern: &str, s: &str) -> bool {
     pi == p.len()
 }
 
-/// Whether `query` matches `doc` (with `_id` `id`).
-pub fn matches(query: &Query, doc: &Value, id: Option<&str>) -> bool {
-    EvalDoc::new(doc, id).matches(query)
+/// Whether `body`'s query matches `doc` (with `_id` `id`), its clauses charged to its budget.
+pub fn matches(body: &mut SearchBody, doc: &Value, id: Option<&str>) -> Result<bool, OverBudget> {
+    let q = Checked::new(body)?;
+    Ok(EvalDoc::new(doc, id).matches(&q))
 }
 
 #[cfg(test)]
@@ -295,7 +342,7 @@ mod tests {
     use serde_json::json;
 
     fn m(q: Value, doc: &Value) -> bool {
-        matches(&parse_query(&q).unwrap(), doc, Some("u.v"))
+        matches(&mut parse_query(&q).unwrap(), doc, Some("u.v")).unwrap()
     }
 
     #[test]

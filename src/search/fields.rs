@@ -47,29 +47,54 @@ pub fn normalize(path: &str, s: &str) -> String {
 /// or `'` between two word characters joins them (`5.2.1`, `don't`), tokens are
 /// lowercased and split at [`MAX_TOKEN_CHARS`].
 pub fn analyze(text: &str) -> Vec<String> {
-    let is_word = |c: char| c.is_alphanumeric() || c == '_';
-    let chars: Vec<char> = text.chars().collect();
-    let mut tokens = Vec::new();
-    let mut cur = String::new();
-    let mut cur_len = 0usize;
-    for (i, &c) in chars.iter().enumerate() {
-        let joiner = (c == '.' || c == '\'') && cur_len > 0 && chars.get(i + 1).is_some_and(|&n| is_word(n));
-        if is_word(c) || joiner {
-            if cur_len == MAX_TOKEN_CHARS {
-                tokens.push(std::mem::take(&mut cur));
-                cur_len = 0;
+    tokens(text).collect()
+}
+
+/// The tokens of [`analyze`], one at a time, so that a caller can count (and stop) while
+/// splitting instead of after collecting: query text comes from requests.
+pub fn tokens(text: &str) -> Tokens<'_> {
+    Tokens {
+        chars: text.chars().peekable(),
+        carry: String::new(),
+        carry_len: 0,
+    }
+}
+
+/// The iterator of [`tokens`].
+pub struct Tokens<'a> {
+    chars: std::iter::Peekable<std::str::Chars<'a>>,
+    /// The start of the next token, when a token was split at [`MAX_TOKEN_CHARS`].
+    carry: String,
+    carry_len: usize,
+}
+
+fn is_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+impl Iterator for Tokens<'_> {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let mut cur = std::mem::take(&mut self.carry);
+        let mut len = std::mem::take(&mut self.carry_len);
+        while let Some(c) = self.chars.next() {
+            let joiner = (c == '.' || c == '\'') && len > 0 && self.chars.peek().is_some_and(|&n| is_word(n));
+            if is_word(c) || joiner {
+                if len == MAX_TOKEN_CHARS {
+                    // A full token ends here; this character starts the next one.
+                    self.carry.extend(c.to_lowercase());
+                    self.carry_len = 1;
+                    return Some(cur);
+                }
+                cur.extend(c.to_lowercase());
+                len += 1;
+            } else if len > 0 {
+                return Some(cur);
             }
-            cur.extend(c.to_lowercase());
-            cur_len += 1;
-        } else if cur_len > 0 {
-            tokens.push(std::mem::take(&mut cur));
-            cur_len = 0;
         }
+        (len > 0).then_some(cur)
     }
-    if cur_len > 0 {
-        tokens.push(cur);
-    }
-    tokens
 }
 
 fn digits(s: &str, n: usize) -> Option<i64> {
@@ -319,6 +344,50 @@ mod tests {
         assert_eq!(analyze("Q4_DEMO-donor_MGH30"), vec!["q4_demo", "donor_mgh30"]);
         assert_eq!(analyze("v5.2.1, don't."), vec!["v5.2.1", "don't"]);
         assert!(analyze(" -- ").is_empty());
+    }
+
+    /// The analyzer as it was first written (collecting every character first): the
+    /// streaming one must split exactly as it did.
+    fn analyze_collecting(text: &str) -> Vec<String> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut tokens = Vec::new();
+        let mut cur = String::new();
+        let mut cur_len = 0usize;
+        for (i, &c) in chars.iter().enumerate() {
+            let joiner = (c == '.' || c == '\'') && cur_len > 0 && chars.get(i + 1).is_some_and(|&n| is_word(n));
+            if is_word(c) || joiner {
+                if cur_len == MAX_TOKEN_CHARS {
+                    tokens.push(std::mem::take(&mut cur));
+                    cur_len = 0;
+                }
+                cur.extend(c.to_lowercase());
+                cur_len += 1;
+            } else if cur_len > 0 {
+                tokens.push(std::mem::take(&mut cur));
+                cur_len = 0;
+            }
+        }
+        if cur_len > 0 {
+            tokens.push(cur);
+        }
+        tokens
+    }
+
+    #[test]
+    fn streaming_analyzer_splits_as_before() {
+        let long = "x".repeat(MAX_TOKEN_CHARS);
+        for s in [
+            String::new(),
+            "Homo sapiens".into(),
+            format!("{long}.a"),
+            format!("{long}a.b c"),
+            format!("{long}'s {long}{long}"),
+            format!("{long}. a"),
+            "İstanbul ÉCOLE don't 5.2.1. .a a. '".into(),
+            "x".repeat(3 * MAX_TOKEN_CHARS + 7),
+        ] {
+            assert_eq!(analyze(&s), analyze_collecting(&s), "{s:?}");
+        }
     }
 
     #[test]

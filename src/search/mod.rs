@@ -3,6 +3,8 @@
 //! - [`document`]: the index document of a bundle or tombstone, exactly as the original
 //!   DSS built it (`dss/index/es/document.py`);
 //! - [`fields`]: how the original's mapping types each value (keywords, `.text`, dates);
+//! - [`budget`]: the work one search may cause (nodes, tokens, expansions, bytes), charged
+//!   from the request body through parsing to execution;
 //! - [`dsl`]: the Elasticsearch query DSL parsed into a typed AST;
 //! - [`eval`]: that AST evaluated over one document in memory (subscriptions, tests);
 //! - [`indexer`]: which documents a bucket key stands for, read through the `Store` trait;
@@ -10,6 +12,7 @@
 //! - [`SearchEngine`]: the seam over the engines: embedded tantivy (`tantivy_engine`,
 //!   native only) and Elasticsearch/OpenSearch over HTTP (`es`).
 
+pub mod budget;
 pub mod document;
 pub mod dsl;
 pub mod es;
@@ -39,6 +42,9 @@ pub enum SearchError {
     /// The engine cannot be reached (503 `service_unavailable`).
     #[error("search engine unavailable: {0}")]
     Unavailable(String),
+    /// The search did not finish within its deadline (504 `timed_out`).
+    #[error("{0}")]
+    TimedOut(String),
     /// Anything else (500 `internal_server_error`).
     #[error("search engine error: {0}")]
     Internal(String),
@@ -49,6 +55,17 @@ impl From<dsl::DslError> for SearchError {
         SearchError::BadRequest(e.0)
     }
 }
+
+impl From<budget::OverBudget> for SearchError {
+    fn from(e: budget::OverBudget) -> Self {
+        SearchError::BadRequest(e.to_string())
+    }
+}
+
+/// How long one search may take by default, in seconds (`DSS_SEARCH_TIMEOUT`): far above
+/// any query of the benchmark (milliseconds on 100,000 bundles), short enough that a
+/// pathological one gives its thread back.
+pub const DEFAULT_SEARCH_TIMEOUT_SECS: f64 = 10.0;
 
 /// One page of a search, as `POST /v1/search` asks for it.
 #[derive(Debug, Clone)]
@@ -63,6 +80,8 @@ pub struct SearchRequest<'a> {
     pub search_after: Option<(String, String)>,
     /// Return each hit's document (`output_format=raw`).
     pub with_source: bool,
+    /// The request's budget, as far as it has been charged (for its body).
+    pub budget: budget::Budget,
 }
 
 /// One hit.

@@ -18,8 +18,20 @@
 //! identifies a document for replacement and is the sort order: by `_id` descending,
 //! which is `uuid` then `manifest.version` descending as in the original. The document
 //! itself is stored for `output_format=raw`.
+//!
+//! Searches run off the async workers, on at most [`search_slots`] blocking threads at a
+//! time, each within a deadline ([`TantivyEngine::with_timeout`], `DSS_SEARCH_TIMEOUT`).
+//! Past it the request is answered 504 `timed_out`. What the deadline bounds exactly:
+//!
+//! - the wait for a free search slot, and the request's answer: at the deadline the
+//!   request gets its 504 whatever the search thread is doing;
+//! - the search thread's own work at its checkpoints: before the query is built, before
+//!   each index segment is collected, before each stored document is read. Tantivy cannot
+//!   interrupt the collection of one segment, so a thread may finish the segment it is in
+//!   after the deadline; it keeps its slot until then, so abandoned searches can never
+//!   pile up more threads than there are slots.
 
-use super::dsl::{self, Operator, Query, Scalar};
+use super::dsl::{self, Operator, Query, Scalar, SearchBody};
 use super::eval::{map_bound, Candidates};
 use super::fields::{self, Leaf, TEXT_SUFFIX};
 use super::{BoxFuture, IndexOp, SearchEngine, SearchError, SearchHit, SearchPage, SearchRequest};
@@ -28,7 +40,8 @@ use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use tantivy::collector::{Count, TopDocs};
+use std::time::{Duration, Instant};
+use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::query::{
     AllQuery, BooleanQuery, EmptyQuery, InvertedIndexRangeQuery, Occur, PhraseQuery, Query as TQuery, RegexQuery,
     TermQuery,
@@ -65,6 +78,78 @@ struct Inner {
 #[derive(Clone)]
 pub struct TantivyEngine {
     inner: Arc<Inner>,
+    /// How long one search may take, from the moment it is asked for.
+    timeout: Duration,
+    /// One permit per search thread: searches wait here (asynchronously) for a thread.
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many searches run at once: one per core, since a search is CPU work and more
+/// threads would only share the same cores (the rest wait, within their deadline).
+pub fn search_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// One search, owned, for its blocking thread.
+struct Job {
+    replica: String,
+    body: SearchBody,
+    per_page: usize,
+    search_after: Option<(String, String)>,
+    with_source: bool,
+}
+
+fn timed_out(timeout: Duration) -> SearchError {
+    SearchError::TimedOut(format!(
+        "the search did not finish within {} s (DSS_SEARCH_TIMEOUT)",
+        timeout.as_secs_f64()
+    ))
+}
+
+/// A collector that refuses to start another segment past the deadline.
+struct Deadline<C> {
+    inner: C,
+    deadline: Instant,
+}
+
+/// The error a [`Deadline`] collector stops a search with; told apart by the clock.
+fn past(deadline: Instant) -> tantivy::Result<()> {
+    if Instant::now() >= deadline {
+        return Err(tantivy::TantivyError::InternalError("search deadline passed".into()));
+    }
+    Ok(())
+}
+
+impl<C: Collector> Collector for Deadline<C> {
+    type Fruit = C::Fruit;
+    type Child = C::Child;
+
+    fn check_schema(&self, schema: &Schema) -> tantivy::Result<()> {
+        self.inner.check_schema(schema)
+    }
+
+    fn for_segment(&self, ord: tantivy::SegmentOrdinal, reader: &tantivy::SegmentReader) -> tantivy::Result<C::Child> {
+        past(self.deadline)?;
+        self.inner.for_segment(ord, reader)
+    }
+
+    fn requires_scoring(&self) -> bool {
+        self.inner.requires_scoring()
+    }
+
+    fn merge_fruits(&self, fruits: Vec<<C::Child as SegmentCollector>::Fruit>) -> tantivy::Result<C::Fruit> {
+        self.inner.merge_fruits(fruits)
+    }
+
+    fn collect_segment(
+        &self,
+        weight: &dyn tantivy::query::Weight,
+        ord: u32,
+        reader: &tantivy::SegmentReader,
+    ) -> tantivy::Result<<C::Child as SegmentCollector>::Fruit> {
+        past(self.deadline)?;
+        self.inner.collect_segment(weight, ord, reader)
+    }
 }
 
 fn schema() -> (Schema, Fields) {
@@ -119,7 +204,16 @@ impl TantivyEngine {
                 writing: Mutex::new(()),
                 reader,
             }),
+            timeout: Duration::from_secs_f64(super::DEFAULT_SEARCH_TIMEOUT_SECS),
+            slots: Arc::new(tokio::sync::Semaphore::new(search_slots())),
         })
+    }
+
+    /// This engine with searches bounded by `timeout` (from the request's start; zero
+    /// answers every search 504, which tests use).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// A writer for one batch. The index's lock file keeps writers of other processes
@@ -200,45 +294,59 @@ impl TantivyEngine {
         self.inner.reader.reload().map_err(internal)
     }
 
-    /// Run one search (blocking; fast enough to run on the request's task).
-    pub fn search_now(&self, req: &SearchRequest<'_>) -> Result<SearchPage, SearchError> {
+    /// Run one search on this (blocking) thread, checking `deadline` between its steps.
+    fn run(&self, mut job: Job, deadline: Instant) -> Result<SearchPage, SearchError> {
         let f = self.inner.fields;
-        let body = dsl::parse_body(req.es_query)?;
-        let query = Builder { f }.build(&body.query);
+        let late = |e: tantivy::TantivyError| {
+            if Instant::now() >= deadline {
+                timed_out(self.timeout)
+            } else {
+                internal(e)
+            }
+        };
+        past(deadline).map_err(late)?;
+        let query = translate(f, &mut job.body)?;
         let scoped: Box<dyn TQuery> = Box::new(BooleanQuery::new(vec![
             (
                 Occur::Must,
                 Box::new(TermQuery::new(
-                    Term::from_field_text(f.t, &format!("r{}", req.replica)),
+                    Term::from_field_text(f.t, &format!("r{}", job.replica)),
                     IndexRecordOption::Basic,
                 )),
             ),
             (Occur::Must, query),
         ]));
         let searcher = self.inner.reader.searcher();
-        let top = TopDocs::with_limit(req.per_page.max(1)).order_by_string_fast_field("key", Order::Desc);
-        let (total, hits) = match &req.search_after {
-            None => searcher.search(&scoped, &(Count, top)).map_err(internal)?,
+        let top = TopDocs::with_limit(job.per_page.max(1)).order_by_string_fast_field("key", Order::Desc);
+        let bounded = |inner| Deadline { inner, deadline };
+        let (total, hits) = match &job.search_after {
+            None => searcher.search(&scoped, &bounded((Count, top))).map_err(late)?,
             Some((uuid, version)) => {
-                let total = searcher.search(&scoped, &Count).map_err(internal)?;
+                let total = searcher
+                    .search(&scoped, &Deadline { inner: Count, deadline })
+                    .map_err(late)?;
                 let after = InvertedIndexRangeQuery::new(
                     Bound::Unbounded,
                     Bound::Excluded(Term::from_field_text(
                         f.key,
-                        &format!("{}/{uuid}.{version}", req.replica),
+                        &format!("{}/{uuid}.{version}", job.replica),
                     )),
                 );
                 let paged = BooleanQuery::new(vec![(Occur::Must, scoped), (Occur::Must, Box::new(after))]);
-                (total, searcher.search(&paged, &top).map_err(internal)?)
+                let hits = searcher
+                    .search(&paged, &Deadline { inner: top, deadline })
+                    .map_err(late)?;
+                (total, hits)
             }
         };
-        let prefix = format!("{}/", req.replica);
+        let prefix = format!("{}/", job.replica);
         let mut out = Vec::with_capacity(hits.len());
         for (key, addr) in hits {
             let Some(id) = key.as_deref().and_then(|k| k.strip_prefix(&prefix)) else {
                 continue;
             };
-            let source = if req.with_source {
+            let source = if job.with_source {
+                past(deadline).map_err(late)?;
                 let doc: TantivyDocument = searcher.doc(addr).map_err(internal)?;
                 let bytes = doc.get_first(f.src).and_then(|v| v.as_bytes()).unwrap_or(b"null");
                 Some(serde_json::from_slice(bytes).map_err(internal)?)
@@ -258,6 +366,44 @@ impl TantivyEngine {
             partial: false,
         })
     }
+
+    /// One search: parsed here (bounded by its budget, so a refused query never takes a
+    /// slot), then run on a blocking thread once a slot is free, all within the timeout.
+    async fn search_bounded(&self, req: SearchRequest<'_>) -> Result<SearchPage, SearchError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let body = dsl::parse_body_within(req.es_query, req.budget)?;
+        let job = Job {
+            replica: req.replica.to_string(),
+            body,
+            per_page: req.per_page,
+            search_after: req.search_after,
+            with_source: req.with_source,
+        };
+        let permit = match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(closed)) => return Err(internal(closed)),
+            Err(_) => return Err(timed_out(self.timeout)),
+        };
+        let engine = self.clone();
+        let std_deadline = deadline.into_std();
+        let task = tokio::task::spawn_blocking(move || {
+            // Held until the work ends, even when nobody waits for it any more.
+            let _permit = permit;
+            engine.run(job, std_deadline)
+        });
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(page)) => page,
+            Ok(Err(join)) => Err(internal(join)),
+            Err(_) => Err(timed_out(self.timeout)),
+        }
+    }
+}
+
+/// The tantivy query of a parsed search, its clauses charged to the search's budget first
+/// (as the evaluator charges them), so the query built is no larger than was charged.
+fn translate(f: Fields, body: &mut SearchBody) -> Result<Box<dyn TQuery>, SearchError> {
+    body.budget.clauses(&body.query).map_err(SearchError::from)?;
+    Ok(Builder { f }.build(&body.query))
 }
 
 /// Order-preserving hex of a number's bits.
@@ -447,6 +593,15 @@ impl Builder {
         field.strip_suffix(TEXT_SUFFIX)
     }
 
+    /// `term`: the value under each type it can be read as, or a token of a `.text` field.
+    fn term_of(&self, field: &str, value: &Scalar) -> Box<dyn TQuery> {
+        let mut qs = self.exact(field, value);
+        if let Some(base) = Self::text_base(field) {
+            qs.push(self.term(self.f.x, &format!("{base}\0{}", value.as_text())));
+        }
+        union(qs)
+    }
+
     fn build(&self, q: &Query) -> Box<dyn TQuery> {
         let (t, x) = (self.f.t, self.f.x);
         match q {
@@ -479,28 +634,17 @@ impl Builder {
                 }
                 boxed(BooleanQuery::with_minimum_required_clauses(clauses, need))
             }
-            Query::Term { field, value } => {
-                let mut qs = self.exact(field, value);
-                if let Some(base) = Self::text_base(field) {
-                    qs.push(self.term(x, &format!("{base}\0{}", value.as_text())));
-                }
-                union(qs)
-            }
-            Query::Terms { field, values } => union(
-                values
-                    .iter()
-                    .map(|v| {
-                        self.build(&Query::Term {
-                            field: field.clone(),
-                            value: v.clone(),
-                        })
-                    })
-                    .collect(),
-            ),
-            Query::Match { field, query, operator } => {
+            Query::Term { field, value } => self.term_of(field, value),
+            Query::Terms { field, values } => union(values.iter().map(|v| self.term_of(field, v)).collect()),
+            Query::Match {
+                field,
+                query,
+                operator,
+                tokens,
+            } => {
                 let mut qs = self.exact(field, query);
                 if let Some(base) = Self::text_base(field) {
-                    let toks: Vec<Box<dyn TQuery>> = fields::analyze(&query.as_text())
+                    let toks: Vec<Box<dyn TQuery>> = tokens
                         .iter()
                         .map(|tok| self.term(x, &format!("{base}\0{tok}")))
                         .collect();
@@ -513,10 +657,10 @@ impl Builder {
                 }
                 union(qs)
             }
-            Query::MatchPhrase { field, query } => {
+            Query::MatchPhrase { field, query, tokens } => {
                 let mut qs = self.exact(field, query);
                 if let Some(base) = Self::text_base(field) {
-                    let terms: Vec<Term> = fields::analyze(&query.as_text())
+                    let terms: Vec<Term> = tokens
                         .iter()
                         .map(|tok| Term::from_field_text(x, &format!("{base}\0{tok}")))
                         .collect();
@@ -597,7 +741,7 @@ impl SearchEngine for TantivyEngine {
     }
 
     fn search<'a>(&'a self, req: SearchRequest<'a>) -> BoxFuture<'a, Result<SearchPage, SearchError>> {
-        Box::pin(async move { self.search_now(&req) })
+        Box::pin(self.search_bounded(req))
     }
 
     fn name(&self) -> &'static str {

@@ -51,6 +51,12 @@ pub struct ServeConfig {
     /// Comma-separated domains whose service accounts (iss == sub == name@domain) are trusted.
     #[arg(long, env = "DSS_AUTHORIZED_DOMAINS")]
     pub authorized_domains: Option<String>,
+    /// Longest token lifetime accepted, in seconds: a token whose `exp` is further from
+    /// now, or from its `iat`, than this is refused (401). The default, one day, accepts
+    /// Google service-account tokens, usual OIDC tokens and `dss token`'s.
+    #[arg(long, env = "DSS_MAX_TOKEN_LIFETIME", default_value_t = crate::auth::DEFAULT_MAX_TOKEN_LIFETIME_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_token_lifetime: u64,
     /// A local JWKS file whose keys are trusted for any allowed issuer.
     #[arg(long, env = "DSS_TRUSTED_JWKS")]
     pub trusted_jwks: Option<PathBuf>,
@@ -91,9 +97,53 @@ pub struct ServeConfig {
     /// did. Off: the JSON is indexed as it is, and indexing needs no schema server.
     #[arg(long, env = "DSS_INDEX_SCHEMA_SCRUB", default_value = "off", value_parser = ["on", "off"])]
     pub index_schema_scrub: String,
+    /// Comma-separated hosts that schemas may be fetched from when scrubbing (`host` or
+    /// `host:port`: https only; `http://host[:port]` allows plain http for that host).
+    /// Any other `describedBy` URL is never fetched.
+    #[arg(long, env = "DSS_INDEX_SCHEMA_HOSTS", default_value = crate::search::schema::DEFAULT_SCHEMA_HOSTS)]
+    pub index_schema_hosts: String,
+    /// Seconds one search of the embedded index may take (waiting for a search thread
+    /// included) before it is answered 504 timed_out; fractions allowed, at most 3600.
+    #[arg(long, env = "DSS_SEARCH_TIMEOUT", default_value_t = crate::search::DEFAULT_SEARCH_TIMEOUT_SECS, value_parser = seconds)]
+    pub search_timeout: f64,
     /// Version string reported by /version.
     #[arg(long, env = "DSS_VERSION")]
     pub dss_version: Option<String>,
+    /// Deployment stage. Outside `prod`, a request may carry the header
+    /// `DSS_FAKE_504_PROBABILITY: p` to be answered 504 with probability p (client retry tests).
+    #[arg(long, env = "DSS_DEPLOYMENT_STAGE", default_value = "dev")]
+    pub deployment_stage: String,
+    /// OAuth client secrets served at /internal/application_secrets (the `hca` CLI reads
+    /// them): a file path, or the JSON document itself. Default: a document naming this
+    /// server when the dev issuer runs, else none (404).
+    #[arg(long, env = "GOOGLE_APPLICATION_SECRETS")]
+    pub application_secrets: Option<String>,
+    /// Seconds a read (GET, HEAD, POST /v1/search) may take before it is answered 504
+    /// timed_out. Writes always run to their end.
+    #[arg(long, env = "DSS_READ_DEADLINE", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub read_deadline: u64,
+    /// Seconds a client may pause while sending a request body before it gets 408 and the
+    /// connection is closed.
+    #[arg(long, env = "DSS_BODY_IDLE_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_idle_timeout: u64,
+    /// Seconds a client may take to send a whole request body (408 past it).
+    #[arg(long, env = "DSS_BODY_TIMEOUT", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: u64,
+    /// MiB of request bodies held in memory at once, across all connections; bodies
+    /// reserve it as their bytes arrive.
+    #[arg(long, env = "DSS_BODY_BUDGET_MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(16..=65536))]
+    pub body_budget_mib: u64,
+    /// Client connections served at once; more wait to be accepted.
+    #[arg(long, env = "DSS_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+}
+
+/// A number of seconds from 0 to 3600.
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(n) if (0.0..=3600.0).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a number of seconds from 0 to 3600")),
+    }
 }
 
 impl ServeConfig {
@@ -169,6 +219,15 @@ mod tests {
         assert!(!parse(&["--listen", "192.0.2.1:5000"]).dev_issuer_enabled());
         assert!(parse(&["--listen", "0.0.0.0:5000", "--dev-issuer", "on"]).dev_issuer_enabled());
         assert!(!parse(&["--listen", "127.0.0.1:5000", "--dev-issuer", "off"]).dev_issuer_enabled());
+    }
+
+    #[test]
+    fn search_timeout_is_bounded_seconds() {
+        assert_eq!(parse(&[]).search_timeout, crate::search::DEFAULT_SEARCH_TIMEOUT_SECS);
+        assert_eq!(parse(&["--search-timeout", "0.5"]).search_timeout, 0.5);
+        for bad in ["-1", "NaN", "inf", "3601", "x"] {
+            assert!(P::try_parse_from(["dss", "--search-timeout", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

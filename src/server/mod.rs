@@ -2,6 +2,7 @@
 //! serving it over HTTP/1.1 with hyper.
 
 pub mod config;
+pub mod conn;
 
 use crate::api::{ApiConfig, App, Body, Replica};
 use crate::auth::dev::DevIssuer;
@@ -14,7 +15,6 @@ use crate::storage::signer::Signer;
 use crate::storage::AnyStore;
 use bytes::Bytes;
 pub use config::ServeConfig;
-use http_body_util::{BodyExt, Limited};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -24,9 +24,8 @@ use std::time::Duration;
 
 use crate::api::params::split_list;
 pub use crate::api::MAX_BODY;
-/// Request bodies held in memory at once, across all connections (KiB): past it, readers wait.
-const BODY_BUDGET_KIB: usize = 128 * 1024;
-/// A client must send its request head within this time.
+/// A client must send its request head within this time (also how long an idle
+/// keep-alive connection is kept).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub use crate::http::TokioSleeper;
@@ -64,10 +63,19 @@ fn secret_file(path: &Path) -> Result<Vec<u8>, StartError> {
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p)?;
     }
-    // A short (damaged) key is replaced; the new file is private from its first byte.
-    let _ = std::fs::remove_file(path);
-    crate::auth::dev::write_private(path, &hexed)?;
-    Ok(hexed)
+    // Created atomically, so two processes starting on one data dir agree on one secret.
+    if crate::auth::dev::create_private_atomically(path, &hexed)? {
+        return Ok(hexed);
+    }
+    match std::fs::read(path) {
+        Ok(s) if s.len() >= 32 => Ok(s),
+        // A short (damaged) key is replaced; the new file is private from its first byte.
+        _ => {
+            let _ = std::fs::remove_file(path);
+            crate::auth::dev::write_private(path, &hexed)?;
+            Ok(hexed)
+        }
+    }
 }
 
 /// Where the dev issuer keeps its key and issuer name.
@@ -161,12 +169,14 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
         email_claim: cfg.oidc_email_claim.clone(),
         authorized_domains: split_list(cfg.authorized_domains.as_deref().unwrap_or("")),
         dev_issuer: None,
+        max_token_lifetime: Duration::from_secs(cfg.max_token_lifetime),
+        limits: crate::auth::AuthLimits::NATIVE,
     };
     let mut dev_jwks = None;
     if cfg.dev_issuer_enabled() {
         let issuer = format!("{public_url}/");
         let dev = DevIssuer::load_or_create(&dev_issuer_dir(data), &issuer)?;
-        std::fs::write(dev_issuer_dir(data).join("issuer"), &issuer)?;
+        crate::auth::dev::write_issuer_name(&dev_issuer_dir(data), &issuer)?;
         let pk = dev.public_key();
         dev_jwks = Some((issuer.clone(), to_jwks(std::slice::from_ref(&pk))));
         static_keys.push(pk);
@@ -193,6 +203,9 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
             .as_deref()
             .map(|b| split_list(b).into_iter().collect()),
         cors_origins: crate::api::cors::CorsOrigins::parse(cfg.cors_origins.as_deref().unwrap_or("")),
+        deployment_stage: cfg.deployment_stage.clone(),
+        read_deadline: Duration::from_secs(cfg.read_deadline),
+        application_secrets: application_secrets(cfg, dev_jwks.is_some())?,
     };
     let jobs = crate::jobs::FsJobs::open(&data.join("jobs"), schema_scrubber(cfg)?)?;
     let app = App {
@@ -215,13 +228,42 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
     Ok(app)
 }
 
+/// The document of `/internal/application_secrets`: `GOOGLE_APPLICATION_SECRETS` (a path,
+/// or the JSON itself), or for the dev issuer one that names this server, so that a fresh
+/// `hca` install has something well-formed to keep.
+fn application_secrets(cfg: &ServeConfig, dev_issuer: bool) -> Result<Option<serde_json::Value>, StartError> {
+    let bad = |e: String| StartError::Config(format!("GOOGLE_APPLICATION_SECRETS: {e}"));
+    match cfg.application_secrets.as_deref().map(str::trim) {
+        Some(doc) if doc.starts_with('{') => serde_json::from_str(doc).map(Some).map_err(|e| bad(e.to_string())),
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| bad(format!("{path}: {e}")))?;
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| bad(format!("{path}: {e}")))
+        }
+        None if dev_issuer => {
+            let url = cfg.public_url();
+            Ok(Some(serde_json::json!({"installed": {
+                "client_id": "dss-dev-issuer",
+                "client_secret": "dss-dev-issuer",
+                "auth_uri": format!("{url}/authorize"),
+                "token_uri": format!("{url}/oauth/token"),
+                "redirect_uris": ["urn:ietf:wg:oauth:2.0:oob", "http://localhost"],
+            }})))
+        }
+        None => Ok(None),
+    }
+}
+
 /// The schema scrubber, when `DSS_INDEX_SCHEMA_SCRUB=on`.
 pub fn schema_scrubber(cfg: &ServeConfig) -> Result<Option<Arc<crate::jobs::index::Scrubber>>, StartError> {
     if cfg.index_schema_scrub != "on" {
         return Ok(None);
     }
+    let hosts = crate::search::schema::SchemaHosts::parse(&cfg.index_schema_hosts)
+        .map_err(|e| StartError::Config(format!("DSS_INDEX_SCHEMA_HOSTS: {e}")))?;
     let http = ReqwestClient::new(Duration::from_secs(10)).map_err(|e| StartError::Config(e.to_string()))?;
-    Ok(Some(Arc::new(crate::search::schema::SchemaScrubber::new(http))))
+    Ok(Some(Arc::new(crate::search::schema::SchemaScrubber::new(http, hosts))))
 }
 
 /// Where the embedded search index lives.
@@ -245,7 +287,8 @@ fn open_search(
         }
         None => {
             let engine = crate::search::tantivy_engine::TantivyEngine::open(&search_dir(data))
-                .map_err(|e| StartError::Config(format!("search index: {e}")))?;
+                .map_err(|e| StartError::Config(format!("search index: {e}")))?
+                .with_timeout(Duration::from_secs_f64(cfg.search_timeout));
             Ok(Arc::new(engine))
         }
     }
@@ -281,59 +324,133 @@ impl CloudStores {
     }
 }
 
-async fn respond(
+/// What every connection shares: the app, and the limits its requests are read under.
+struct Shared {
     app: Arc<NativeApp>,
-    budget: Arc<tokio::sync::Semaphore>,
+    limits: conn::BodyLimits,
+}
+
+async fn respond(
+    shared: Arc<Shared>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<http::Response<Body>, std::convert::Infallible> {
     let started = std::time::Instant::now();
     let (parts, body) = req.into_parts();
     let (method, path) = (parts.method.clone(), parts.uri.path().to_string());
-    let too_large = || Ok(crate::api::ApiError::PayloadTooLarge(MAX_BODY).into_response(&method, &path));
-    // Bodies matter only to writes; reads never buffer one.
-    let wants_body = !matches!(method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS);
+    // The route table says how much body a route takes; routes that take none never
+    // have theirs read.
+    let limit = crate::api::Route::classify(&method, &path).body_limit();
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY) {
-        return too_large();
-    }
-    // Reserve memory for the body before reading it, so many large bodies at once wait
-    // instead of exhausting memory.
-    let kib = (declared.unwrap_or(MAX_BODY) / 1024 + 1) as u32;
-    let _permit = if wants_body {
-        budget.acquire_many_owned(kib).await.ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let read = if limit == 0 {
+        Ok(None)
+    } else if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        if n <= conn::DRAIN_MAX {
+            conn::discard(body, 0, &shared.limits).await;
+        }
+        Err(crate::api::ApiError::PayloadTooLarge(limit))
     } else {
-        None
+        conn::read_body(body, limit, &shared.limits).await.map(Some)
     };
-    let bytes = if !wants_body {
-        Bytes::new()
-    } else {
-        match Limited::new(body, MAX_BODY).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(),
-            Err(e) => {
-                let err = crate::api::ApiError::IllegalArguments(format!("could not read request body: {e}"));
-                return Ok(err.into_response(&method, &path));
+    let resp = match read {
+        Ok(held) => {
+            let bytes = held.as_ref().map(|b| b.bytes.clone()).unwrap_or_default();
+            let resp = shared.app.handle(http::Request::from_parts(parts, bytes)).await;
+            drop(held);
+            resp
+        }
+        Err(e) => {
+            // Refused before the app: still the DSS shape, CORS and a request id.
+            let id = crate::api::request_id(&parts.headers);
+            let span = tracing::info_span!("request", id = %id);
+            let mut r = span.in_scope(|| e.into_response(&method, &path));
+            crate::api::cors::decorate(&shared.app.config.cors_origins, &parts.headers, r.headers_mut());
+            if let Ok(v) = http::HeaderValue::from_str(&id) {
+                r.headers_mut().insert(crate::api::REQUEST_ID, v);
             }
+            r
         }
     };
-    let resp = app.handle(http::Request::from_parts(parts, bytes)).await;
-    tracing::debug!(%method, %path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    let id = resp.headers().get(crate::api::REQUEST_ID).and_then(|v| v.to_str().ok());
+    tracing::debug!(id = id.unwrap_or(""), %method, path = ?path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
     Ok(resp)
 }
 
-/// Serve `app` on `listener` until `shutdown` resolves.
+/// Serve `app` on `listener` until `shutdown` resolves, with the body and connection
+/// limits of `cfg`.
 pub async fn serve(
     app: Arc<NativeApp>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let cfg = ServeLimits::default();
+    serve_with(app, listener, cfg, shutdown).await
+}
+
+/// The connection and body limits of a server.
+#[derive(Debug, Clone)]
+pub struct ServeLimits {
+    /// Longest pause in a request body.
+    pub body_idle: Duration,
+    /// Longest time to receive a request body.
+    pub body_total: Duration,
+    /// Bytes of request bodies in memory at once.
+    pub body_budget: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            body_idle: Duration::from_secs(30),
+            body_total: Duration::from_secs(300),
+            body_budget: 128 * 1024 * 1024,
+            max_connections: 1024,
+        }
+    }
+}
+
+impl ServeLimits {
+    /// The limits set by `dss serve`'s flags.
+    pub fn from_config(cfg: &ServeConfig) -> Self {
+        ServeLimits {
+            body_idle: Duration::from_secs(cfg.body_idle_timeout),
+            body_total: Duration::from_secs(cfg.body_timeout),
+            body_budget: usize::try_from(cfg.body_budget_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX),
+            max_connections: usize::try_from(cfg.max_connections).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with(
+    app: Arc<NativeApp>,
+    listener: tokio::net::TcpListener,
+    limits: ServeLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
     tokio::pin!(shutdown);
-    let budget = Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB));
+    let kib = u32::try_from(limits.body_budget / 1024).unwrap_or(u32::MAX).max(1);
+    let shared = Arc::new(Shared {
+        limits: conn::BodyLimits {
+            idle: limits.body_idle,
+            total: limits.body_total,
+            budget: Arc::new(tokio::sync::Semaphore::new(kib as usize)),
+        },
+        app: app.clone(),
+    });
+    let cors = Arc::new(app.config.cors_origins.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
+        // At the connection limit, wait for one to end before accepting the next.
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => return Ok(()) },
+            _ = &mut shutdown => return Ok(()),
+        };
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
@@ -347,19 +464,20 @@ pub async fn serve(
             _ = &mut shutdown => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let budget = budget.clone();
+        let shared = shared.clone();
+        let io = conn::ShapedIo::new(stream, cors.clone());
         tokio::spawn(async move {
-            let svc = service_fn(move |req| respond(app.clone(), budget.clone(), req));
+            let svc = service_fn(move |req| respond(shared.clone(), req));
             if let Err(e) = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(TokioIo::new(io), svc)
                 .await
             {
                 tracing::debug!("connection ended: {e}");
             }
+            drop(slot);
         });
     }
 }

@@ -7,16 +7,46 @@
 //! Cache API at the edge, memory in tests).
 
 use super::{ByteRange, ListPage, ObjectMeta, PresignOptions, PutOptions, Store, StoreResult};
+use crate::model::heap::HeapSize;
 use crate::model::platform::ByteStream;
 use crate::model::{Clock, MaybeSend, MaybeSync};
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Listings remembered in memory at most (a bound: listing prefixes come from requests).
-const MEMO_ENTRIES: usize = 4096;
+/// Bytes of listing pages remembered in memory per store (a bound: listing prefixes come
+/// from requests). At the edge an isolate has 128 MB and up to four stores (two
+/// replicas, main and checkout), so 1 MiB each: a full page of 1000 keys is about
+/// 100 KiB, a "latest version" lookup a few hundred bytes.
+#[cfg(target_arch = "wasm32")]
+pub const MEMO_BUDGET: u64 = 1 << 20;
+/// See the wasm32 constant; natively (tests, tools) 16 MiB.
+#[cfg(not(target_arch = "wasm32"))]
+pub const MEMO_BUDGET: u64 = 16 << 20;
+
+/// A remembered listing page and its expiry (unix ms).
+#[derive(Clone)]
+struct Memo {
+    page: Arc<ListPage>,
+    until: i64,
+}
+
+/// Weighs a memo by the memory of its key and page (computed on insert: see [`Memo`]).
+#[derive(Clone, Copy)]
+struct MemoWeighter;
+
+impl quick_cache::Weighter<String, Memo> for MemoWeighter {
+    fn weight(&self, key: &String, memo: &Memo) -> u64 {
+        // Quick enough to run during eviction: one pass over at most 1000 keys.
+        let page = memo.page.keys.heap_size() + memo.page.next_token.heap_size();
+        let inline = std::mem::size_of::<String>() + std::mem::size_of::<Memo>() + std::mem::size_of::<ListPage>();
+        // 64: the page's Arc header and the cache's own per-entry bookkeeping.
+        (inline + key.heap_size() + page + 64) as u64
+    }
+}
+
+type MemoCache = quick_cache::sync::Cache<String, Memo, MemoWeighter>;
 
 /// How long an immutable document is kept: a year (it never changes).
 pub const IMMUTABLE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -42,8 +72,8 @@ pub struct Cached<S, C> {
     /// Lifetime of cached listings; zero turns listing caching off.
     list_ttl: Duration,
     clock: Arc<dyn Clock>,
-    /// Listing pages by cache key, with their expiry (unix ms).
-    memo: Mutex<HashMap<String, (ListPage, i64)>>,
+    /// Listing pages by cache key, bounded by [`MEMO_BUDGET`].
+    memo: MemoCache,
 }
 
 /// Whether the object at `key` can never change once it exists: the metadata documents
@@ -62,21 +92,38 @@ impl<S: Store, C: ObjectCache> Cached<S, C> {
             namespace: namespace.into(),
             list_ttl,
             clock,
-            memo: Mutex::new(HashMap::new()),
+            memo: Self::memo_cache(MEMO_BUDGET),
         }
     }
 
-    fn memo(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ListPage, i64)>> {
-        // Entries are whole values: a panic elsewhere cannot leave one half-written.
-        self.memo.lock().unwrap_or_else(|e| e.into_inner())
+    fn memo_cache(budget: u64) -> MemoCache {
+        let items = (budget / 512).clamp(32, 1 << 16) as usize;
+        // One shard: a full page must fit in it, and the edge is single-threaded.
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(items)
+            .weight_capacity(budget.max(1))
+            .shards(1)
+            .build();
+        match options {
+            Ok(o) => MemoCache::with_options(o, MemoWeighter, Default::default(), Default::default()),
+            // Unreachable (both required options are set); the default sharding still bounds bytes.
+            Err(_) => MemoCache::with_weighter(items, budget.max(1), MemoWeighter),
+        }
     }
 
-    fn remember(&self, key: String, page: &ListPage, until: i64) {
-        let mut memo = self.memo();
-        if memo.len() >= MEMO_ENTRIES {
-            memo.clear();
-        }
-        memo.insert(key, (page.clone(), until));
+    /// As [`Cached::new`], with listing pages remembered in memory up to `budget` bytes.
+    pub fn with_memo_budget(mut self, budget: u64) -> Self {
+        self.memo = Self::memo_cache(budget);
+        self
+    }
+
+    /// Estimated bytes of listing pages remembered in memory now.
+    pub fn memo_weight(&self) -> u64 {
+        self.memo.weight()
+    }
+
+    fn remember(&self, key: String, page: Arc<ListPage>, until: i64) {
+        self.memo.insert(key, Memo { page, until });
     }
 
     /// The store behind the cache.
@@ -103,7 +150,7 @@ impl<S: Store, C: ObjectCache> Cached<S, C> {
     /// next "latest version" lookup sees it at once).
     pub async fn forget_listing(&self, prefix: &str) {
         let key = self.list_key(prefix, None, 1000);
-        self.memo().remove(&key);
+        self.memo.remove(&key);
         self.cache.delete(&key).await
     }
 }
@@ -167,20 +214,25 @@ impl<S: Store, C: ObjectCache> Store for Cached<S, C> {
         }
         let ck = self.list_key(prefix, token, limit);
         let now = self.clock.now().timestamp_millis();
-        if let Some((page, _)) = self.memo().get(&ck).filter(|(_, until)| *until > now) {
-            return Ok(page.clone());
+        match self.memo.get(&ck) {
+            Some(m) if m.until > now => return Ok((*m.page).clone()),
+            // Expired: its room is better used by a live page.
+            Some(_) => {
+                self.memo.remove(&ck);
+            }
+            None => {}
         }
         // The expiry travels with the page, so no copy outlives the TTL set by its maker.
         if let Some((page, until)) = self.cache.get(&ck).await.and_then(|b| decode_page(&b)) {
             if until > now {
-                self.remember(ck, &page, until);
+                self.remember(ck, Arc::new(page.clone()), until);
                 return Ok(page);
             }
         }
         let page = self.inner.list(prefix, token, limit).await?;
-        let until = now.saturating_add(self.list_ttl.as_millis() as i64);
+        let until = now.saturating_add(i64::try_from(self.list_ttl.as_millis()).unwrap_or(i64::MAX));
         self.cache.put(&ck, encode_page(&page, until), self.list_ttl).await;
-        self.remember(ck, &page, until);
+        self.remember(ck, Arc::new(page.clone()), until);
         Ok(page)
     }
     async fn copy(&self, src: &str, dst: &str) -> StoreResult<()> {
@@ -213,6 +265,8 @@ impl<S: Store, C: ObjectCache> Store for Cached<S, C> {
 mod tests {
     use super::*;
     use crate::storage::memory::MemoryStore;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
 
     /// A clock the test moves.
     struct TestClock(Mutex<chrono::DateTime<chrono::Utc>>);
@@ -311,6 +365,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(s.list("bundles/", None, 10).await.unwrap().keys.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_listing_memo_stays_under_its_budget() {
+        let tc = TestCache::default();
+        let budget = 256 << 10;
+        let s = Cached::new(mem(), &tc, "t", Duration::from_secs(10), clock()).with_memo_budget(budget);
+        for i in 0..20 {
+            s.put(&format!("bundles/u.{i:04}"), Bytes::new(), PutOptions::overwrite())
+                .await
+                .unwrap();
+        }
+        // 5,000 distinct listings of 20 keys each: far more than the budget.
+        let mut fed = 0u64;
+        for i in 0..5000 {
+            let page = s.list("bundles/", None, 100 + i).await.unwrap();
+            assert_eq!(page.keys.len(), 20);
+            fed += page.keys.iter().map(|k| k.len() as u64).sum::<u64>();
+            assert!(s.memo_weight() <= budget, "{} > {budget}", s.memo_weight());
+        }
+        assert!(fed > 4 * budget);
+        assert!(s.memo_weight() > budget / 2);
     }
 
     #[tokio::test]

@@ -1,17 +1,25 @@
 //! A store in a local directory, laid out exactly like the original's buckets:
 //! the object `files/{uuid}.{version}` is the file `{root}/files/{uuid}.{version}`.
 //!
-//! Writes go to `{root}/.dss-tmp/` first, are synced, then renamed into place
-//! (overwrite) or hard-linked (create-only: the link fails atomically if the key
-//! exists). Content type and user metadata, when given, live in a sidecar under
-//! `{root}/.dss-meta/`, so the object files themselves stay byte-identical to the
-//! original's objects.
+//! Writes go to a temporary file first (in this store's own directory under
+//! `{root}/.dss-tmp/`, see `fs::tmp`), are synced, then renamed into place (overwrite) or
+//! hard-linked (create-only: the link fails atomically if the key exists). Content type
+//! and user metadata, when given, live in a sidecar under `{root}/.dss-meta/`, so the
+//! object files themselves stay byte-identical to the original's objects.
+//!
+//! A [confined](FsStore::confined) store reads a directory that others write into (the
+//! staging area): each object is opened once, below the root (`fs::beneath`), and read
+//! from that descriptor only.
+
+mod beneath;
+mod tmp;
 
 use super::memory::page;
 use super::signer::Signer;
 use super::*;
+use beneath::BeneathError;
 use futures::StreamExt;
-use std::io::{ErrorKind, SeekFrom};
+use std::io::{ErrorKind, Read, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -20,6 +28,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 const TMP_DIR: &str = ".dss-tmp";
 const META_DIR: &str = ".dss-meta";
 const READ_CHUNK: usize = 1024 * 1024;
+/// Loose temporary files (what versions before the per-store directories wrote) are
+/// removed once untouched for this long: a write in progress touches its file all along.
+const STALE_TMP: Duration = Duration::from_secs(3600);
+/// Largest sidecar read from a confined store; anything larger is not ours and is ignored.
+const SIDECAR_LIMIT: u64 = 64 * 1024;
 /// Chunks queued for the writer thread of `put_stream`.
 const WRITE_QUEUE: usize = 32;
 /// Start writing dirty pages back every so many bytes, so the final fsync is short.
@@ -38,14 +51,31 @@ fn start_writeback(f: &std::fs::File, offset: u64, len: u64) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_f: &std::fs::File, _offset: u64, _len: u64) {}
 
+/// A temporary file, removed when this is dropped: once the write is committed (the
+/// name is gone by then), and also when it fails or is abandoned half way (a client
+/// that went away drops the request, and with it this), so nothing is left behind.
+struct TmpFile(PathBuf);
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        match std::fs::remove_file(&self.0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %self.0.display(), "could not remove a temporary file: {e}"),
+        }
+    }
+}
+
 /// A store rooted at a directory.
 pub struct FsStore {
     name: String,
     root: PathBuf,
     signer: Option<Arc<Signer>>,
     dirs: std::sync::Mutex<std::collections::HashMap<String, Arc<DirListing>>>,
-    /// Reads must resolve (symlinks included) to a regular file inside `root`.
-    confined: Option<PathBuf>,
+    /// Where this store's writes are prepared; `None` for a confined (read-only) store.
+    tmp: Option<tmp::TmpDir>,
+    /// Reads are opened below `root` only and must be regular files; no writes.
+    confined: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -65,39 +95,93 @@ fn not_found(key: &str) -> impl Fn(std::io::Error) -> StoreError + '_ {
     }
 }
 
+/// Open the object `rel` below `root`: confined, or plainly by its path.
+fn open_object(root: &Path, rel: &str, confined: bool) -> Result<(std::fs::File, std::fs::Metadata), BeneathError> {
+    let file = if confined {
+        beneath::open_file(root, rel)?
+    } else {
+        std::fs::File::open(root.join(rel)).map_err(|e| match e.kind() {
+            ErrorKind::NotFound | ErrorKind::NotADirectory => BeneathError::Absent,
+            _ => BeneathError::Io(e),
+        })?
+    };
+    let md = file.metadata()?;
+    if md.is_dir() {
+        return Err(BeneathError::Absent);
+    }
+    Ok((file, md))
+}
+
 impl FsStore {
-    /// A store named `name` rooted at `root` (created if missing).
+    /// A store named `name` rooted at `root` (created if missing). Temporary files that
+    /// stopped processes left in it are removed (never those of a live one).
     pub fn new(name: &str, root: impl Into<PathBuf>, signer: Option<Arc<Signer>>) -> StoreResult<Self> {
         let root = root.into();
-        std::fs::create_dir_all(root.join(TMP_DIR))?;
+        let base = root.join(TMP_DIR);
+        std::fs::create_dir_all(&base)?;
+        match tmp::sweep(&base, STALE_TMP) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                store = name,
+                entries = n,
+                "removed temporary files of stopped processes"
+            ),
+            Err(e) => tracing::warn!(store = name, "could not sweep temporary files: {e}"),
+        }
+        let tmp = tmp::TmpDir::create(&base)?;
         Ok(FsStore {
             name: name.to_string(),
             root,
             signer,
             dirs: Default::default(),
-            confined: None,
+            tmp: Some(tmp),
+            confined: false,
         })
     }
 
-    /// A store whose reads never leave `root`: symlinks are resolved and must land inside
-    /// it, on a regular file (no FIFOs or devices). For directories other people write
-    /// into, such as the staging area.
+    /// A read-only store whose reads never leave `root`: each object is opened once,
+    /// resolved below `root` (links that stay inside are followed; absolute links and
+    /// links out are refused), must be a regular file (no FIFOs or devices), and is read
+    /// from that descriptor only. Its sidecars are opened the same way. For directories
+    /// other people write into, such as the staging area.
     pub fn confined(name: &str, root: impl Into<PathBuf>) -> StoreResult<Self> {
-        let mut s = Self::new(name, root, None)?;
-        s.confined = Some(std::fs::canonicalize(&s.root)?);
-        Ok(s)
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Ok(FsStore {
+            name: name.to_string(),
+            root: std::fs::canonicalize(&root)?,
+            signer: None,
+            dirs: Default::default(),
+            tmp: None,
+            confined: true,
+        })
     }
 
-    /// The path to read `key` from, after the confinement checks.
-    async fn read_path(&self, key: &str) -> StoreResult<PathBuf> {
-        let p = self.path(key)?;
-        let Some(root) = &self.confined else { return Ok(p) };
-        let real = tokio::fs::canonicalize(&p).await.map_err(not_found(key))?;
-        let md = tokio::fs::metadata(&real).await.map_err(not_found(key))?;
-        if !real.starts_with(root) || !md.is_file() {
-            return Err(StoreError::NotFound(key.to_string()));
-        }
-        Ok(real)
+    /// Open `key` (once) and run `then` on the file and its metadata, off the async
+    /// workers. Anything that is not a readable regular file at `key` is `NotFound`.
+    async fn opened<R: Send + 'static>(
+        &self,
+        key: &str,
+        then: impl FnOnce(std::fs::File, std::fs::Metadata) -> std::io::Result<R> + Send + 'static,
+    ) -> StoreResult<R> {
+        check_key(key)?;
+        let (root, rel, confined) = (self.root.clone(), key.to_string(), self.confined);
+        let done = tokio::task::spawn_blocking(move || match open_object(&root, &rel, confined) {
+            Ok((file, md)) => then(file, md).map_err(BeneathError::Io),
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(|e| StoreError::Other(e.to_string()))?;
+        done.map_err(|e| match e {
+            BeneathError::Absent => StoreError::NotFound(key.to_string()),
+            BeneathError::Refused(why) => {
+                if self.confined {
+                    tracing::warn!(store = %self.name, key, "refused to read: {why}");
+                }
+                StoreError::NotFound(key.to_string())
+            }
+            BeneathError::Io(e) => StoreError::Other(format!("{key}: {e}")),
+        })
     }
 
     /// The directory this store lives in.
@@ -114,14 +198,47 @@ impl FsStore {
         self.root.join(META_DIR).join(format!("{key}.json"))
     }
 
-    fn tmp_path(&self) -> PathBuf {
-        self.root.join(TMP_DIR).join(uuid::Uuid::new_v4().simple().to_string())
+    /// A new temporary file name in this store's own directory.
+    fn tmp_path(&self) -> StoreResult<PathBuf> {
+        self.tmp
+            .as_ref()
+            .map(tmp::TmpDir::file)
+            .ok_or_else(|| StoreError::Other(format!("the {} store is read-only", self.name)))
     }
 
     async fn read_sidecar(&self, key: &str) -> Sidecar {
-        match tokio::fs::read(self.meta_path(key)).await {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
-            Err(_) => Sidecar::default(),
+        if !self.confined {
+            return match tokio::fs::read(self.meta_path(key)).await {
+                Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+                Err(_) => Sidecar::default(),
+            };
+        }
+        // Others write this directory: the sidecar is opened below the root like the
+        // object, must be a regular file, and is read up to a bound.
+        let (root, rel) = (self.root.clone(), format!("{META_DIR}/{key}.json"));
+        let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, BeneathError> {
+            let mut body = Vec::new();
+            beneath::open_file(&root, &rel)?
+                .take(SIDECAR_LIMIT + 1)
+                .read_to_end(&mut body)?;
+            Ok(body)
+        })
+        .await;
+        match read {
+            Ok(Ok(b)) if b.len() as u64 <= SIDECAR_LIMIT => serde_json::from_slice(&b).unwrap_or_default(),
+            Ok(Ok(_)) => {
+                tracing::warn!(store = %self.name, key, "sidecar larger than {SIDECAR_LIMIT} bytes ignored");
+                Sidecar::default()
+            }
+            Ok(Err(BeneathError::Absent)) => Sidecar::default(),
+            Ok(Err(e)) => {
+                tracing::warn!(store = %self.name, key, "sidecar ignored: {e}");
+                Sidecar::default()
+            }
+            Err(e) => {
+                tracing::warn!(store = %self.name, key, "sidecar ignored: {e}");
+                Sidecar::default()
+            }
         }
     }
 
@@ -176,7 +293,7 @@ impl FsStore {
             if let Some(parent) = mp.parent() {
                 tokio::fs::create_dir_all(parent).await?;
             }
-            let t = self.tmp_path();
+            let t = self.tmp_path()?;
             tokio::fs::write(&t, body).await?;
             tokio::fs::rename(&t, &mp).await?;
         } else if !opts.if_absent {
@@ -289,8 +406,13 @@ impl FsStore {
 
 impl Store for FsStore {
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
-        let p = self.read_path(key).await?;
-        Ok(Bytes::from(tokio::fs::read(&p).await.map_err(not_found(key))?))
+        self.opened(key, |mut f, md| {
+            // The size is a hint only: the file may change while it is read.
+            let mut body = Vec::with_capacity(md.len().min(READ_CHUNK as u64 * 16) as usize);
+            f.read_to_end(&mut body)?;
+            Ok(Bytes::from(body))
+        })
+        .await
     }
 
     async fn get_range(
@@ -298,12 +420,8 @@ impl Store for FsStore {
         key: &str,
         range: Option<ByteRange>,
     ) -> StoreResult<(ObjectMeta, (u64, u64), ByteStream)> {
-        let p = self.read_path(key).await?;
-        let mut f = tokio::fs::File::open(&p).await.map_err(not_found(key))?;
-        let md = f.metadata().await?;
-        if md.is_dir() {
-            return Err(StoreError::NotFound(key.to_string()));
-        }
+        let (f, md) = self.opened(key, |f, md| Ok((f, md))).await?;
+        let mut f = tokio::fs::File::from_std(f);
         let meta = self.meta_of(key, &md).await;
         let (start, end) = match range {
             None => (0, meta.size),
@@ -317,7 +435,11 @@ impl Store for FsStore {
     }
 
     async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
-        let p = self.read_path(key).await?;
+        if self.confined {
+            let md = self.opened(key, |_, md| Ok(md)).await?;
+            return Ok(self.meta_of(key, &md).await);
+        }
+        let p = self.path(key)?;
         let md = tokio::fs::metadata(&p).await.map_err(not_found(key))?;
         if md.is_dir() {
             return Err(StoreError::NotFound(key.to_string()));
@@ -333,14 +455,15 @@ impl Store for FsStore {
 
     async fn put_stream(&self, key: &str, mut data: ByteStream, opts: PutOptions) -> StoreResult<u64> {
         check_key(key)?;
-        let tmp = self.tmp_path();
+        let tmp = TmpFile(self.tmp_path()?);
+        // Created here, before anything can abandon this write, so the guard always has
+        // a file to remove.
+        let mut f = tokio::fs::File::create(&tmp.0).await?.into_std().await;
         // A writer thread takes the chunks, so reading (and hashing) the stream goes on
         // while the disk is busy; the channel bounds what is held in memory.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let path = tmp.clone();
         let writer = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
             use std::io::Write;
-            let mut f = std::fs::File::create(&path)?;
             let (mut n, mut kicked) = (0u64, 0u64);
             while let Some(chunk) = rx.blocking_recv() {
                 f.write_all(&chunk)?;
@@ -371,13 +494,10 @@ impl Store for FsStore {
         let written = writer.await.map_err(|e| StoreError::Other(e.to_string()))?;
         match (failed, written) {
             (None, Ok(n)) => {
-                self.commit(&tmp, key, &opts).await?;
+                self.commit(&tmp.0, key, &opts).await?;
                 Ok(n)
             }
-            (Some(e), _) | (None, Err(e)) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                Err(e.into())
-            }
+            (Some(e), _) | (None, Err(e)) => Err(e.into()),
         }
     }
 
@@ -432,6 +552,9 @@ impl Store for FsStore {
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
         let p = self.path(key)?;
+        if self.confined {
+            return Err(StoreError::Other(format!("the {} store is read-only", self.name)));
+        }
         match tokio::fs::remove_file(&p).await {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -446,12 +569,17 @@ impl Store for FsStore {
     }
 
     async fn copy_from(&self, src: &Self, src_key: &str, dst_key: &str, opts: PutOptions) -> StoreResult<()> {
-        let from = src.read_path(src_key).await?;
         self.path(dst_key)?;
+        let tmp = TmpFile(self.tmp_path()?);
+        let to = tmp.0.clone();
+        // Copied from the descriptor that was opened (and checked), never from the path.
+        src.opened(src_key, move |mut from, _| {
+            let mut out = std::fs::File::create(&to)?;
+            std::io::copy(&mut from, &mut out)?;
+            out.sync_all()
+        })
+        .await?;
         let sc = src.read_sidecar(src_key).await;
-        let tmp = self.tmp_path();
-        tokio::fs::copy(&from, &tmp).await.map_err(not_found(src_key))?;
-        tokio::fs::File::open(&tmp).await?.sync_all().await?;
         let opts = PutOptions {
             content_type: opts.content_type.or(sc.content_type),
             metadata: if opts.metadata.is_empty() {
@@ -461,7 +589,7 @@ impl Store for FsStore {
             },
             ..opts
         };
-        self.commit(&tmp, dst_key, &opts).await
+        self.commit(&tmp.0, dst_key, &opts).await
     }
 
     fn direct_url(&self, _key: &str) -> Option<String> {
@@ -476,6 +604,33 @@ impl Store for FsStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write abandoned half way (its future dropped, as when a client goes away)
+    /// leaves no temporary file behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_write_leaves_no_temporary_file() {
+        use futures::SinkExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::new("aws", dir.path(), None).unwrap();
+        let own = store.tmp.as_ref().unwrap().path().to_path_buf();
+        let (mut tx, rx) = futures::channel::mpsc::channel::<std::io::Result<Bytes>>(1);
+        {
+            let write = store.put_stream("blobs/x", rx.boxed(), PutOptions::if_absent());
+            tokio::pin!(write);
+            tx.send(Ok(Bytes::from_static(b"first part"))).await.unwrap();
+            let started = async {
+                while std::fs::read_dir(&own).unwrap().count() == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            tokio::select! {
+                r = &mut write => panic!("the write ended before its stream did: {r:?}"),
+                () = started => {}
+            }
+        } // the write is dropped here, half way
+        assert_eq!(std::fs::read_dir(&own).unwrap().count(), 0);
+        assert!(!dir.path().join("blobs/x").exists());
+    }
 
     #[test]
     fn coarse_timestamps_get_a_wider_slack() {

@@ -20,6 +20,7 @@
 //!   with exponential backoff and full jitter, then reported as
 //!   [`StoreError::Unavailable`].
 
+use super::limits::{collect_limited, too_large, MAX_API_ANSWER, MAX_DOCUMENT, MAX_ERROR_BODY};
 use super::*;
 use crate::http::{HttpClient, HttpError, ReqBody};
 use crate::model::platform::{box_stream, Sleeper};
@@ -100,6 +101,8 @@ pub struct ServiceAccountKey {
     /// The project of the account, if the file names one (used by `create_bucket`).
     pub project_id: Option<String>,
     key: RsaPrivateKey,
+    /// The key ready for PKCS#1 v1.5 signatures of download URLs, made once (not per URL).
+    url_signer: rsa::pkcs1v15::SigningKey<Sha256>,
 }
 
 impl std::fmt::Debug for ServiceAccountKey {
@@ -138,6 +141,7 @@ impl ServiceAccountKey {
                 .token_uri
                 .unwrap_or_else(|| "https://oauth2.googleapis.com/token".to_string()),
             project_id: f.project_id,
+            url_signer: rsa::pkcs1v15::SigningKey::new(key.clone()),
             key,
         })
     }
@@ -149,6 +153,7 @@ impl ServiceAccountKey {
             private_key_id: private_key_id.to_string(),
             token_uri: token_uri.to_string(),
             project_id: None,
+            url_signer: rsa::pkcs1v15::SigningKey::new(key.clone()),
             key,
         }
     }
@@ -217,9 +222,11 @@ impl GcsConfig {
 
     /// Configuration from the environment, as Google's client libraries read it:
     /// `STORAGE_EMULATOR_HOST` (an emulator: `http://` is added when it has no scheme,
-    /// and no credentials are loaded or sent), else the public endpoint with the
-    /// service-account file named by `GOOGLE_APPLICATION_CREDENTIALS`, and optionally
-    /// `GCS_HMAC_ACCESS_ID` / `GCS_HMAC_SECRET` for HMAC-signed download URLs.
+    /// and no credentials are loaded or sent), else the public endpoint (or
+    /// `GCS_ENDPOINT_URL`: another JSON API endpoint that gets tokens and signed URLs as
+    /// GCS would) with the service-account file named by `GOOGLE_APPLICATION_CREDENTIALS`,
+    /// and optionally `GCS_HMAC_ACCESS_ID` / `GCS_HMAC_SECRET` for HMAC-signed download
+    /// URLs.
     pub fn from_env(bucket: &str) -> Result<Self, GcsConfigError> {
         Self::from_vars(bucket, &|k| std::env::var(k).ok())
     }
@@ -248,7 +255,9 @@ impl GcsConfig {
         };
         Ok(GcsConfig {
             bucket: bucket.to_string(),
-            endpoint: DEFAULT_ENDPOINT.to_string(),
+            endpoint: var("GCS_ENDPOINT_URL")
+                .map(|e| normalize_endpoint(&e))
+                .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
             credentials,
             hmac,
         })
@@ -278,6 +287,8 @@ struct Req {
     body: Bytes,
     /// A large upload body: sent without the client's whole-request timeout.
     upload: bool,
+    /// Most bytes of the answer read into memory.
+    limit: usize,
 }
 
 impl Req {
@@ -288,6 +299,7 @@ impl Req {
             headers: Vec::new(),
             body: Bytes::new(),
             upload: false,
+            limit: MAX_API_ANSWER,
         }
     }
 
@@ -562,7 +574,10 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
     /// exchange, so that slow links can still move a chunk.
     async fn exchange(&self, req: &Req, token: Option<&str>) -> StoreResult<Result<http::Response<Bytes>, HttpError>> {
         if !req.upload {
-            return Ok(self.http.send(req.build(token, req.body.clone())?).await);
+            return Ok(self
+                .http
+                .send_limited(req.build(token, req.body.clone())?, req.limit)
+                .await);
         }
         let resp = match self
             .http
@@ -576,6 +591,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
         let mut body = BytesMut::new();
         while let Some(c) = stream.next().await {
             match c {
+                Ok(c) if body.len() + c.len() > req.limit => return Ok(Err(HttpError::TooLarge(req.limit))),
                 Ok(c) => body.extend_from_slice(&c),
                 Err(e) => return Ok(Err(HttpError::Transport(e.to_string()))),
             }
@@ -592,7 +608,9 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
             let last = match self.exchange(req, token).await? {
                 Ok(resp) if !retryable(resp.status()) => return Ok(resp),
                 Ok(resp) => format!("{} answered {}: {}", req.url, resp.status(), text(resp.body())),
-                Err(HttpError::Transport(e)) => format!("{}: {e}", req.url),
+                // Asking again would bring the same answer.
+                Err(HttpError::TooLarge(limit)) => return Err(too_large(&req.url, limit)),
+                Err(e) => format!("{}: {e}", req.url),
             };
             self.retry_or_give_up(&mut attempt, started, &last, "GCS request failed, retrying")
                 .await?;
@@ -636,7 +654,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
                         text(&drain(resp.into_body()).await)
                     )
                 }
-                Err(HttpError::Transport(e)) => format!("{}: {e}", req.url),
+                Err(e) => format!("{}: {e}", req.url),
             };
             self.retry_or_give_up(&mut attempt, started, &last, "GCS request failed, retrying")
                 .await?;
@@ -742,6 +760,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
         loop {
             let token = self.access_token().await?;
             let last = match self.exchange(req, token.as_deref()).await? {
+                Err(HttpError::TooLarge(limit)) => return Err(too_large(key, limit)),
                 Ok(resp) if resp.status().is_success() => return Ok(Chunk::Done),
                 Ok(resp) if resp.status().as_u16() == 308 => {
                     let held = resp
@@ -762,7 +781,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
                     }
                     format!("upload of {key} answered {}: {}", resp.status(), text(resp.body()))
                 }
-                Err(HttpError::Transport(e)) => format!("upload of {key}: {e}"),
+                Err(e) => format!("upload of {key}: {e}"),
             };
             self.retry_or_give_up(
                 &mut attempt,
@@ -962,12 +981,13 @@ fn boundary_for(data: &[u8]) -> String {
     }
 }
 
-/// Read (at most 4 KiB of) an error body.
+/// Read (at most [`MAX_ERROR_BODY`] bytes of) an error body.
 async fn drain(mut s: ByteStream) -> Bytes {
     let mut out = BytesMut::new();
     while let Some(Ok(b)) = s.next().await {
-        out.extend_from_slice(&b);
-        if out.len() >= 4096 {
+        let room = MAX_ERROR_BODY - out.len();
+        out.extend_from_slice(&b[..b.len().min(room)]);
+        if out.len() >= MAX_ERROR_BODY {
             break;
         }
     }
@@ -1077,8 +1097,8 @@ fn sign_v4(
     let signature = match signer {
         V4Signer::Rsa(sa) => {
             use rsa::signature::{SignatureEncoding, Signer};
-            let key = rsa::pkcs1v15::SigningKey::<Sha256>::new(sa.key.clone());
-            key.try_sign(string_to_sign.as_bytes())
+            sa.url_signer
+                .try_sign(string_to_sign.as_bytes())
                 .map_err(|e| StoreError::Other(format!("signing a download URL: {e}")))?
                 .to_vec()
         }
@@ -1101,14 +1121,24 @@ impl<H: HttpClient, T: Sleeper> Store for GcsStore<H, T> {
         if key.is_empty() {
             return Err(StoreError::NotFound(key.to_string()));
         }
+        // Streamed, so that the cap applies to the object only: an error answer is read
+        // no further than `drain` reads.
         let resp = self
-            .call(&Req::new(Method::GET, format!("{}?alt=media", self.object_url(key))))
+            .call_stream(&Req::new(Method::GET, format!("{}?alt=media", self.object_url(key))))
             .await?;
-        if resp.status().is_success() {
-            Ok(resp.into_body())
-        } else {
-            Err(status_error(key, resp.status(), resp.body()))
+        let status = resp.status();
+        let declared = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if !status.is_success() {
+            return Err(status_error(key, status, &drain(resp.into_body()).await));
         }
+        collect_limited(resp.into_body(), declared, MAX_DOCUMENT, key, |e| {
+            StoreError::Unavailable(format!("reading {key}: {e}"))
+        })
+        .await
     }
 
     async fn get_range(
@@ -1319,6 +1349,7 @@ mod tests {
     struct Fake {
         seen: Mutex<Vec<Seen>>,
         handler: Handler,
+        limits: Mutex<Vec<usize>>,
     }
 
     impl Fake {
@@ -1326,6 +1357,7 @@ mod tests {
             Fake {
                 seen: Mutex::new(Vec::new()),
                 handler: Box::new(handler),
+                limits: Mutex::new(Vec::new()),
             }
         }
         fn handle(&self, parts: http::request::Parts, body: Bytes) -> Reply {
@@ -1348,6 +1380,17 @@ mod tests {
         async fn send(&self, req: http::Request<Bytes>) -> Reply {
             let (parts, body) = req.into_parts();
             self.handle(parts, body)
+        }
+
+        /// As a real client: an answer over `limit` is refused (and the limit recorded).
+        async fn send_limited(&self, req: http::Request<Bytes>, limit: usize) -> Reply {
+            self.limits.lock().unwrap().push(limit);
+            let (parts, body) = req.into_parts();
+            let resp = self.handle(parts, body)?;
+            if resp.body().len() > limit {
+                return Err(HttpError::TooLarge(limit));
+            }
+            Ok(resp)
         }
 
         async fn send_stream(&self, req: http::Request<ReqBody>) -> Result<http::Response<ByteStream>, HttpError> {
@@ -1731,6 +1774,72 @@ mod tests {
         let st = state.lock().unwrap();
         assert!(st.chunks > 0, "a chunk was sent before the failure");
         assert!(st.cancelled && !st.finished);
+    }
+
+    #[tokio::test]
+    async fn answers_over_their_caps_are_refused_not_retried() {
+        let clock = Arc::new(ManualClock(Mutex::new(t0())));
+        // An object resource padded past the cap of API answers.
+        let padded = format!("{}{}", " ".repeat(MAX_API_ANSWER), object_json(3));
+        let fake = Fake::new(move |_| reply(200, padded.clone()));
+        let (s, sleeps) = store(&fake, None, clock.clone());
+        match s.head("files/a").await {
+            Err(StoreError::TooLarge { limit, .. }) => assert_eq!(limit, MAX_API_ANSWER),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fake.count(|_| true), 1, "not retried");
+        assert!(sleeps.0.lock().unwrap().is_empty());
+        assert_eq!(*fake.limits.lock().unwrap(), [MAX_API_ANSWER]);
+
+        // A document announced larger than the document cap is not read.
+        let fake = Fake::new(|_| {
+            Ok(http::Response::builder()
+                .status(200)
+                .header("content-length", (MAX_DOCUMENT + 1).to_string())
+                .body(Bytes::from_static(b"{}"))
+                .unwrap())
+        });
+        let (s, _) = store(&fake, None, clock.clone());
+        assert!(matches!(s.get("bundles/x").await, Err(StoreError::TooLarge { .. })));
+        assert_eq!(fake.count(|_| true), 1);
+
+        // Within the caps: the bytes; an error answer is still its meaning.
+        let fake = Fake::new(|s| match s.url.contains("missing") {
+            true => reply(404, "no such object"),
+            false => reply(200, "{\"a\": 1}"),
+        });
+        let (s, _) = store(&fake, None, clock);
+        assert_eq!(&s.get("files/a").await.unwrap()[..], b"{\"a\": 1}");
+        assert!(matches!(s.get("files/missing").await, Err(StoreError::NotFound(_))));
+        assert!(fake.seen.lock().unwrap()[0].url.ends_with("/o/files%2Fa?alt=media"));
+    }
+
+    #[test]
+    fn rsa_signed_urls_verify_with_the_service_account_key() {
+        use rsa::signature::Verifier;
+        let key = rsa_key();
+        let public = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key.to_public_key());
+        let sa = ServiceAccountKey::new("dss@proj.iam.gserviceaccount.com", "k", TOKEN_URI, key);
+        let url = sign_v4(
+            &V4Signer::Rsa(&sa),
+            "https://storage.googleapis.com",
+            "storage.googleapis.com",
+            "/bkt/blobs/x",
+            vec![("response-content-type".to_string(), "text/plain".to_string())],
+            Duration::from_secs(3600),
+            t0(),
+        )
+        .unwrap();
+        let (base, sig) = url.split_once("&X-Goog-Signature=").unwrap();
+        let query = base.split_once('?').unwrap().1;
+        assert!(query.contains("X-Goog-Algorithm=GOOG4-RSA-SHA256"), "{query}");
+        let canonical = format!("GET\n/bkt/blobs/x\n{query}\nhost:storage.googleapis.com\n\nhost\nUNSIGNED-PAYLOAD");
+        let to_sign = format!(
+            "GOOG4-RSA-SHA256\n20240506T070809Z\n20240506/auto/storage/goog4_request\n{}",
+            hex::encode(Sha256::digest(canonical.as_bytes()))
+        );
+        let sig = rsa::pkcs1v15::Signature::try_from(hex::decode(sig).unwrap().as_slice()).unwrap();
+        public.verify(to_sign.as_bytes(), &sig).expect("signed by the key");
     }
 
     #[test]

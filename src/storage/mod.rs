@@ -8,6 +8,7 @@ pub mod conformance;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fs;
 pub mod gcs;
+pub mod limits;
 pub mod memory;
 pub mod s3;
 pub mod signer;
@@ -36,6 +37,14 @@ pub enum StoreError {
     /// The requested byte range cannot be satisfied.
     #[error("range not satisfiable")]
     RangeNotSatisfiable,
+    /// The backend's answer is larger than we read into memory ([`limits`]).
+    #[error("answer too large: {key} is over {limit} bytes")]
+    TooLarge {
+        /// The object or call the answer was about.
+        key: String,
+        /// The cap it passed.
+        limit: usize,
+    },
     /// The backend is unavailable or failed; safe to retry later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),

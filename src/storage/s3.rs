@@ -15,6 +15,7 @@
 //!   [`StoreError::Unavailable`]. Every request body is held in memory (a whole small
 //!   object, or one part), so every attempt can resend it.
 
+use super::limits::{collect_limited, too_large, MAX_API_ANSWER, MAX_DOCUMENT, MAX_ERROR_BODY};
 use super::*;
 use crate::http::{HttpClient, HttpError, ReqBody};
 use crate::model::platform::{box_stream, ByteStream, Clock, Sleeper};
@@ -53,8 +54,6 @@ const MAX_ATTEMPTS: u32 = 5;
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(4);
 const RETRY_BUDGET: Duration = Duration::from_secs(15);
-/// Error bodies are read up to this size.
-const ERROR_BODY_MAX: usize = 64 * 1024;
 /// SHA-256 of the empty string.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
@@ -211,20 +210,42 @@ struct Resp {
 }
 
 impl Resp {
-    /// The whole body (small responses: XML documents, error bodies).
-    async fn bytes(self, limit: Option<usize>) -> Result<Bytes, HttpError> {
+    /// The whole body of an answer (an XML document), refused past [`MAX_API_ANSWER`].
+    async fn bytes(self) -> Result<Bytes, HttpError> {
         match self.body {
+            // Already read under the same cap (`send_limited`).
             RespBody::Full(b) => Ok(b),
             RespBody::Stream(mut s) => {
                 let mut out = bytes::BytesMut::new();
                 while let Some(chunk) = s.next().await {
                     let chunk = chunk.map_err(|e| HttpError::Transport(e.to_string()))?;
+                    if out.len() + chunk.len() > MAX_API_ANSWER {
+                        return Err(HttpError::TooLarge(MAX_API_ANSWER));
+                    }
                     out.extend_from_slice(&chunk);
-                    if limit.is_some_and(|l| out.len() >= l) {
+                }
+                Ok(out.freeze())
+            }
+        }
+    }
+
+    /// The start of an error body: at most [`MAX_ERROR_BODY`] bytes, the rest unread.
+    async fn error_body(self) -> Bytes {
+        match self.body {
+            RespBody::Full(mut b) => {
+                b.truncate(MAX_ERROR_BODY);
+                b
+            }
+            RespBody::Stream(mut s) => {
+                let mut out = bytes::BytesMut::new();
+                while let Some(Ok(chunk)) = s.next().await {
+                    let room = MAX_ERROR_BODY - out.len();
+                    out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if out.len() >= MAX_ERROR_BODY {
                         break;
                     }
                 }
-                Ok(out.freeze())
+                out.freeze()
             }
         }
     }
@@ -725,7 +746,7 @@ impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
                 _ => Bytes::new(),
             };
             let req = builder.body(body).map_err(bad)?;
-            Ok(self.http.send(req).await.map(|r| {
+            Ok(self.http.send_limited(req, MAX_API_ANSWER).await.map(|r| {
                 let (parts, body) = r.into_parts();
                 Resp {
                     status: parts.status,
@@ -763,7 +784,7 @@ impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
                     // Copies and completions can fail after the 200 header went out.
                     let status = resp.status;
                     let hdrs = resp.headers.clone();
-                    match resp.bytes(None).await {
+                    match resp.bytes().await {
                         Ok(body) if xml_root(&body).as_deref() == Some("Error") => {
                             // Classified by its code alone (InternalError and SlowDown are retried).
                             let f = Failure::parse(status, &body);
@@ -779,19 +800,22 @@ impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
                                 body: RespBody::Full(body),
                             }))
                         }
+                        Err(HttpError::TooLarge(limit)) => return Err(too_large(&call.target(), limit)),
                         Err(e) => e.to_string(),
                     }
                 }
                 Ok(resp) => {
                     let status = resp.status;
-                    let body = resp.bytes(Some(ERROR_BODY_MAX)).await.unwrap_or_default();
+                    let body = resp.error_body().await;
                     let f = Failure::parse(status, &body);
                     if !f.retryable() {
                         return Ok(Err(f));
                     }
                     f.describe()
                 }
-                Err(HttpError::Transport(e)) => e,
+                // Asking again would bring the same answer.
+                Err(HttpError::TooLarge(limit)) => return Err(too_large(&call.target(), limit)),
+                Err(e) => e.to_string(),
             };
             let delay = backoff(attempt);
             let elapsed = (self.clock.now() - started).to_std().unwrap_or_default();
@@ -819,10 +843,10 @@ impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
     async fn exec_body(&self, call: &Call<'_>, what: &str) -> StoreResult<(HeaderMap, Bytes)> {
         let resp = self.exec(call, what).await?;
         let headers = resp.headers.clone();
-        let body = resp
-            .bytes(None)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("S3 {what} {}: {e}", call.target())))?;
+        let body = resp.bytes().await.map_err(|e| match e {
+            HttpError::TooLarge(limit) => too_large(&call.target(), limit),
+            e => StoreError::Unavailable(format!("S3 {what} {}: {e}", call.target())),
+        })?;
         Ok((headers, body))
     }
 
@@ -1075,13 +1099,11 @@ impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
 
 impl<H: HttpClient, T: Sleeper> Store for S3Store<H, T> {
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
-        let (meta, _, mut stream) = self.get_range(key, None).await?;
-        let mut out = bytes::BytesMut::with_capacity(usize::try_from(meta.size).unwrap_or(0).min(64 << 20));
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| StoreError::Unavailable(format!("S3 GetObject {key}: {e}")))?;
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out.freeze())
+        let (meta, _, stream) = self.get_range(key, None).await?;
+        collect_limited(stream, Some(meta.size), MAX_DOCUMENT, key, |e| {
+            StoreError::Unavailable(format!("S3 GetObject {key}: {e}"))
+        })
+        .await
     }
 
     async fn get_range(
@@ -1324,6 +1346,114 @@ mod tests {
             xml_root(b"<CopyObjectResult><ETag>x</ETag></CopyObjectResult>").as_deref(),
             Some("CopyObjectResult")
         );
+    }
+
+    /// An S3 that answers every request with `answer` (status, headers, body), counting
+    /// requests; whole answers over the caller's limit are refused, as by a real client.
+    struct Canned {
+        answer: Box<dyn Fn() -> http::Response<Bytes> + Send + Sync>,
+        requests: std::sync::atomic::AtomicUsize,
+    }
+
+    impl HttpClient for &Canned {
+        async fn send(&self, _req: http::Request<Bytes>) -> Result<http::Response<Bytes>, HttpError> {
+            self.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok((self.answer)())
+        }
+        async fn send_stream(&self, _req: http::Request<ReqBody>) -> Result<http::Response<ByteStream>, HttpError> {
+            self.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (parts, body) = (self.answer)().into_parts();
+            Ok(http::Response::from_parts(
+                parts,
+                box_stream(futures::stream::iter([Ok::<_, std::io::Error>(body)])),
+            ))
+        }
+        async fn send_limited(
+            &self,
+            req: http::Request<Bytes>,
+            limit: usize,
+        ) -> Result<http::Response<Bytes>, HttpError> {
+            let resp = self.send(req).await?;
+            if resp.body().len() > limit {
+                return Err(HttpError::TooLarge(limit));
+            }
+            Ok(resp)
+        }
+    }
+
+    struct NoSleep;
+    impl Sleeper for NoSleep {
+        async fn sleep(&self, _d: Duration) {}
+    }
+
+    fn canned(answer: impl Fn() -> http::Response<Bytes> + Send + Sync + 'static) -> Canned {
+        Canned {
+            answer: Box::new(answer),
+            requests: Default::default(),
+        }
+    }
+
+    fn s3(http: &Canned) -> S3Store<&Canned, NoSleep> {
+        let cfg = S3Config {
+            bucket: "bkt".into(),
+            endpoint: Some("http://s3.test".into()),
+            region: "us-east-1".into(),
+            access_key_id: "id".into(),
+            secret_access_key: "secret".into(),
+            session_token: None,
+        };
+        S3Store::new(cfg, http, NoSleep, Arc::new(crate::model::SystemClock))
+    }
+
+    #[tokio::test]
+    async fn answers_over_their_caps_are_refused_not_retried() {
+        // A listing padded past the cap of API answers.
+        let http = canned(|| {
+            let xml = format!(
+                "<ListBucketResult><IsTruncated>false</IsTruncated><!--{}--></ListBucketResult>",
+                "x".repeat(MAX_API_ANSWER)
+            );
+            http::Response::new(Bytes::from(xml))
+        });
+        let s = s3(&http);
+        assert!(matches!(
+            s.list("files/", None, 10).await,
+            Err(StoreError::TooLarge {
+                limit: MAX_API_ANSWER,
+                ..
+            })
+        ));
+        assert_eq!(
+            http.requests.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "not retried"
+        );
+
+        // A document announced larger than the document cap is not read.
+        let http = canned(|| {
+            http::Response::builder()
+                .header("content-length", (MAX_DOCUMENT + 1).to_string())
+                .body(Bytes::from_static(b"{}"))
+                .unwrap()
+        });
+        assert!(matches!(
+            s3(&http).get("bundles/x").await,
+            Err(StoreError::TooLarge { .. })
+        ));
+
+        // Error bodies are read only as far as they are quoted.
+        let http = canned(|| {
+            let body = format!(
+                "<Error><Code>AccessDenied</Code><Message>{}</Message></Error>",
+                "m".repeat(MAX_ERROR_BODY)
+            );
+            http::Response::builder().status(403).body(Bytes::from(body)).unwrap()
+        });
+        match s3(&http).get("bundles/x").await {
+            // Cut before its end, so only the status is known: a short error, not a 403 body.
+            Err(StoreError::Other(m)) => assert!(m.contains("403") && m.len() < 1024, "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

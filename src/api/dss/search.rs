@@ -3,7 +3,8 @@
 //! `manifest.version` descending, 206 + `Link: <…>; rel="next"` while a page is full,
 //! `search_after` as the last hit's sort values.
 
-use super::*;
+use crate::api::*;
+use crate::search::budget::Budget;
 use crate::search::{SearchError, SearchRequest};
 use serde_json::{json, Value};
 
@@ -15,6 +16,7 @@ impl From<SearchError> for ApiError {
         match e {
             SearchError::BadRequest(m) => ApiError::SearchBadRequest(m),
             SearchError::Unavailable(m) => ApiError::Unavailable(m),
+            SearchError::TimedOut(m) => ApiError::TimedOut(m),
             SearchError::Internal(m) => ApiError::SearchInternal(m),
         }
     }
@@ -49,6 +51,12 @@ pub async fn post<S: Store, H: HttpClient, T: Sleeper>(
             }
         },
     };
+    // One budget for the whole request: its body's values are counted before the body is
+    // parsed (16 MiB of `[1,1,…]` would take hundreds of MiB as JSON values).
+    let mut budget = Budget::new();
+    budget
+        .json_values(ctx.body)
+        .map_err(|e| ApiError::SearchBadRequest(e.to_string()))?;
     let body = params::json_body(ctx.body)?;
     let es_query = body
         .get("es_query")
@@ -69,6 +77,7 @@ pub async fn post<S: Store, H: HttpClient, T: Sleeper>(
             per_page,
             search_after,
             with_source: raw,
+            budget,
         })
         .await?;
 

@@ -1,0 +1,895 @@
+//! `/v1/bundles/…`: manifests, tombstones, enumeration.
+
+use crate::api::params::{json_body, str_field, uuid};
+use crate::api::*;
+use crate::model::manifest::{
+    bundle_key, file_key, parse_bundle_key, tombstone_key, valid_file_name, BundleFile, BundleKey, BundleManifest,
+    FileMetadata, ManifestWriter, Tombstone, BUNDLE_FORMAT_VERSION,
+};
+use crate::model::{DssVersion, ObjectUuid};
+use crate::storage::{list_all, PutOptions, StoreError};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::borrow::Cow;
+
+/// Files fetched concurrently when building a manifest.
+const FILE_LOOKUP_CONCURRENCY: usize = 32;
+/// Most files one bundle may list (`PUT`, and `PATCH` results). Real HCA bundles list
+/// tens to a few thousand files, and the original indexed manifests of up to 20,000 in
+/// full; 50,000 leaves room above that while bounding one PUT: a body of about 7 MiB, a
+/// manifest of about 20 MiB, and (`scripts/bench bundle`) about 160 MiB more server
+/// memory at the peak of the PUT and the indexing it starts.
+pub const MAX_BUNDLE_FILES: usize = 50_000;
+/// Keys `/v1/bundles/all` reads for one page at most (a page over many tombstones comes
+/// back short, with a link to go on).
+pub const SCAN_BUDGET: usize = 10_000;
+/// Most items `PATCH` accepts in each of `add_files` and `remove_files`.
+const PATCH_MAX_ITEMS: usize = 1000;
+
+/// Load a manifest under the original's tombstone rules: an unversioned tombstone
+/// hides every version, a versioned one hides its version, and "latest" is the
+/// greatest version without a tombstone. `None` when nothing visible exists.
+pub async fn load_manifest<S: Store>(
+    replica: &Replica<S>,
+    uuid: &str,
+    version: Option<&str>,
+) -> Result<Option<Arc<BundleManifest>>, ApiError> {
+    let store = &replica.main;
+    if version.is_some_and(|v| DssVersion::parse(v).is_err()) {
+        return Ok(None);
+    }
+    // One listing answers both tombstone questions and "which is the latest".
+    let keys = list_all(store, &format!("bundles/{uuid}.")).await?;
+    let mut dead_all = false;
+    let mut dead = std::collections::HashSet::new();
+    let mut live = Vec::new();
+    for k in &keys {
+        match parse_bundle_key(k) {
+            Some(BundleKey::Tombstone { .. }) => dead_all = true,
+            Some(BundleKey::VersionTombstone { version, .. }) => {
+                dead.insert(version);
+            }
+            Some(BundleKey::Manifest { version, .. }) => live.push(version),
+            None => {}
+        }
+    }
+    if dead_all {
+        return Ok(None);
+    }
+    let chosen = match version {
+        Some(v) if dead.contains(v) || !live.contains(&v) => return Ok(None),
+        Some(v) => v.to_string(),
+        None => match live.into_iter().filter(|v| !dead.contains(v)).max() {
+            Some(v) => v.to_string(),
+            None => return Ok(None),
+        },
+    };
+    let key = bundle_key(uuid, &chosen);
+    if let Some(m) = replica.cache.bundles.get(&key) {
+        return Ok(Some(m));
+    }
+    let bytes = match store.get(&key).await {
+        Ok(b) => b,
+        Err(StoreError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut m: BundleManifest = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::Internal(format!("bundle manifest {key} unreadable: {e}")))?;
+    drop(bytes);
+    // The parser grows the list by doubling: up to half of it would be spare room.
+    m.files.shrink_to_fit();
+    let m = Arc::new(m);
+    // Kept whatever its size, as long as it fits the byte budget: a large manifest is
+    // parsed once, and each request serialises only its page.
+    replica.cache.bundles.insert(key, m.clone());
+    Ok(Some(m))
+}
+
+/// `GET /v1/bundles/{uuid}`.
+pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    ctx: &Ctx<'_>,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let id = uuid(id)?;
+    let replica = app.replica_param(&ctx.query)?;
+    let per_page = ctx.query.int_in("per_page", 10, 500, 500)? as usize;
+    let start_at = ctx.query.int_in("start_at", 0, i64::MAX, 0)? as usize;
+    let directurls = ctx.query.bool("directurls")?;
+    let presignedurls = ctx.query.bool("presignedurls")?;
+    if directurls && presignedurls {
+        return Err(ApiError::OnlyOneUrlType);
+    }
+    if directurls && replica.main.direct_url("blobs/x").is_none() {
+        return Err(ApiError::DirectUrlsUnavailable(replica.name.into()));
+    }
+    let manifest = load_manifest(replica, id.as_str(), ctx.query.get("version"))
+        .await?
+        .ok_or_else(|| ApiError::NotFound("Cannot find bundle!".into()))?;
+
+    let total = manifest.files.len();
+    let page: &[BundleFile] = manifest.files.get(start_at..).unwrap_or(&[]);
+    let page = &page[..page.len().min(per_page)];
+    let mut files = Vec::with_capacity(page.len());
+    for f in page {
+        // URLs point at the blobs themselves: no checkout copy is made first.
+        let key = || format!("blobs/{}.{}.{}.{}", f.sha256, f.sha1, f.s3_etag, f.crc32c);
+        let url = if presignedurls {
+            let opts = crate::storage::PresignOptions {
+                content_type: Some(f.content_type.clone()),
+                content_disposition: None,
+            };
+            Some(
+                super::files::presigned_url(replica, app.clock.as_ref(), &key(), app.config.presigned_ttl, &opts)
+                    .await?,
+            )
+        } else if directurls {
+            replica.main.direct_url(&key())
+        } else {
+            None
+        };
+        files.push(FileOut {
+            name: &f.name,
+            content_type: &f.content_type,
+            size: f.size,
+            uuid: &f.uuid,
+            version: &f.version,
+            crc32c: &f.crc32c,
+            s3_etag: &f.s3_etag,
+            sha1: &f.sha1,
+            sha256: &f.sha256,
+            indexed: f.indexed,
+            url,
+        });
+    }
+    let body = BundleOut {
+        bundle: BundleBody {
+            uuid: id.as_str(),
+            version: &manifest.version,
+            files,
+            creator_uid: manifest.creator_uid,
+        },
+    };
+    let body = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let more = total.saturating_sub(start_at) > per_page;
+    let mut r = json_bytes(
+        if more {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        },
+        body,
+    );
+    if more {
+        let next = ctx.url_with(&[
+            ("start_at", Some(&(start_at + per_page).to_string())),
+            ("version", Some(&manifest.version)),
+        ]);
+        set_header(&mut r, "link", &format!("<{next}>; rel='next'"));
+    }
+    set_header(&mut r, "X-OpenAPI-Pagination", if more { "true" } else { "false" });
+    set_header(&mut r, "X-OpenAPI-Paginated-Content-Key", "bundle.files");
+    Ok(r)
+}
+
+/// A file entry as `GET /v1/bundles/{uuid}` shows it (`s3_etag`, not `s3-etag`).
+#[derive(serde::Serialize)]
+struct FileOut<'a> {
+    name: &'a str,
+    #[serde(rename = "content-type")]
+    content_type: &'a str,
+    size: u64,
+    uuid: &'a str,
+    version: &'a str,
+    crc32c: &'a str,
+    s3_etag: &'a str,
+    sha1: &'a str,
+    sha256: &'a str,
+    indexed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct BundleBody<'a> {
+    uuid: &'a str,
+    version: &'a str,
+    files: Vec<FileOut<'a>>,
+    creator_uid: i64,
+}
+
+#[derive(serde::Serialize)]
+struct BundleOut<'a> {
+    bundle: BundleBody<'a>,
+}
+
+/// A file reference as a PUT or PATCH body spells it. Strings are borrowed from the
+/// body where they hold no escapes, so a large body is not copied; missing fields are
+/// reported by [`file_refs`] in the original's words.
+#[derive(serde::Deserialize)]
+#[serde(expecting = "a file reference (an object with name, uuid, version and indexed)")]
+struct FileRefIn<'a> {
+    #[serde(borrow, default)]
+    name: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    uuid: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    version: Option<Text<'a>>,
+    #[serde(default)]
+    indexed: Option<bool>,
+}
+
+/// A JSON string, borrowed when it has no escapes. (serde borrows a `Cow` only when the
+/// field is the `Cow` itself, not inside an `Option`.)
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// The body of `PUT /v1/bundles/{uuid}`, parsed straight into its fields (a
+/// `serde_json::Value` tree of 50,000 references would take ten times the body's size).
+#[derive(serde::Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct PutBody<'a> {
+    #[serde(borrow, default)]
+    files: Option<Vec<FileRefIn<'a>>>,
+    #[serde(default)]
+    creator_uid: Option<i64>,
+}
+
+impl<'a> PutBody<'a> {
+    fn parse(body: &'a [u8]) -> Result<Self, ApiError> {
+        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => return Err(ApiError::IllegalArguments("Request body is missing".into())),
+            Some(b'{') => {}
+            Some(_) => return Err(ApiError::IllegalArguments("Request body must be a JSON object".into())),
+        }
+        serde_json::from_slice(body).map_err(|e| ApiError::IllegalArguments(format!("Request body: {e}")))
+    }
+}
+
+/// A validated file reference.
+struct FileRef<'a> {
+    name: Cow<'a, str>,
+    uuid: ObjectUuid,
+    version: Cow<'a, str>,
+    indexed: bool,
+}
+
+fn file_refs<'a>(list: Vec<FileRefIn<'a>>, field: &str, need_indexed: bool) -> Result<Vec<FileRef<'a>>, ApiError> {
+    let required = |name: &str| ApiError::IllegalArguments(format!("'{name}' is a required property"));
+    let mut out = Vec::with_capacity(list.len());
+    for (i, item) in list.into_iter().enumerate() {
+        let name = item.name.ok_or_else(|| required("name"))?.0;
+        if !valid_file_name(&name) {
+            return Err(ApiError::IllegalArguments(format!(
+                "'{name}' does not match the file name pattern"
+            )));
+        }
+        let uuid = item.uuid.ok_or_else(|| required("uuid"))?.0;
+        let id = ObjectUuid::parse(&uuid).map_err(|e| ApiError::IllegalArguments(e.to_string()))?;
+        let version = item.version.ok_or_else(|| required("version"))?.0;
+        DssVersion::parse(&version).map_err(ApiError::IllegalVersion)?;
+        let indexed = match item.indexed {
+            Some(b) => b,
+            None if !need_indexed => false,
+            None => {
+                return Err(ApiError::IllegalArguments(format!(
+                    "'indexed' is a required property ({field}[{i}])"
+                )))
+            }
+        };
+        out.push(FileRef {
+            name,
+            uuid: id,
+            version,
+            indexed,
+        });
+    }
+    Ok(out)
+}
+
+/// Refuse a bundle of more than [`MAX_BUNDLE_FILES`] files.
+fn check_file_count(n: usize) -> Result<(), ApiError> {
+    if n > MAX_BUNDLE_FILES {
+        return Err(ApiError::IllegalArguments(format!(
+            "a bundle may list at most {MAX_BUNDLE_FILES} files; this one would list {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// One file's manifest entry, from the replica's cache or its metadata document, waiting
+/// until `deadline` for a document that is not there yet (an upload finishing elsewhere).
+async fn lookup_file<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    replica: &Replica<S>,
+    r: &FileRef<'_>,
+    deadline: chrono::DateTime<chrono::Utc>,
+) -> Result<BundleFile, ApiError> {
+    let key = file_key(r.uuid.as_str(), &r.version);
+    if let Some(entry) = replica.cache.files.get(&key) {
+        return Ok(BundleFile::new(
+            &r.name,
+            r.uuid.as_str(),
+            &r.version,
+            r.indexed,
+            &entry.meta,
+        ));
+    }
+    loop {
+        match replica.main.get(&key).await {
+            Ok(b) => {
+                let meta: FileMetadata =
+                    serde_json::from_slice(&b).map_err(|e| ApiError::Internal(format!("{key} unreadable: {e}")))?;
+                return Ok(BundleFile::new(&r.name, r.uuid.as_str(), &r.version, r.indexed, &meta));
+            }
+            Err(StoreError::NotFound(_)) => {
+                if app.clock.now() >= deadline {
+                    return Err(ApiError::FileMissing(format!("{}/{}", r.uuid, r.version)));
+                }
+                app.sleeper.sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(ApiError::from(e)),
+        }
+    }
+}
+
+/// The manifest entry of every referenced file, in order, looked up in `replica`
+/// [`FILE_LOOKUP_CONCURRENCY`] at a time. Whoever reads the stream stops at the first
+/// failure: the rest are then not started, and those in flight are dropped.
+fn lookups<'a, S: Store, H: HttpClient, T: Sleeper>(
+    app: &'a App<S, H, T>,
+    replica: &'a Replica<S>,
+    refs: &'a [FileRef<'a>],
+) -> impl futures::Stream<Item = Result<BundleFile, ApiError>> + 'a {
+    let wait = chrono::Duration::from_std(app.config.bundle_file_wait).unwrap_or(chrono::Duration::zero());
+    let deadline = app
+        .clock
+        .now()
+        .checked_add_signed(wait)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    // By index: a closure over `&FileRef` would make the future's type higher-ranked over
+    // that borrow, which the server's `Send` check cannot see through.
+    futures::stream::iter(0..refs.len())
+        .map(move |i| lookup_file(app, replica, &refs[i], deadline))
+        .buffered(FILE_LOOKUP_CONCURRENCY)
+}
+
+/// [`lookups`], collected; the first failure ends them.
+async fn build_entries<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    replica: &Replica<S>,
+    refs: &[FileRef<'_>],
+) -> Result<Vec<BundleFile>, ApiError> {
+    let mut entries = std::pin::pin!(lookups(app, replica, refs));
+    let mut out = Vec::with_capacity(refs.len());
+    while let Some(entry) = entries.next().await {
+        out.push(entry?);
+    }
+    Ok(out)
+}
+
+/// The bytes of a new manifest of the files `refs`, each entry written as its lookup
+/// ends: the entries of a large bundle never exist as a list beside the text.
+async fn build_manifest<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    replica: &Replica<S>,
+    refs: &[FileRef<'_>],
+    version: &str,
+    creator_uid: i64,
+) -> Result<Vec<u8>, ApiError> {
+    // The text's size from what is known before the lookups, and typical lengths of the
+    // rest (content type 40, checksums 8 + 34 + 40 + 64).
+    let capacity = refs
+        .iter()
+        .map(|r| r.name.len() + r.uuid.as_str().len() + r.version.len() + 166 + 186)
+        .sum();
+    let mut writer = ManifestWriter::new(BUNDLE_FORMAT_VERSION, version, capacity);
+    let mut entries = std::pin::pin!(lookups(app, replica, refs));
+    while let Some(entry) = entries.next().await {
+        writer.push(&entry?);
+    }
+    // As before the entries were streamed: a missing file is reported before a duplicate name.
+    check_duplicates(refs.iter().map(|r| &*r.name))?;
+    Ok(writer.finish(creator_uid))
+}
+
+fn check_duplicates<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        if !seen.insert(name) {
+            return Err(ApiError::DuplicateFilename(name.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Write a manifest's `bytes` create-only; an identical existing one is success (200), a
+/// different one a conflict.
+async fn save_manifest<S: Store>(store: &S, uuid: &str, version: &str, bytes: Bytes) -> Result<StatusCode, ApiError> {
+    let key = bundle_key(uuid, version);
+    match store.put(&key, bytes.clone(), PutOptions::if_absent()).await {
+        Ok(()) => Ok(StatusCode::CREATED),
+        Err(StoreError::AlreadyExists(_)) if store.get(&key).await? == bytes => Ok(StatusCode::OK),
+        Err(StoreError::AlreadyExists(_)) => Err(ApiError::BundleAlreadyExists(uuid.to_string(), version.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `{"version": …, "manifest": …}` around the manifest's stored bytes (no second
+/// serialisation of a large manifest).
+fn put_answer(status: StatusCode, version: &str, manifest: &[u8]) -> Result<Response, ApiError> {
+    let version = serde_json::to_string(version).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut body = Vec::with_capacity(manifest.len() + version.len() + 32);
+    body.extend_from_slice(b"{\"version\": ");
+    body.extend_from_slice(version.as_bytes());
+    body.extend_from_slice(b", \"manifest\": ");
+    body.extend_from_slice(manifest);
+    body.push(b'}');
+    Ok(json_bytes(status, body))
+}
+
+/// Have the search index catch up with `key` (a durable job). The write itself has
+/// succeeded; if the job cannot be recorded the client is told to repeat the request,
+/// which is idempotent and records it again.
+fn index_after_write<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    replica: &Replica<S>,
+    key: String,
+) -> Result<(), ApiError> {
+    let Some(jobs) = &app.jobs else {
+        return Ok(());
+    };
+    jobs.submit_index(crate::search::indexer::IndexJob {
+        replica: replica.name.to_string(),
+        key,
+    })
+    .map_err(|e| {
+        tracing::error!("index job not recorded: {e}");
+        ApiError::Unavailable("stored, but its indexing could not be recorded; repeat the request".into())
+    })
+}
+
+/// `PUT /v1/bundles/{uuid}?version&replica`.
+pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    ctx: &Ctx<'_>,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let id = uuid(id)?;
+    let replica = app.replica_param(&ctx.query)?;
+    let version = ctx.query.required_version("version")?;
+    let body = PutBody::parse(ctx.body)?;
+    let creator_uid = body
+        .creator_uid
+        .ok_or_else(|| ApiError::IllegalArguments("'creator_uid' is a required property".into()))?;
+    let files = body
+        .files
+        .ok_or_else(|| ApiError::IllegalArguments("'files' is a required property".into()))?;
+    // Before anything is validated or looked up.
+    check_file_count(files.len())?;
+    let refs = file_refs(files, "files", true)?;
+    let bytes = Bytes::from(build_manifest(app, replica, &refs, version.as_str(), creator_uid).await?);
+    let count = refs.len();
+    drop(refs);
+    let status = save_manifest(&replica.main, id.as_str(), version.as_str(), bytes.clone()).await?;
+    index_after_write(app, replica, bundle_key(id.as_str(), version.as_str()))?;
+    tracing::info!(uuid = %id, version = %version, files = count, "bundle stored");
+    put_answer(status, version.as_str(), &bytes)
+}
+
+/// `PATCH /v1/bundles/{uuid}?version&replica`: a new version with files added/removed.
+pub async fn patch<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    ctx: &Ctx<'_>,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let id = uuid(id)?;
+    let replica = app.replica_param(&ctx.query)?;
+    let version = ctx.query.required_version("version")?;
+    let body = json_body(ctx.body)?;
+    let list = |field: &str, need_indexed: bool| -> Result<Vec<FileRef<'_>>, ApiError> {
+        match body.get(field) {
+            None => Ok(Vec::new()),
+            Some(v) => {
+                let items = Vec::<FileRefIn<'_>>::deserialize(v)
+                    .map_err(|e| ApiError::IllegalArguments(format!("'{field}': {e}")))?;
+                let refs = file_refs(items, field, need_indexed)?;
+                if refs.len() > PATCH_MAX_ITEMS {
+                    return Err(ApiError::IllegalArguments(format!(
+                        "'{field}' has more than {PATCH_MAX_ITEMS} items"
+                    )));
+                }
+                Ok(refs)
+            }
+        }
+    };
+    let add = list("add_files", true)?;
+    let remove = list("remove_files", false)?;
+    let mut manifest: BundleManifest = (*load_manifest(replica, id.as_str(), Some(version.as_str()))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Could not find bundle for UUID {id}")))?)
+    .clone();
+    manifest.files.retain(|f| {
+        !remove
+            .iter()
+            .any(|r| r.name == f.name && r.uuid.as_str() == f.uuid && r.version == f.version)
+    });
+    check_file_count(manifest.files.len() + add.len())?;
+    let added = build_entries(app, replica, &add).await?;
+    manifest.files.extend(added);
+    check_duplicates(manifest.files.iter().map(|f| f.name.as_str()))?;
+    let new_version = DssVersion::from_datetime(app.clock.now());
+    manifest.version = new_version.as_str().to_string();
+    save_manifest(
+        &replica.main,
+        id.as_str(),
+        &manifest.version,
+        Bytes::from(manifest.to_bytes()),
+    )
+    .await?;
+    index_after_write(app, replica, bundle_key(id.as_str(), &manifest.version))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"uuid": id.as_str(), "version": new_version.as_str()}),
+    ))
+}
+
+/// `DELETE /v1/bundles/{uuid}?replica[&version]`: write a tombstone (admins only).
+pub async fn delete<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    ctx: &Ctx<'_>,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let who = ctx.caller()?;
+    let id = uuid(id)?;
+    let replica = app.replica_param(&ctx.query)?;
+    let version = ctx.query.version("version")?;
+    let body = json_body(ctx.body)?;
+    let reason = str_field(&body, "reason")?;
+    let prefix = format!("bundles/{}.{}", id, version.as_ref().map(|v| v.as_str()).unwrap_or(""));
+    if replica.main.list(&prefix, None, 1).await?.keys.is_empty() {
+        return Err(ApiError::NotFound("Cannot find bundle!".into()));
+    }
+    let tomb = Tombstone {
+        email: who.email.clone(),
+        reason: Some(reason.to_string()),
+        admin_deleted: true,
+        version: version.as_ref().map(|v| v.as_str().to_string()),
+    };
+    let key = tombstone_key(id.as_str(), version.as_ref().map(|v| v.as_str()));
+    let bytes = Bytes::from(tomb.to_bytes());
+    match replica.main.put(&key, bytes.clone(), PutOptions::if_absent()).await {
+        Ok(()) => {}
+        Err(StoreError::AlreadyExists(_)) if replica.main.get(&key).await? == bytes => {}
+        Err(StoreError::AlreadyExists(_)) => {
+            let v = version.as_ref().map(|v| v.as_str()).unwrap_or("None");
+            return Err(ApiError::TombstoneAlreadyExists(id.to_string(), v.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    index_after_write(app, replica, key)?;
+    tracing::info!(uuid = %id, version = ?version, by = %who.email, "bundle tombstoned");
+    Ok(json_response(StatusCode::OK, &json!({})))
+}
+
+/// `GET /v1/bundles/all`: every visible bundle version, paged.
+pub async fn enumerate<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    ctx: &Ctx<'_>,
+) -> Result<Response, ApiError> {
+    let replica = app.replica_param(&ctx.query)?;
+    let per_page = ctx.query.int_in("per_page", 10, 500, 100)? as usize;
+    let prefix = ctx.query.get("prefix").unwrap_or("");
+    let prefix_ok = prefix.is_empty()
+        || (prefix.as_bytes()[0].is_ascii_alphanumeric()
+            && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if !prefix_ok {
+        return Err(ApiError::IllegalArguments(format!(
+            "'{prefix}' does not match '^[a-zA-Z0-9][a-zA-Z0-9-]*$'"
+        )));
+    }
+    let search_prefix = format!("bundles/{}", prefix.to_ascii_lowercase());
+    let start_after = ctx
+        .query
+        .get("search_after")
+        .or(ctx.query.get("token"))
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+
+    let (bundles, resume) = living_page(&replica.main, &search_prefix, start_after, per_page, SCAN_BUDGET).await?;
+    let page_count = bundles.len();
+    let mut body = json!({
+        "dss_api": ctx.base_url,
+        "object": "list",
+        "per_page": per_page,
+        "search_prefix": search_prefix,
+        "event_timestamp": DssVersion::from_datetime(app.clock.now()).as_str(),
+        "bundles": bundles.iter().map(|(u, v)| json!({"uuid": u, "version": v})).collect::<Vec<_>>(),
+        "page_count": page_count,
+    });
+    let mut r = match resume {
+        None => {
+            body["has_more"] = Value::Bool(false);
+            let mut r = json_response(StatusCode::OK, &body);
+            set_header(&mut r, "X-OpenAPI-Pagination", "false");
+            r
+        }
+        Some(after) => {
+            let next = ctx.url_with(&[("search_after", Some(&after)), ("token", Some(&after))]);
+            body["has_more"] = Value::Bool(true);
+            body["token"] = Value::String(after.clone());
+            body["search_after"] = Value::String(after);
+            body["link"] = Value::String(next.clone());
+            let mut r = json_response(StatusCode::PARTIAL_CONTENT, &body);
+            set_header(&mut r, "link", &format!("<{next}>; rel='next'"));
+            set_header(&mut r, "X-OpenAPI-Pagination", "true");
+            r
+        }
+    };
+    set_header(&mut r, "X-OpenAPI-Paginated-Content-Key", "bundles");
+    Ok(r)
+}
+
+/// Up to `per_page` visible `(uuid, version)` pairs after key `start_after`, and the key
+/// to resume after when more keys follow.
+///
+/// Keys of one uuid are contiguous and its tombstones sort after its versions, so a
+/// uuid's visibility is known once the listing moves past it. A page ends on a
+/// bundle key, so the next page re-reads the rest of that uuid's keys and nothing is
+/// skipped or repeated (the original resumed after the last key read, and could skip).
+///
+/// At most about `scan_budget` keys are read per call: over a prefix full of
+/// tombstones, a page may come back short (even empty) with a resume key at the end
+/// of the last uuid fully read, so one request never walks the whole bucket.
+async fn living_page<S: Store>(
+    store: &S,
+    prefix: &str,
+    start_after: Option<String>,
+    per_page: usize,
+    scan_budget: usize,
+) -> Result<(Vec<(String, String)>, Option<String>), ApiError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut scanned = 0usize;
+    // The last key of the uuid before the current one: a safe place to resume.
+    let mut prev_key: Option<String> = None;
+    let mut token = start_after;
+    let mut group_uuid: Option<String> = None;
+    let mut group: Vec<(String, String)> = Vec::new(); // (version, key) of live candidates
+    let mut group_dead_versions = std::collections::HashSet::new();
+    let mut group_dead_all = false;
+
+    // Emits the finished group; returns the resume key if the page filled up.
+    let flush = |out: &mut Vec<(String, String)>,
+                 uuid: &str,
+                 group: &mut Vec<(String, String)>,
+                 dead: &std::collections::HashSet<String>,
+                 dead_all: bool|
+     -> Option<String> {
+        if !dead_all {
+            for (v, key) in group.drain(..) {
+                if dead.contains(&v) {
+                    continue;
+                }
+                out.push((uuid.to_string(), v));
+                if out.len() == per_page {
+                    return Some(key);
+                }
+            }
+        }
+        group.clear();
+        None
+    };
+
+    loop {
+        let page = store.list(prefix, token.as_deref(), 1000).await?;
+        for key in &page.keys {
+            let (uuid, kind) = match parse_bundle_key(key) {
+                Some(BundleKey::Manifest { uuid, version }) => (uuid, Some((version, false))),
+                Some(BundleKey::VersionTombstone { uuid, version }) => (uuid, Some((version, true))),
+                Some(BundleKey::Tombstone { uuid }) => (uuid, None),
+                None => continue,
+            };
+            if group_uuid.as_deref() != Some(uuid) {
+                if let Some(g) = group_uuid.take() {
+                    if let Some(resume) = flush(&mut out, &g, &mut group, &group_dead_versions, group_dead_all) {
+                        return Ok((out, Some(resume)));
+                    }
+                    if scanned >= scan_budget {
+                        if let Some(resume) = prev_key.take() {
+                            return Ok((out, Some(resume)));
+                        }
+                    }
+                }
+                group_uuid = Some(uuid.to_string());
+                group_dead_versions.clear();
+                group_dead_all = false;
+            }
+            match kind {
+                None => group_dead_all = true,
+                Some((v, true)) => {
+                    group_dead_versions.insert(v.to_string());
+                }
+                Some((v, false)) => group.push((v.to_string(), key.clone())),
+            }
+            scanned += 1;
+            prev_key = Some(key.clone());
+        }
+        match page.next_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    if let Some(g) = group_uuid.take() {
+        if let Some(resume) = flush(&mut out, &g, &mut group, &group_dead_versions, group_dead_all) {
+            // Filled exactly at the end of the listing: say "more" only if keys follow.
+            let more = !store.list(prefix, Some(&resume), 1).await?.keys.is_empty();
+            return Ok((out, more.then_some(resume)));
+        }
+    }
+    Ok((out, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::dss::files::tests::{memory, test_app, TestClock, V1};
+    use crate::model::checksum::checksums_of;
+    use crate::storage::cached::{Cached, ObjectCache};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A cache that holds nothing and counts lookups: through [`Cached`], one per read
+    /// of a document.
+    struct CountingCache(Arc<AtomicUsize>);
+
+    impl ObjectCache for CountingCache {
+        async fn get(&self, _key: &str) -> Option<Bytes> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            None
+        }
+        async fn put(&self, _key: &str, _value: Bytes, _ttl: std::time::Duration) {}
+        async fn delete(&self, _key: &str) {}
+    }
+
+    #[tokio::test]
+    async fn file_lookups_stop_at_the_first_failure() {
+        let clock = TestClock::at("2024-05-06T07:08:09Z");
+        let reads = Arc::new(AtomicUsize::new(0));
+        let mut app = test_app(
+            |name| {
+                Cached::new(
+                    memory(name, &clock),
+                    CountingCache(reads.clone()),
+                    name,
+                    std::time::Duration::ZERO,
+                    clock.clone(),
+                )
+            },
+            clock.clone(),
+        );
+        app.config.bundle_file_wait = std::time::Duration::from_secs(10);
+        let meta = FileMetadata::new(0, V1, "text/plain", 1, &checksums_of(b"x"));
+        let mut ids = vec![ObjectUuid::random()]; // never written
+        for _ in 0..200 {
+            let id = ObjectUuid::random();
+            app.aws
+                .main
+                .put(
+                    &file_key(id.as_str(), V1),
+                    meta.to_bytes().into(),
+                    PutOptions::if_absent(),
+                )
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        let refs: Vec<FileRef<'_>> = ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, uuid)| FileRef {
+                name: Cow::Owned(format!("f{i}")),
+                uuid,
+                version: Cow::Borrowed(V1),
+                indexed: false,
+            })
+            .collect();
+        // PUT writes the manifest as lookups end; PATCH collects its added entries.
+        let put = build_manifest(&app, &app.aws, &refs, V1, 0).await.map(|_| ());
+        let put_reads = reads.swap(0, Ordering::SeqCst);
+        let patch = build_entries(&app, &app.aws, &refs).await.map(|_| ());
+        let patch_reads = reads.load(Ordering::SeqCst);
+        for (r, n) in [(put, put_reads), (patch, patch_reads)] {
+            assert!(matches!(r, Err(ApiError::FileMissing(_))), "{:?}", r.err());
+            // The missing file was read once per second of the wait (the sleeper moves the
+            // clock), and no more than one batch of the others was looked up.
+            assert!(n <= 11 + FILE_LOOKUP_CONCURRENCY, "{n} reads");
+        }
+    }
+
+    #[test]
+    fn put_bodies_parse_into_borrowed_references() {
+        let body = br#"{"creator_uid": 3, "extra": [1, 2], "files": [
+            {"name": "a.json", "uuid": "CE55FD51-7833-469B-BE0B-5DA88EBEBFCD", "version": "2017-06-16T193604.240704Z", "indexed": true},
+            {"name": "caf\u00e9", "uuid": "ce55fd51-7833-469b-be0b-5da88ebebfcd", "version": "2017-06-16T193604.240704Z", "indexed": false}]}"#;
+        let b = PutBody::parse(body).unwrap();
+        assert_eq!(b.creator_uid, Some(3));
+        let refs = file_refs(b.files.unwrap(), "files", true).unwrap();
+        assert!(matches!(refs[0].name, Cow::Borrowed("a.json")), "no escapes: borrowed");
+        assert_eq!(refs[0].uuid.as_str(), "ce55fd51-7833-469b-be0b-5da88ebebfcd");
+        assert!(refs[0].indexed && !refs[1].indexed);
+        assert_eq!(refs[1].name, "café");
+        for (bad, code) in [
+            (&b""[..], "Request body is missing"),
+            (b"[1]", "must be a JSON object"),
+            (br#"{"files": "no"}"#, "Request body"),
+            (b"{", "Request body"),
+        ] {
+            match PutBody::parse(bad) {
+                Err(ApiError::IllegalArguments(m)) => assert!(m.contains(code), "{m}"),
+                other => panic!("{:?}", other.err()),
+            }
+        }
+        let missing = PutBody::parse(br#"{"files": [{"name": "a", "uuid": "ce55fd51-7833-469b-be0b-5da88ebebfcd", "version": "2017-06-16T193604.240704Z"}]}"#)
+            .unwrap();
+        match file_refs(missing.files.unwrap(), "files", true) {
+            Err(ApiError::IllegalArguments(m)) => assert!(m.contains("'indexed' is a required property"), "{m}"),
+            other => panic!("{:?}", other.err()),
+        }
+    }
+
+    use crate::storage::memory::MemoryStore;
+
+    fn uuid(i: usize) -> String {
+        format!("{i:08x}-0000-4000-8000-000000000000")
+    }
+
+    /// A prefix of many tombstoned bundles is walked a bounded number of keys at a
+    /// time: pages come back short (even empty) with a key to go on from, and following
+    /// them finds every live bundle exactly once.
+    #[tokio::test]
+    async fn enumeration_reads_a_bounded_number_of_keys_per_page() {
+        let store = MemoryStore::new("t", None, Arc::new(crate::model::SystemClock));
+        let v = "2020-01-01T000000.000000Z";
+        let mut live = Vec::new();
+        for i in 0..500 {
+            let u = uuid(i);
+            store
+                .put(&bundle_key(&u, v), Bytes::from_static(b"{}"), PutOptions::default())
+                .await
+                .unwrap();
+            if i % 50 == 7 {
+                live.push((u, v.to_string()));
+            } else {
+                store
+                    .put(
+                        &tombstone_key(&u, None),
+                        Bytes::from_static(b"{}"),
+                        PutOptions::default(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        let budget = 100;
+        let (mut found, mut token, mut calls) = (Vec::new(), None, 0);
+        loop {
+            calls += 1;
+            let (page, next) = living_page(&store, "bundles/", token.clone(), 10, budget)
+                .await
+                .unwrap();
+            assert!(page.len() <= 10);
+            found.extend(page);
+            match next {
+                Some(n) => {
+                    assert!(token.as_ref().is_none_or(|t| &n > t), "progress");
+                    token = Some(n);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(found, live);
+        // 1,000 keys at about 100 keys a call.
+        assert!(calls >= 9, "{calls} calls: the budget was not applied");
+    }
+}
