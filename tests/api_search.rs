@@ -328,7 +328,7 @@ async fn bad_searches_get_clear_400s() {
 #[tokio::test]
 async fn index_jobs_recorded_before_a_crash_are_resumed() {
     // A data dir holding the original's bucket and two index job records, as a server
-    // that stopped before indexing would leave it.
+    // of an earlier version that stopped before indexing would leave it.
     let dir = tempfile::tempdir().unwrap();
     copy_tree(&fixtures().join("original-bucket"), &dir.path().join("aws/main"));
     let pending = dir.path().join("jobs/index/pending");
@@ -359,13 +359,9 @@ async fn index_jobs_recorded_before_a_crash_are_resumed() {
     )
     .await;
     assert_eq!(r.json()["total_hits"], 2);
-    for _ in 0..100 {
-        if std::fs::read_dir(&pending).unwrap().count() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("finished index job records are removed");
+    // The records moved into the queue, where both jobs completed.
+    assert_eq!(std::fs::read_dir(&pending).unwrap().count(), 0, "old records removed");
+    assert_eq!(env.jobs_completed("index", 10).await.len(), 2);
 }
 
 /// Serves fixed JSON documents by path over HTTP/1.1 (one request per connection); the

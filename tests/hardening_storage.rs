@@ -336,11 +336,12 @@ async fn the_sidecar_of_a_staged_file_is_confined_too() {
 // Defect 5: identical writes at once.
 
 async fn index_settles(env: &Env, query: serde_json::Value) {
-    let pending = env.data().join("jobs/index/pending");
     for _ in 0..400 {
-        let left = std::fs::read_dir(&pending)
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+        let left = env
+            .jobs("index")
+            .await
+            .iter()
+            .filter(|j| j.state != dss::jobs::queue::JobState::Completed)
             .count();
         let hits = env
             .req("POST", "/v1/search?replica=aws", None, &query.to_string(), &[])
@@ -444,7 +445,7 @@ async fn a_restart_sweeps_temp_files_of_dead_processes_but_not_of_live_ones() {
     // A directory without any lock file.
     std::fs::create_dir_all(tmp.join("orphan")).unwrap();
     std::fs::write(tmp.join("orphan/partial"), b"x").unwrap();
-    // And a job record's temp file left by a crash long ago.
+    // And a job record's temp file left by an earlier version's crash long ago.
     let index_pending = dir.path().join("jobs/index/pending");
     std::fs::create_dir_all(&index_pending).unwrap();
     let stale_record = index_pending.join("aws.x.json.0123abcd.tmp");

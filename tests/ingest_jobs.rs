@@ -51,9 +51,11 @@ async fn large_file_is_ingested_in_the_background() {
     let g = env.get(&format!("/v1/files/{u}?replica=aws")).await;
     let d = env.get(&local_part(g.header("location").unwrap())).await;
     assert_eq!(sha256_hex(&d.body), c.sha256);
-    // The job record is gone once done.
-    let pending: Vec<_> = std::fs::read_dir(env.data().join("jobs/pending")).unwrap().collect();
-    assert!(pending.is_empty());
+    // The job is recorded as completed, once.
+    let jobs = env.jobs_completed("ingest", 10).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].key, format!("aws/{u}.{V1}"));
+    assert_eq!(jobs[0].attempts, 1);
     // The same PUT again: the file exists, so the job ends at once with the same result.
     assert_eq!(env.put_file(&u, V1, &src, None).await.status, 202);
     assert_eq!(wait_for_head(&env, &u, V1).await.status, 200);
@@ -107,7 +109,7 @@ async fn a_failed_background_ingest_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_jobs_resume_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    // A job recorded by a server that stopped before running it.
+    // A job recorded by a server of an earlier version that stopped before running it.
     let data = big_data();
     let staging = dir.path().join("staging/abc");
     std::fs::create_dir_all(&staging).unwrap();
@@ -139,13 +141,9 @@ async fn unfinished_jobs_resume_after_a_restart() {
     let h = wait_for_head(&env, &u, V1).await;
     assert_eq!(h.status, 200);
     assert_eq!(h.header("x-dss-creator-uid"), Some("7"));
-    // The record goes once the job is complete, a moment after its file is visible.
-    let record = env.data().join("jobs/pending/t-1.json");
-    for _ in 0..200 {
-        if !record.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(!record.exists(), "the finished job's record is still there");
+    // The record of the earlier version moved into the queue, where the job completed.
+    assert!(!env.data().join("jobs/pending/t-1.json").exists(), "the old record is gone");
+    let jobs = env.jobs_completed("ingest", 10).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].payload["task_id"], "t-1");
 }

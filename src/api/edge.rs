@@ -110,6 +110,7 @@ impl EdgeConfig {
             read_deadline: secs("DSS_READ_DEADLINE", 60)?,
             // Served by the backend (forwarded).
             application_secrets: None,
+            async_ingest_threshold: crate::api::ingest::ASYNC_THRESHOLD,
         };
         let pair = |main: &str, checkout: &str| var(main).map(|m| (m, var(checkout)));
         Ok(EdgeConfig {

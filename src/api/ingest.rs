@@ -140,20 +140,22 @@ impl IngestJob {
     }
 }
 
-/// Where large ingests go to run in the background. The backend implements it with
-/// a durable queue; a deployment without one (the edge) has none and forwards writes.
+/// Where writes hand over the work that must follow them (large ingests, indexing). The
+/// backend implements it with its durable job queue; the edge has none and forwards
+/// writes. Each method is durable before its future resolves.
 pub trait JobSink: crate::model::MaybeSend + crate::model::MaybeSync {
-    /// Record `job` durably and start it.
-    fn submit_ingest(&self, job: IngestJob) -> Result<(), String>;
+    /// Record `job` durably; a worker (of any backend sharing the queue) runs it.
+    fn submit_ingest(&self, job: IngestJob) -> crate::model::BoxFuture<'_, Result<(), String>>;
     /// How the latest ingest of `files/{uuid}.{version}` into `replica` failed for good,
     /// if it did (cleared when that file is submitted again).
-    fn ingest_failure(&self, replica: &str, uuid: &str, version: &str) -> Option<JobFailure>;
-    /// Record durably that the index must catch up with a bundle key, and start on it.
-    /// Where no index is kept here (the edge), there is nothing to do.
-    fn submit_index(&self, job: crate::search::indexer::IndexJob) -> Result<(), String> {
-        let _ = job;
-        Ok(())
-    }
+    fn ingest_failure<'a>(
+        &'a self,
+        replica: &'a str,
+        uuid: &'a str,
+        version: &'a str,
+    ) -> crate::model::BoxFuture<'a, Option<JobFailure>>;
+    /// Record durably that the index must catch up with a bundle key.
+    fn submit_index(&self, job: crate::search::indexer::IndexJob) -> crate::model::BoxFuture<'_, Result<(), String>>;
 }
 
 /// The error a background ingest ended with, kept to answer `HEAD`/`GET` for its file.

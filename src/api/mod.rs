@@ -153,6 +153,9 @@ pub struct ApiConfig {
     pub staging_dir: Option<String>,
     /// How long `PUT /bundles` waits for file metadata that is not there yet.
     pub bundle_file_wait: Duration,
+    /// Staged files larger than this many bytes are ingested by a background job (202 and
+    /// a `task_id`); smaller ones inline (`DSS_ASYNC_INGEST_THRESHOLD`).
+    pub async_ingest_threshold: u64,
     /// Value of `/version`.
     pub version: String,
     /// `DSS_STAGING_BUCKETS`: when set, the only buckets `source_url` may name.
@@ -179,6 +182,7 @@ impl Default for ApiConfig {
             public_url: None,
             staging_dir: None,
             bundle_file_wait: Duration::from_secs(10),
+            async_ingest_threshold: ingest::ASYNC_THRESHOLD,
             version: env!("CARGO_PKG_VERSION").to_string(),
             staging_buckets: None,
             cors_origins: cors::CorsOrigins::Off,

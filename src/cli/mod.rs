@@ -1,4 +1,6 @@
-//! The `dss` command: `serve`, `token`, `stage`.
+//! The `dss` command: `serve`, `token`, `stage`, `checksum`, `reindex`, `jobs`.
+
+pub mod jobs;
 
 use crate::auth::dev::DevIssuer;
 use crate::server::{self, dev_issuer_dir, ServeConfig};
@@ -56,8 +58,10 @@ pub enum Command {
         staging_dir: Option<PathBuf>,
     },
     /// Rebuild the search index of one or both replicas from their buckets (stop the
-    /// server first, or let it be: writers take turns). Prints progress.
+    /// server first, or let it be: writers take turns). Prints progress. Runs no jobs.
     Reindex(Box<ReindexArgs>),
+    /// List the job queue's jobs, show one, or retry a failed one.
+    Jobs(Box<jobs::JobsArgs>),
     /// Print the four DSS checksums of files (sha256, sha1, s3_etag, crc32c), the byte
     /// count and the hashing rate: what `hca-dss-*` staging tags must hold.
     Checksum {
@@ -115,6 +119,7 @@ pub fn run(cli: Cli) -> i32 {
             staging_dir,
         } => stage(&files, &staging_dir.unwrap_or_else(|| data_dir.join("staging"))),
         Command::Checksum { files } => checksum(&files),
+        Command::Jobs(args) => runtime().and_then(|rt| rt.block_on(jobs::run(*args))),
         Command::Reindex(args) => {
             let ReindexArgs { cfg, replica } = *args;
             reindex(cfg.finish(), &replica)
@@ -180,7 +185,8 @@ fn reindex(cfg: ServeConfig, which: &str) -> Result<(), String> {
     use futures::StreamExt;
     let rt = runtime()?;
     rt.block_on(async move {
-        let app = server::build_app(&cfg).map_err(|e| e.to_string())?;
+        // No job runner: the server (if one runs) does the jobs.
+        let (app, _queue) = server::assemble(&cfg).map_err(|e| e.to_string())?;
         let engine = app.search.clone().ok_or("no search engine configured")?;
         let scrubber = server::schema_scrubber(&cfg).map_err(|e| e.to_string())?;
         let replicas: Vec<&str> = match which {

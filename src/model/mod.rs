@@ -10,4 +10,4 @@ pub mod pyjson;
 
 pub use checksum::{ChecksumError, Checksums};
 pub use ids::{DssVersion, IdError, ObjectUuid};
-pub use platform::{Clock, MaybeSend, MaybeSync, SystemClock};
+pub use platform::{BoxFuture, Clock, MaybeSend, MaybeSync, SystemClock};

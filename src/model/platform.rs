@@ -32,6 +32,13 @@ pub type ByteStream = futures::stream::BoxStream<'static, std::io::Result<bytes:
 #[cfg(target_arch = "wasm32")]
 pub type ByteStream = futures::stream::LocalBoxStream<'static, std::io::Result<bytes::Bytes>>;
 
+/// A boxed future: `Send` natively, local on wasm32 (for the few `dyn` seams).
+#[cfg(not(target_arch = "wasm32"))]
+pub type BoxFuture<'a, T> = futures::future::BoxFuture<'a, T>;
+/// A boxed future: `Send` natively, local on wasm32 (for the few `dyn` seams).
+#[cfg(target_arch = "wasm32")]
+pub type BoxFuture<'a, T> = futures::future::LocalBoxFuture<'a, T>;
+
 /// Where the current time comes from.
 pub trait Clock: MaybeSend + MaybeSync {
     /// The current UTC time.

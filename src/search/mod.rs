@@ -26,12 +26,7 @@ pub mod tantivy_engine;
 
 use serde_json::Value;
 
-/// A boxed future that is `Send` natively (engines are shared across tokio tasks).
-#[cfg(not(target_arch = "wasm32"))]
-pub type BoxFuture<'a, T> = futures::future::BoxFuture<'a, T>;
-/// A boxed future (the edge's futures are not `Send`).
-#[cfg(target_arch = "wasm32")]
-pub type BoxFuture<'a, T> = futures::future::LocalBoxFuture<'a, T>;
+pub use crate::model::BoxFuture;
 
 /// Search failures, each answered as the original did.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -89,6 +89,25 @@ pub struct ServeConfig {
     /// in the URL if needed). Unset: the embedded index under DATA_DIR/search.
     #[arg(long, env = "DSS_ES_ENDPOINT")]
     pub es_endpoint: Option<String>,
+    /// Search: `auto` (Elasticsearch when DSS_ES_ENDPOINT is set, else the embedded index)
+    /// or `off` (no index is kept; /v1/search answers 501).
+    #[arg(long, env = "DSS_SEARCH", default_value = "auto", value_parser = ["auto", "off"])]
+    pub search: String,
+    /// The job queue: `postgres://…` for one queue shared by several backends, or a path
+    /// for the embedded one. Unset: DATA_DIR/jobs/queue.sqlite.
+    #[arg(long, env = "DSS_JOBS_URL")]
+    pub jobs_url: Option<String>,
+    /// Jobs this process runs at once.
+    #[arg(long, env = "DSS_JOB_WORKERS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub job_workers: u64,
+    /// Seconds a job's lease lasts: a job whose backend died is taken over after this.
+    /// Running jobs renew it at least three times per lease.
+    #[arg(long, env = "DSS_JOB_LEASE", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub job_lease: u64,
+    /// Staged files larger than this many bytes are ingested by a background job (202 and
+    /// a task_id); smaller ones inline.
+    #[arg(long, env = "DSS_ASYNC_INGEST_THRESHOLD", default_value_t = crate::api::ingest::ASYNC_THRESHOLD)]
+    pub async_ingest_threshold: u64,
     /// Prefix of the Elasticsearch index names (`{prefix}-{replica}-docs`).
     #[arg(long, env = "DSS_ES_INDEX_PREFIX", default_value = "dss")]
     pub es_index_prefix: String,

@@ -13,6 +13,7 @@ use crate::model::{Clock, SystemClock};
 use crate::storage::fs::FsStore;
 use crate::storage::signer::Signer;
 use crate::storage::AnyStore;
+use crate::jobs::queue::AnyQueue;
 use bytes::Bytes;
 pub use config::ServeConfig;
 use hyper::server::conn::http1;
@@ -83,9 +84,17 @@ pub fn dev_issuer_dir(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("dev-issuer")
 }
 
-/// Build the application from `cfg` and start its background jobs (resuming any left
-/// unfinished). Creates the data directory layout if missing. Call inside a tokio runtime.
+/// Build the application from `cfg` and start its job runner (which resumes any jobs left
+/// unfinished). Creates the data directory layout if missing. Call inside a
+/// multi-threaded tokio runtime.
 pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
+    let (app, queue) = assemble(cfg)?;
+    start_jobs(app.clone(), queue, cfg)?;
+    Ok(app)
+}
+
+/// The application and its job queue, with no job runner (`dss reindex`, `dss jobs`).
+pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), StartError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let data = &cfg.data_dir;
     std::fs::create_dir_all(data)?;
@@ -96,7 +105,10 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
         Ok(AnyStore::Fs(FsStore::new(name, data.join(dir), Some(signer.clone()))?))
     };
     let http = ReqwestClient::new(Duration::from_secs(30)).map_err(|e| StartError::Config(e.to_string()))?;
-    let search = open_search(cfg, data, &http)?;
+    let search = match cfg.search.as_str() {
+        "off" => None,
+        _ => Some(open_search(cfg, data, &http)?),
+    };
     let cloud = CloudStores {
         http: http.clone(),
         clock: clock.clone(),
@@ -206,8 +218,17 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
         deployment_stage: cfg.deployment_stage.clone(),
         read_deadline: Duration::from_secs(cfg.read_deadline),
         application_secrets: application_secrets(cfg, dev_jwks.is_some())?,
+        async_ingest_threshold: cfg.async_ingest_threshold,
     };
-    let jobs = crate::jobs::FsJobs::open(&data.join("jobs"), schema_scrubber(cfg)?)?;
+    let queue = Arc::new(open_queue(cfg)?);
+    if let (Some(_), None, true) = (&search, &cfg.es_endpoint, queue.is_shared()) {
+        return Err(StartError::Config(
+            "with a shared job queue (DSS_JOBS_URL=postgres://…) search must be Elasticsearch \
+             (DSS_ES_ENDPOINT) or off (DSS_SEARCH=off): an embedded index on each backend would \
+             hold only the writes that backend indexed"
+                .into(),
+        ));
+    }
     let app = App {
         config,
         aws,
@@ -220,12 +241,81 @@ pub fn build_app(cfg: &ServeConfig) -> Result<Arc<NativeApp>, StartError> {
         sleeper: TokioSleeper,
         swagger,
         bucket_store: Some(bucket_store),
-        jobs: Some(jobs.clone()),
-        search: Some(search),
+        jobs: Some(Arc::new(crate::jobs::work::QueueJobs::new(queue.clone()))),
+        search,
     };
-    let app = Arc::new(app);
-    jobs.start(app.clone());
-    Ok(app)
+    Ok((Arc::new(app), queue))
+}
+
+/// Open the job queue `DSS_JOBS_URL` names (default: SQLite in the data directory).
+fn open_queue(cfg: &ServeConfig) -> Result<AnyQueue, StartError> {
+    let url = match &cfg.jobs_url {
+        Some(u) => u.clone(),
+        None => cfg.data_dir.join("jobs").join("queue.sqlite").to_string_lossy().into_owned(),
+    };
+    let queue = if url.contains("://") {
+        // Start-up only: connecting to PostgreSQL is async, and so is its migration.
+        let open = AnyQueue::open(&url);
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(open))
+    } else {
+        crate::jobs::queue::disk::DiskQueue::open(Path::new(&url)).map(AnyQueue::Disk)
+    }
+    .map_err(|e| StartError::Config(format!("DSS_JOBS_URL: {e}")))?;
+    if queue.is_shared() {
+        tracing::info!("job queue on PostgreSQL, shared with other backends");
+    }
+    Ok(queue)
+}
+
+/// Start this process's job runner on `queue`: first moving job records of earlier
+/// versions into it, then sweeping orphaned `incoming/` copies; completed jobs older
+/// than a week are pruned every hour. Call inside a tokio runtime.
+pub fn start_jobs(app: Arc<NativeApp>, queue: Arc<AnyQueue>, cfg: &ServeConfig) -> Result<(), StartError> {
+    use crate::jobs::queue::{runner, JobFilter, JobQueue, JobState};
+    let dir = cfg.data_dir.join("jobs");
+    let scrubber = schema_scrubber(cfg)?;
+    let runner_cfg = runner::RunnerConfig::new(
+        usize::try_from(cfg.job_workers).unwrap_or(1),
+        Duration::from_secs(cfg.job_lease),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = crate::jobs::import_legacy_records(&dir, &*queue).await {
+            tracing::error!("job records of an earlier version not moved into the queue (kept on disk): {e}");
+        }
+        let work = Arc::new(crate::jobs::work::Work::new(app.clone(), scrubber));
+        let _runner = runner::start(queue.clone(), work, runner_cfg);
+        let unfinished = JobFilter {
+            kind: Some(crate::jobs::work::INGEST.into()),
+            states: vec![JobState::Queued, JobState::Running],
+            key: None,
+            limit: usize::MAX >> 1,
+        };
+        match queue.list(&unfinished).await {
+            Ok(jobs) => {
+                let live = jobs
+                    .iter()
+                    .filter_map(|j| j.payload.get("task_id").and_then(|t| t.as_str()).map(str::to_string))
+                    .collect();
+                for replica in [&app.aws, &app.gcp] {
+                    match crate::jobs::sweep_incoming(&replica.main, &live, chrono::Utc::now()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(replica = replica.name, copies = n, "removed orphaned incoming copies"),
+                        Err(e) => tracing::warn!(replica = replica.name, "could not sweep incoming copies: {e}"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("incoming copies not swept: {e}"),
+        }
+        loop {
+            match queue.prune(chrono::Utc::now() - chrono::Duration::days(7)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "pruned completed jobs older than a week"),
+                Err(e) => tracing::warn!("completed jobs not pruned: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    });
+    Ok(())
 }
 
 /// The document of `/internal/application_secrets`: `GOOGLE_APPLICATION_SECRETS` (a path,
@@ -256,7 +346,7 @@ fn application_secrets(cfg: &ServeConfig, dev_issuer: bool) -> Result<Option<ser
 }
 
 /// The schema scrubber, when `DSS_INDEX_SCHEMA_SCRUB=on`.
-pub fn schema_scrubber(cfg: &ServeConfig) -> Result<Option<Arc<crate::jobs::index::Scrubber>>, StartError> {
+pub fn schema_scrubber(cfg: &ServeConfig) -> Result<Option<Arc<crate::jobs::work::Scrubber>>, StartError> {
     if cfg.index_schema_scrub != "on" {
         return Ok(None);
     }

@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod cloud;
 pub mod emulators;
+pub mod postgres;
 pub mod worker;
 
 use bytes::Bytes;
@@ -88,6 +89,32 @@ impl Env {
         let app = build_app(&cfg).unwrap();
         let issuer = DevIssuer::load_or_create(&dev_dir, "http://dss.test/").unwrap();
         Env { app, dir, cfg, issuer }
+    }
+
+    /// The jobs of `kind` in the server's embedded queue, newest first.
+    pub async fn jobs(&self, kind: &str) -> Vec<dss::jobs::queue::Job> {
+        use dss::jobs::queue::JobQueue;
+        let q = dss::jobs::queue::disk::DiskQueue::open(&self.data().join("jobs/queue.sqlite")).unwrap();
+        q.list(&dss::jobs::queue::JobFilter {
+            kind: Some(kind.into()),
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Wait until every job of `kind` has completed (at most `secs`); the jobs.
+    pub async fn jobs_completed(&self, kind: &str, secs: u64) -> Vec<dss::jobs::queue::Job> {
+        let t = std::time::Instant::now();
+        loop {
+            let jobs = self.jobs(kind).await;
+            if jobs.iter().all(|j| j.state == dss::jobs::queue::JobState::Completed) {
+                return jobs;
+            }
+            assert!(t.elapsed().as_secs() < secs, "{kind} jobs not completed in {secs} s: {jobs:#?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     pub fn data(&self) -> &Path {

@@ -433,7 +433,7 @@ fn put_answer(status: StatusCode, version: &str, manifest: &[u8]) -> Result<Resp
 /// Have the search index catch up with `key` (a durable job). The write itself has
 /// succeeded; if the job cannot be recorded the client is told to repeat the request,
 /// which is idempotent and records it again.
-fn index_after_write<S: Store, H: HttpClient, T: Sleeper>(
+async fn index_after_write<S: Store, H: HttpClient, T: Sleeper>(
     app: &App<S, H, T>,
     replica: &Replica<S>,
     key: String,
@@ -445,6 +445,7 @@ fn index_after_write<S: Store, H: HttpClient, T: Sleeper>(
         replica: replica.name.to_string(),
         key,
     })
+    .await
     .map_err(|e| {
         tracing::error!("index job not recorded: {e}");
         ApiError::Unavailable("stored, but its indexing could not be recorded; repeat the request".into())
@@ -474,7 +475,7 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
     let count = refs.len();
     drop(refs);
     let status = save_manifest(&replica.main, id.as_str(), version.as_str(), bytes.clone()).await?;
-    index_after_write(app, replica, bundle_key(id.as_str(), version.as_str()))?;
+    index_after_write(app, replica, bundle_key(id.as_str(), version.as_str())).await?;
     tracing::info!(uuid = %id, version = %version, files = count, "bundle stored");
     put_answer(status, version.as_str(), &bytes)
 }
@@ -529,7 +530,7 @@ pub async fn patch<S: Store, H: HttpClient, T: Sleeper>(
         Bytes::from(manifest.to_bytes()),
     )
     .await?;
-    index_after_write(app, replica, bundle_key(id.as_str(), &manifest.version))?;
+    index_after_write(app, replica, bundle_key(id.as_str(), &manifest.version)).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"uuid": id.as_str(), "version": new_version.as_str()}),
@@ -569,7 +570,7 @@ pub async fn delete<S: Store, H: HttpClient, T: Sleeper>(
         }
         Err(e) => return Err(e.into()),
     }
-    index_after_write(app, replica, key)?;
+    index_after_write(app, replica, key).await?;
     tracing::info!(uuid = %id, version = ?version, by = %who.email, "bundle tombstoned");
     Ok(json_response(StatusCode::OK, &json!({})))
 }

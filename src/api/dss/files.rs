@@ -1,7 +1,7 @@
 //! `/v1/files/{uuid}`: file metadata, download redirects, and ingest from staging.
 
 use crate::api::cache::PresignKey;
-use crate::api::ingest::{declared_checksums, ingest, source_read_error, IngestJob, SourceUrl, ASYNC_THRESHOLD};
+use crate::api::ingest::{declared_checksums, ingest, source_read_error, IngestJob, SourceUrl};
 use crate::api::params::{int_field, json_body, str_field, uuid};
 use crate::api::*;
 use crate::model::heap::{alloc_size, HeapSize};
@@ -173,9 +173,10 @@ async fn find_file<S: Store, H: HttpClient, T: Sleeper>(
 ) -> Result<Arc<FileEntry>, ApiError> {
     match load_file_metadata(replica, uuid, version).await {
         Err(ApiError::NotFound(m)) => {
-            let failure = version
-                .zip(app.jobs.as_ref())
-                .and_then(|(v, jobs)| jobs.ingest_failure(replica.name, uuid, v));
+            let failure = match (version, app.jobs.as_ref()) {
+                (Some(v), Some(jobs)) => jobs.ingest_failure(replica.name, uuid, v).await,
+                _ => None,
+            };
             Err(match failure {
                 Some(f) => ApiError::Recorded {
                     status: f.status,
@@ -274,9 +275,12 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
         content_type,
     };
     drop(src);
-    if job.size > ASYNC_THRESHOLD {
+    if job.size > app.config.async_ingest_threshold {
         if let Some(jobs) = &app.jobs {
-            jobs.submit_ingest(job.clone()).map_err(ApiError::Internal)?;
+            jobs.submit_ingest(job.clone()).await.map_err(|e| {
+                tracing::error!("ingest job not recorded: {e}");
+                ApiError::Unavailable("the ingest could not be queued; repeat the request".into())
+            })?;
             tracing::info!(uuid = %job.uuid, version = %job.version, task = %job.task_id, "large file: ingest queued");
             return Ok(json_response(
                 StatusCode::ACCEPTED,

@@ -1,0 +1,328 @@
+//! The one suite every [`JobQueue`] must pass (run by `tests/job_queue.rs` against the
+//! disk queue and PostgreSQL). Each check gets a fresh, empty queue from the caller and
+//! panics with a message on a violation.
+
+use super::runner::{self, Handler, Outcome, RunnerConfig};
+use super::{Job, JobFilter, JobQueue, JobState, NewJob};
+use chrono::Utc;
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn job(kind: &str, key: &str) -> NewJob {
+    NewJob::new(kind, key, serde_json::json!({ "key": key }))
+}
+
+/// Run every check, each on a fresh queue from `make`.
+pub async fn run_all<Q, F, Fut>(make: F)
+where
+    Q: JobQueue,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Q>,
+{
+    lease_takes_each_job_once(make().await).await;
+    queued_repeats_are_one_job(make().await).await;
+    only_the_holder_ends_a_job(make().await).await;
+    retries_wait_for_their_time(make().await).await;
+    failed_jobs_keep_their_error_until_retried(make().await).await;
+    expired_leases_are_taken_over(make().await).await;
+    heartbeats_keep_a_lease(make().await).await;
+    concurrent_leases_never_share_a_job(Arc::new(make().await)).await;
+    listing_filters_and_prune(make().await).await;
+    wait_wakes_on_enqueue(Arc::new(make().await)).await;
+    runner_runs_retries_and_fails(Arc::new(make().await)).await;
+    runner_beats_within_a_short_lease(Arc::new(make().await)).await;
+}
+
+/// A lease returns a queued job once, with its payload, as running, attempt 1.
+pub async fn lease_takes_each_job_once<Q: JobQueue>(q: Q) {
+    let ids = q.enqueue(vec![job("a", "k1"), job("b", "k2")]).await.expect("enqueue");
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+    let got = q.lease("w1", 10, LONG).await.expect("lease");
+    assert_eq!(got.len(), 2, "both jobs leased: {got:?}");
+    let first = got.iter().find(|j| j.id == ids[0]).expect("first job leased");
+    assert_eq!(first.kind, "a");
+    assert_eq!(first.key, "k1");
+    assert_eq!(first.payload, serde_json::json!({"key": "k1"}));
+    assert_eq!(first.state, JobState::Running);
+    assert_eq!(first.attempts, 1);
+    assert_eq!(first.worker.as_deref(), Some("w1"));
+    assert!(first.lease_until.is_some_and(|t| t > Utc::now()), "lease ends in the future");
+    assert!(q.lease("w2", 10, LONG).await.expect("lease").is_empty(), "a leased job is not leased again");
+    assert!(q.lease("w1", 0, LONG).await.expect("lease").is_empty());
+}
+
+/// Enqueueing a key that is queued returns the queued job; once it runs, a new one.
+pub async fn queued_repeats_are_one_job<Q: JobQueue>(q: Q) {
+    let a = q.enqueue(vec![job("index", "same")]).await.expect("enqueue")[0];
+    let b = q.enqueue(vec![job("index", "same")]).await.expect("enqueue")[0];
+    assert_eq!(a, b, "a queued repeat is the same job");
+    let other_kind = q.enqueue(vec![job("ingest", "same")]).await.expect("enqueue")[0];
+    assert_ne!(a, other_kind, "the same key of another kind is another job");
+    let leased = q.lease("w", 1, LONG).await.expect("lease");
+    assert_eq!(leased[0].id, a);
+    let c = q.enqueue(vec![job("index", "same")]).await.expect("enqueue")[0];
+    assert_ne!(a, c, "a repeat of a running job is a new job (the write came after the run began)");
+    // A repeat that may run earlier moves the queued job earlier.
+    let later = NewJob {
+        run_at: Some(Utc::now() + chrono::Duration::seconds(3600)),
+        ..job("x", "delayed")
+    };
+    let d = q.enqueue(vec![later]).await.expect("enqueue")[0];
+    assert_eq!(q.enqueue(vec![job("x", "delayed")]).await.expect("enqueue")[0], d);
+    let got = q.get(d).await.expect("get").expect("job");
+    assert!(got.run_at <= Utc::now(), "the earlier run time is kept: {}", got.run_at);
+}
+
+/// Complete and fail act only for the worker that holds the lease.
+pub async fn only_the_holder_ends_a_job<Q: JobQueue>(q: Q) {
+    let id = q.enqueue(vec![job("a", "k")]).await.expect("enqueue")[0];
+    q.lease("holder", 1, LONG).await.expect("lease");
+    assert!(!q.complete(id, "other").await.expect("complete"), "another worker cannot complete it");
+    assert!(!q.fail(id, "other", "no", None).await.expect("fail"));
+    assert!(!q.heartbeat(id, "other", LONG).await.expect("heartbeat"));
+    assert!(q.complete(id, "holder").await.expect("complete"));
+    let j = q.get(id).await.expect("get").expect("job");
+    assert_eq!(j.state, JobState::Completed);
+    assert!(!q.complete(id, "holder").await.expect("complete"), "completing twice is refused");
+    assert!(q.lease("w", 10, LONG).await.expect("lease").is_empty(), "completed jobs never run again");
+    assert!(q.get(id + 1000).await.expect("get").is_none());
+}
+
+/// A retried job is queued again, runnable only from its retry time, attempts counted.
+pub async fn retries_wait_for_their_time<Q: JobQueue>(q: Q) {
+    let id = q.enqueue(vec![job("a", "k")]).await.expect("enqueue")[0];
+    q.lease("w", 1, LONG).await.expect("lease");
+    let later = Utc::now() + chrono::Duration::seconds(3600);
+    assert!(q.fail(id, "w", "storage down", Some(later)).await.expect("fail"));
+    let j = q.get(id).await.expect("get").expect("job");
+    assert_eq!(j.state, JobState::Queued);
+    assert_eq!(j.error.as_deref(), Some("storage down"));
+    assert!(q.lease("w", 10, LONG).await.expect("lease").is_empty(), "not before its time");
+    // Now: runnable again, second attempt.
+    let id2 = q.enqueue(vec![job("b", "k2")]).await.expect("enqueue")[0];
+    q.lease("w", 1, LONG).await.expect("lease");
+    assert!(q.fail(id2, "w", "blip", Some(Utc::now())).await.expect("fail"));
+    let again = q.lease("w", 10, LONG).await.expect("lease");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, id2);
+    assert_eq!(again[0].attempts, 2);
+}
+
+/// A failed job keeps its error, is never leased, and an operator's retry queues it.
+pub async fn failed_jobs_keep_their_error_until_retried<Q: JobQueue>(q: Q) {
+    let id = q.enqueue(vec![job("a", "k")]).await.expect("enqueue")[0];
+    q.lease("w", 1, LONG).await.expect("lease");
+    assert!(q.fail(id, "w", "checksum mismatch", None).await.expect("fail"));
+    let j = q.get(id).await.expect("get").expect("job");
+    assert_eq!(j.state, JobState::Failed);
+    assert_eq!(j.error.as_deref(), Some("checksum mismatch"));
+    assert!(q.lease("w", 10, LONG).await.expect("lease").is_empty(), "failed jobs stay failed");
+    assert!(q.retry(id).await.expect("retry"));
+    assert!(!q.retry(id).await.expect("retry"), "only a failed job can be retried");
+    let again = q.lease("w2", 10, LONG).await.expect("lease");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+}
+
+/// When a lease runs out (its process died), another worker takes the job; the old holder
+/// can no longer end it.
+pub async fn expired_leases_are_taken_over<Q: JobQueue>(q: Q) {
+    let id = q.enqueue(vec![job("a", "k")]).await.expect("enqueue")[0];
+    q.lease("dead", 1, Duration::from_millis(200)).await.expect("lease");
+    assert!(q.lease("live", 1, LONG).await.expect("lease").is_empty(), "not before the lease ends");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let taken = q.lease("live", 1, LONG).await.expect("lease");
+    assert_eq!(taken.len(), 1, "taken over after the lease ran out");
+    assert_eq!(taken[0].id, id);
+    assert_eq!(taken[0].attempts, 2);
+    assert!(!q.complete(id, "dead").await.expect("complete"), "the old holder lost it");
+    assert!(q.complete(id, "live").await.expect("complete"));
+}
+
+/// Renewed leases are not taken over.
+pub async fn heartbeats_keep_a_lease<Q: JobQueue>(q: Q) {
+    q.enqueue(vec![job("a", "k")]).await.expect("enqueue");
+    let id = q.lease("w", 1, Duration::from_millis(300)).await.expect("lease")[0].id;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(q.heartbeat(id, "w", Duration::from_millis(300)).await.expect("heartbeat"));
+        assert!(q.lease("thief", 1, LONG).await.expect("lease").is_empty(), "a renewed lease holds");
+    }
+}
+
+/// Many workers leasing at once: every job is leased by exactly one.
+pub async fn concurrent_leases_never_share_a_job<Q: JobQueue>(q: Arc<Q>) {
+    let n = 200;
+    let jobs = (0..n).map(|i| job("a", &format!("k{i}"))).collect();
+    q.enqueue(jobs).await.expect("enqueue");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (q, seen) = (q.clone(), seen.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let got = q.lease(&format!("w{w}"), 7, LONG).await.expect("lease");
+                if got.is_empty() {
+                    return;
+                }
+                for j in got {
+                    assert!(q.complete(j.id, &format!("w{w}")).await.expect("complete"));
+                    seen.lock().expect("lock").push(j.id);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("leasing task");
+    }
+    let seen = seen.lock().expect("lock").clone();
+    let distinct: HashSet<_> = seen.iter().collect();
+    assert_eq!(seen.len(), n, "every job leased once");
+    assert_eq!(distinct.len(), n, "no job leased twice");
+}
+
+/// Listing by kind, state and key, newest first; prune removes old completed jobs only.
+pub async fn listing_filters_and_prune<Q: JobQueue>(q: Q) {
+    let ids = q
+        .enqueue(vec![job("ingest", "f1"), job("index", "b1"), job("ingest", "f2")])
+        .await
+        .expect("enqueue");
+    let leased = q.lease("w", 1, LONG).await.expect("lease");
+    assert_eq!(leased[0].id, ids[0], "oldest first");
+    q.complete(ids[0], "w").await.expect("complete");
+    let all = q.list(&JobFilter { limit: 10, ..Default::default() }).await.expect("list");
+    assert_eq!(all.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[2], ids[1], ids[0]]);
+    let ingest = q
+        .list(&JobFilter {
+            kind: Some("ingest".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(ingest.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[2], ids[0]]);
+    let queued = q
+        .list(&JobFilter {
+            states: vec![JobState::Queued],
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(queued.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[2], ids[1]]);
+    let by_key = q
+        .list(&JobFilter {
+            key: Some("f2".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(by_key.len(), 1);
+    let one = q.list(&JobFilter { limit: 1, ..Default::default() }).await.expect("list");
+    assert_eq!(one.len(), 1, "limit holds");
+    assert_eq!(q.prune(Utc::now() - chrono::Duration::seconds(3600)).await.expect("prune"), 0);
+    assert_eq!(q.prune(Utc::now() + chrono::Duration::seconds(1)).await.expect("prune"), 1);
+    assert!(q.get(ids[0]).await.expect("get").is_none(), "the completed job was pruned");
+    assert!(q.get(ids[1]).await.expect("get").is_some(), "queued jobs are never pruned");
+}
+
+/// An idle waiter wakes soon after an enqueue, long before its maximum wait.
+pub async fn wait_wakes_on_enqueue<Q: JobQueue>(q: Arc<Q>) {
+    // Drain any stored wake-up first.
+    q.wait(Duration::from_millis(50)).await;
+    let waiter = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            q.wait(Duration::from_secs(20)).await;
+            t.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    q.enqueue(vec![job("a", "wake")]).await.expect("enqueue");
+    let waited = waiter.await.expect("waiter");
+    assert!(waited < Duration::from_secs(10), "woken by the enqueue, not the timeout: {waited:?}");
+}
+
+struct Scripted {
+    runs: Mutex<Vec<(String, u32)>>,
+    slow: Duration,
+}
+
+impl Handler for Scripted {
+    async fn run(&self, job: &Job) -> Outcome {
+        self.runs.lock().expect("lock").push((job.key.clone(), job.attempts));
+        tokio::time::sleep(self.slow).await;
+        match (job.key.as_str(), job.attempts) {
+            ("flaky", 1) => Outcome::Retry("not yet".into()),
+            ("bad", _) => Outcome::Fail("cannot".into()),
+            _ => Outcome::Done,
+        }
+    }
+}
+
+async fn until<Q: JobQueue>(q: &Q, id: i64, state: JobState, within: Duration) -> Job {
+    let t = Instant::now();
+    loop {
+        let j = q.get(id).await.expect("get").expect("job");
+        if j.state == state {
+            return j;
+        }
+        assert!(t.elapsed() < within, "job {id} not {state} within {within:?}: {j:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The runner completes good jobs, retries after a backoff, and records failures.
+pub async fn runner_runs_retries_and_fails<Q: JobQueue>(q: Arc<Q>) {
+    let h = Arc::new(Scripted {
+        runs: Mutex::new(Vec::new()),
+        slow: Duration::ZERO,
+    });
+    let mut cfg = RunnerConfig::new(4, LONG);
+    cfg.poll = Duration::from_millis(50);
+    let _runner = runner::start(q.clone(), h.clone(), cfg);
+    let ids = q
+        .enqueue(vec![job("a", "good"), job("a", "flaky"), job("a", "bad")])
+        .await
+        .expect("enqueue");
+    until(&*q, ids[0], JobState::Completed, Duration::from_secs(10)).await;
+    let flaky = until(&*q, ids[1], JobState::Completed, Duration::from_secs(15)).await;
+    assert_eq!(flaky.attempts, 2, "retried once");
+    assert_eq!(flaky.error.as_deref(), Some("not yet"), "the retried attempt's error is kept");
+    let bad = until(&*q, ids[2], JobState::Failed, Duration::from_secs(10)).await;
+    assert_eq!(bad.error.as_deref(), Some("cannot"));
+    assert_eq!(bad.attempts, 1, "a failure is not retried");
+}
+
+/// A job that runs several times longer than its lease keeps it: the runner renews it.
+pub async fn runner_beats_within_a_short_lease<Q: JobQueue>(q: Arc<Q>) {
+    static SEEN: AtomicU32 = AtomicU32::new(0);
+    let lease = Duration::from_millis(600);
+    let h = Arc::new(Scripted {
+        runs: Mutex::new(Vec::new()),
+        slow: lease * 4,
+    });
+    let mut cfg = RunnerConfig::new(2, lease);
+    cfg.heartbeat = Duration::from_secs(3600); // misconfigured: the runner still beats thrice per lease
+    cfg.poll = Duration::from_millis(50);
+    let _runner = runner::start(q.clone(), h.clone(), cfg);
+    let id = q.enqueue(vec![job("a", "long")]).await.expect("enqueue")[0];
+    tokio::time::sleep(lease).await;
+    for _ in 0..6 {
+        let got = q.lease("thief", 1, LONG).await.expect("lease");
+        assert!(got.is_empty(), "a running job's lease is renewed: {got:?}");
+        SEEN.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(lease / 2).await;
+    }
+    let j = until(&*q, id, JobState::Completed, Duration::from_secs(10)).await;
+    assert_eq!(j.attempts, 1, "never taken over");
+    assert_eq!(h.runs.lock().expect("lock").len(), 1, "ran once");
+}

@@ -1,0 +1,260 @@
+//! The job queue seam: durable jobs with leases, shared by every kind of background work.
+//!
+//! A job is a row: a kind (`ingest`, `index`, …), a key that names the work (repeats of a
+//! queued key are one job), a JSON payload, a state and a time to run. Workers *lease*
+//! jobs for a while and renew the lease while they run (heartbeat); a lease that runs out
+//! (its process died) makes the job runnable again, so a job runs at least once and never
+//! twice at the same time. Jobs are therefore idempotent.
+//!
+//! Two implementations pass [`conformance`]: [`disk::DiskQueue`] (SQLite in the data
+//! directory, the default) and [`pg::PgQueue`] (PostgreSQL, shared by several backends).
+//! [`AnyQueue`] is the closed set of them; [`runner`] drives any of them.
+
+pub mod conformance;
+pub mod disk;
+pub mod pg;
+pub mod runner;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::time::Duration;
+
+/// A job's id, unique within its queue.
+pub type JobId = i64;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for its `run_at`, or runnable.
+    Queued,
+    /// Leased by a worker (runnable again once the lease has run out).
+    Running,
+    /// Finished.
+    Completed,
+    /// Ended in an error that a retry cannot fix (until an operator retries it).
+    Failed,
+}
+
+impl JobState {
+    /// Every state, in life order.
+    pub const ALL: [JobState; 4] = [JobState::Queued, JobState::Running, JobState::Completed, JobState::Failed];
+
+    /// The state's name, as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for JobState {
+    type Err = QueueError;
+    fn from_str(s: &str) -> Result<Self, QueueError> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| QueueError::Corrupt(format!("unknown job state {s:?}")))
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job to add.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    /// Kind (which handler runs it).
+    pub kind: String,
+    /// What the job is about; a queued job with the same key absorbs a repeat.
+    pub key: String,
+    /// The handler's input.
+    pub payload: serde_json::Value,
+    /// Not before this time (`None`: now).
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+impl NewJob {
+    /// A job of `kind` about `key`, runnable now.
+    pub fn new(kind: &str, key: impl Into<String>, payload: serde_json::Value) -> Self {
+        NewJob {
+            kind: kind.to_string(),
+            key: key.into(),
+            payload,
+            run_at: None,
+        }
+    }
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Id.
+    pub id: JobId,
+    /// Kind.
+    pub kind: String,
+    /// Key.
+    pub key: String,
+    /// Input.
+    pub payload: serde_json::Value,
+    /// State.
+    pub state: JobState,
+    /// Times leased so far (the current run included).
+    pub attempts: u32,
+    /// Runnable from.
+    pub run_at: DateTime<Utc>,
+    /// The worker holding it, while running.
+    pub worker: Option<String>,
+    /// End of the current lease, while running.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// The last error (of a failed job, or of the attempt before a retry).
+    pub error: Option<String>,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A failure of the queue itself.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue's storage cannot be reached or refused the operation; try again later.
+    #[error("job queue unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data that cannot be read back.
+    #[error("job queue holds unreadable data: {0}")]
+    Corrupt(String),
+    /// Configuration or set-up that cannot work.
+    #[error("job queue: {0}")]
+    Config(String),
+}
+
+/// Result of queue operations.
+pub type QueueResult<T> = Result<T, QueueError>;
+
+/// What a job of a kind/state filter looks like in listings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only these states (empty: all).
+    pub states: Vec<JobState>,
+    /// Only this key.
+    pub key: Option<String>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// A durable queue of jobs with leases. Every method is one atomic step.
+pub trait JobQueue: Send + Sync + 'static {
+    /// Add jobs, durably before this returns. A job whose key is already queued (not yet
+    /// running) is absorbed by that one: its id is returned instead, and the earlier of
+    /// the two run times kept.
+    fn enqueue(&self, jobs: Vec<NewJob>) -> impl Future<Output = QueueResult<Vec<JobId>>> + Send;
+    /// Lease up to `max` runnable jobs for `worker` until now + `lease`: queued ones whose
+    /// time has come and running ones whose lease has run out, oldest `run_at` first.
+    fn lease(&self, worker: &str, max: usize, lease: Duration) -> impl Future<Output = QueueResult<Vec<Job>>> + Send;
+    /// Extend `worker`'s lease of job `id` to now + `lease`; `false` if it no longer holds it.
+    fn heartbeat(&self, id: JobId, worker: &str, lease: Duration) -> impl Future<Output = QueueResult<bool>> + Send;
+    /// Mark a job `worker` holds as completed; `false` if it no longer holds it.
+    fn complete(&self, id: JobId, worker: &str) -> impl Future<Output = QueueResult<bool>> + Send;
+    /// End `worker`'s attempt at job `id` with `error`: queued again at `retry_at`, or
+    /// failed for good when `None`. `false` if it no longer holds it.
+    fn fail(
+        &self,
+        id: JobId,
+        worker: &str,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = QueueResult<bool>> + Send;
+    /// One job.
+    fn get(&self, id: JobId) -> impl Future<Output = QueueResult<Option<Job>>> + Send;
+    /// Jobs matching `filter`, newest first.
+    fn list(&self, filter: &JobFilter) -> impl Future<Output = QueueResult<Vec<Job>>> + Send;
+    /// Queue a failed job again, now; `false` if it is not failed.
+    fn retry(&self, id: JobId) -> impl Future<Output = QueueResult<bool>> + Send;
+    /// Remove completed jobs last changed before `before`; how many.
+    fn prune(&self, before: DateTime<Utc>) -> impl Future<Output = QueueResult<u64>> + Send;
+    /// Return when new work may have arrived (an enqueue, here or, where the queue can
+    /// tell, in another process), or after `max`.
+    fn wait(&self, max: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// The queues a deployment can choose from.
+pub enum AnyQueue {
+    /// SQLite in the data directory.
+    Disk(disk::DiskQueue),
+    /// PostgreSQL.
+    Pg(pg::PgQueue),
+}
+
+impl AnyQueue {
+    /// Open the queue `url` names: `postgres://…` / `postgresql://…`, or else a path to the
+    /// SQLite file of the embedded queue.
+    pub async fn open(url: &str) -> QueueResult<AnyQueue> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(AnyQueue::Pg(pg::PgQueue::connect(url).await?))
+        } else {
+            Ok(AnyQueue::Disk(disk::DiskQueue::open(std::path::Path::new(url))?))
+        }
+    }
+
+    /// Whether several backends can share this queue.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, AnyQueue::Pg(_))
+    }
+}
+
+macro_rules! each {
+    ($self:ident, $q:ident => $e:expr) => {
+        match $self {
+            AnyQueue::Disk($q) => $e,
+            AnyQueue::Pg($q) => $e,
+        }
+    };
+}
+
+impl JobQueue for AnyQueue {
+    async fn enqueue(&self, jobs: Vec<NewJob>) -> QueueResult<Vec<JobId>> {
+        each!(self, q => q.enqueue(jobs).await)
+    }
+    async fn lease(&self, worker: &str, max: usize, lease: Duration) -> QueueResult<Vec<Job>> {
+        each!(self, q => q.lease(worker, max, lease).await)
+    }
+    async fn heartbeat(&self, id: JobId, worker: &str, lease: Duration) -> QueueResult<bool> {
+        each!(self, q => q.heartbeat(id, worker, lease).await)
+    }
+    async fn complete(&self, id: JobId, worker: &str) -> QueueResult<bool> {
+        each!(self, q => q.complete(id, worker).await)
+    }
+    async fn fail(&self, id: JobId, worker: &str, error: &str, retry_at: Option<DateTime<Utc>>) -> QueueResult<bool> {
+        each!(self, q => q.fail(id, worker, error, retry_at).await)
+    }
+    async fn get(&self, id: JobId) -> QueueResult<Option<Job>> {
+        each!(self, q => q.get(id).await)
+    }
+    async fn list(&self, filter: &JobFilter) -> QueueResult<Vec<Job>> {
+        each!(self, q => q.list(filter).await)
+    }
+    async fn retry(&self, id: JobId) -> QueueResult<bool> {
+        each!(self, q => q.retry(id).await)
+    }
+    async fn prune(&self, before: DateTime<Utc>) -> QueueResult<u64> {
+        each!(self, q => q.prune(before).await)
+    }
+    async fn wait(&self, max: Duration) {
+        each!(self, q => q.wait(max).await)
+    }
+}
+
+/// Milliseconds of a duration, saturating (leases and delays fit easily).
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

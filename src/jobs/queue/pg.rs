@@ -1,0 +1,297 @@
+//! The shared job queue: PostgreSQL, for several backends.
+//!
+//! Leases are one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)`, so backends
+//! leasing at once never block on, nor take, the same rows. Every enqueue (and retry)
+//! sends `NOTIFY dss_jobs`; each process listens and wakes its idle workers, so a job
+//! starts within milliseconds, with polling as the fallback if the listener drops. All
+//! times are the database's (`now()`), so backends' clocks need not agree. The schema is
+//! created and migrated at connect by sqlx's migrator (`migrations/postgres/`).
+
+use super::{millis, Job, JobFilter, JobId, JobQueue, JobState, NewJob, QueueError, QueueResult};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The channel of wake-ups.
+const CHANNEL: &str = "dss_jobs";
+/// Connections per process.
+const POOL: u32 = 8;
+
+/// The migrations, in order, embedded in the binary.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "jobs", include_str!("../../../migrations/postgres/0001_jobs.sql"))];
+
+/// The PostgreSQL queue.
+pub struct PgQueue {
+    pool: PgPool,
+    notify: Arc<Notify>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgQueue {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+fn unavailable(e: sqlx::Error) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+fn migrator() -> sqlx::migrate::Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, name, sql)| {
+            sqlx::migrate::Migration::new(
+                *version,
+                Cow::Borrowed(*name),
+                sqlx::migrate::MigrationType::Simple,
+                Cow::Borrowed(*sql),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
+    sqlx::migrate::Migrator {
+        migrations: Cow::Owned(migrations),
+        ..sqlx::migrate::Migrator::DEFAULT
+    }
+}
+
+const COLUMNS: &str = "id, kind, key, payload::text AS payload, state, attempts, run_at, worker, lease_until, error, created_at, updated_at";
+
+fn job(r: &PgRow) -> QueueResult<Job> {
+    let corrupt = |e: sqlx::Error| QueueError::Corrupt(e.to_string());
+    let payload: String = r.try_get("payload").map_err(corrupt)?;
+    let state: String = r.try_get("state").map_err(corrupt)?;
+    let attempts: i32 = r.try_get("attempts").map_err(corrupt)?;
+    Ok(Job {
+        id: r.try_get("id").map_err(corrupt)?,
+        kind: r.try_get("kind").map_err(corrupt)?,
+        key: r.try_get("key").map_err(corrupt)?,
+        payload: serde_json::from_str(&payload).map_err(|e| QueueError::Corrupt(format!("payload: {e}")))?,
+        state: state.parse()?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        run_at: r.try_get("run_at").map_err(corrupt)?,
+        worker: r.try_get("worker").map_err(corrupt)?,
+        lease_until: r.try_get("lease_until").map_err(corrupt)?,
+        error: r.try_get("error").map_err(corrupt)?,
+        created_at: r.try_get("created_at").map_err(corrupt)?,
+        updated_at: r.try_get("updated_at").map_err(corrupt)?,
+    })
+}
+
+impl PgQueue {
+    /// Connect, migrate the schema, and start listening for wake-ups.
+    pub async fn connect(url: &str) -> QueueResult<PgQueue> {
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| QueueError::Config(format!("connecting to the job queue: {e}")))?;
+        migrator()
+            .run(&pool)
+            .await
+            .map_err(|e| QueueError::Config(format!("migrating the job queue: {e}")))?;
+        let notify = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(pool.clone(), notify.clone()));
+        Ok(PgQueue { pool, notify, listener })
+    }
+}
+
+/// Wake local waiters on every notification; reconnects (after a pause) when dropped.
+async fn listen(pool: PgPool, notify: Arc<Notify>) {
+    loop {
+        let mut l = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("job queue: cannot listen for notifications (polling meanwhile): {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = l.listen(CHANNEL).await {
+            tracing::warn!("job queue: LISTEN failed (polling meanwhile): {e}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            match l.recv().await {
+                Ok(_) => notify.notify_one(),
+                Err(e) => {
+                    tracing::warn!("job queue: notification stream ended: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl JobQueue for PgQueue {
+    async fn enqueue(&self, jobs: Vec<NewJob>) -> QueueResult<Vec<JobId>> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            // A queued job with this key absorbs the new one (keeping the earlier time).
+            let row = sqlx::query(
+                "WITH found AS (
+                    UPDATE dss_jobs SET run_at = LEAST(run_at, COALESCE($4, now())), updated_at = now()
+                    WHERE id = (SELECT id FROM dss_jobs WHERE key = $2 AND kind = $1 AND state = 'queued'
+                                ORDER BY id LIMIT 1 FOR UPDATE)
+                    RETURNING id),
+                 added AS (
+                    INSERT INTO dss_jobs (kind, key, payload, state, run_at)
+                    SELECT $1, $2, $3::jsonb, 'queued', COALESCE($4, now())
+                    WHERE NOT EXISTS (SELECT 1 FROM found)
+                    RETURNING id)
+                 SELECT id FROM found UNION ALL SELECT id FROM added",
+            )
+            .bind(&j.kind)
+            .bind(&j.key)
+            .bind(j.payload.to_string())
+            .bind(j.run_at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            ids.push(row.try_get::<i64, _>(0).map_err(unavailable)?);
+        }
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(ids)
+    }
+
+    async fn lease(&self, worker: &str, max: usize, lease: Duration) -> QueueResult<Vec<Job>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&format!(
+            "UPDATE dss_jobs SET state = 'running', attempts = attempts + 1, worker = $1,
+                    lease_until = now() + $2 * interval '1 millisecond', updated_at = now()
+             WHERE id IN (
+                SELECT id FROM dss_jobs
+                WHERE (state = 'queued' AND run_at <= now()) OR (state = 'running' AND lease_until < now())
+                ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING {COLUMNS}"
+        ))
+        .bind(worker)
+        .bind(millis(lease) as f64)
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let mut jobs = rows.iter().map(job).collect::<QueueResult<Vec<_>>>()?;
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
+    }
+
+    async fn heartbeat(&self, id: JobId, worker: &str, lease: Duration) -> QueueResult<bool> {
+        let r = sqlx::query(
+            "UPDATE dss_jobs SET lease_until = now() + $3 * interval '1 millisecond', updated_at = now()
+             WHERE id = $1 AND worker = $2 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(millis(lease) as f64)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn complete(&self, id: JobId, worker: &str) -> QueueResult<bool> {
+        let r = sqlx::query(
+            "UPDATE dss_jobs SET state = 'completed', lease_until = NULL, updated_at = now()
+             WHERE id = $1 AND worker = $2 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn fail(&self, id: JobId, worker: &str, error: &str, retry_at: Option<DateTime<Utc>>) -> QueueResult<bool> {
+        let state = if retry_at.is_some() { JobState::Queued } else { JobState::Failed };
+        let r = sqlx::query(
+            "UPDATE dss_jobs SET state = $3, run_at = COALESCE($4, run_at), error = $5,
+                    lease_until = NULL, updated_at = now()
+             WHERE id = $1 AND worker = $2 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(state.as_str())
+        .bind(retry_at)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn get(&self, id: JobId) -> QueueResult<Option<Job>> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM dss_jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(job).transpose()
+    }
+
+    async fn list(&self, filter: &JobFilter) -> QueueResult<Vec<Job>> {
+        let states: Vec<String> = filter.states.iter().map(|s| s.as_str().to_string()).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM dss_jobs
+             WHERE ($1::text IS NULL OR kind = $1) AND ($2::text IS NULL OR key = $2)
+               AND (cardinality($3::text[]) = 0 OR state = ANY($3))
+             ORDER BY id DESC LIMIT $4"
+        ))
+        .bind(&filter.kind)
+        .bind(&filter.key)
+        .bind(&states)
+        .bind(i64::try_from(filter.limit.max(1)).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(job).collect()
+    }
+
+    async fn retry(&self, id: JobId) -> QueueResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let r = sqlx::query(
+            "UPDATE dss_jobs SET state = 'queued', run_at = now(), worker = NULL, updated_at = now()
+             WHERE id = $1 AND state = 'failed'",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn prune(&self, before: DateTime<Utc>) -> QueueResult<u64> {
+        let r = sqlx::query("DELETE FROM dss_jobs WHERE state = 'completed' AND updated_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn wait(&self, max: Duration) {
+        let _ = tokio::time::timeout(max, self.notify.notified()).await;
+    }
+}
