@@ -48,10 +48,12 @@ pub fn start_dss(data: &Path, configure: impl FnOnce(&mut Command)) -> Server {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
-    assert!(
-        first.contains(&format!("listening on {url}")),
-        "startup line: {first:?}"
-    );
+    // "listening on {url}", or on its public URL when DSS_PUBLIC_URL is set.
+    if !first.contains(" listening on ") {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("dss serve did not start; startup line: {first:?}");
+    }
     Server {
         child,
         _stdout: stdout,

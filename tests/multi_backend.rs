@@ -1,0 +1,255 @@
+//! Several backends, one queue: three `dss serve` processes share one PostgreSQL job
+//! queue and one S3 bucket (moto). 300 files are ingested in the background (the async
+//! threshold lowered to 0), spread over the three; one backend is killed with `kill -9`
+//! half way. Then: every file answers HEAD 200 with its checksums on the survivors, no
+//! job was lost or failed, nothing is half-visible (one blob per file, no extra
+//! metadata), and the jobs the killed backend held were taken over by the others within
+//! its lease.
+
+mod common;
+
+use common::binary::{start_dss, Server};
+use common::cloud::{s3_store, tags};
+use common::emulators::moto;
+use dss::jobs::queue::pg::PgQueue;
+use dss::jobs::queue::{Job, JobFilter, JobQueue, JobState};
+use dss::storage::{list_all, PutOptions, Store};
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+const FILES: usize = 300;
+const VERSION: &str = "2017-06-16T193604.240704Z";
+const VICTIM_LEASE: Duration = Duration::from_secs(3);
+
+async fn ingest_jobs(q: &PgQueue, states: &[JobState]) -> Vec<Job> {
+    q.list(&JobFilter {
+        kind: Some("ingest".into()),
+        states: states.to_vec(),
+        key: None,
+        limit: 100_000,
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_backends_share_one_queue_and_survive_a_kill() {
+    let emu = moto();
+    for b in ["dss-mb-main", "dss-mb-checkout", "mb-staging"] {
+        s3_store(&emu, b).create_bucket().await.unwrap();
+    }
+    // Stage the files with their checksum tags, as the hca CLI does.
+    let staging = s3_store(&emu, "mb-staging");
+    let files: Vec<(String, Vec<u8>, dss::model::Checksums)> = (0..FILES)
+        .map(|i| {
+            let mut data = vec![0u8; 64 * 1024 + i * 97];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut data);
+            let c = dss::model::checksum::checksums_of(&data);
+            (uuid::Uuid::new_v4().to_string(), data, c)
+        })
+        .collect();
+    futures::stream::iter(&files)
+        .for_each_concurrent(16, |(u, data, c)| {
+            let staging = &staging;
+            async move {
+                let key = format!("{u}/data.bin");
+                staging
+                    .put(&key, bytes::Bytes::from(data.clone()), PutOptions::overwrite())
+                    .await
+                    .unwrap();
+                staging.put_tags(&key, &tags(c)).await.unwrap();
+            }
+        })
+        .await;
+
+    // Three backends: one queue, one bucket, one dev issuer (same key and public URL).
+    let db = common::postgres::fresh_database().await;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers: Vec<Option<Server>> = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let dev = dss::server::dev_issuer_dir(dir.path());
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("key.pem"), common::test_key_pem()).unwrap();
+        let lease = if i == 2 { VICTIM_LEASE } else { Duration::from_secs(60) };
+        servers.push(Some(start_dss(dir.path(), |cmd| {
+            cmd.env("DSS_S3_BUCKET", "dss-mb-main")
+                .env("DSS_S3_CHECKOUT_BUCKET", "dss-mb-checkout")
+                .env("DSS_PUBLIC_URL", "http://dss.test")
+                .env("DSS_JOBS_URL", &db)
+                .env("DSS_SEARCH", "off")
+                .env("DSS_ASYNC_INGEST_THRESHOLD", "0")
+                .env("DSS_JOB_WORKERS", "2")
+                .env("DSS_JOB_LEASE", lease.as_secs().to_string());
+            emu.aws_env(cmd);
+        })));
+    }
+    let urls: Vec<String> = servers.iter().map(|s| s.as_ref().unwrap().url.clone()).collect();
+    let victim_pid = servers[2].as_ref().unwrap().child.id();
+    let issuer = dss::auth::dev::DevIssuer::load_or_create(&dss::server::dev_issuer_dir(dirs[0].path()), "http://dss.test/").unwrap();
+    let token = issuer
+        .mint("uploader@example.org", Some("hca"), "https://dev.data.humancellatlas.org/", chrono::Duration::hours(1))
+        .unwrap();
+    let queue = PgQueue::connect(&db).await.unwrap();
+    let http = reqwest::Client::new();
+
+    // PUT every file, round robin, 12 at a time; after half, kill the third backend.
+    let put = |url: String, i: usize| {
+        let (http, token) = (http.clone(), token.clone());
+        let (u, _, _) = &files[i];
+        let body = serde_json::json!({
+            "source_url": format!("s3://mb-staging/{u}/data.bin"),
+            "creator_uid": 7,
+        });
+        let uri = format!("{url}/v1/files/{u}?version={VERSION}");
+        async move {
+            http.put(&uri)
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    let mut answered = 0;
+    let mut killed_at: Option<Instant> = None;
+    let mut victim_held: Vec<i64> = Vec::new();
+    let mut retry_on_first: Vec<usize> = Vec::new();
+    let mut results = futures::stream::iter(0..FILES)
+        .map(|i| {
+            let url = urls[i % 3].clone();
+            let p = put(url, i);
+            async move { (i, p.await) }
+        })
+        .buffer_unordered(12);
+    while let Some((i, r)) = results.next().await {
+        match r {
+            Ok(s) => assert!((200..=202).contains(&s), "PUT {i}: {s}"),
+            Err(e) => {
+                assert_eq!(i % 3, 2, "only the killed backend fails requests: {e}");
+                retry_on_first.push(i);
+            }
+        }
+        answered += 1;
+        if answered == FILES / 2 {
+            // The victim gets no chance to finish or hand back anything. What it held is
+            // still marked running under its name until its lease runs out.
+            assert_eq!(kill9(victim_pid), 0, "kill -9 the third backend");
+            killed_at = Some(Instant::now());
+            let running = ingest_jobs(&queue, &[JobState::Running]).await;
+            assert!(killed_at.is_some_and(|t| t.elapsed() < VICTIM_LEASE), "listed within the lease");
+            let tag = format!(":{victim_pid}:");
+            victim_held = running
+                .iter()
+                .filter(|j| j.worker.as_deref().is_some_and(|w| w.contains(&tag)))
+                .map(|j| j.id)
+                .collect();
+        }
+    }
+    drop(results);
+    if let Some(s) = servers[2].take() {
+        drop(s); // reaps the killed process
+    }
+    for i in retry_on_first {
+        let s = put(urls[0].clone(), i).await.unwrap();
+        assert!((200..=202).contains(&s), "retried PUT {i}: {s}");
+    }
+    let killed_at = killed_at.expect("the victim was killed");
+    assert!(!victim_held.is_empty(), "the killed backend held no job: nothing was taken over");
+
+    // Every ingest job completes; none fails; the victim's were taken over in time.
+    let t = Instant::now();
+    loop {
+        let left = ingest_jobs(&queue, &[JobState::Queued, JobState::Running]).await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(240), "{} ingest jobs unfinished", left.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = ingest_jobs(&queue, &[]).await;
+    let failed: Vec<&Job> = all.iter().filter(|j| j.state == JobState::Failed).collect();
+    assert!(failed.is_empty(), "failed jobs: {failed:#?}");
+    let keys: HashSet<&str> = all.iter().map(|j| j.key.as_str()).collect();
+    assert_eq!(keys.len(), FILES, "one job (at least) per file, none lost");
+    let victim_tag = format!(":{victim_pid}:");
+    for id in &victim_held {
+        let j = queue.get(*id).await.unwrap().unwrap();
+        assert_eq!(j.state, JobState::Completed, "{j:?}");
+        assert!(j.attempts >= 2, "taken over after the kill: {j:?}");
+        assert!(!j.worker.as_deref().unwrap_or("").contains(&victim_tag), "{j:?}");
+    }
+    // Taken over within the lease (plus the survivors' poll and the job's own run).
+    let done_by = all
+        .iter()
+        .filter(|j| victim_held.contains(&j.id))
+        .map(|j| j.updated_at)
+        .max();
+    if let Some(done) = done_by {
+        let kill_wall = chrono::Utc::now() - chrono::Duration::from_std(killed_at.elapsed()).unwrap();
+        let after = (done - kill_wall).to_std().unwrap_or_default();
+        assert!(
+            after < VICTIM_LEASE + Duration::from_secs(20),
+            "the killed backend's jobs finished {after:?} after the kill (lease {VICTIM_LEASE:?})"
+        );
+    }
+    eprintln!("the killed backend held {} running jobs; all taken over", victim_held.len());
+
+    // Every file is visible on both survivors with its checksums; bytes download intact.
+    let survivors = [&urls[0], &urls[1]];
+    futures::stream::iter(files.iter().enumerate())
+        .for_each_concurrent(12, |(i, (u, _, c))| {
+            let http = http.clone();
+            let url = survivors[i % 2].clone();
+            async move {
+                let r = http
+                    .head(format!("{url}/v1/files/{u}?replica=aws&version={VERSION}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "HEAD {u}");
+                let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+                assert_eq!(h("x-dss-sha256").as_deref(), Some(c.sha256.as_str()), "{u}");
+                assert_eq!(h("x-dss-crc32c").as_deref(), Some(c.crc32c.as_str()), "{u}");
+                assert_eq!(h("x-dss-s3-etag").as_deref(), Some(c.s3_etag.as_str()), "{u}");
+            }
+        })
+        .await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (u, data, _) in files.iter().step_by(100) {
+        let r = no_redirects
+            .get(format!("{}/v1/files/{u}?replica=aws", urls[1]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        let to = r.headers()["location"].to_str().unwrap().to_string();
+        let got = http.get(&to).send().await.unwrap().bytes().await.unwrap();
+        assert_eq!(common::sha256_hex(&got), common::sha256_hex(data), "downloaded bytes of {u}");
+    }
+    // Nothing half-visible: exactly one metadata document and one blob per file.
+    let main = s3_store(&emu, "dss-mb-main");
+    let metas = list_all(&main, "files/").await.unwrap();
+    assert_eq!(metas.len(), FILES, "one files/ document per file");
+    let blobs = list_all(&main, "blobs/").await.unwrap();
+    assert_eq!(blobs.len(), FILES, "one blob per file");
+    let blob_set: HashSet<String> = blobs.into_iter().collect();
+    let by_uuid: BTreeMap<&str, &dss::model::Checksums> = files.iter().map(|(u, _, c)| (u.as_str(), c)).collect();
+    for (u, c) in by_uuid {
+        let key = format!("blobs/{}.{}.{}.{}", c.sha256, c.sha1, c.s3_etag, c.crc32c);
+        assert!(blob_set.contains(&key), "blob of {u}");
+    }
+    drop(servers);
+}
+
+/// `kill -9`, without a shell.
+fn kill9(pid: u32) -> i32 {
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .map(|s| s.code().unwrap_or(-1))
+        .unwrap_or(-1)
+}
