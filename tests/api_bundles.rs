@@ -665,3 +665,62 @@ async fn enumerate_pages_cover_every_bundle_once() {
         );
     }
 }
+
+/// The freshness rule (DSS_BUCKET_FRESHNESS): this server's own writes are seen at once;
+/// a write made behind its back (another backend, the bucket itself) within the
+/// freshness time; a read that names a version never waits for it.
+#[tokio::test]
+async fn latest_versions_follow_the_freshness_rule() {
+    let env = Env::with(|c| c.bucket_freshness = 3.0);
+    let files = seed_files(&env, 1);
+    let bu = uuid::Uuid::new_v4().to_string();
+    let latest = || {
+        let (uri, env) = (format!("/v1/bundles/{bu}?replica=aws"), &env);
+        async move { env.get(&uri).await.json()["bundle"]["version"].clone() }
+    };
+    assert_eq!(env.put_bundle(&bu, V1, &refs(&files), None).await.status, 201);
+    assert_eq!(latest().await, V1);
+    // Our own write: seen at once, though the listing of V1 was fresh.
+    assert_eq!(env.put_bundle(&bu, V2, &refs(&files), None).await.status, 201);
+    assert_eq!(latest().await, V2);
+    // A newer version written behind the server's back: the kept listing answers...
+    let v3 = "2017-06-20T000000.000000Z";
+    let dir = env.main_dir("aws").join("bundles");
+    let v2_bytes = std::fs::read(dir.join(format!("{bu}.{V2}"))).unwrap();
+    let v3_bytes = String::from_utf8(v2_bytes).unwrap().replace(V2, v3);
+    std::fs::write(dir.join(format!("{bu}.{v3}")), v3_bytes).unwrap();
+    assert_eq!(latest().await, V2, "within the freshness time, the kept listing answers");
+    // ...but asking for that version finds it at once,
+    let r = env.get(&format!("/v1/bundles/{bu}?replica=aws&version={v3}")).await;
+    assert_eq!(r.status, 200, "a named version lists again: {}", String::from_utf8_lossy(&r.body));
+    // and once the freshness time has passed, it is the latest.
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    assert_eq!(latest().await, v3);
+
+    // Files alike: a newer version written directly shows after the freshness time.
+    let (_, fu, _) = &files[0];
+    let head = || {
+        let (uri, env) = (format!("/v1/files/{fu}?replica=aws"), &env);
+        async move { env.req("HEAD", &uri, None, "", &[]).await.header("x-dss-version").map(str::to_string) }
+    };
+    assert_eq!(head().await.as_deref(), Some(V1));
+    let c = dss::model::checksum::checksums_of(b"x");
+    let newer = FileMetadata::new(0, V2, "text/plain", 1, &c);
+    std::fs::write(env.main_dir("aws").join(format!("files/{fu}.{V2}")), newer.to_bytes()).unwrap();
+    assert_eq!(head().await.as_deref(), Some(V1));
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    assert_eq!(head().await.as_deref(), Some(V2));
+}
+
+/// With freshness 0 every read lists: a write behind the server's back is seen at once.
+#[tokio::test]
+async fn freshness_zero_lists_on_every_read() {
+    let env = Env::with(|c| c.bucket_freshness = 0.0);
+    let files = seed_files(&env, 1);
+    let bu = uuid::Uuid::new_v4().to_string();
+    assert_eq!(env.put_bundle(&bu, V1, &refs(&files), None).await.status, 201);
+    let dir = env.main_dir("aws").join("bundles");
+    std::fs::write(dir.join(format!("{bu}.dead")), b"{\"reason\": \"behind its back\"}").unwrap();
+    let r = env.get(&format!("/v1/bundles/{bu}?replica=aws")).await;
+    assert_eq!(r.status, 404, "the tombstone is seen at once");
+}

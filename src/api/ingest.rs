@@ -315,7 +315,11 @@ pub async fn ingest<S: Store, H: HttpClient, T: Sleeper>(
         .put(&key, Bytes::from(meta.to_bytes()), PutOptions::if_absent())
         .await
     {
-        Ok(()) => StatusCode::CREATED,
+        Ok(()) => {
+            // Seen by this process's next "latest" read at once (others: within freshness).
+            replica.cache.listings.invalidate(&format!("files/{}.", job.uuid));
+            StatusCode::CREATED
+        }
         Err(StoreError::AlreadyExists(_)) => {
             let existing: serde_json::Value = serde_json::from_slice(&replica.main.get(&key).await?)
                 .map_err(|e| ApiError::Internal(format!("{key} unreadable: {e}")))?;

@@ -126,6 +126,8 @@ pub struct ReplicaCache {
     pub bundles: cache::ImmutableCache<String, crate::model::manifest::BundleManifest>,
     /// Presigned download URLs of this replica's blobs.
     pub presigned: cache::PresignCache,
+    /// What `bundles/{uuid}.` and `files/{uuid}.` listed, fresh for a short time.
+    pub listings: crate::bucket::FreshListings,
 }
 
 impl Default for ReplicaCache {
@@ -134,6 +136,7 @@ impl Default for ReplicaCache {
             files: cache::ImmutableCache::new(cache::budgets::FILES),
             bundles: cache::ImmutableCache::new(cache::budgets::BUNDLES),
             presigned: cache::PresignCache::new(cache::budgets::PRESIGNED),
+            listings: crate::bucket::FreshListings::default(),
         }
     }
 }

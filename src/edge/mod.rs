@@ -125,6 +125,10 @@ fn build(env: &Env) -> Result<Edge, String> {
     };
     let aws = replica("aws", &cfg.s3, &s3_store)?;
     let gcp = replica("gcp", &cfg.gs, &gs_store)?;
+    // One freshness rule at the edge: the isolate's listings live as long as the cached ones.
+    for r in [&aws, &gcp] {
+        r.cache.listings.set_freshness(cfg.list_ttl);
+    }
     let mut keys = Vec::new();
     if let Some(doc) = &cfg.trusted_jwks {
         keys = parse_jwks(doc.as_bytes()).map_err(|e| format!("worker setting DSS_TRUSTED_JWKS: {e}"))?;
@@ -407,6 +411,7 @@ async fn forwarded(
     if resp.status().is_success() {
         if let Some((replica, prefix)) = policy::stale_listing(route, query) {
             if let Ok(r) = edge.app.replica(replica) {
+                r.cache.listings.invalidate(&prefix);
                 r.main.forget_listing(&prefix).await;
             }
         }

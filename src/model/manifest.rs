@@ -306,6 +306,15 @@ pub enum BundleKey<'a> {
     },
 }
 
+impl<'a> BundleKey<'a> {
+    /// The bundle the key is about.
+    pub fn uuid(&self) -> &'a str {
+        match self {
+            BundleKey::Manifest { uuid, .. } | BundleKey::VersionTombstone { uuid, .. } | BundleKey::Tombstone { uuid } => uuid,
+        }
+    }
+}
+
 /// Classify a `bundles/` key; `None` for keys of no known shape.
 pub fn parse_bundle_key(key: &str) -> Option<BundleKey<'_>> {
     let rest = key.strip_prefix("bundles/")?;

@@ -89,6 +89,11 @@ pub struct ServeConfig {
     /// in the URL if needed). Unset: the embedded index under DATA_DIR/search.
     #[arg(long, env = "DSS_ES_ENDPOINT")]
     pub es_endpoint: Option<String>,
+    /// Seconds a replica's listing of one uuid (its latest version and tombstones) is
+    /// reused; fractions allowed, 0 turns it off. This process's own writes are seen at
+    /// once; other processes' writes within this time.
+    #[arg(long, env = "DSS_BUCKET_FRESHNESS", default_value_t = 2.0, value_parser = seconds)]
+    pub bucket_freshness: f64,
     /// Search: `auto` (Elasticsearch when DSS_ES_ENDPOINT is set, else the embedded index)
     /// or `off` (no index is kept; /v1/search answers 501).
     #[arg(long, env = "DSS_SEARCH", default_value = "auto", value_parser = ["auto", "off"])]

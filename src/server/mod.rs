@@ -135,6 +135,9 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
         pick(&cfg.gs_bucket, &gcs, "gcp", "gcp/main")?,
         pick(&cfg.gs_checkout_bucket, &gcs, "gcp-checkout", "gcp/checkout")?,
     );
+    for r in [&aws, &gcp] {
+        r.cache.listings.set_freshness(Duration::from_secs_f64(cfg.bucket_freshness));
+    }
     for (r, bucket) in [(&aws, &cfg.s3_bucket), (&gcp, &cfg.gs_bucket)] {
         match bucket {
             Some(b) => tracing::info!(replica = r.name, bucket = %b, "replica in the cloud"),

@@ -30,21 +30,32 @@ const PATCH_MAX_ITEMS: usize = 1000;
 /// Load a manifest under the original's tombstone rules: an unversioned tombstone
 /// hides every version, a versioned one hides its version, and "latest" is the
 /// greatest version without a tombstone. `None` when nothing visible exists.
+///
+/// The listing comes through the replica's fresh listings (see [`crate::bucket::fresh`]):
+/// a version the kept listing does not know is looked for in a new one before `None`.
 pub async fn load_manifest<S: Store>(
     replica: &Replica<S>,
     uuid: &str,
     version: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<Arc<BundleManifest>>, ApiError> {
     let store = &replica.main;
     if version.is_some_and(|v| DssVersion::parse(v).is_err()) {
         return Ok(None);
     }
     // One listing answers both tombstone questions and "which is the latest".
-    let keys = list_all(store, &format!("bundles/{uuid}.")).await?;
+    let prefix = format!("bundles/{uuid}.");
+    let listings = &replica.cache.listings;
+    let mut keys = listings.keys(&prefix, now, false, || list_all(store, &prefix)).await?;
+    if let Some(v) = version {
+        if !keys.contains(&bundle_key(uuid, v)) {
+            keys = listings.keys(&prefix, now, true, || list_all(store, &prefix)).await?;
+        }
+    }
     let mut dead_all = false;
     let mut dead = std::collections::HashSet::new();
     let mut live = Vec::new();
-    for k in &keys {
+    for k in keys.iter() {
         match parse_bundle_key(k) {
             Some(BundleKey::Tombstone { .. }) => dead_all = true,
             Some(BundleKey::VersionTombstone { version, .. }) => {
@@ -104,7 +115,7 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
     if directurls && replica.main.direct_url("blobs/x").is_none() {
         return Err(ApiError::DirectUrlsUnavailable(replica.name.into()));
     }
-    let manifest = load_manifest(replica, id.as_str(), ctx.query.get("version"))
+    let manifest = load_manifest(replica, id.as_str(), ctx.query.get("version"), app.clock.now())
         .await?
         .ok_or_else(|| ApiError::NotFound("Cannot find bundle!".into()))?;
 
@@ -430,14 +441,18 @@ fn put_answer(status: StatusCode, version: &str, manifest: &[u8]) -> Result<Resp
     Ok(json_bytes(status, body))
 }
 
-/// Have the search index catch up with `key` (a durable job). The write itself has
-/// succeeded; if the job cannot be recorded the client is told to repeat the request,
-/// which is idempotent and records it again.
+/// What follows every bundle write (manifest or tombstone `key`): this process's kept
+/// listing of the uuid is forgotten, and the search index is to catch up with `key` (a
+/// durable job). The write itself has succeeded; if the job cannot be recorded the
+/// client is told to repeat the request, which is idempotent and records it again.
 async fn index_after_write<S: Store, H: HttpClient, T: Sleeper>(
     app: &App<S, H, T>,
     replica: &Replica<S>,
     key: String,
 ) -> Result<(), ApiError> {
+    if let Some(uuid) = parse_bundle_key(&key).map(|k| k.uuid().to_string()) {
+        replica.cache.listings.invalidate(&format!("bundles/{uuid}."));
+    }
     let Some(jobs) = &app.jobs else {
         return Ok(());
     };
@@ -508,7 +523,7 @@ pub async fn patch<S: Store, H: HttpClient, T: Sleeper>(
     };
     let add = list("add_files", true)?;
     let remove = list("remove_files", false)?;
-    let mut manifest: BundleManifest = (*load_manifest(replica, id.as_str(), Some(version.as_str()))
+    let mut manifest: BundleManifest = (*load_manifest(replica, id.as_str(), Some(version.as_str()), app.clock.now())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("Could not find bundle for UUID {id}")))?)
     .clone();

@@ -96,11 +96,13 @@ pub async fn presigned_url<S: Store>(
     Ok(url)
 }
 
-/// Resolve `version` (or the latest) and load the file's metadata from the replica.
+/// Resolve `version` (or the latest, through the replica's fresh listings) and load the
+/// file's metadata from the replica.
 pub async fn load_file_metadata<S: Store>(
     replica: &Replica<S>,
     uuid: &str,
     version: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Arc<FileEntry>, ApiError> {
     let not_found = || ApiError::NotFound("Cannot find file!".into());
     let store = &replica.main;
@@ -109,7 +111,11 @@ pub async fn load_file_metadata<S: Store>(
         Some(v) => DssVersion::parse(v).map_err(|_| not_found())?.as_str().to_string(),
         None => {
             let prefix = format!("files/{uuid}.");
-            let keys = list_all(store, &prefix).await?;
+            let keys = replica
+                .cache
+                .listings
+                .keys(&prefix, now, false, || list_all(store, &prefix))
+                .await?;
             keys.iter()
                 .filter_map(|k| k.strip_prefix(&prefix))
                 .max()
@@ -171,7 +177,7 @@ async fn find_file<S: Store, H: HttpClient, T: Sleeper>(
     uuid: &str,
     version: Option<&str>,
 ) -> Result<Arc<FileEntry>, ApiError> {
-    match load_file_metadata(replica, uuid, version).await {
+    match load_file_metadata(replica, uuid, version, app.clock.now()).await {
         Err(ApiError::NotFound(m)) => {
             let failure = match (version, app.jobs.as_ref()) {
                 (Some(v), Some(jobs)) => jobs.ingest_failure(replica.name, uuid, v).await,
