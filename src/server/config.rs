@@ -95,7 +95,7 @@ pub struct ServeConfig {
     #[arg(long, env = "DSS_BUCKET_FRESHNESS", default_value_t = 2.0, value_parser = seconds)]
     pub bucket_freshness: f64,
     /// Search: `auto` (Elasticsearch when DSS_ES_ENDPOINT is set, else the embedded index)
-    /// or `off` (no index is kept; /v1/search answers 501).
+    /// or `off` (no index is kept; /v1/search answers 503).
     #[arg(long, env = "DSS_SEARCH", default_value = "auto", value_parser = ["auto", "off"])]
     pub search: String,
     /// The job queue: `postgres://…` for one queue shared by several backends, or a path
