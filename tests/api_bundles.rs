@@ -689,10 +689,19 @@ async fn latest_versions_follow_the_freshness_rule() {
     let v2_bytes = std::fs::read(dir.join(format!("{bu}.{V2}"))).unwrap();
     let v3_bytes = String::from_utf8(v2_bytes).unwrap().replace(V2, v3);
     std::fs::write(dir.join(format!("{bu}.{v3}")), v3_bytes).unwrap();
-    assert_eq!(latest().await, V2, "within the freshness time, the kept listing answers");
+    assert_eq!(
+        latest().await,
+        V2,
+        "within the freshness time, the kept listing answers"
+    );
     // ...but asking for that version finds it at once,
     let r = env.get(&format!("/v1/bundles/{bu}?replica=aws&version={v3}")).await;
-    assert_eq!(r.status, 200, "a named version lists again: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        200,
+        "a named version lists again: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     // and once the freshness time has passed, it is the latest.
     tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     assert_eq!(latest().await, v3);
@@ -701,7 +710,12 @@ async fn latest_versions_follow_the_freshness_rule() {
     let (_, fu, _) = &files[0];
     let head = || {
         let (uri, env) = (format!("/v1/files/{fu}?replica=aws"), &env);
-        async move { env.req("HEAD", &uri, None, "", &[]).await.header("x-dss-version").map(str::to_string) }
+        async move {
+            env.req("HEAD", &uri, None, "", &[])
+                .await
+                .header("x-dss-version")
+                .map(str::to_string)
+        }
     };
     assert_eq!(head().await.as_deref(), Some(V1));
     let c = dss::model::checksum::checksums_of(b"x");

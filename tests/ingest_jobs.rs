@@ -142,7 +142,10 @@ async fn unfinished_jobs_resume_after_a_restart() {
     assert_eq!(h.status, 200);
     assert_eq!(h.header("x-dss-creator-uid"), Some("7"));
     // The record of the earlier version moved into the queue, where the job completed.
-    assert!(!env.data().join("jobs/pending/t-1.json").exists(), "the old record is gone");
+    assert!(
+        !env.data().join("jobs/pending/t-1.json").exists(),
+        "the old record is gone"
+    );
     let jobs = env.jobs_completed("ingest", 10).await;
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].payload["task_id"], "t-1");

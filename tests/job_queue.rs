@@ -34,7 +34,11 @@ async fn postgres_queue_passes_the_conformance_suite() {
 async fn shared_leasing<Q: JobQueue>(handles: Vec<Arc<Q>>) {
     let n = 300;
     handles[0]
-        .enqueue((0..n).map(|i| NewJob::new("a", format!("k{i}"), serde_json::json!(i))).collect())
+        .enqueue(
+            (0..n)
+                .map(|i| NewJob::new("a", format!("k{i}"), serde_json::json!(i)))
+                .collect(),
+        )
         .await
         .unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -132,8 +136,14 @@ async fn dss_jobs_lists_shows_and_retries() {
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
-    assert!(lines[1].contains("queued") && lines[1].contains("aws/bundles/b.v"), "{out}");
-    assert!(lines[2].contains("failed") && lines[2].contains("checksum mismatch in detail"), "{out}");
+    assert!(
+        lines[1].contains("queued") && lines[1].contains("aws/bundles/b.v"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("failed") && lines[2].contains("checksum mismatch in detail"),
+        "{out}"
+    );
 
     let (code, out, _) = dss(&["jobs", "list", "--state", "failed", "--json"], dir.path());
     assert_eq!(code, 0);

@@ -86,9 +86,16 @@ async fn three_backends_share_one_queue_and_survive_a_kill() {
     }
     let urls: Vec<String> = servers.iter().map(|s| s.as_ref().unwrap().url.clone()).collect();
     let victim_pid = servers[2].as_ref().unwrap().child.id();
-    let issuer = dss::auth::dev::DevIssuer::load_or_create(&dss::server::dev_issuer_dir(dirs[0].path()), "http://dss.test/").unwrap();
+    let issuer =
+        dss::auth::dev::DevIssuer::load_or_create(&dss::server::dev_issuer_dir(dirs[0].path()), "http://dss.test/")
+            .unwrap();
     let token = issuer
-        .mint("uploader@example.org", Some("hca"), "https://dev.data.humancellatlas.org/", chrono::Duration::hours(1))
+        .mint(
+            "uploader@example.org",
+            Some("hca"),
+            "https://dev.data.humancellatlas.org/",
+            chrono::Duration::hours(1),
+        )
         .unwrap();
     let queue = PgQueue::connect(&db).await.unwrap();
     let http = reqwest::Client::new();
@@ -137,7 +144,10 @@ async fn three_backends_share_one_queue_and_survive_a_kill() {
             assert_eq!(kill9(victim_pid), 0, "kill -9 the third backend");
             killed_at = Some(Instant::now());
             let running = ingest_jobs(&queue, &[JobState::Running]).await;
-            assert!(killed_at.is_some_and(|t| t.elapsed() < VICTIM_LEASE), "listed within the lease");
+            assert!(
+                killed_at.is_some_and(|t| t.elapsed() < VICTIM_LEASE),
+                "listed within the lease"
+            );
             let tag = format!(":{victim_pid}:");
             victim_held = running
                 .iter()
@@ -155,7 +165,10 @@ async fn three_backends_share_one_queue_and_survive_a_kill() {
         assert!((200..=202).contains(&s), "retried PUT {i}: {s}");
     }
     let killed_at = killed_at.expect("the victim was killed");
-    assert!(!victim_held.is_empty(), "the killed backend held no job: nothing was taken over");
+    assert!(
+        !victim_held.is_empty(),
+        "the killed backend held no job: nothing was taken over"
+    );
 
     // Every ingest job completes; none fails; the victim's were taken over in time.
     let t = Instant::now();
@@ -164,7 +177,11 @@ async fn three_backends_share_one_queue_and_survive_a_kill() {
         if left.is_empty() {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(240), "{} ingest jobs unfinished", left.len());
+        assert!(
+            t.elapsed() < Duration::from_secs(240),
+            "{} ingest jobs unfinished",
+            left.len()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let all = ingest_jobs(&queue, &[]).await;
@@ -193,7 +210,10 @@ async fn three_backends_share_one_queue_and_survive_a_kill() {
             "the killed backend's jobs finished {after:?} after the kill (lease {VICTIM_LEASE:?})"
         );
     }
-    eprintln!("the killed backend held {} running jobs; all taken over", victim_held.len());
+    eprintln!(
+        "the killed backend held {} running jobs; all taken over",
+        victim_held.len()
+    );
 
     // Every file is visible on both survivors with its checksums; bytes download intact.
     let survivors = [&urls[0], &urls[1]];
@@ -228,7 +248,11 @@ async fn three_backends_share_one_queue_and_survive_a_kill() {
         assert_eq!(r.status(), 302);
         let to = r.headers()["location"].to_str().unwrap().to_string();
         let got = http.get(&to).send().await.unwrap().bytes().await.unwrap();
-        assert_eq!(common::sha256_hex(&got), common::sha256_hex(data), "downloaded bytes of {u}");
+        assert_eq!(
+            common::sha256_hex(&got),
+            common::sha256_hex(data),
+            "downloaded bytes of {u}"
+        );
     }
     // Nothing half-visible: exactly one metadata document and one blob per file.
     let main = s3_store(&emu, "dss-mb-main");

@@ -38,13 +38,21 @@ pub async fn serve<S: Store, H: HttpClient, T: Sleeper>(
     let grant = signer
         .verify(ctx.path, &raw_query)
         .map_err(|e| ApiError::BadDownloadUrl(e.to_string()))?;
-    let store = match grant.store.as_str() {
-        "aws" => &app.aws.main,
-        "aws-checkout" => &app.aws.checkout,
-        "gcp" => &app.gcp.main,
-        "gcp-checkout" => &app.gcp.checkout,
-        other => return Err(ApiError::NotFound(format!("no store {other}"))),
-    };
+    // Local stores are named after their replica, and `{replica}-checkout`.
+    let name = grant.store.as_str();
+    let store = app
+        .replicas
+        .iter()
+        .find_map(|r| {
+            if r.name == name {
+                Some(&r.main)
+            } else {
+                name.strip_suffix("-checkout")
+                    .filter(|n| *n == r.name)
+                    .map(|_| &r.checkout)
+            }
+        })
+        .ok_or_else(|| ApiError::NotFound(format!("no store {name}")))?;
     let range = parse_range(ctx.header("range"));
     let (meta, (start, end), stream) = match store.get_range(&grant.key, range).await {
         Ok(v) => v,

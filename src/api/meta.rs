@@ -12,18 +12,23 @@ pub fn version<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>) -> Respo
     )
 }
 
-/// `GET /internal/health`: always 200; `Healthy` says whether every replica answers.
+/// `GET /internal/health`: always 200; `Healthy` says whether every replica answers, and
+/// `replicas` how each one did.
 pub async fn health<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>) -> Response {
     let mut healthy = true;
-    for r in [&app.aws, &app.gcp] {
+    let mut each = serde_json::Map::new();
+    for r in app.replicas.iter() {
+        let mut ok = true;
         for s in [&r.main, &r.checkout] {
             if let Err(e) = s.list("bundles/", None, 1).await {
-                tracing::warn!(replica = r.name, "health check failed: {e}");
-                healthy = false;
+                tracing::warn!(replica = %r.name, "health check failed: {e}");
+                ok = false;
             }
         }
+        healthy &= ok;
+        each.insert(r.name.clone(), json!({"Healthy": ok}));
     }
-    json_response(StatusCode::OK, &json!({"Healthy": healthy}))
+    json_response(StatusCode::OK, &json!({"Healthy": healthy, "replicas": each}))
 }
 
 /// `GET /v1/swagger.json`: the OpenAPI document, with `host` and `schemes` set to

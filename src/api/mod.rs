@@ -95,8 +95,8 @@ pub type Response = http::Response<Body>;
 
 /// One replica: its main bucket and its checkout bucket.
 pub struct Replica<S> {
-    /// `aws` or `gcp`.
-    pub name: &'static str,
+    /// Its name in the API (`aws`, `gcp`, or one configured with `DSS_REPLICAS`).
+    pub name: String,
     /// Main bucket: blobs, files, bundles.
     pub main: S,
     /// Checkout bucket.
@@ -107,13 +107,44 @@ pub struct Replica<S> {
 
 impl<S> Replica<S> {
     /// A replica over `main` and `checkout`.
-    pub fn new(name: &'static str, main: S, checkout: S) -> Self {
+    pub fn new(name: &str, main: S, checkout: S) -> Self {
         Replica {
-            name,
+            name: name.to_string(),
             main,
             checkout,
             cache: ReplicaCache::default(),
         }
+    }
+}
+
+/// The replicas of a deployment, in configured order; built from configuration
+/// (`DSS_REPLICAS`), looked up by name.
+pub struct Replicas<S> {
+    list: Vec<Replica<S>>,
+}
+
+impl<S> Replicas<S> {
+    /// The set of `list`; names must be distinct (the first of a repeated name wins).
+    pub fn new(list: Vec<Replica<S>>) -> Self {
+        let mut seen = HashSet::new();
+        Replicas {
+            list: list.into_iter().filter(|r| seen.insert(r.name.clone())).collect(),
+        }
+    }
+
+    /// The replica called `name`.
+    pub fn get(&self, name: &str) -> Option<&Replica<S>> {
+        self.list.iter().find(|r| r.name == name)
+    }
+
+    /// Every replica.
+    pub fn iter(&self) -> impl Iterator<Item = &Replica<S>> {
+        self.list.iter()
+    }
+
+    /// Their names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.list.iter().map(|r| r.name.as_str()).collect()
     }
 }
 
@@ -202,10 +233,8 @@ pub use crate::model::platform::Sleeper;
 pub struct App<S, H, T> {
     /// Settings.
     pub config: ApiConfig,
-    /// Replica `aws`.
-    pub aws: Replica<S>,
-    /// Replica `gcp`.
-    pub gcp: Replica<S>,
+    /// Every replica, looked up by name.
+    pub replicas: Replicas<S>,
     /// Where `file://` sources are read from (the staging directory as a store).
     pub staging: Option<S>,
     /// Token verification.
@@ -367,13 +396,15 @@ pub fn check_json_content_type(headers: &http::HeaderMap, body: &[u8]) -> Result
 impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
     /// Look up a replica by its API name.
     pub fn replica(&self, name: &str) -> Result<&Replica<S>, ApiError> {
-        match name {
-            "aws" => Ok(&self.aws),
-            "gcp" => Ok(&self.gcp),
-            other => Err(ApiError::IllegalArguments(format!(
-                "'{other}' is not one of ['aws', 'gcp']"
-            ))),
-        }
+        self.replicas.get(name).ok_or_else(|| {
+            let names: Vec<String> = self.replicas.names().iter().map(|n| format!("'{n}'")).collect();
+            // The name comes from the client: quoted as JSON so nothing it holds is raw.
+            ApiError::IllegalArguments(format!(
+                "{} is not one of [{}]",
+                serde_json::Value::String(name.chars().take(64).collect()),
+                names.join(", ")
+            ))
+        })
     }
 
     /// The replica named by the required `replica` query parameter.

@@ -204,12 +204,7 @@ mod tests {
         DateTime::<Utc>::from_timestamp_millis(1_700_000_000_000 + ms).expect("time")
     }
 
-    async fn listed(
-        c: &FreshListings,
-        calls: &AtomicUsize,
-        now: DateTime<Utc>,
-        fresh_only: bool,
-    ) -> Arc<Vec<String>> {
+    async fn listed(c: &FreshListings, calls: &AtomicUsize, now: DateTime<Utc>, fresh_only: bool) -> Arc<Vec<String>> {
         c.keys("bundles/u.", now, fresh_only, || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Ok::<_, ()>(vec!["bundles/u.v1".to_string()])
@@ -225,7 +220,11 @@ mod tests {
             let calls = AtomicUsize::new(0);
             assert_eq!(*listed(&c, &calls, at(0), false).await, vec!["bundles/u.v1"]);
             listed(&c, &calls, at(1999), false).await;
-            assert_eq!(calls.load(Ordering::SeqCst), 1, "a repeated read within 2 s lists nothing");
+            assert_eq!(
+                calls.load(Ordering::SeqCst),
+                1,
+                "a repeated read within 2 s lists nothing"
+            );
             listed(&c, &calls, at(2000), false).await;
             assert_eq!(calls.load(Ordering::SeqCst), 2, "listed again once stale");
             listed(&c, &calls, at(1000), false).await;
@@ -246,7 +245,11 @@ mod tests {
             assert_eq!(calls.load(Ordering::SeqCst), 2);
             c.invalidate("bundles/other.");
             listed(&c, &calls, at(2), false).await;
-            assert_eq!(calls.load(Ordering::SeqCst), 2, "another prefix's write changes nothing");
+            assert_eq!(
+                calls.load(Ordering::SeqCst),
+                2,
+                "another prefix's write changes nothing"
+            );
         });
     }
 

@@ -78,8 +78,8 @@ pub struct ReindexArgs {
     /// Server settings (the same flags and environment as `dss serve`).
     #[command(flatten)]
     pub cfg: ServeConfig,
-    /// Replica to reindex.
-    #[arg(long, default_value = "all", value_parser = ["aws", "gcp", "all"])]
+    /// Replica to reindex (`all`: every configured replica).
+    #[arg(long, default_value = "all")]
     pub replica: String,
 }
 
@@ -190,7 +190,7 @@ fn reindex(cfg: ServeConfig, which: &str) -> Result<(), String> {
         let engine = app.search.clone().ok_or("no search engine configured")?;
         let scrubber = server::schema_scrubber(&cfg).map_err(|e| e.to_string())?;
         let replicas: Vec<&str> = match which {
-            "all" => vec!["aws", "gcp"],
+            "all" => app.replicas.names(),
             one => vec![one],
         };
         let mut failed = 0usize;

@@ -7,7 +7,7 @@
 //! module only carries it out with the Workers APIs (fetch, Cache API, timers, clock).
 
 use crate::api::edge::{self as policy, EdgeConfig};
-use crate::api::{cors, ApiError, App, Body, Replica, Route};
+use crate::api::{cors, ApiError, App, Body, Replica, Replicas, Route};
 use crate::auth::jwks::{parse_jwks, KeySet};
 use crate::auth::Authenticator;
 use crate::http::fetch::{FetchClient, JsClock, WorkerSleeper};
@@ -143,8 +143,7 @@ fn build(env: &Env) -> Result<Edge, String> {
         .map_err(|e| format!("embedded OpenAPI document: {e}"))?;
     let app = App {
         config: cfg.api.clone(),
-        aws,
-        gcp,
+        replicas: Replicas::new(vec![aws, gcp]),
         staging: None,
         auth: Authenticator::new(cfg.auth.clone(), keyset, clock.clone()),
         signer: None,

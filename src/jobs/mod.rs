@@ -55,7 +55,6 @@ pub async fn sweep_incoming<S: Store>(
     Ok(removed)
 }
 
-
 /// Move the job records of earlier versions (one JSON file per job under
 /// `{dir}/pending/` for ingests and `{dir}/index/pending/` for indexing) into `queue`,
 /// removing each file only once its job is enqueued, and the temporary files those
@@ -80,7 +79,9 @@ pub async fn import_legacy_records<Q: JobQueue>(dir: &Path, queue: &Q) -> QueueR
                 continue;
             }
             let job = std::fs::read(&path).ok().and_then(|b| match kind {
-                work::INGEST => serde_json::from_slice::<IngestJob>(&b).ok().map(|j| work::ingest_job(&j)),
+                work::INGEST => serde_json::from_slice::<IngestJob>(&b)
+                    .ok()
+                    .map(|j| work::ingest_job(&j)),
                 _ => serde_json::from_slice::<IndexJob>(&b).ok().map(|j| work::index_job(&j)),
             });
             let Some(job) = job else {

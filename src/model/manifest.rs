@@ -310,7 +310,9 @@ impl<'a> BundleKey<'a> {
     /// The bundle the key is about.
     pub fn uuid(&self) -> &'a str {
         match self {
-            BundleKey::Manifest { uuid, .. } | BundleKey::VersionTombstone { uuid, .. } | BundleKey::Tombstone { uuid } => uuid,
+            BundleKey::Manifest { uuid, .. }
+            | BundleKey::VersionTombstone { uuid, .. }
+            | BundleKey::Tombstone { uuid } => uuid,
         }
     }
 }

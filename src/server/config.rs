@@ -94,6 +94,10 @@ pub struct ServeConfig {
     /// once; other processes' writes within this time.
     #[arg(long, env = "DSS_BUCKET_FRESHNESS", default_value_t = 2.0, value_parser = seconds)]
     pub bucket_freshness: f64,
+    /// The replicas, comma-separated (see `DSS_REPLICA_{NAME}_*` in the README for
+    /// where each is stored).
+    #[arg(long, env = "DSS_REPLICAS", default_value = "aws,gcp")]
+    pub replicas: String,
     /// Search: `auto` (Elasticsearch when DSS_ES_ENDPOINT is set, else the embedded index)
     /// or `off` (no index is kept; /v1/search answers 503).
     #[arg(long, env = "DSS_SEARCH", default_value = "auto", value_parser = ["auto", "off"])]

@@ -3,17 +3,18 @@
 
 pub mod config;
 pub mod conn;
+pub mod replicas;
 
 use crate::api::{ApiConfig, App, Body, Replica};
 use crate::auth::dev::DevIssuer;
 use crate::auth::jwks::{parse_jwks, to_jwks, KeySet};
 use crate::auth::{AuthConfig, Authenticator};
 use crate::http::ReqwestClient;
+use crate::jobs::queue::AnyQueue;
 use crate::model::{Clock, SystemClock};
 use crate::storage::fs::FsStore;
 use crate::storage::signer::Signer;
 use crate::storage::AnyStore;
-use crate::jobs::queue::AnyQueue;
 use bytes::Bytes;
 pub use config::ServeConfig;
 use hyper::server::conn::http1;
@@ -113,39 +114,44 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
         http: http.clone(),
         clock: clock.clone(),
     };
-    let pick = |bucket: &Option<String>, open: &dyn Fn(&str) -> Result<AnyStore, StartError>, name: &str, dir: &str| {
-        match bucket {
-            Some(b) => open(b),
-            None => local(name, dir),
+    let env = |name: &str| std::env::var(name).ok();
+    let specs = replicas::specs(
+        &split_list(&cfg.replicas),
+        (&cfg.s3_bucket, &cfg.s3_checkout_bucket),
+        (&cfg.gs_bucket, &cfg.gs_checkout_bucket),
+        &env,
+    )?;
+    let mut list = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        // A replica's own variables first (DSS_REPLICA_{NAME}_AWS_ACCESS_KEY_ID, …), then the
+        // process's.
+        let prefix = spec.var_prefix();
+        let vars = |n: &str| env(&format!("{prefix}{n}")).or_else(|| env(n));
+        let open = |bucket: &Option<String>, local_name: &str, dir: &str| -> Result<AnyStore, StartError> {
+            match (spec.kind, bucket) {
+                (replicas::StoreKind::S3, Some(b)) => cloud.s3(b, &vars),
+                (replicas::StoreKind::Gs, Some(b)) => cloud.gcs(b, &vars),
+                _ => local(local_name, dir),
+            }
+        };
+        let name = &spec.name;
+        let r = Replica::new(
+            name,
+            open(&spec.bucket, name, &format!("{name}/main"))?,
+            open(&spec.checkout, &format!("{name}-checkout"), &format!("{name}/checkout"))?,
+        );
+        r.cache
+            .listings
+            .set_freshness(Duration::from_secs_f64(cfg.bucket_freshness));
+        match &spec.bucket {
+            Some(b) => tracing::info!(replica = %name, bucket = %b, kind = ?spec.kind, "replica in the cloud"),
+            None => tracing::info!(replica = %name, "replica in the data directory"),
         }
-    };
-    let gcs = |b: &str| cloud.gcs(b);
-    let aws = Replica::new(
-        "aws",
-        pick(&cfg.s3_bucket, &|b| cloud.s3(b), "aws", "aws/main")?,
-        pick(
-            &cfg.s3_checkout_bucket,
-            &|b| cloud.s3(b),
-            "aws-checkout",
-            "aws/checkout",
-        )?,
-    );
-    let gcp = Replica::new(
-        "gcp",
-        pick(&cfg.gs_bucket, &gcs, "gcp", "gcp/main")?,
-        pick(&cfg.gs_checkout_bucket, &gcs, "gcp-checkout", "gcp/checkout")?,
-    );
-    for r in [&aws, &gcp] {
-        r.cache.listings.set_freshness(Duration::from_secs_f64(cfg.bucket_freshness));
-    }
-    for (r, bucket) in [(&aws, &cfg.s3_bucket), (&gcp, &cfg.gs_bucket)] {
-        match bucket {
-            Some(b) => tracing::info!(replica = r.name, bucket = %b, "replica in the cloud"),
-            None => tracing::info!(replica = r.name, "replica in the data directory"),
-        }
+        list.push(r);
     }
     // Staging buckets are opened per request, for the clouds whose replica is configured.
-    let (s3_on, gs_on) = (cfg.s3_bucket.is_some(), cfg.gs_bucket.is_some());
+    let on = |name: &str, kind| specs.iter().any(|s| s.name == name && s.kind == kind);
+    let (s3_on, gs_on) = (on("aws", replicas::StoreKind::S3), on("gcp", replicas::StoreKind::Gs));
     // Kept per bucket, so credentials are read and tokens exchanged once, not per request.
     let opened: std::sync::Mutex<std::collections::HashMap<String, Arc<AnyStore>>> = Default::default();
     let bucket_store: crate::api::BucketStoreFn<AnyStore> = Box::new(move |scheme, bucket| {
@@ -154,8 +160,8 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
             return Some(s.clone());
         }
         let store = Arc::new(match scheme {
-            "s3" if s3_on => cloud.s3(bucket).ok()?,
-            "gs" if gs_on => cloud.gcs(bucket).ok()?,
+            "s3" if s3_on => cloud.s3(bucket, &|n| std::env::var(n).ok()).ok()?,
+            "gs" if gs_on => cloud.gcs(bucket, &|n| std::env::var(n).ok()).ok()?,
             _ => return None,
         });
         let mut opened = opened.lock().unwrap_or_else(|e| e.into_inner());
@@ -234,8 +240,7 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
     }
     let app = App {
         config,
-        aws,
-        gcp,
+        replicas: crate::api::Replicas::new(list),
         staging: Some(staging),
         auth: Authenticator::new(auth_cfg, keys, clock.clone()),
         signer: Some(signer),
@@ -254,7 +259,12 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
 fn open_queue(cfg: &ServeConfig) -> Result<AnyQueue, StartError> {
     let url = match &cfg.jobs_url {
         Some(u) => u.clone(),
-        None => cfg.data_dir.join("jobs").join("queue.sqlite").to_string_lossy().into_owned(),
+        None => cfg
+            .data_dir
+            .join("jobs")
+            .join("queue.sqlite")
+            .to_string_lossy()
+            .into_owned(),
     };
     let queue = if url.contains("://") {
         // Start-up only: connecting to PostgreSQL is async, and so is its migration.
@@ -299,11 +309,13 @@ pub fn start_jobs(app: Arc<NativeApp>, queue: Arc<AnyQueue>, cfg: &ServeConfig) 
                     .iter()
                     .filter_map(|j| j.payload.get("task_id").and_then(|t| t.as_str()).map(str::to_string))
                     .collect();
-                for replica in [&app.aws, &app.gcp] {
+                for replica in app.replicas.iter() {
                     match crate::jobs::sweep_incoming(&replica.main, &live, chrono::Utc::now()).await {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(replica = replica.name, copies = n, "removed orphaned incoming copies"),
-                        Err(e) => tracing::warn!(replica = replica.name, "could not sweep incoming copies: {e}"),
+                        Ok(n) => {
+                            tracing::info!(replica = %replica.name, copies = n, "removed orphaned incoming copies")
+                        }
+                        Err(e) => tracing::warn!(replica = %replica.name, "could not sweep incoming copies: {e}"),
                     }
                 }
             }
@@ -395,9 +407,9 @@ struct CloudStores {
 }
 
 impl CloudStores {
-    fn gcs(&self, bucket: &str) -> Result<AnyStore, StartError> {
-        let cfg =
-            crate::storage::gcs::GcsConfig::from_env(bucket).map_err(|e| StartError::Config(format!("GCS: {e}")))?;
+    fn gcs(&self, bucket: &str, vars: &dyn Fn(&str) -> Option<String>) -> Result<AnyStore, StartError> {
+        let cfg = crate::storage::gcs::GcsConfig::from_vars(bucket, vars)
+            .map_err(|e| StartError::Config(format!("GCS: {e}")))?;
         Ok(AnyStore::Gcs(Box::new(crate::storage::gcs::GcsStore::new(
             cfg,
             self.http.clone(),
@@ -406,8 +418,9 @@ impl CloudStores {
         ))))
     }
 
-    fn s3(&self, bucket: &str) -> Result<AnyStore, StartError> {
-        let cfg = crate::storage::s3::S3Config::from_env(bucket).map_err(|e| StartError::Config(format!("S3: {e}")))?;
+    fn s3(&self, bucket: &str, vars: &dyn Fn(&str) -> Option<String>) -> Result<AnyStore, StartError> {
+        let cfg = crate::storage::s3::S3Config::from_vars(bucket, vars)
+            .map_err(|e| StartError::Config(format!("S3: {e}")))?;
         Ok(AnyStore::S3(Box::new(crate::storage::s3::S3Store::new(
             cfg,
             self.http.clone(),

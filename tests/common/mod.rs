@@ -112,7 +112,10 @@ impl Env {
             if jobs.iter().all(|j| j.state == dss::jobs::queue::JobState::Completed) {
                 return jobs;
             }
-            assert!(t.elapsed().as_secs() < secs, "{kind} jobs not completed in {secs} s: {jobs:#?}");
+            assert!(
+                t.elapsed().as_secs() < secs,
+                "{kind} jobs not completed in {secs} s: {jobs:#?}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }

@@ -113,7 +113,7 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
         return Err(ApiError::OnlyOneUrlType);
     }
     if directurls && replica.main.direct_url("blobs/x").is_none() {
-        return Err(ApiError::DirectUrlsUnavailable(replica.name.into()));
+        return Err(ApiError::DirectUrlsUnavailable(replica.name.clone()));
     }
     let manifest = load_manifest(replica, id.as_str(), ctx.query.get("version"), app.clock.now())
         .await?
@@ -789,7 +789,9 @@ mod tests {
         let mut ids = vec![ObjectUuid::random()]; // never written
         for _ in 0..200 {
             let id = ObjectUuid::random();
-            app.aws
+            app.replicas
+                .get("aws")
+                .expect("aws")
                 .main
                 .put(
                     &file_key(id.as_str(), V1),
@@ -811,9 +813,13 @@ mod tests {
             })
             .collect();
         // PUT writes the manifest as lookups end; PATCH collects its added entries.
-        let put = build_manifest(&app, &app.aws, &refs, V1, 0).await.map(|_| ());
+        let put = build_manifest(&app, &app.replicas.get("aws").expect("aws"), &refs, V1, 0)
+            .await
+            .map(|_| ());
         let put_reads = reads.swap(0, Ordering::SeqCst);
-        let patch = build_entries(&app, &app.aws, &refs).await.map(|_| ());
+        let patch = build_entries(&app, &app.replicas.get("aws").expect("aws"), &refs)
+            .await
+            .map(|_| ());
         let patch_reads = reads.load(Ordering::SeqCst);
         for (r, n) in [(put, put_reads), (patch, patch_reads)] {
             assert!(matches!(r, Err(ApiError::FileMissing(_))), "{:?}", r.err());

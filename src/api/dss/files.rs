@@ -180,7 +180,7 @@ async fn find_file<S: Store, H: HttpClient, T: Sleeper>(
     match load_file_metadata(replica, uuid, version, app.clock.now()).await {
         Err(ApiError::NotFound(m)) => {
             let failure = match (version, app.jobs.as_ref()) {
-                (Some(v), Some(jobs)) => jobs.ingest_failure(replica.name, uuid, v).await,
+                (Some(v), Some(jobs)) => jobs.ingest_failure(&replica.name, uuid, v).await,
                 _ => None,
             };
             Err(match failure {
@@ -214,7 +214,7 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
         let url = replica
             .main
             .direct_url(&meta.blob_key)
-            .ok_or_else(|| ApiError::DirectUrlsUnavailable(replica.name.into()))?;
+            .ok_or_else(|| ApiError::DirectUrlsUnavailable(replica.name.clone()))?;
         set_header(&mut r, "location", &url);
         return Ok(r);
     }
@@ -352,8 +352,10 @@ pub(crate) mod tests {
         let keys = crate::auth::jwks::KeySet::new(None, Vec::new(), None, c.clone());
         App {
             config: ApiConfig::default(),
-            aws: Replica::new("aws", store("aws"), store("aws-checkout")),
-            gcp: Replica::new("gcp", store("gcp"), store("gcp-checkout")),
+            replicas: crate::api::Replicas::new(vec![
+                Replica::new("aws", store("aws"), store("aws-checkout")),
+                Replica::new("gcp", store("gcp"), store("gcp-checkout")),
+            ]),
             staging: None,
             auth: crate::auth::Authenticator::new(Default::default(), keys, c.clone()),
             signer: None,
@@ -399,7 +401,9 @@ pub(crate) mod tests {
         let app = test_app(|name| memory(name, &clock), clock.clone());
         let id = "ce55fd51-7833-469b-be0b-5da88ebebfcd";
         let meta = FileMetadata::new(0, V1, "text/plain", 1, &checksums_of(b"x"));
-        app.aws
+        app.replicas
+            .get("aws")
+            .expect("aws")
             .main
             .put(&file_key(id, V1), meta.to_bytes().into(), PutOptions::if_absent())
             .await

@@ -72,7 +72,7 @@ pub async fn post<S: Store, H: HttpClient, T: Sleeper>(
         .ok_or_else(|| ApiError::Unavailable("search is not available on this server".into()))?;
     let page = engine
         .search(SearchRequest {
-            replica: replica.name,
+            replica: &replica.name,
             es_query,
             per_page,
             search_after,

@@ -52,8 +52,14 @@ pub async fn lease_takes_each_job_once<Q: JobQueue>(q: Q) {
     assert_eq!(first.state, JobState::Running);
     assert_eq!(first.attempts, 1);
     assert_eq!(first.worker.as_deref(), Some("w1"));
-    assert!(first.lease_until.is_some_and(|t| t > Utc::now()), "lease ends in the future");
-    assert!(q.lease("w2", 10, LONG).await.expect("lease").is_empty(), "a leased job is not leased again");
+    assert!(
+        first.lease_until.is_some_and(|t| t > Utc::now()),
+        "lease ends in the future"
+    );
+    assert!(
+        q.lease("w2", 10, LONG).await.expect("lease").is_empty(),
+        "a leased job is not leased again"
+    );
     assert!(q.lease("w1", 0, LONG).await.expect("lease").is_empty());
 }
 
@@ -67,7 +73,10 @@ pub async fn queued_repeats_are_one_job<Q: JobQueue>(q: Q) {
     let leased = q.lease("w", 1, LONG).await.expect("lease");
     assert_eq!(leased[0].id, a);
     let c = q.enqueue(vec![job("index", "same")]).await.expect("enqueue")[0];
-    assert_ne!(a, c, "a repeat of a running job is a new job (the write came after the run began)");
+    assert_ne!(
+        a, c,
+        "a repeat of a running job is a new job (the write came after the run began)"
+    );
     // A repeat that may run earlier moves the queued job earlier.
     let later = NewJob {
         run_at: Some(Utc::now() + chrono::Duration::seconds(3600)),
@@ -83,14 +92,23 @@ pub async fn queued_repeats_are_one_job<Q: JobQueue>(q: Q) {
 pub async fn only_the_holder_ends_a_job<Q: JobQueue>(q: Q) {
     let id = q.enqueue(vec![job("a", "k")]).await.expect("enqueue")[0];
     q.lease("holder", 1, LONG).await.expect("lease");
-    assert!(!q.complete(id, "other").await.expect("complete"), "another worker cannot complete it");
+    assert!(
+        !q.complete(id, "other").await.expect("complete"),
+        "another worker cannot complete it"
+    );
     assert!(!q.fail(id, "other", "no", None).await.expect("fail"));
     assert!(!q.heartbeat(id, "other", LONG).await.expect("heartbeat"));
     assert!(q.complete(id, "holder").await.expect("complete"));
     let j = q.get(id).await.expect("get").expect("job");
     assert_eq!(j.state, JobState::Completed);
-    assert!(!q.complete(id, "holder").await.expect("complete"), "completing twice is refused");
-    assert!(q.lease("w", 10, LONG).await.expect("lease").is_empty(), "completed jobs never run again");
+    assert!(
+        !q.complete(id, "holder").await.expect("complete"),
+        "completing twice is refused"
+    );
+    assert!(
+        q.lease("w", 10, LONG).await.expect("lease").is_empty(),
+        "completed jobs never run again"
+    );
     assert!(q.get(id + 1000).await.expect("get").is_none());
 }
 
@@ -103,7 +121,10 @@ pub async fn retries_wait_for_their_time<Q: JobQueue>(q: Q) {
     let j = q.get(id).await.expect("get").expect("job");
     assert_eq!(j.state, JobState::Queued);
     assert_eq!(j.error.as_deref(), Some("storage down"));
-    assert!(q.lease("w", 10, LONG).await.expect("lease").is_empty(), "not before its time");
+    assert!(
+        q.lease("w", 10, LONG).await.expect("lease").is_empty(),
+        "not before its time"
+    );
     // Now: runnable again, second attempt.
     let id2 = q.enqueue(vec![job("b", "k2")]).await.expect("enqueue")[0];
     q.lease("w", 1, LONG).await.expect("lease");
@@ -122,7 +143,10 @@ pub async fn failed_jobs_keep_their_error_until_retried<Q: JobQueue>(q: Q) {
     let j = q.get(id).await.expect("get").expect("job");
     assert_eq!(j.state, JobState::Failed);
     assert_eq!(j.error.as_deref(), Some("checksum mismatch"));
-    assert!(q.lease("w", 10, LONG).await.expect("lease").is_empty(), "failed jobs stay failed");
+    assert!(
+        q.lease("w", 10, LONG).await.expect("lease").is_empty(),
+        "failed jobs stay failed"
+    );
     assert!(q.retry(id).await.expect("retry"));
     assert!(!q.retry(id).await.expect("retry"), "only a failed job can be retried");
     let again = q.lease("w2", 10, LONG).await.expect("lease");
@@ -135,13 +159,19 @@ pub async fn failed_jobs_keep_their_error_until_retried<Q: JobQueue>(q: Q) {
 pub async fn expired_leases_are_taken_over<Q: JobQueue>(q: Q) {
     let id = q.enqueue(vec![job("a", "k")]).await.expect("enqueue")[0];
     q.lease("dead", 1, Duration::from_millis(200)).await.expect("lease");
-    assert!(q.lease("live", 1, LONG).await.expect("lease").is_empty(), "not before the lease ends");
+    assert!(
+        q.lease("live", 1, LONG).await.expect("lease").is_empty(),
+        "not before the lease ends"
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
     let taken = q.lease("live", 1, LONG).await.expect("lease");
     assert_eq!(taken.len(), 1, "taken over after the lease ran out");
     assert_eq!(taken[0].id, id);
     assert_eq!(taken[0].attempts, 2);
-    assert!(!q.complete(id, "dead").await.expect("complete"), "the old holder lost it");
+    assert!(
+        !q.complete(id, "dead").await.expect("complete"),
+        "the old holder lost it"
+    );
     assert!(q.complete(id, "live").await.expect("complete"));
 }
 
@@ -151,8 +181,14 @@ pub async fn heartbeats_keep_a_lease<Q: JobQueue>(q: Q) {
     let id = q.lease("w", 1, Duration::from_millis(300)).await.expect("lease")[0].id;
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(q.heartbeat(id, "w", Duration::from_millis(300)).await.expect("heartbeat"));
-        assert!(q.lease("thief", 1, LONG).await.expect("lease").is_empty(), "a renewed lease holds");
+        assert!(q
+            .heartbeat(id, "w", Duration::from_millis(300))
+            .await
+            .expect("heartbeat"));
+        assert!(
+            q.lease("thief", 1, LONG).await.expect("lease").is_empty(),
+            "a renewed lease holds"
+        );
     }
 }
 
@@ -196,8 +232,17 @@ pub async fn listing_filters_and_prune<Q: JobQueue>(q: Q) {
     let leased = q.lease("w", 1, LONG).await.expect("lease");
     assert_eq!(leased[0].id, ids[0], "oldest first");
     q.complete(ids[0], "w").await.expect("complete");
-    let all = q.list(&JobFilter { limit: 10, ..Default::default() }).await.expect("list");
-    assert_eq!(all.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[2], ids[1], ids[0]]);
+    let all = q
+        .list(&JobFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        all.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1], ids[0]]
+    );
     let ingest = q
         .list(&JobFilter {
             kind: Some("ingest".into()),
@@ -225,12 +270,32 @@ pub async fn listing_filters_and_prune<Q: JobQueue>(q: Q) {
         .await
         .expect("list");
     assert_eq!(by_key.len(), 1);
-    let one = q.list(&JobFilter { limit: 1, ..Default::default() }).await.expect("list");
+    let one = q
+        .list(&JobFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
     assert_eq!(one.len(), 1, "limit holds");
-    assert_eq!(q.prune(Utc::now() - chrono::Duration::seconds(3600)).await.expect("prune"), 0);
-    assert_eq!(q.prune(Utc::now() + chrono::Duration::seconds(1)).await.expect("prune"), 1);
-    assert!(q.get(ids[0]).await.expect("get").is_none(), "the completed job was pruned");
-    assert!(q.get(ids[1]).await.expect("get").is_some(), "queued jobs are never pruned");
+    assert_eq!(
+        q.prune(Utc::now() - chrono::Duration::seconds(3600))
+            .await
+            .expect("prune"),
+        0
+    );
+    assert_eq!(
+        q.prune(Utc::now() + chrono::Duration::seconds(1)).await.expect("prune"),
+        1
+    );
+    assert!(
+        q.get(ids[0]).await.expect("get").is_none(),
+        "the completed job was pruned"
+    );
+    assert!(
+        q.get(ids[1]).await.expect("get").is_some(),
+        "queued jobs are never pruned"
+    );
 }
 
 /// An idle waiter wakes soon after an enqueue, long before its maximum wait.
@@ -248,7 +313,10 @@ pub async fn wait_wakes_on_enqueue<Q: JobQueue>(q: Arc<Q>) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     q.enqueue(vec![job("a", "wake")]).await.expect("enqueue");
     let waited = waiter.await.expect("waiter");
-    assert!(waited < Duration::from_secs(10), "woken by the enqueue, not the timeout: {waited:?}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "woken by the enqueue, not the timeout: {waited:?}"
+    );
 }
 
 struct Scripted {
@@ -296,7 +364,11 @@ pub async fn runner_runs_retries_and_fails<Q: JobQueue>(q: Arc<Q>) {
     until(&*q, ids[0], JobState::Completed, Duration::from_secs(10)).await;
     let flaky = until(&*q, ids[1], JobState::Completed, Duration::from_secs(15)).await;
     assert_eq!(flaky.attempts, 2, "retried once");
-    assert_eq!(flaky.error.as_deref(), Some("not yet"), "the retried attempt's error is kept");
+    assert_eq!(
+        flaky.error.as_deref(),
+        Some("not yet"),
+        "the retried attempt's error is kept"
+    );
     let bad = until(&*q, ids[2], JobState::Failed, Duration::from_secs(10)).await;
     assert_eq!(bad.error.as_deref(), Some("cannot"));
     assert_eq!(bad.attempts, 1, "a failure is not retried");

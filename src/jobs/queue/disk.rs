@@ -54,7 +54,8 @@ CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key, id);
 CREATE INDEX IF NOT EXISTS jobs_kind ON jobs (kind, id);
 ";
 
-const COLUMNS: &str = "id, kind, key, payload, state, attempts, run_at, worker, lease_until, error, created_at, updated_at";
+const COLUMNS: &str =
+    "id, kind, key, payload, state, attempts, run_at, worker, lease_until, error, created_at, updated_at";
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
@@ -218,8 +219,13 @@ impl JobQueue for DiskQueue {
                 for j in jobs {
                     let run_at = j.run_at.map_or(now, |t| t.timestamp_millis());
                     let existing: Option<(i64, i64)> = c
-                        .prepare_cached("SELECT id, run_at FROM jobs WHERE key = ?1 AND kind = ?2 AND state = 'queued' LIMIT 1")
-                        .and_then(|mut s| s.query_row(params![j.key, j.kind], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                        .prepare_cached(
+                            "SELECT id, run_at FROM jobs WHERE key = ?1 AND kind = ?2 AND state = 'queued' LIMIT 1",
+                        )
+                        .and_then(|mut s| {
+                            s.query_row(params![j.key, j.kind], |r| Ok((r.get(0)?, r.get(1)?)))
+                                .optional()
+                        })
                         .map_err(unavailable)?;
                     if let Some((id, at)) = existing {
                         if run_at < at {

@@ -39,7 +39,12 @@ pub enum JobState {
 
 impl JobState {
     /// Every state, in life order.
-    pub const ALL: [JobState; 4] = [JobState::Queued, JobState::Running, JobState::Completed, JobState::Failed];
+    pub const ALL: [JobState; 4] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Completed,
+        JobState::Failed,
+    ];
 
     /// The state's name, as stored and printed.
     pub fn as_str(self) -> &'static str {

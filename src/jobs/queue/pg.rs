@@ -219,7 +219,11 @@ impl JobQueue for PgQueue {
     }
 
     async fn fail(&self, id: JobId, worker: &str, error: &str, retry_at: Option<DateTime<Utc>>) -> QueueResult<bool> {
-        let state = if retry_at.is_some() { JobState::Queued } else { JobState::Failed };
+        let state = if retry_at.is_some() {
+            JobState::Queued
+        } else {
+            JobState::Failed
+        };
         let r = sqlx::query(
             "UPDATE dss_jobs SET state = $3, run_at = COALESCE($4, run_at), error = $5,
                     lease_until = NULL, updated_at = now()

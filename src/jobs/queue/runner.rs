@@ -172,7 +172,10 @@ async fn run_one<Q: JobQueue, H: Handler>(queue: &Q, handler: &H, job: Job, cfg:
     };
     match recorded {
         Ok(true) => {}
-        Ok(false) => tracing::warn!(id = job.id, "job ended after its lease was taken over; its result was not recorded"),
+        Ok(false) => tracing::warn!(
+            id = job.id,
+            "job ended after its lease was taken over; its result was not recorded"
+        ),
         Err(e) => tracing::warn!(id = job.id, "job end not recorded (it will run again): {e}"),
     }
 }
