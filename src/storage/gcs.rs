@@ -16,9 +16,8 @@
 //! * Download URLs: V4 signatures (`GOOG4-HMAC-SHA256` with HMAC keys when configured,
 //!   else `GOOG4-RSA-SHA256` with the service-account key). Without either (emulator),
 //!   a plain `{endpoint}/{bucket}/{key}` URL, which fake-gcs-server serves.
-//! * Failures: 429, 5xx and transport errors are retried [`MAX_ATTEMPTS`] times in all,
-//!   with exponential backoff and full jitter, then reported as
-//!   [`StoreError::Unavailable`].
+//! * Failures: retried under the one policy of [`super::retry`] (which statuses, how many
+//!   attempts, which waits), then reported as [`StoreError::Unavailable`].
 
 use super::limits::{collect_limited, too_large, MAX_API_ANSWER, MAX_DOCUMENT, MAX_ERROR_BODY};
 use super::*;
@@ -42,19 +41,13 @@ pub const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 pub const SMALL_UPLOAD: usize = 8 * 1024 * 1024;
 /// Chunk size of resumable uploads (GCS wants multiples of 256 KiB).
 pub const CHUNK: usize = 32 * 256 * 1024;
-/// Attempts per request (the first try included) before [`StoreError::Unavailable`].
-pub const MAX_ATTEMPTS: u32 = 5;
-/// No new attempt starts after this long since the first (as in the S3 store).
-const RETRY_BUDGET: std::time::Duration = std::time::Duration::from_secs(15);
+pub use super::retry::MAX_ATTEMPTS;
 /// Longest signed-URL lifetime GCS accepts (7 days).
 pub const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// Tokens are refreshed this long before they expire.
 const TOKEN_MARGIN_SECS: i64 = 300;
-/// Backoff before retry n (from 0) is uniform in `0..=min(BACKOFF_CAP, BACKOFF_BASE * 2^n)`.
-const BACKOFF_BASE: Duration = Duration::from_millis(250);
-const BACKOFF_CAP: Duration = Duration::from_secs(4);
 /// A rewrite that needs more calls than this is abandoned.
 const MAX_REWRITE_CALLS: u32 = 10_000;
 /// Metadata/generation races tolerated in one `get_range` before giving up.
@@ -334,7 +327,7 @@ impl Req {
 }
 
 fn retryable(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+    super::retry::retryable_status(status.as_u16())
 }
 
 fn text(body: &[u8]) -> String {
@@ -538,11 +531,6 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
 
     // ----- sending -----
 
-    /// Whether retries begun at `started` have used up [`RETRY_BUDGET`].
-    fn out_of_time(&self, started: chrono::DateTime<chrono::Utc>) -> bool {
-        (self.clock.now() - started).to_std().unwrap_or_default() > RETRY_BUDGET
-    }
-
     /// After failed attempt number `attempt` (counted here): give up with `Unavailable`
     /// when attempts or time are used up, else wait with backoff before the next one.
     async fn retry_or_give_up(
@@ -553,20 +541,14 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
         what: &str,
     ) -> StoreResult<()> {
         *attempt += 1;
-        if *attempt >= MAX_ATTEMPTS || self.out_of_time(started) {
+        let delay = super::retry::backoff(*attempt);
+        let elapsed = (self.clock.now() - started).to_std().unwrap_or_default();
+        if !super::retry::may_retry(*attempt, elapsed, delay) {
             return Err(StoreError::Unavailable(format!("after {attempt} attempts: {last}")));
         }
         tracing::debug!(attempt = *attempt, "{what}: {last}");
-        self.backoff(*attempt - 1).await;
+        self.sleeper.sleep(delay).await;
         Ok(())
-    }
-
-    /// Wait before retry number `attempt` (0-based): full jitter over an exponential cap.
-    async fn backoff(&self, attempt: u32) {
-        let cap = BACKOFF_CAP.min(BACKOFF_BASE * 2u32.saturating_pow(attempt));
-        let ms = cap.as_millis() as u64;
-        let wait = rand_core::RngCore::next_u64(&mut rand_core::OsRng) % (ms + 1);
-        self.sleeper.sleep(Duration::from_millis(wait)).await;
     }
 
     /// One attempt at `req`, with the whole (small) response body. Uploads go through the
@@ -1560,7 +1542,8 @@ mod tests {
         let waits = sleeps.0.lock().unwrap().clone();
         assert_eq!(waits.len(), MAX_ATTEMPTS as usize - 1);
         for (i, w) in waits.iter().enumerate() {
-            assert!(*w <= BACKOFF_BASE * 2u32.pow(i as u32), "wait {i}: {w:?}");
+            let cap = super::super::retry::BACKOFF_BASE * 2u32.pow(i as u32);
+            assert!(*w <= cap.min(super::super::retry::BACKOFF_CAP), "wait {i}: {w:?}");
         }
         assert!(waits.iter().sum::<Duration>() < Duration::from_secs(15));
 

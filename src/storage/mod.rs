@@ -10,6 +10,7 @@ pub mod fs;
 pub mod gcs;
 pub mod limits;
 pub mod memory;
+pub mod retry;
 pub mod s3;
 pub mod signer;
 pub mod verify;

@@ -48,12 +48,7 @@ const COPY_CONCURRENCY: usize = 4;
 const BIG_BODY: usize = 1024 * 1024;
 /// Presigned URLs live at most this long (the SigV4 limit).
 const PRESIGN_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Retry policy: attempts per request, first backoff cap, largest backoff cap, and the time
-/// budget after which no further attempt starts.
-const MAX_ATTEMPTS: u32 = 5;
-const BACKOFF_BASE: Duration = Duration::from_millis(200);
-const BACKOFF_CAP: Duration = Duration::from_secs(4);
-const RETRY_BUDGET: Duration = Duration::from_secs(15);
+use super::retry::backoff;
 /// SHA-256 of the empty string.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
@@ -284,7 +279,7 @@ impl Failure {
     }
 
     fn retryable(&self) -> bool {
-        matches!(self.status.as_u16(), 429 | 500 | 502 | 503 | 504)
+        super::retry::retryable_status(self.status.as_u16())
             || matches!(
                 self.code.as_deref(),
                 Some(
@@ -533,15 +528,6 @@ fn stream_error(e: std::io::Error) -> StoreError {
     StoreError::Other(format!("reading the upload stream: {e}"))
 }
 
-/// Full-jitter backoff before retry `attempt` (1-based): uniform in `0..=min(cap, base * 2^(attempt-1))`.
-fn backoff(attempt: u32) -> Duration {
-    use rand_core::RngCore;
-    let cap = BACKOFF_BASE
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(BACKOFF_CAP);
-    let millis = cap.as_millis() as u64;
-    Duration::from_millis(rand_core::OsRng.next_u64() % (millis + 1))
-}
 
 impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
     /// A store for the bucket in `cfg`, sending requests with `http`, backing off with
@@ -819,7 +805,7 @@ impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
             };
             let delay = backoff(attempt);
             let elapsed = (self.clock.now() - started).to_std().unwrap_or_default();
-            if attempt >= MAX_ATTEMPTS || elapsed + delay > RETRY_BUDGET {
+            if !super::retry::may_retry(attempt, elapsed, delay) {
                 return Err(StoreError::Unavailable(format!(
                     "S3 {} {}: {problem} (gave up after {attempt} attempts in {:.1} s)",
                     call.method,
@@ -1454,14 +1440,6 @@ mod tests {
             Err(StoreError::Other(m)) => assert!(m.contains("403") && m.len() < 1024, "{m}"),
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn backoff_is_bounded() {
-        for attempt in 1..10 {
-            assert!(backoff(attempt) <= BACKOFF_CAP);
-        }
-        assert!(backoff(1) <= BACKOFF_BASE);
     }
 
     #[test]
