@@ -20,6 +20,7 @@ pub mod eval;
 pub mod fields;
 pub mod indexer;
 pub mod schema;
+#[cfg(any(test, feature = "test-support"))]
 pub mod synthetic;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod tantivy_engine;

@@ -4,6 +4,7 @@
 //! Every backend must pass [`conformance`]: one suite, run against each.
 
 pub mod cached;
+#[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fs;

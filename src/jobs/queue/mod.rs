@@ -10,6 +10,7 @@
 //! directory, the default) and [`pg::PgQueue`] (PostgreSQL, shared by several backends).
 //! [`AnyQueue`] is the closed set of them; [`runner`] drives any of them.
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 pub mod disk;
 pub mod pg;
