@@ -813,11 +813,11 @@ mod tests {
             })
             .collect();
         // PUT writes the manifest as lookups end; PATCH collects its added entries.
-        let put = build_manifest(&app, &app.replicas.get("aws").expect("aws"), &refs, V1, 0)
+        let put = build_manifest(&app, app.replicas.get("aws").expect("aws"), &refs, V1, 0)
             .await
             .map(|_| ());
         let put_reads = reads.swap(0, Ordering::SeqCst);
-        let patch = build_entries(&app, &app.replicas.get("aws").expect("aws"), &refs)
+        let patch = build_entries(&app, app.replicas.get("aws").expect("aws"), &refs)
             .await
             .map(|_| ());
         let patch_reads = reads.load(Ordering::SeqCst);

@@ -179,10 +179,10 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>) {
             }
         };
         let mut finishers = Vec::with_capacity(ops.len());
-        let mut broken = None;
+        let mut broken: Option<String> = None;
         for op in ops {
             if let Some(e) = &broken {
-                let (_, finish) = op(Err(format!("{e}")));
+                let (_, finish) = op(Err(e.clone()));
                 finishers.push(finish);
                 continue;
             }
