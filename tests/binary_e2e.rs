@@ -87,7 +87,10 @@ async fn readme_flow_against_the_binary() {
     let (_, _, version) = call(&http, "GET", &format!("{u}/version"), None, None).await;
     assert!(version["version_info"]["version"].is_string());
     let (_, _, health) = call(&http, "GET", &format!("{u}/internal/health"), None, None).await;
-    assert_eq!(health, json!({"Healthy": true}));
+    assert_eq!(
+        health,
+        json!({"Healthy": true, "replicas": {"aws": {"Healthy": true}, "gcp": {"Healthy": true}}})
+    );
     let (_, _, swagger) = call(&http, "GET", &format!("{u}/v1/swagger.json"), None, None).await;
     assert_eq!(swagger["swagger"], "2.0");
     assert_eq!(swagger["host"], u.trim_start_matches("http://"));
