@@ -184,6 +184,32 @@ impl<K: Hash + Eq + Clone + HeapSize, V: HeapSize> ImmutableCache<K, V> {
         self.inner.insert(k, Weighed { value: v, weight })
     }
 
+    /// The cached value for `k`, or what `load` gives (then remembered). Concurrent
+    /// callers missing the same key wait for one `load` instead of each running their
+    /// own: a cold cache under load reads each document from storage once. If that load
+    /// fails, the next waiter loads in turn.
+    pub async fn get_or_load<E, F, Fut>(&self, k: &K, load: F) -> Result<Arc<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Arc<V>, E>>,
+    {
+        match self.inner.get_value_or_guard_async(k).await {
+            Ok(w) => Ok(w.value),
+            Err(guard) => {
+                let v = load().await?;
+                let weight = entry_weight(k, &*v);
+                if weight <= self.budget.largest_entry() {
+                    let _ = guard.insert(Weighed {
+                        value: v.clone(),
+                        weight,
+                    });
+                }
+                // Too heavy to keep: dropping the guard lets each waiter load its own.
+                Ok(v)
+            }
+        }
+    }
+
     /// Estimated bytes held now.
     pub fn weight(&self) -> u64 {
         self.inner.weight()
@@ -349,6 +375,54 @@ mod tests {
         assert!(held as u64 <= c.weight());
         assert!(c.weight() > budget.bytes / 2, "{}", c.weight());
         assert!(c.len() < 64);
+    }
+
+    /// Pending once, then ready: lets the other futures of a `join_all` run.
+    struct YieldOnce(bool);
+
+    impl std::future::Future for YieldOnce {
+        type Output = ();
+        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+            if self.0 {
+                return std::task::Poll::Ready(());
+            }
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+
+    #[test]
+    fn concurrent_misses_load_a_document_once() {
+        let budget = Budget {
+            bytes: 1 << 20,
+            shards: 2,
+            typical_entry: 1 << 10,
+        };
+        let c: ImmutableCache<String, Blob> = ImmutableCache::new(budget);
+        let loads = std::sync::atomic::AtomicUsize::new(0);
+        let key = "bundles/u.v".to_string();
+        let reads = (0..16).map(|_| {
+            c.get_or_load(&key, || async {
+                loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                YieldOnce(false).await; // the others arrive while this one reads
+                Ok::<_, ()>(Arc::new(Blob(vec![7; 10])))
+            })
+        });
+        let got = futures::executor::block_on(futures::future::join_all(reads));
+        assert!(got.iter().all(|r| r.as_ref().is_ok_and(|b| b.0[0] == 7)));
+        assert_eq!(
+            loads.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one storage read for 16 readers"
+        );
+        // A failed load is not remembered: the next caller loads again.
+        let other = "bundles/w.v".to_string();
+        let failed = futures::executor::block_on(c.get_or_load(&other, || async { Err::<Arc<Blob>, _>("down") }));
+        assert_eq!(failed.err(), Some("down"));
+        let again =
+            futures::executor::block_on(c.get_or_load(&other, || async { Ok::<_, ()>(Arc::new(Blob(vec![1]))) }));
+        assert!(again.is_ok());
     }
 
     #[test]

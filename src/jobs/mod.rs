@@ -81,14 +81,14 @@ pub async fn import_legacy_records<Q: JobQueue>(dir: &Path, queue: &Q) -> QueueR
             let job = std::fs::read(&path).ok().and_then(|b| match kind {
                 work::INGEST => serde_json::from_slice::<IngestJob>(&b)
                     .ok()
-                    .map(|j| work::ingest_job(&j)),
-                _ => serde_json::from_slice::<IndexJob>(&b).ok().map(|j| work::index_job(&j)),
+                    .map(|j| work::Work::Ingest(Box::new(j))),
+                _ => serde_json::from_slice::<IndexJob>(&b).ok().map(work::Work::Index),
             });
             let Some(job) = job else {
                 tracing::error!(path = %path.display(), "unreadable job record of an earlier version left in place");
                 continue;
             };
-            queue.enqueue(vec![job]).await?;
+            queue.enqueue(vec![job.to_job()]).await?;
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), "job record moved to the queue but not removed: {e}");
             }

@@ -295,7 +295,7 @@ pub fn start_jobs(app: Arc<NativeApp>, queue: Arc<AnyQueue>, cfg: &ServeConfig) 
         if let Err(e) = crate::jobs::import_legacy_records(&dir, &*queue).await {
             tracing::error!("job records of an earlier version not moved into the queue (kept on disk): {e}");
         }
-        let work = Arc::new(crate::jobs::work::Work::new(app.clone(), scrubber));
+        let work = Arc::new(crate::jobs::work::Worker::new(app.clone(), scrubber));
         let _runner = runner::start(queue.clone(), work, runner_cfg);
         let unfinished = JobFilter {
             kind: Some(crate::jobs::work::INGEST.into()),

@@ -77,24 +77,31 @@ pub async fn load_manifest<S: Store>(
         },
     };
     let key = bundle_key(uuid, &chosen);
-    if let Some(m) = replica.cache.bundles.get(&key) {
-        return Ok(Some(m));
+    // Read and parsed once for all concurrent readers of a cold key. `None`: not there.
+    let loaded = replica
+        .cache
+        .bundles
+        .get_or_load(&key, || async {
+            let bytes = match store.get(&key).await {
+                Ok(b) => b,
+                Err(StoreError::NotFound(_)) => return Err(None),
+                Err(e) => return Err(Some(ApiError::from(e))),
+            };
+            let mut m: BundleManifest = serde_json::from_slice(&bytes)
+                .map_err(|e| Some(ApiError::Internal(format!("bundle manifest {key} unreadable: {e}"))))?;
+            drop(bytes);
+            // The parser grows the list by doubling: up to half of it would be spare room.
+            m.files.shrink_to_fit();
+            // Kept whatever its size, as long as it fits the byte budget: a large manifest
+            // is parsed once, and each request serialises only its page.
+            Ok(Arc::new(m))
+        })
+        .await;
+    match loaded {
+        Ok(m) => Ok(Some(m)),
+        Err(None) => Ok(None),
+        Err(Some(e)) => Err(e),
     }
-    let bytes = match store.get(&key).await {
-        Ok(b) => b,
-        Err(StoreError::NotFound(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let mut m: BundleManifest = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::Internal(format!("bundle manifest {key} unreadable: {e}")))?;
-    drop(bytes);
-    // The parser grows the list by doubling: up to half of it would be spare room.
-    m.files.shrink_to_fit();
-    let m = Arc::new(m);
-    // Kept whatever its size, as long as it fits the byte budget: a large manifest is
-    // parsed once, and each request serialises only its page.
-    replica.cache.bundles.insert(key, m.clone());
-    Ok(Some(m))
 }
 
 /// `GET /v1/bundles/{uuid}`.

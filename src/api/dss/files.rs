@@ -124,19 +124,21 @@ pub async fn load_file_metadata<S: Store>(
         }
     };
     let key = file_key(uuid, &version);
-    if let Some(m) = replica.cache.files.get(&key) {
-        return Ok(m);
-    }
-    let bytes = match store.get(&key).await {
-        Ok(b) => b,
-        Err(StoreError::NotFound(_)) => return Err(not_found()),
-        Err(e) => return Err(e.into()),
-    };
-    let meta: FileMetadata = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::Internal(format!("file metadata {key} unreadable: {e}")))?;
-    let entry = Arc::new(FileEntry::new(meta));
-    replica.cache.files.insert(key, entry.clone());
-    Ok(entry)
+    // Read and parsed once for all concurrent readers of a cold key.
+    replica
+        .cache
+        .files
+        .get_or_load(&key, || async {
+            let bytes = match store.get(&key).await {
+                Ok(b) => b,
+                Err(StoreError::NotFound(_)) => return Err(not_found()),
+                Err(e) => return Err(e.into()),
+            };
+            let meta: FileMetadata = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::Internal(format!("file metadata {key} unreadable: {e}")))?;
+            Ok(Arc::new(FileEntry::new(meta)))
+        })
+        .await
 }
 
 /// The checkout token of the original (`{"execution_id","start_time","attempts"}`);
