@@ -377,21 +377,6 @@ mod tests {
         assert!(c.len() < 64);
     }
 
-    /// Pending once, then ready: lets the other futures of a `join_all` run.
-    struct YieldOnce(bool);
-
-    impl std::future::Future for YieldOnce {
-        type Output = ();
-        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-            if self.0 {
-                return std::task::Poll::Ready(());
-            }
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        }
-    }
-
     #[test]
     fn concurrent_misses_load_a_document_once() {
         let budget = Budget {
@@ -405,7 +390,7 @@ mod tests {
         let reads = (0..16).map(|_| {
             c.get_or_load(&key, || async {
                 loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                YieldOnce(false).await; // the others arrive while this one reads
+                crate::model::platform::YieldOnce(false).await; // the others arrive while this one reads
                 Ok::<_, ()>(Arc::new(Blob(vec![7; 10])))
             })
         });

@@ -270,21 +270,6 @@ mod tests {
         });
     }
 
-    /// Pending once, then ready: lets other futures of a `join_all` run.
-    struct YieldOnce(bool);
-
-    impl Future for YieldOnce {
-        type Output = ();
-        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-            if self.0 {
-                return std::task::Poll::Ready(());
-            }
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        }
-    }
-
     #[test]
     fn concurrent_misses_list_once() {
         futures::executor::block_on(async {
@@ -293,7 +278,7 @@ mod tests {
             let reads = (0..16).map(|_| {
                 c.keys("bundles/u.", at(0), false, || async {
                     calls.fetch_add(1, Ordering::SeqCst);
-                    YieldOnce(false).await; // the others arrive while this one lists
+                    crate::model::platform::YieldOnce(false).await; // the others arrive while this one lists
                     Ok::<_, ()>(vec!["k".to_string()])
                 })
             });

@@ -78,3 +78,21 @@ pub trait Sleeper: MaybeSend + MaybeSync {
     /// Wait `d`.
     fn sleep(&self, d: std::time::Duration) -> impl std::future::Future<Output = ()> + MaybeSend;
 }
+
+/// For tests of concurrent code on any executor: pending once (waking itself), then ready,
+/// so that the other futures of a `join_all` run in between.
+#[cfg(test)]
+pub(crate) struct YieldOnce(pub(crate) bool);
+
+#[cfg(test)]
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}

@@ -130,6 +130,17 @@ async fn listen(pool: PgPool, notify: Arc<Notify>) {
     }
 }
 
+/// Wake every backend's idle workers when `tx` commits (PostgreSQL delivers a NOTIFY
+/// only then), and commit it.
+async fn notify_and_commit(mut tx: sqlx::Transaction<'_, sqlx::Postgres>) -> QueueResult<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    tx.commit().await.map_err(unavailable)
+}
+
 impl JobQueue for PgQueue {
     async fn enqueue(&self, jobs: Vec<NewJob>) -> QueueResult<Vec<JobId>> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
@@ -158,12 +169,7 @@ impl JobQueue for PgQueue {
             .map_err(unavailable)?;
             ids.push(row.try_get::<i64, _>(0).map_err(unavailable)?);
         }
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(CHANNEL)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
+        notify_and_commit(tx).await?;
         Ok(ids)
     }
 
@@ -277,12 +283,7 @@ impl JobQueue for PgQueue {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(CHANNEL)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
+        notify_and_commit(tx).await?;
         Ok(r.rows_affected() == 1)
     }
 
