@@ -30,7 +30,8 @@ type Op = Box<dyn FnOnce(Result<&Connection, String>) -> (bool, Finish) + Send>;
 /// The embedded queue. Cheap to share behind an `Arc`; dropping the last handle stops its
 /// thread.
 pub struct DiskQueue {
-    tx: mpsc::Sender<Op>,
+    /// Operations, and whether they must be on disk before they are answered.
+    tx: mpsc::Sender<(bool, Op)>,
     notify: Arc<Notify>,
 }
 
@@ -119,7 +120,7 @@ impl DiskQueue {
     /// Open (creating) the queue in the SQLite file `path`.
     pub fn open(path: &Path) -> QueueResult<DiskQueue> {
         let conn = open_connection(path)?;
-        let (tx, rx) = mpsc::channel::<Op>();
+        let (tx, rx) = mpsc::channel::<(bool, Op)>();
         std::thread::Builder::new()
             .name("dss-jobs-disk".into())
             .spawn(move || writer(conn, rx))
@@ -130,9 +131,13 @@ impl DiskQueue {
         })
     }
 
-    /// Run `f` in the next group and wait for it to be committed.
+    /// Run `f` in the next group and wait for it to be committed; `durable`: on disk (fsync)
+    /// before it is answered, else only safe from a crash of this process (a lease,
+    /// heartbeat or completion lost in a power cut makes a job run again; jobs are
+    /// idempotent).
     async fn run<T: Send + 'static>(
         &self,
+        durable: bool,
         f: impl FnOnce(&Connection) -> QueueResult<T> + Send + 'static,
     ) -> QueueResult<T> {
         let (done, rx) = oneshot::channel::<QueueResult<T>>();
@@ -148,7 +153,7 @@ impl DiskQueue {
             (ok, finish)
         });
         self.tx
-            .send(op)
+            .send((durable, op))
             .map_err(|_| QueueError::Unavailable("the queue thread has stopped".into()))?;
         rx.await
             .map_err(|_| QueueError::Unavailable("the queue thread has stopped".into()))?
@@ -157,14 +162,24 @@ impl DiskQueue {
 
 /// The thread that owns the connection: takes every operation waiting, runs them in one
 /// transaction (a savepoint each), commits once, then answers them all.
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>) {
-    while let Ok(first) = rx.recv() {
+fn writer(mut conn: Connection, rx: mpsc::Receiver<(bool, Op)>) {
+    let mut synchronous = "FULL";
+    while let Ok((first_durable, first)) = rx.recv() {
+        let mut durable = first_durable;
         let mut ops = vec![first];
         while ops.len() < GROUP {
             match rx.try_recv() {
-                Ok(op) => ops.push(op),
+                Ok((d, op)) => {
+                    durable |= d;
+                    ops.push(op);
+                }
                 Err(_) => break,
             }
+        }
+        // WAL with NORMAL survives a crash of the process, FULL a power cut too.
+        let wanted = if durable { "FULL" } else { "NORMAL" };
+        if wanted != synchronous && conn.pragma_update(None, "synchronous", wanted).is_ok() {
+            synchronous = wanted;
         }
         let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
             Ok(tx) => tx,
@@ -213,7 +228,7 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>) {
 impl JobQueue for DiskQueue {
     async fn enqueue(&self, jobs: Vec<NewJob>) -> QueueResult<Vec<JobId>> {
         let ids = self
-            .run(move |c| {
+            .run(true, move |c| {
                 let now = now_ms();
                 let mut ids = Vec::with_capacity(jobs.len());
                 for j in jobs {
@@ -259,7 +274,7 @@ impl JobQueue for DiskQueue {
         let worker = worker.to_string();
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         let lease = millis(lease);
-        self.run(move |c| {
+        self.run(false, move |c| {
             let now = now_ms();
             query_jobs(
                 c,
@@ -282,7 +297,7 @@ impl JobQueue for DiskQueue {
     async fn heartbeat(&self, id: JobId, worker: &str, lease: Duration) -> QueueResult<bool> {
         let worker = worker.to_string();
         let lease = millis(lease);
-        self.run(move |c| {
+        self.run(false, move |c| {
             let now = now_ms();
             c.prepare_cached(
                 "UPDATE jobs SET lease_until = ?1 + ?2, updated_at = ?1
@@ -297,7 +312,7 @@ impl JobQueue for DiskQueue {
 
     async fn complete(&self, id: JobId, worker: &str) -> QueueResult<bool> {
         let worker = worker.to_string();
-        self.run(move |c| {
+        self.run(false, move |c| {
             c.prepare_cached(
                 "UPDATE jobs SET state = 'completed', lease_until = NULL, updated_at = ?1
                  WHERE id = ?2 AND worker = ?3 AND state = 'running'",
@@ -312,7 +327,7 @@ impl JobQueue for DiskQueue {
     async fn fail(&self, id: JobId, worker: &str, error: &str, retry_at: Option<DateTime<Utc>>) -> QueueResult<bool> {
         let (worker, error) = (worker.to_string(), error.to_string());
         let held = self
-            .run(move |c| {
+            .run(true, move |c| {
                 let now = now_ms();
                 let (state, run_at) = match retry_at {
                     Some(t) => ("queued", Some(t.timestamp_millis())),
@@ -335,13 +350,15 @@ impl JobQueue for DiskQueue {
     }
 
     async fn get(&self, id: JobId) -> QueueResult<Option<Job>> {
-        self.run(move |c| Ok(query_jobs(c, &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), params![id])?.pop()))
-            .await
+        self.run(false, move |c| {
+            Ok(query_jobs(c, &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), params![id])?.pop())
+        })
+        .await
     }
 
     async fn list(&self, filter: &JobFilter) -> QueueResult<Vec<Job>> {
         let filter = filter.clone();
-        self.run(move |c| {
+        self.run(false, move |c| {
             let states: Vec<&str> = filter.states.iter().map(|s| s.as_str()).collect();
             let states_json = serde_json::to_string(&states).unwrap_or_else(|_| "[]".into());
             let limit = i64::try_from(filter.limit.max(1)).unwrap_or(i64::MAX);
@@ -361,7 +378,7 @@ impl JobQueue for DiskQueue {
 
     async fn retry(&self, id: JobId) -> QueueResult<bool> {
         let done = self
-            .run(move |c| {
+            .run(true, move |c| {
                 let now = now_ms();
                 c.prepare_cached(
                     "UPDATE jobs SET state = 'queued', run_at = ?1, worker = NULL, updated_at = ?1
@@ -377,7 +394,7 @@ impl JobQueue for DiskQueue {
     }
 
     async fn prune(&self, before: DateTime<Utc>) -> QueueResult<u64> {
-        self.run(move |c| {
+        self.run(false, move |c| {
             c.execute(
                 "DELETE FROM jobs WHERE state = 'completed' AND updated_at < ?1",
                 params![before.timestamp_millis()],

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 use std::borrow::Cow;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -26,7 +27,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "jobs", include_str!("../../../mi
 
 /// The PostgreSQL queue.
 pub struct PgQueue {
+    /// For what must survive a crash of the database before the caller goes on: enqueues
+    /// (a write is answered only once its follow-up job is durable) and retries.
     pool: PgPool,
+    /// For the rest, with `synchronous_commit = off`: a lease, heartbeat, completion or
+    /// failure lost in a database crash only makes a job run again, and jobs are
+    /// idempotent. It spares a WAL flush per job.
+    fast: PgPool,
     notify: Arc<Notify>,
     listener: tokio::task::JoinHandle<()>,
 }
@@ -92,13 +99,27 @@ impl PgQueue {
             .connect(url)
             .await
             .map_err(|e| QueueError::Config(format!("connecting to the job queue: {e}")))?;
+        let fast_options = sqlx::postgres::PgConnectOptions::from_str(url)
+            .map_err(|e| QueueError::Config(format!("job queue URL: {e}")))?
+            .options([("synchronous_commit", "off")]);
+        let fast = PgPoolOptions::new()
+            .max_connections(POOL)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(fast_options)
+            .await
+            .map_err(|e| QueueError::Config(format!("connecting to the job queue: {e}")))?;
         migrator()
             .run(&pool)
             .await
             .map_err(|e| QueueError::Config(format!("migrating the job queue: {e}")))?;
         let notify = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(pool.clone(), notify.clone()));
-        Ok(PgQueue { pool, notify, listener })
+        Ok(PgQueue {
+            pool,
+            fast,
+            notify,
+            listener,
+        })
     }
 }
 
@@ -189,7 +210,7 @@ impl JobQueue for PgQueue {
         .bind(worker)
         .bind(millis(lease) as f64)
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.fast)
         .await
         .map_err(unavailable)?;
         let mut jobs = rows.iter().map(job).collect::<QueueResult<Vec<_>>>()?;
@@ -205,7 +226,7 @@ impl JobQueue for PgQueue {
         .bind(id)
         .bind(worker)
         .bind(millis(lease) as f64)
-        .execute(&self.pool)
+        .execute(&self.fast)
         .await
         .map_err(unavailable)?;
         Ok(r.rows_affected() == 1)
@@ -218,7 +239,7 @@ impl JobQueue for PgQueue {
         )
         .bind(id)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&self.fast)
         .await
         .map_err(unavailable)?;
         Ok(r.rows_affected() == 1)
@@ -240,7 +261,7 @@ impl JobQueue for PgQueue {
         .bind(state.as_str())
         .bind(retry_at)
         .bind(error)
-        .execute(&self.pool)
+        .execute(&self.fast)
         .await
         .map_err(unavailable)?;
         Ok(r.rows_affected() == 1)
@@ -249,7 +270,7 @@ impl JobQueue for PgQueue {
     async fn get(&self, id: JobId) -> QueueResult<Option<Job>> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM dss_jobs WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.fast)
             .await
             .map_err(unavailable)?;
         row.as_ref().map(job).transpose()
@@ -267,7 +288,7 @@ impl JobQueue for PgQueue {
         .bind(&filter.key)
         .bind(&states)
         .bind(i64::try_from(filter.limit.max(1)).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.fast)
         .await
         .map_err(unavailable)?;
         rows.iter().map(job).collect()
@@ -290,7 +311,7 @@ impl JobQueue for PgQueue {
     async fn prune(&self, before: DateTime<Utc>) -> QueueResult<u64> {
         let r = sqlx::query("DELETE FROM dss_jobs WHERE state = 'completed' AND updated_at < $1")
             .bind(before)
-            .execute(&self.pool)
+            .execute(&self.fast)
             .await
             .map_err(unavailable)?;
         Ok(r.rows_affected())
