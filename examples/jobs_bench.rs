@@ -68,7 +68,7 @@ async fn main() {
     // Four producers at a time.
     futures::StreamExt::for_each_concurrent(futures::stream::iter(producers), 4, |p| p).await;
     while unfinished(&q).await {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await; // a look costs the queue a scan
     }
     let secs = start.elapsed().as_secs_f64();
     if latency {
