@@ -3,8 +3,8 @@
 use crate::api::params::{json_body, str_field, uuid};
 use crate::api::*;
 use crate::model::manifest::{
-    bundle_key, file_key, parse_bundle_key, tombstone_key, valid_file_name, BundleFile, BundleKey, BundleManifest,
-    FileMetadata, ManifestWriter, Tombstone, BUNDLE_FORMAT_VERSION,
+    bundle_key, file_key, parse_bundle_key, tombstone_key, valid_file_name, BundleFile, BundleManifest, FileMetadata,
+    ManifestWriter, Tombstone, BUNDLE_FORMAT_VERSION,
 };
 use crate::model::{DssVersion, ObjectUuid};
 use crate::storage::{list_all, PutOptions, StoreError};
@@ -52,26 +52,11 @@ pub async fn load_manifest<S: Store>(
             keys = listings.keys(&prefix, now, true, || list_all(store, &prefix)).await?;
         }
     }
-    let mut dead_all = false;
-    let mut dead = std::collections::HashSet::new();
-    let mut live = Vec::new();
-    for k in keys.iter() {
-        match parse_bundle_key(k) {
-            Some(BundleKey::Tombstone { .. }) => dead_all = true,
-            Some(BundleKey::VersionTombstone { version, .. }) => {
-                dead.insert(version);
-            }
-            Some(BundleKey::Manifest { version, .. }) => live.push(version),
-            None => {}
-        }
-    }
-    if dead_all {
-        return Ok(None);
-    }
+    let seen = crate::bucket::Visibility::of(keys.iter().map(String::as_str));
     let chosen = match version {
-        Some(v) if dead.contains(v) || !live.contains(&v) => return Ok(None),
-        Some(v) => v.to_string(),
-        None => match live.into_iter().filter(|v| !dead.contains(v)).max() {
+        Some(v) if seen.visible(v) => v.to_string(),
+        Some(_) => return Ok(None),
+        None => match seen.latest() {
             Some(v) => v.to_string(),
             None => return Ok(None),
         },
@@ -679,44 +664,31 @@ async fn living_page<S: Store>(
     let mut prev_key: Option<String> = None;
     let mut token = start_after;
     let mut group_uuid: Option<String> = None;
-    let mut group: Vec<(String, String)> = Vec::new(); // (version, key) of live candidates
-    let mut group_dead_versions = std::collections::HashSet::new();
-    let mut group_dead_all = false;
+    // The current uuid's keys, and what they make visible.
+    let mut group = crate::bucket::Visibility::default();
 
-    // Emits the finished group; returns the resume key if the page filled up.
-    let flush = |out: &mut Vec<(String, String)>,
-                 uuid: &str,
-                 group: &mut Vec<(String, String)>,
-                 dead: &std::collections::HashSet<String>,
-                 dead_all: bool|
-     -> Option<String> {
-        if !dead_all {
-            for (v, key) in group.drain(..) {
-                if dead.contains(&v) {
-                    continue;
-                }
-                out.push((uuid.to_string(), v));
+    // Emits the finished group; returns the resume key (its bundle key) if the page filled up.
+    let flush =
+        |out: &mut Vec<(String, String)>, uuid: &str, group: &mut crate::bucket::Visibility| -> Option<String> {
+            let done = std::mem::take(group);
+            for v in done.visible_versions() {
+                out.push((uuid.to_string(), v.to_string()));
                 if out.len() == per_page {
-                    return Some(key);
+                    return Some(bundle_key(uuid, v));
                 }
             }
-        }
-        group.clear();
-        None
-    };
+            None
+        };
 
     loop {
         let page = store.list(prefix, token.as_deref(), 1000).await?;
         for key in &page.keys {
-            let (uuid, kind) = match parse_bundle_key(key) {
-                Some(BundleKey::Manifest { uuid, version }) => (uuid, Some((version, false))),
-                Some(BundleKey::VersionTombstone { uuid, version }) => (uuid, Some((version, true))),
-                Some(BundleKey::Tombstone { uuid }) => (uuid, None),
-                None => continue,
+            let Some(uuid) = parse_bundle_key(key).map(|k| k.uuid()) else {
+                continue;
             };
             if group_uuid.as_deref() != Some(uuid) {
                 if let Some(g) = group_uuid.take() {
-                    if let Some(resume) = flush(&mut out, &g, &mut group, &group_dead_versions, group_dead_all) {
+                    if let Some(resume) = flush(&mut out, &g, &mut group) {
                         return Ok((out, Some(resume)));
                     }
                     if scanned >= scan_budget {
@@ -726,16 +698,8 @@ async fn living_page<S: Store>(
                     }
                 }
                 group_uuid = Some(uuid.to_string());
-                group_dead_versions.clear();
-                group_dead_all = false;
             }
-            match kind {
-                None => group_dead_all = true,
-                Some((v, true)) => {
-                    group_dead_versions.insert(v.to_string());
-                }
-                Some((v, false)) => group.push((v.to_string(), key.clone())),
-            }
+            group.add(key);
             scanned += 1;
             prev_key = Some(key.clone());
         }
@@ -745,7 +709,7 @@ async fn living_page<S: Store>(
         }
     }
     if let Some(g) = group_uuid.take() {
-        if let Some(resume) = flush(&mut out, &g, &mut group, &group_dead_versions, group_dead_all) {
+        if let Some(resume) = flush(&mut out, &g, &mut group) {
             // Filled exactly at the end of the listing: say "more" only if keys follow.
             let more = !store.list(prefix, Some(&resume), 1).await?.keys.is_empty();
             return Ok((out, more.then_some(resume)));
