@@ -53,6 +53,11 @@ pub fn valid_s3_etag(s: &str) -> bool {
     }
 }
 
+/// The content-addressed blob key of these checksums (the one place it is spelled).
+pub fn blob_key(sha256: &str, sha1: &str, s3_etag: &str, crc32c: &str) -> String {
+    format!("blobs/{sha256}.{sha1}.{s3_etag}.{crc32c}")
+}
+
 impl Checksums {
     /// Build from staging metadata values (any case), checking each format.
     /// Arguments are `(name, value)` lookups by the `hca-dss-*` keys.
@@ -87,7 +92,7 @@ impl Checksums {
 
     /// The content-addressed blob key: `blobs/{sha256}.{sha1}.{s3_etag}.{crc32c}`.
     pub fn blob_key(&self) -> String {
-        format!("blobs/{}.{}.{}.{}", self.sha256, self.sha1, self.s3_etag, self.crc32c)
+        blob_key(&self.sha256, &self.sha1, &self.s3_etag, &self.crc32c)
     }
 
     /// Parse a blob key back into checksums (the original's `BLOB_KEY_REGEX`).

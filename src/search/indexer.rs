@@ -127,7 +127,7 @@ async fn read_indexed<S: Store>(store: &S, uuid: &str, f: BundleFile) -> Result<
         tracing::warn!(bundle = %uuid, file = %f.name, size = f.size, "indexed file too large, skipped");
         return Ok(None);
     }
-    let blob = format!("blobs/{}.{}.{}.{}", f.sha256, f.sha1, f.s3_etag, f.crc32c);
+    let blob = crate::model::checksum::blob_key(&f.sha256, &f.sha1, &f.s3_etag, &f.crc32c);
     let bytes = store.get(&blob).await?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(v) => Ok(Some((f.name, v))),
