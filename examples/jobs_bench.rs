@@ -8,7 +8,7 @@
 //! the latency phase that it ran.
 
 use dss::jobs::queue::runner::{self, Handler, Outcome, RunnerConfig};
-use dss::jobs::queue::{AnyQueue, Job, JobFilter, JobQueue, JobState, NewJob};
+use dss::jobs::queue::{AnyQueue, Job, JobFilter, JobQueue, JobState, NewJob, QueueLocation};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,7 +43,8 @@ async fn unfinished(q: &AnyQueue) -> bool {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (url, jobs, latency) = (&args[1], args[2].parse::<usize>().unwrap(), args[3] == "1");
-    let q = Arc::new(AnyQueue::open(url).await.unwrap());
+    let at = QueueLocation::parse(Some(url), std::path::Path::new(".")).unwrap();
+    let q = Arc::new(AnyQueue::open(&at).await.unwrap());
     let note = Arc::new(Note {
         ran: AtomicU64::new(0),
         delays_ms: Mutex::new(Vec::new()),

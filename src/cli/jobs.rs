@@ -1,6 +1,6 @@
 //! `dss jobs`: look into the job queue and retry failed jobs.
 
-use crate::jobs::queue::{AnyQueue, Job, JobFilter, JobId, JobQueue, JobState};
+use crate::jobs::queue::{AnyQueue, Job, JobFilter, JobId, JobQueue, JobState, QueueLocation};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -51,17 +51,16 @@ pub enum JobsAction {
 
 /// Run `dss jobs`.
 pub async fn run(args: JobsArgs) -> Result<(), String> {
-    let url = args.jobs_url.clone().unwrap_or_else(|| {
-        args.data_dir
-            .join("jobs")
-            .join("queue.sqlite")
-            .to_string_lossy()
-            .into_owned()
-    });
-    if !url.contains("://") && !std::path::Path::new(&url).exists() {
-        return Err(format!("no job queue at {url} (is --data-dir or DSS_JOBS_URL right?)"));
+    let at = QueueLocation::parse(args.jobs_url.as_deref(), &args.data_dir).map_err(|e| e.to_string())?;
+    if let QueueLocation::Disk(path) = &at {
+        if !path.exists() {
+            let shown = path.display();
+            return Err(format!(
+                "no job queue at {shown} (is --data-dir or DSS_JOBS_URL right?)"
+            ));
+        }
     }
-    let queue = AnyQueue::open(&url).await.map_err(|e| e.to_string())?;
+    let queue = AnyQueue::open(&at).await.map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     match args.action {
         JobsAction::List {

@@ -10,7 +10,7 @@ use crate::auth::dev::DevIssuer;
 use crate::auth::jwks::{parse_jwks, to_jwks, KeySet};
 use crate::auth::{AuthConfig, Authenticator};
 use crate::http::ReqwestClient;
-use crate::jobs::queue::AnyQueue;
+use crate::jobs::queue::{AnyQueue, QueueLocation};
 use crate::model::{Clock, SystemClock};
 use crate::storage::fs::FsStore;
 use crate::storage::signer::Signer;
@@ -32,8 +32,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub use crate::http::TokioSleeper;
 
-/// The native application type.
-pub type NativeApp = App<AnyStore, ReqwestClient, TokioSleeper>;
+/// The native application type (the one the jobs run against).
+pub type NativeApp = crate::jobs::work::Services;
 
 /// Failures while starting up.
 #[derive(Debug, thiserror::Error)]
@@ -160,8 +160,8 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
             return Some(s.clone());
         }
         let store = Arc::new(match scheme {
-            "s3" if s3_on => cloud.s3(bucket, &|n| std::env::var(n).ok()).ok()?,
-            "gs" if gs_on => cloud.gcs(bucket, &|n| std::env::var(n).ok()).ok()?,
+            "s3" if s3_on => cloud.s3(bucket, &env).ok()?,
+            "gs" if gs_on => cloud.gcs(bucket, &env).ok()?,
             _ => return None,
         });
         let mut opened = opened.lock().unwrap_or_else(|e| e.into_inner());
@@ -257,23 +257,17 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
 
 /// Open the job queue `DSS_JOBS_URL` names (default: SQLite in the data directory).
 fn open_queue(cfg: &ServeConfig) -> Result<AnyQueue, StartError> {
-    let url = match &cfg.jobs_url {
-        Some(u) => u.clone(),
-        None => cfg
-            .data_dir
-            .join("jobs")
-            .join("queue.sqlite")
-            .to_string_lossy()
-            .into_owned(),
-    };
-    let queue = if url.contains("://") {
+    let config = |e: crate::jobs::queue::QueueError| StartError::Config(format!("DSS_JOBS_URL: {e}"));
+    let at = QueueLocation::parse(cfg.jobs_url.as_deref(), &cfg.data_dir).map_err(config)?;
+    let queue = match &at {
         // Start-up only: connecting to PostgreSQL is async, and so is its migration.
-        let open = AnyQueue::open(&url);
-        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(open))
-    } else {
-        crate::jobs::queue::disk::DiskQueue::open(Path::new(&url)).map(AnyQueue::Disk)
+        QueueLocation::Postgres(_) => {
+            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(AnyQueue::open(&at)))
+        }
+        // Synchronous, so that single-threaded runtimes (the tests') can build an app.
+        QueueLocation::Disk(path) => crate::jobs::queue::disk::DiskQueue::open(path).map(AnyQueue::Disk),
     }
-    .map_err(|e| StartError::Config(format!("DSS_JOBS_URL: {e}")))?;
+    .map_err(config)?;
     if queue.is_shared() {
         tracing::info!("job queue on PostgreSQL, shared with other backends");
     }

@@ -201,14 +201,38 @@ pub enum AnyQueue {
     Pg(pg::PgQueue),
 }
 
+/// Where a queue is: the one reading of `DSS_JOBS_URL`, for the server and `dss jobs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueLocation {
+    /// `postgres://…` / `postgresql://…`.
+    Postgres(String),
+    /// The SQLite file of the embedded queue.
+    Disk(std::path::PathBuf),
+}
+
+impl QueueLocation {
+    /// `url` as given (a PostgreSQL URL or a path), or by default `DATA_DIR/jobs/queue.sqlite`.
+    pub fn parse(url: Option<&str>, data_dir: &std::path::Path) -> QueueResult<Self> {
+        match url {
+            None => Ok(QueueLocation::Disk(data_dir.join("jobs").join("queue.sqlite"))),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                Ok(QueueLocation::Postgres(u.to_string()))
+            }
+            // Not echoed: a URL may hold a password.
+            Some(u) if u.contains("://") => Err(QueueError::Config(
+                "only postgres:// URLs and paths (the embedded queue) are supported".into(),
+            )),
+            Some(path) => Ok(QueueLocation::Disk(path.into())),
+        }
+    }
+}
+
 impl AnyQueue {
-    /// Open the queue `url` names: `postgres://…` / `postgresql://…`, or else a path to the
-    /// SQLite file of the embedded queue.
-    pub async fn open(url: &str) -> QueueResult<AnyQueue> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(AnyQueue::Pg(pg::PgQueue::connect(url).await?))
-        } else {
-            Ok(AnyQueue::Disk(disk::DiskQueue::open(std::path::Path::new(url))?))
+    /// Open (creating) the queue at `at`.
+    pub async fn open(at: &QueueLocation) -> QueueResult<AnyQueue> {
+        match at {
+            QueueLocation::Postgres(url) => Ok(AnyQueue::Pg(pg::PgQueue::connect(url).await?)),
+            QueueLocation::Disk(path) => Ok(AnyQueue::Disk(disk::DiskQueue::open(path)?)),
         }
     }
 
@@ -263,4 +287,31 @@ impl JobQueue for AnyQueue {
 /// Milliseconds of a duration, saturating (leases and delays fit easily).
 pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn locations_are_postgres_urls_or_paths() {
+        let data = Path::new("/data");
+        assert_eq!(
+            QueueLocation::parse(None, data).expect("default"),
+            QueueLocation::Disk("/data/jobs/queue.sqlite".into())
+        );
+        assert_eq!(
+            QueueLocation::parse(Some("/q.sqlite"), data).expect("path"),
+            QueueLocation::Disk("/q.sqlite".into())
+        );
+        for pg in ["postgres://u:p@h/db", "postgresql://h/db"] {
+            assert_eq!(
+                QueueLocation::parse(Some(pg), data).expect("pg"),
+                QueueLocation::Postgres(pg.into())
+            );
+        }
+        let err = QueueLocation::parse(Some("mysql://u:secret@h/db"), data).expect_err("other scheme");
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
 }
