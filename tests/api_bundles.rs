@@ -52,9 +52,7 @@ async fn put_get_bundle_and_download_every_file() {
     assert_eq!(j["manifest"]["format"], "0.0.1");
     assert_eq!(j["manifest"]["files"].as_array().unwrap().len(), names.len());
 
-    let h = env
-        .req("HEAD", &format!("/v1/bundles/{b}?replica=aws"), None, "", &[])
-        .await;
+    let h = env.head(&format!("/v1/bundles/{b}?replica=aws")).await;
     assert_eq!(h.status, 200);
     assert!(h.body.is_empty());
     let g = env.get(&format!("/v1/bundles/{b}?replica=aws")).await;
@@ -710,12 +708,7 @@ async fn latest_versions_follow_the_freshness_rule() {
     let (_, fu, _) = &files[0];
     let head = || {
         let (uri, env) = (format!("/v1/files/{fu}?replica=aws"), &env);
-        async move {
-            env.req("HEAD", &uri, None, "", &[])
-                .await
-                .header("x-dss-version")
-                .map(str::to_string)
-        }
+        async move { env.head(&uri).await.header("x-dss-version").map(str::to_string) }
     };
     assert_eq!(head().await.as_deref(), Some(V1));
     let c = dss::model::checksum::checksums_of(b"x");

@@ -34,9 +34,7 @@ async fn put_head_get_download() {
         )
     );
 
-    let h = env
-        .req("HEAD", &format!("/v1/files/{u}?replica=aws"), None, "", &[])
-        .await;
+    let h = env.head(&format!("/v1/files/{u}?replica=aws")).await;
     assert_eq!(h.status, 200);
     assert!(h.body.is_empty());
     assert_eq!(h.header("x-dss-sha256"), Some(c.sha256.as_str()));
@@ -138,19 +136,9 @@ async fn idempotent_and_conflicting_puts() {
         .expect_error(409, "file_already_exists");
     // A new version of the same uuid is fine, and becomes the latest.
     assert_eq!(env.put_file(&u, V2, &other, None).await.status, 201);
-    let h = env
-        .req("HEAD", &format!("/v1/files/{u}?replica=aws"), None, "", &[])
-        .await;
+    let h = env.head(&format!("/v1/files/{u}?replica=aws")).await;
     assert_eq!(h.header("x-dss-version"), Some(V2));
-    let h = env
-        .req(
-            "HEAD",
-            &format!("/v1/files/{u}?replica=aws&version={V1}"),
-            None,
-            "",
-            &[],
-        )
-        .await;
+    let h = env.head(&format!("/v1/files/{u}?replica=aws&version={V1}")).await;
     assert_eq!(h.header("x-dss-version"), Some(V1));
     // Uppercase uuid is the same object.
     let up = u.to_uppercase();
@@ -361,8 +349,7 @@ async fn get_file_errors() {
     env.get(&format!("/v1/files/{missing}?replica=aws"))
         .await
         .expect_error(404, "not_found");
-    env.req("HEAD", &format!("/v1/files/{missing}?replica=aws"), None, "", &[])
-        .await;
+    env.head(&format!("/v1/files/{missing}?replica=aws")).await;
     env.get(&format!("/v1/files/{u}"))
         .await
         .expect_error(400, "illegal_arguments");
@@ -416,9 +403,7 @@ async fn original_bucket_files_are_served() {
     env.load_original_bucket("aws");
     let u = "ce55fd51-7833-469b-be0b-5da88ebebfcd";
     // Latest version of the original's 0.0.3-format metadata.
-    let h = env
-        .req("HEAD", &format!("/v1/files/{u}?replica=aws"), None, "", &[])
-        .await;
+    let h = env.head(&format!("/v1/files/{u}?replica=aws")).await;
     assert_eq!(h.status, 200);
     assert_eq!(h.header("x-dss-version"), Some("2017-06-18T075702.020366Z"));
     assert_eq!(h.header("x-dss-creator-uid"), Some("1234"));

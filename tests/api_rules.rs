@@ -92,14 +92,10 @@ async fn read_only_mode_allows_reads_including_head() {
     env.put_bundle(&b, V1, &[("a.txt", &f, V1)], None).await;
     // The same data directory, served read-only.
     let ro = Env::in_dir(env.dir, |c| c.read_only_mode = Some("1".into()));
-    let r = ro
-        .req("HEAD", &format!("/v1/files/{f}?replica=aws"), None, "", &[])
-        .await;
+    let r = ro.head(&format!("/v1/files/{f}?replica=aws")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-dss-size"), Some("1"));
-    let r = ro
-        .req("HEAD", &format!("/v1/bundles/{b}?replica=aws"), None, "", &[])
-        .await;
+    let r = ro.head(&format!("/v1/bundles/{b}?replica=aws")).await;
     assert_eq!(r.status, 200);
     assert_eq!(ro.get(&format!("/v1/bundles/{b}?replica=aws")).await.status, 200);
     let r = ro

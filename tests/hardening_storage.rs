@@ -138,15 +138,7 @@ async fn swapping_a_staged_directory_for_a_symlink_never_ingests_outside_bytes()
     for (u, r) in &results {
         if r.status == 201 {
             created += 1;
-            let h = env
-                .req(
-                    "HEAD",
-                    &format!("/v1/files/{u}?replica=aws&version={V1}"),
-                    None,
-                    "",
-                    &[],
-                )
-                .await;
+            let h = env.head(&format!("/v1/files/{u}?replica=aws&version={V1}")).await;
             assert_eq!(h.status, 200);
             assert_eq!(h.header("x-dss-sha256"), Some(inside_sha.as_str()), "file {u}");
         } else {
@@ -300,15 +292,7 @@ async fn the_sidecar_of_a_staged_file_is_confined_too() {
     std::os::unix::fs::symlink(&secret, &meta).unwrap();
     let u = uuid::Uuid::new_v4().to_string();
     assert_eq!(env.put_file(&u, V1, &src, None).await.status, 201);
-    let h = env
-        .req(
-            "HEAD",
-            &format!("/v1/files/{u}?replica=aws&version={V1}"),
-            None,
-            "",
-            &[],
-        )
-        .await;
+    let h = env.head(&format!("/v1/files/{u}?replica=aws&version={V1}")).await;
     assert_eq!(h.header("x-dss-content-type"), Some("text/plain"));
 
     // A sidecar that is a FIFO must not hang the request.

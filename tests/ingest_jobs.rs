@@ -15,13 +15,7 @@ async fn wait_for_head(env: &Env, uuid: &str, version: &str) -> Resp {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let h = env
-            .req(
-                "HEAD",
-                &format!("/v1/files/{uuid}?replica=aws&version={version}"),
-                None,
-                "",
-                &[],
-            )
+            .head(&format!("/v1/files/{uuid}?replica=aws&version={version}"))
             .await;
         if h.status != 404 || std::time::Instant::now() > deadline {
             return h;
@@ -83,14 +77,7 @@ async fn a_failed_background_ingest_is_reported() {
     assert!(!env.main_dir("aws").join(format!("files/{u}.{V1}")).exists());
     assert!(!env.main_dir("aws").join(c.blob_key()).exists());
     // The failure belongs to that replica only.
-    env.req(
-        "HEAD",
-        &format!("/v1/files/{u}?replica=gcp&version={V1}"),
-        None,
-        "",
-        &[],
-    )
-    .await;
+    env.head(&format!("/v1/files/{u}?replica=gcp&version={V1}")).await;
     env.get(&format!("/v1/files/{u}?replica=gcp&version={V1}"))
         .await
         .expect_error(404, "not_found");

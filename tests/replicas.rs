@@ -21,15 +21,11 @@ async fn a_third_local_replica_serves_files_and_bundles() {
         env.main_dir("spare").join(format!("files/{u}.{V1}")).exists(),
         "stored in DATA_DIR/spare/main"
     );
-    let h = env
-        .req("HEAD", &format!("/v1/files/{u}?replica=spare"), None, "", &[])
-        .await;
+    let h = env.head(&format!("/v1/files/{u}?replica=spare")).await;
     assert_eq!(h.status, 200);
     assert_eq!(h.header("x-dss-sha256"), Some(sha256_hex(&data).as_str()));
     // Not copied anywhere else (replication is the next issue's).
-    let h = env
-        .req("HEAD", &format!("/v1/files/{u}?replica=aws"), None, "", &[])
-        .await;
+    let h = env.head(&format!("/v1/files/{u}?replica=aws")).await;
     assert_eq!(h.status, 404);
     // Downloads go through the spare replica's own signed URLs.
     let g = env.get(&format!("/v1/files/{u}?replica=spare")).await;

@@ -42,9 +42,7 @@ async fn aws_replica_on_s3() {
     let r = env.put_file(&u, V1, "s3://staging/u1/links.json", None).await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(&main.get(&c.blob_key()).await.unwrap()[..], &data[..]);
-    let h = env
-        .req("HEAD", &format!("/v1/files/{u}?replica=aws"), None, "", &[])
-        .await;
+    let h = env.head(&format!("/v1/files/{u}?replica=aws")).await;
     assert_eq!(h.header("x-dss-sha256"), Some(c.sha256.as_str()));
     assert_eq!(h.header("x-dss-content-type"), Some("application/json"));
 

@@ -184,6 +184,11 @@ impl Env {
         }
     }
 
+    /// HEAD `uri`, without a token.
+    pub async fn head(&self, uri: &str) -> Resp {
+        self.req("HEAD", uri, None, "", &[]).await
+    }
+
     pub async fn get(&self, uri: &str) -> Resp {
         self.req("GET", uri, None, "", &[]).await
     }
