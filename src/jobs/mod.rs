@@ -55,6 +55,36 @@ pub async fn sweep_incoming<S: Store>(
     Ok(removed)
 }
 
+/// Once at start: remove the `incoming/` copies of every replica that no unfinished ingest
+/// job owns and that are old (see [`sweep_incoming`]). Failures are logged; the next
+/// start tries again.
+pub async fn sweep_orphaned_copies<Q: JobQueue>(app: &work::Services, queue: &Q) {
+    let unfinished = queue::JobFilter {
+        kind: Some(work::INGEST.into()),
+        states: vec![queue::JobState::Queued, queue::JobState::Running],
+        key: None,
+        limit: usize::MAX >> 1,
+    };
+    let jobs = match queue.list(&unfinished).await {
+        Ok(jobs) => jobs,
+        Err(e) => return tracing::warn!("incoming copies not swept: {e}"),
+    };
+    let live: HashSet<String> = jobs
+        .iter()
+        .filter_map(|j| match work::Work::from_job(j) {
+            Ok(work::Work::Ingest(i)) => Some(i.task_id),
+            _ => None,
+        })
+        .collect();
+    for replica in app.replicas.iter() {
+        match sweep_incoming(&replica.main, &live, chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(replica = %replica.name, copies = n, "removed orphaned incoming copies"),
+            Err(e) => tracing::warn!(replica = %replica.name, "could not sweep incoming copies: {e}"),
+        }
+    }
+}
+
 /// Move the job records of earlier versions (one JSON file per job under
 /// `{dir}/pending/` for ingests and `{dir}/index/pending/` for indexing) into `queue`,
 /// removing each file only once its job is enqueued, and the temporary files those

@@ -278,7 +278,7 @@ fn open_queue(cfg: &ServeConfig) -> Result<AnyQueue, StartError> {
 /// versions into it, then sweeping orphaned `incoming/` copies; completed jobs older
 /// than a week are pruned every hour. Call inside a tokio runtime.
 pub fn start_jobs(app: Arc<NativeApp>, queue: Arc<AnyQueue>, cfg: &ServeConfig) -> Result<(), StartError> {
-    use crate::jobs::queue::{runner, JobFilter, JobQueue, JobState};
+    use crate::jobs::queue::{runner, JobQueue};
     let dir = cfg.data_dir.join("jobs");
     let scrubber = schema_scrubber(cfg)?;
     let runner_cfg = runner::RunnerConfig::new(
@@ -291,30 +291,7 @@ pub fn start_jobs(app: Arc<NativeApp>, queue: Arc<AnyQueue>, cfg: &ServeConfig) 
         }
         let work = Arc::new(crate::jobs::work::Worker::new(app.clone(), scrubber));
         let _runner = runner::start(queue.clone(), work, runner_cfg);
-        let unfinished = JobFilter {
-            kind: Some(crate::jobs::work::INGEST.into()),
-            states: vec![JobState::Queued, JobState::Running],
-            key: None,
-            limit: usize::MAX >> 1,
-        };
-        match queue.list(&unfinished).await {
-            Ok(jobs) => {
-                let live = jobs
-                    .iter()
-                    .filter_map(|j| j.payload.get("task_id").and_then(|t| t.as_str()).map(str::to_string))
-                    .collect();
-                for replica in app.replicas.iter() {
-                    match crate::jobs::sweep_incoming(&replica.main, &live, chrono::Utc::now()).await {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            tracing::info!(replica = %replica.name, copies = n, "removed orphaned incoming copies")
-                        }
-                        Err(e) => tracing::warn!(replica = %replica.name, "could not sweep incoming copies: {e}"),
-                    }
-                }
-            }
-            Err(e) => tracing::warn!("incoming copies not swept: {e}"),
-        }
+        crate::jobs::sweep_orphaned_copies(&app, &*queue).await;
         loop {
             match queue.prune(chrono::Utc::now() - chrono::Duration::days(7)).await {
                 Ok(0) => {}
