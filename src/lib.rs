@@ -7,7 +7,7 @@
 //! * [`storage`]: the [`storage::Store`] trait and its implementations.
 //! * [`auth`]: JWT verification and claim policy.
 //! * [`search`]: the index document (search engines come next).
-//! * [`bucket`]: the meaning of a replica's bucket (so far: fresh listings).
+//! * [`bucket`]: the meaning of a replica's bucket: keys, documents, tombstones, writes, ingest.
 //! * [`api`]: the one router, written over `http::Request`/`http::Response`.
 //! * `server`, `cli`, `jobs`: the native rims (not compiled for wasm32).
 //! * `edge`: the Workers rim (wasm32 only).

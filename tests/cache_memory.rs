@@ -2,7 +2,7 @@
 //! against what the allocator really hands out for parsed documents: every allocation of
 //! this thread is counted, rounded as `alloc_size` rounds it.
 
-use dss::api::cache::entry_weight;
+use dss::bucket::cache::entry_weight;
 use dss::model::checksum::checksums_of;
 use dss::model::heap::{alloc_size, HeapSize};
 use dss::model::manifest::{BundleFile, BundleManifest, FileMetadata};

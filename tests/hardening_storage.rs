@@ -230,9 +230,9 @@ async fn a_source_that_vanishes_before_its_job_runs_fails_with_illegal_source_ur
     std::fs::create_dir_all(dir.path().join("staging/abc")).unwrap();
     let declared = dss::model::checksum::checksums_of(b"bytes that were staged");
     let u = uuid::Uuid::new_v4().to_string();
-    let job = dss::api::ingest::IngestJob {
+    let job = dss::bucket::ingest::IngestJob {
         task_id: "t-gone".into(),
-        source: dss::api::ingest::SourceUrl {
+        source: dss::bucket::ingest::SourceUrl {
             scheme: "file".into(),
             bucket: String::new(),
             key: "abc/gone.bin".into(),

@@ -102,9 +102,9 @@ async fn unfinished_jobs_resume_after_a_restart() {
     std::fs::create_dir_all(&staging).unwrap();
     std::fs::write(staging.join("big.bin"), &data).unwrap();
     let u = uuid::Uuid::new_v4().to_string();
-    let job = dss::api::ingest::IngestJob {
+    let job = dss::bucket::ingest::IngestJob {
         task_id: "t-1".into(),
-        source: dss::api::ingest::SourceUrl {
+        source: dss::bucket::ingest::SourceUrl {
             scheme: "file".into(),
             bucket: String::new(),
             key: "abc/big.bin".into(),

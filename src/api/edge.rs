@@ -110,7 +110,7 @@ impl EdgeConfig {
             read_deadline: secs("DSS_READ_DEADLINE", 60)?,
             // Served by the backend (forwarded).
             application_secrets: None,
-            async_ingest_threshold: crate::api::ingest::ASYNC_THRESHOLD,
+            async_ingest_threshold: crate::bucket::ingest::ASYNC_THRESHOLD,
         };
         let pair = |main: &str, checkout: &str| var(main).map(|m| (m, var(checkout)));
         Ok(EdgeConfig {
@@ -189,9 +189,9 @@ pub fn search_answer_cacheable(status: u16, headers: &http::HeaderMap) -> bool {
 pub fn stale_listing<'a>(route: &Route<'a>, query: &'a Query) -> Option<(&'a str, String)> {
     let replica = query.get("replica").unwrap_or("aws");
     match route {
-        Route::FilePut(uuid) => Some((replica, format!("files/{}.", uuid.to_ascii_lowercase()))),
+        Route::FilePut(uuid) => Some((replica, crate::bucket::keys::file_prefix(&uuid.to_ascii_lowercase()))),
         Route::BundlePut(uuid) | Route::BundlePatch(uuid) | Route::BundleDelete(uuid) => {
-            Some((replica, format!("bundles/{}.", uuid.to_ascii_lowercase())))
+            Some((replica, crate::bucket::keys::bundle_prefix(&uuid.to_ascii_lowercase())))
         }
         _ => None,
     }

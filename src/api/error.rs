@@ -143,6 +143,41 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::bucket::BucketError> for ApiError {
+    fn from(e: crate::bucket::BucketError) -> Self {
+        use crate::bucket::{BucketError, Doc};
+        match e {
+            BucketError::Store(e) => e.into(),
+            e @ BucketError::Corrupt { .. } => ApiError::Internal(e.to_string()),
+            BucketError::Conflict { doc, uuid, version } => {
+                let version = version.unwrap_or_else(|| "None".into());
+                match doc {
+                    Doc::File => ApiError::FileAlreadyExists(uuid, version),
+                    Doc::Bundle => ApiError::BundleAlreadyExists(uuid, version),
+                    Doc::Tombstone => ApiError::TombstoneAlreadyExists(uuid, version),
+                }
+            }
+            BucketError::FollowUp(_) => ApiError::Unavailable(
+                "stored, but the work that must follow it could not be recorded; repeat the request".into(),
+            ),
+            BucketError::Source(m) => ApiError::IllegalSourceUrl(m),
+            BucketError::UnknownScheme(s) => ApiError::UnknownSourceSchema(s),
+            BucketError::ChecksumMismatch(m) => ApiError::ChecksumMismatch(m),
+        }
+    }
+}
+
+impl From<&ApiError> for crate::bucket::followup::JobFailure {
+    fn from(e: &ApiError) -> Self {
+        crate::bucket::followup::JobFailure {
+            status: e.status().as_u16(),
+            code: e.code().to_string(),
+            // It is answered to clients later: the public title, never the internal detail.
+            title: e.title(),
+        }
+    }
+}
+
 impl ApiError {
     /// HTTP status.
     pub fn status(&self) -> StatusCode {

@@ -20,7 +20,7 @@ pub async fn health<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>) -> 
     for r in app.replicas.iter() {
         let mut ok = true;
         for s in [&r.main, &r.checkout] {
-            if let Err(e) = s.list("bundles/", None, 1).await {
+            if let Err(e) = s.list(crate::bucket::keys::BUNDLES, None, 1).await {
                 tracing::warn!(replica = %r.name, "health check failed: {e}");
                 ok = false;
             }

@@ -2,13 +2,11 @@
 //! `http::Response` and generic over the storage and HTTP-client traits, so the
 //! native server and the edge worker run the same code.
 
-pub mod cache;
 pub mod cors;
 pub mod download;
 pub mod dss;
 pub mod edge;
 pub mod error;
-pub mod ingest;
 pub mod meta;
 pub mod params;
 pub mod routes;
@@ -149,25 +147,19 @@ impl<S> Replicas<S> {
 }
 
 /// A replica's in-memory caches, each bounded by bytes (budgets per target in
-/// [`cache::budgets`]).
+/// [`crate::bucket::cache::budgets`]).
 pub struct ReplicaCache {
-    /// `files/{uuid}.{version}`.
-    pub files: cache::ImmutableCache<String, dss::files::FileEntry>,
-    /// `bundles/{uuid}.{version}`.
-    pub bundles: cache::ImmutableCache<String, crate::model::manifest::BundleManifest>,
+    /// What the bucket layer read: documents, and fresh listings.
+    pub docs: crate::bucket::Memo<dss::files::FileEntry>,
     /// Presigned download URLs of this replica's blobs.
-    pub presigned: cache::PresignCache,
-    /// What `bundles/{uuid}.` and `files/{uuid}.` listed, fresh for a short time.
-    pub listings: crate::bucket::FreshListings,
+    pub presigned: crate::bucket::cache::PresignCache,
 }
 
 impl Default for ReplicaCache {
     fn default() -> Self {
         ReplicaCache {
-            files: cache::ImmutableCache::new(cache::budgets::FILES),
-            bundles: cache::ImmutableCache::new(cache::budgets::BUNDLES),
-            presigned: cache::PresignCache::new(cache::budgets::PRESIGNED),
-            listings: crate::bucket::FreshListings::default(),
+            docs: crate::bucket::Memo::default(),
+            presigned: crate::bucket::cache::PresignCache::new(crate::bucket::cache::budgets::PRESIGNED),
         }
     }
 }
@@ -216,7 +208,7 @@ impl Default for ApiConfig {
             public_url: None,
             staging_dir: None,
             bundle_file_wait: Duration::from_secs(10),
-            async_ingest_threshold: ingest::ASYNC_THRESHOLD,
+            async_ingest_threshold: crate::bucket::ingest::ASYNC_THRESHOLD,
             version: env!("CARGO_PKG_VERSION").to_string(),
             staging_buckets: None,
             cors_origins: cors::CorsOrigins::Off,
@@ -253,7 +245,7 @@ pub struct App<S, H, T> {
     /// cloud is configured.
     pub bucket_store: Option<BucketStoreFn<S>>,
     /// Background jobs (large ingests); `None` where writes are not run (the edge).
-    pub jobs: Option<Arc<dyn ingest::JobSink>>,
+    pub jobs: Option<Arc<dyn crate::bucket::JobSink>>,
     /// The metadata search engine; `None` where searches are forwarded (the edge).
     pub search: Option<Arc<dyn crate::search::SearchEngine>>,
 }
@@ -407,6 +399,12 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
         })
     }
 
+    /// The bucket of `replica`: every read and write of its documents goes through it,
+    /// and its writes record their follow-up work in this app's job queue.
+    pub fn bucket<'a>(&'a self, replica: &'a Replica<S>) -> crate::bucket::Bucket<'a, S, dss::files::FileEntry> {
+        crate::bucket::Bucket::new(&replica.name, &replica.main, &replica.cache.docs, self.jobs.as_deref())
+    }
+
     /// The replica named by the required `replica` query parameter.
     pub fn replica_param(&self, q: &Query) -> Result<&Replica<S>, ApiError> {
         self.replica(q.required("replica")?)
@@ -414,7 +412,7 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
 
     /// The store a `source_url` reads from: the staging directory for `file://`, the
     /// named bucket for `s3://` and `gs://` when that cloud is configured.
-    pub fn source_store(&self, src: &ingest::SourceUrl) -> Result<StoreRef<'_, S>, ApiError> {
+    pub fn source_store(&self, src: &crate::bucket::ingest::SourceUrl) -> Result<StoreRef<'_, S>, ApiError> {
         if src.scheme == "file" {
             let s = self
                 .staging

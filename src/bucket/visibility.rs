@@ -4,7 +4,7 @@
 //! version without a tombstone. Reads of one bundle and the enumeration of
 //! `/v1/bundles/all` both decide through [`Visibility`].
 
-use crate::model::manifest::{parse_bundle_key, BundleKey};
+use super::keys::{parse_bundle_key, BundleKey};
 use std::collections::HashSet;
 
 /// What one uuid's keys say about which of its versions can be seen.
@@ -41,6 +41,28 @@ impl Visibility {
     /// Whether `version` exists and is not tombstoned.
     pub fn visible(&self, version: &str) -> bool {
         !self.dead_all && !self.dead.contains(version) && self.versions.iter().any(|v| v == version)
+    }
+
+    /// Whether a manifest of `version` is stored, tombstoned or not.
+    pub fn stored(&self, version: &str) -> bool {
+        self.versions.iter().any(|v| v == version)
+    }
+
+    /// The tombstone that hides `version`, if one does: `Some(None)` for the bundle's
+    /// unversioned tombstone (which wins), `Some(Some(version))` for the version's own.
+    pub fn hidden_by<'v>(&self, version: &'v str) -> Option<Option<&'v str>> {
+        if self.dead_all {
+            Some(None)
+        } else if self.dead.contains(version) {
+            Some(Some(version))
+        } else {
+            None
+        }
+    }
+
+    /// Every stored version, tombstoned or not, in key order.
+    pub fn stored_versions(&self) -> impl Iterator<Item = &str> {
+        self.versions.iter().map(String::as_str)
     }
 
     /// The greatest visible version.

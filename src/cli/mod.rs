@@ -181,7 +181,6 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
 
 fn reindex(cfg: ServeConfig, which: &str) -> Result<(), String> {
     use crate::search::IndexOp;
-    use crate::storage::Store;
     use futures::StreamExt;
     let rt = runtime()?;
     rt.block_on(async move {
@@ -199,29 +198,25 @@ fn reindex(cfg: ServeConfig, which: &str) -> Result<(), String> {
             let started = std::time::Instant::now();
             engine.clear(name).await.map_err(|e| format!("{name}: {e}"))?;
             let (mut bundles, mut docs) = (0usize, 0usize);
+            let bucket = app.bucket(replica);
             let mut token: Option<String> = None;
             loop {
-                let page = replica
-                    .main
-                    .list("bundles/", token.as_deref(), 1000)
+                // Every stored version: tombstones are found through the versions they cover.
+                let (versions, next) = bucket
+                    .bundle_versions(token.as_deref())
                     .await
                     .map_err(|e| format!("{name}: listing bundles: {e}"))?;
-                // Tombstones are found through the versions they cover.
-                let keys: Vec<String> = page
-                    .keys
-                    .into_iter()
-                    .filter(|k| {
-                        matches!(
-                            crate::model::manifest::parse_bundle_key(k),
-                            Some(crate::model::manifest::BundleKey::Manifest { .. })
-                        )
-                    })
-                    .collect();
                 let results: Vec<(String, Result<Vec<IndexOp>, crate::search::indexer::IndexError>)> =
-                    futures::stream::iter(keys)
-                        .map(|k| async {
-                            let r = crate::search::indexer::ops_for_key(&replica.main, &k, scrubber.as_deref()).await;
-                            (k, r)
+                    futures::stream::iter(versions)
+                        .map(|(uuid, version)| {
+                            let k = crate::bucket::keys::bundle_key(&uuid, &version);
+                            let bucket = &bucket;
+                            let scrubber = &scrubber;
+                            let now = app.clock.now();
+                            async move {
+                                let r = crate::search::indexer::ops_for_key(bucket, &k, now, scrubber.as_deref()).await;
+                                (k, r)
+                            }
                         })
                         .buffered(16)
                         .collect()
@@ -248,7 +243,7 @@ fn reindex(cfg: ServeConfig, which: &str) -> Result<(), String> {
                     "{name}: {bundles} bundles, {docs} documents indexed ({:.0} bundles/s)",
                     bundles as f64 / secs.max(1e-9)
                 );
-                match page.next_token {
+                match next {
                     Some(t) => token = Some(t),
                     None => break,
                 }

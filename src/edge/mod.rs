@@ -89,7 +89,9 @@ fn build(env: &Env) -> Result<Edge, String> {
     let clock: Arc<dyn Clock> = Arc::new(JsClock);
     let http = FetchClient::new(Duration::from_secs(30));
     let list_ttl = cfg.list_ttl;
-    let cached = |s: AnyStore, ns: String| Cached::new(s, WorkerCache, ns, list_ttl, clock.clone());
+    let cached = |s: AnyStore, ns: String| {
+        Cached::new(s, WorkerCache, ns, list_ttl, clock.clone()).with_immutable(crate::bucket::keys::immutable_document)
+    };
     // A replica without an edge bucket gets an empty stand-in; its reads are forwarded.
     let absent = |name: &str| {
         cached(
@@ -127,7 +129,7 @@ fn build(env: &Env) -> Result<Edge, String> {
     let gcp = replica("gcp", &cfg.gs, &gs_store)?;
     // One freshness rule at the edge: the isolate's listings live as long as the cached ones.
     for r in [&aws, &gcp] {
-        r.cache.listings.set_freshness(cfg.list_ttl);
+        r.cache.docs.listings.set_freshness(cfg.list_ttl);
     }
     let mut keys = Vec::new();
     if let Some(doc) = &cfg.trusted_jwks {
@@ -410,7 +412,7 @@ async fn forwarded(
     if resp.status().is_success() {
         if let Some((replica, prefix)) = policy::stale_listing(route, query) {
             if let Ok(r) = edge.app.replica(replica) {
-                r.cache.listings.invalidate(&prefix);
+                r.cache.docs.listings.invalidate(&prefix);
                 r.main.forget_listing(&prefix).await;
             }
         }

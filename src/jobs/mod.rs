@@ -3,7 +3,7 @@
 //! - [`queue`]: the `JobQueue` seam, its two implementations (SQLite on disk, PostgreSQL
 //!   shared by several backends), the runner and the conformance suite;
 //! - [`work`]: the kinds of job (ingest, index), the handler that runs them, and the
-//!   `JobSink` through which writes hand them over.
+//!   `JobSink` (in `bucket::followup`) through which writes hand them over.
 //!
 //! Start-up chores live here too: old-format job records are moved into the queue, and
 //! server-side copies whose ingest is gone are swept.
@@ -11,7 +11,7 @@
 pub mod queue;
 pub mod work;
 
-use crate::api::ingest::{IngestJob, INCOMING_PREFIX};
+use crate::bucket::ingest::{IngestJob, INCOMING_PREFIX};
 use crate::search::indexer::IndexJob;
 use crate::storage::{list_all, Store, StoreError, StoreResult};
 use queue::{JobQueue, QueueResult};

@@ -5,8 +5,10 @@
 
 use super::queue::runner::{Handler, Outcome};
 use super::queue::{AnyQueue, Job, JobFilter, JobQueue, JobState, NewJob};
-use crate::api::ingest::{ingest, IngestJob, JobFailure, JobSink};
 use crate::api::{ApiError, App};
+use crate::bucket::followup::{JobFailure, JobSink};
+use crate::bucket::ingest::{ingest, IngestJob};
+use crate::bucket::keys::parse_bundle_key;
 use crate::http::{ReqwestClient, TokioSleeper};
 use crate::model::BoxFuture;
 use crate::search::indexer::{ops_for_key, IndexError, IndexJob};
@@ -92,7 +94,30 @@ impl QueueJobs {
     }
 }
 
+/// The work that must follow a write of `key` to `replica`, decided here and nowhere
+/// else: a bundle or tombstone is indexed; a file needs nothing yet (replication and
+/// notification will follow every write from here).
+pub fn follow_ups(replica: &str, key: &str) -> Vec<Work> {
+    match parse_bundle_key(key) {
+        Some(_) => vec![Work::Index(IndexJob {
+            replica: replica.to_string(),
+            key: key.to_string(),
+        })],
+        None => Vec::new(),
+    }
+}
+
 impl JobSink for QueueJobs {
+    fn after_write<'a>(&'a self, replica: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let jobs: Vec<NewJob> = follow_ups(replica, key).iter().map(Work::to_job).collect();
+            if jobs.is_empty() {
+                return Ok(());
+            }
+            self.queue.enqueue(jobs).await.map(drop).map_err(|e| e.to_string())
+        })
+    }
+
     fn submit_ingest(&self, job: IngestJob) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             self.queue
@@ -134,16 +159,6 @@ impl JobSink for QueueJobs {
             }))
         })
     }
-
-    fn submit_index(&self, job: IndexJob) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            self.queue
-                .enqueue(vec![Work::Index(job).to_job()])
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
-    }
 }
 
 /// The runner's handler for every kind of job.
@@ -164,16 +179,22 @@ impl Worker {
     }
 
     async fn ingest(&self, ingest_job: &IngestJob) -> Outcome {
-        match ingest(&self.app, ingest_job).await {
-            Ok(_) => Outcome::Done,
-            // Storage down: queued again, never dropped.
-            Err(e @ ApiError::Unavailable(_)) => Outcome::Retry(e.to_string()),
-            Err(e) => {
-                tracing::error!(uuid = %ingest_job.uuid, version = %ingest_job.version, "ingest failed: {e}");
-                // Kept as the client's error, to answer HEAD/GET of the file with it.
-                Outcome::Fail(serde_json::to_string(&JobFailure::from(&e)).unwrap_or_else(|_| e.title()))
-            }
-        }
+        let app = &self.app;
+        let run = async {
+            let replica = app.replica(&ingest_job.replica)?;
+            let src = app.source_store(&ingest_job.source)?;
+            Ok::<_, ApiError>(ingest(&*src, &app.bucket(replica), ingest_job).await)
+        };
+        let e = match run.await {
+            Ok(Ok(_)) => return Outcome::Done,
+            // Storage down, or the follow-up not recorded: queued again, never dropped.
+            Ok(Err(e)) if e.is_transient() => return Outcome::Retry(e.to_string()),
+            Ok(Err(e)) => ApiError::from(e),
+            Err(e) => e,
+        };
+        tracing::error!(uuid = %ingest_job.uuid, version = %ingest_job.version, "ingest failed: {e}");
+        // Kept as the client's error, to answer HEAD/GET of the file with it.
+        Outcome::Fail(serde_json::to_string(&JobFailure::from(&e)).unwrap_or_else(|_| e.title()))
     }
 
     async fn index(&self, index_job: &IndexJob) -> Outcome {
@@ -184,7 +205,8 @@ impl Worker {
             Ok(r) => r,
             Err(e) => return Outcome::Fail(e.to_string()),
         };
-        let ops = match ops_for_key(&replica.main, &index_job.key, self.scrubber.as_deref()).await {
+        let bucket = self.app.bucket(replica);
+        let ops = match ops_for_key(&bucket, &index_job.key, self.app.clock.now(), self.scrubber.as_deref()).await {
             Ok(ops) => ops,
             Err(e) if e.is_transient() => return Outcome::Retry(e.to_string()),
             Err(e @ IndexError::Store(_)) => return Outcome::Retry(e.to_string()),
@@ -261,7 +283,7 @@ impl IndexBatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ingest::SourceUrl;
+    use crate::bucket::ingest::SourceUrl;
     use crate::jobs::queue::JobState;
 
     fn stored(new: NewJob) -> Job {

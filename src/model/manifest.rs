@@ -13,8 +13,6 @@ use serde_json::Value;
 pub const FILE_FORMAT_VERSION: &str = "0.0.4";
 /// `format` written into new bundle manifests.
 pub const BUNDLE_FORMAT_VERSION: &str = "0.0.1";
-/// Key suffix of tombstones; sorts after any version string.
-pub const TOMBSTONE_SUFFIX: &str = "dead";
 
 /// `files/{uuid}.{version}`. Older formats carry extra keys (`bundle_uuid` in 0.0.3):
 /// they are kept in `extra` and ignored.
@@ -116,6 +114,11 @@ impl BundleFile {
             sha1: meta.sha1.clone(),
             sha256: meta.sha256.clone(),
         }
+    }
+
+    /// The key of this file's blob.
+    pub fn blob_key(&self) -> String {
+        super::checksum::blob_key(&self.sha256, &self.sha1, &self.s3_etag, &self.crc32c)
     }
 }
 
@@ -264,77 +267,6 @@ pub fn valid_file_name(name: &str) -> bool {
         || name == "..")
 }
 
-/// Key of a file metadata document.
-pub fn file_key(uuid: &str, version: &str) -> String {
-    format!("files/{uuid}.{version}")
-}
-
-/// Key of a bundle manifest.
-pub fn bundle_key(uuid: &str, version: &str) -> String {
-    format!("bundles/{uuid}.{version}")
-}
-
-/// Key of a bundle tombstone: versioned when `version` is given.
-pub fn tombstone_key(uuid: &str, version: Option<&str>) -> String {
-    match version {
-        Some(v) => format!("bundles/{uuid}.{v}.{TOMBSTONE_SUFFIX}"),
-        None => format!("bundles/{uuid}.{TOMBSTONE_SUFFIX}"),
-    }
-}
-
-/// What a key under `bundles/` denotes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BundleKey<'a> {
-    /// `bundles/{uuid}.{version}`
-    Manifest {
-        /// The bundle.
-        uuid: &'a str,
-        /// Its version.
-        version: &'a str,
-    },
-    /// `bundles/{uuid}.{version}.dead`
-    VersionTombstone {
-        /// The bundle.
-        uuid: &'a str,
-        /// The tombstoned version.
-        version: &'a str,
-    },
-    /// `bundles/{uuid}.dead`
-    Tombstone {
-        /// The bundle, all of whose versions are hidden.
-        uuid: &'a str,
-    },
-}
-
-impl<'a> BundleKey<'a> {
-    /// The bundle the key is about.
-    pub fn uuid(&self) -> &'a str {
-        match self {
-            BundleKey::Manifest { uuid, .. }
-            | BundleKey::VersionTombstone { uuid, .. }
-            | BundleKey::Tombstone { uuid } => uuid,
-        }
-    }
-}
-
-/// Classify a `bundles/` key; `None` for keys of no known shape.
-pub fn parse_bundle_key(key: &str) -> Option<BundleKey<'_>> {
-    let rest = key.strip_prefix("bundles/")?;
-    let (uuid, tail) = rest.split_at_checked(36)?;
-    super::ids::ObjectUuid::parse(uuid).ok()?;
-    if uuid.bytes().any(|b| b.is_ascii_uppercase()) {
-        return None;
-    }
-    let tail = tail.strip_prefix('.')?;
-    if tail == TOMBSTONE_SUFFIX {
-        return Some(BundleKey::Tombstone { uuid });
-    }
-    if let Some(version) = tail.strip_suffix(".dead") {
-        return super::ids::looks_like_version(version).then_some(BundleKey::VersionTombstone { uuid, version });
-    }
-    super::ids::looks_like_version(tail).then_some(BundleKey::Manifest { uuid, version: tail })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,30 +406,5 @@ mod tests {
         ] {
             assert!(!valid_file_name(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn bundle_keys() {
-        let u = "deadbeef-0001-4a6b-8f0d-a7d2105c23be";
-        assert_eq!(
-            parse_bundle_key(&format!("bundles/{u}.2017-12-05T235850.950361Z.dead")),
-            Some(BundleKey::VersionTombstone {
-                uuid: u,
-                version: "2017-12-05T235850.950361Z"
-            })
-        );
-        assert_eq!(
-            parse_bundle_key(&format!("bundles/{u}.dead")),
-            Some(BundleKey::Tombstone { uuid: u })
-        );
-        assert_eq!(
-            parse_bundle_key(&format!("bundles/{u}.2017-12-05T235850.950361Z")),
-            Some(BundleKey::Manifest {
-                uuid: u,
-                version: "2017-12-05T235850.950361Z"
-            })
-        );
-        assert_eq!(parse_bundle_key("bundles/x"), None);
-        assert_eq!(parse_bundle_key(&format!("bundles/{u}.junk")), None);
     }
 }

@@ -1,5 +1,5 @@
-//! Which index documents a bucket key stands for, read through the [`Store`] trait, with
-//! the original's rules (`dss/index/indexer.py`, `dss/index/bundle.py`):
+//! Which index documents a bucket key stands for, read through the bucket layer
+//! ([`Bucket`]), with the original's rules (`dss/index/indexer.py`, `dss/index/bundle.py`):
 //!
 //! - `bundles/{uuid}.{version}`: the bundle's document, or its tombstone's document when
 //!   a tombstone covers that version;
@@ -14,9 +14,11 @@
 use super::document::{bundle_document, tombstone_document_json, ShapeError};
 use super::schema::SchemaScrubber;
 use super::IndexOp;
+use crate::bucket::keys::{parse_bundle_key, BundleKey};
+use crate::bucket::{Bucket, BucketError, FileDoc, Listing};
 use crate::http::HttpClient;
-use crate::model::manifest::{bundle_key, parse_bundle_key, tombstone_key, BundleFile, BundleKey, BundleManifest};
-use crate::storage::{list_all, Store, StoreError};
+use crate::model::manifest::BundleFile;
+use crate::storage::{Store, StoreError};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -41,12 +43,24 @@ pub enum IndexError {
     /// Storage failed (retry later).
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    /// The document the key names is gone (a job older than a rewrite of the bucket).
+    #[error("{0} is not there")]
+    Missing(String),
     /// The bundle's shape cannot be described (the original refused these too).
     #[error("bundle shape: {0}")]
     Shape(#[from] ShapeError),
     /// A stored document is not what it should be.
     #[error("{0}")]
     Corrupt(String),
+}
+
+impl From<BucketError> for IndexError {
+    fn from(e: BucketError) -> Self {
+        match e {
+            BucketError::Store(e) => IndexError::Store(e),
+            other => IndexError::Corrupt(other.to_string()),
+        }
+    }
 }
 
 impl IndexError {
@@ -58,53 +72,59 @@ impl IndexError {
 
 /// The index operations that bring the index up to date with `key`.
 ///
+/// The uuid's keys are listed anew (never from a kept listing): a tombstone written
+/// a moment ago by another backend must not be overwritten by its bundle's document.
 /// With `scrubber`, each file is scrubbed by its JSON schema first (see [`super::schema`]).
-pub async fn ops_for_key<S: Store, H: HttpClient>(
-    store: &S,
+pub async fn ops_for_key<S: Store, F: FileDoc, H: HttpClient>(
+    bucket: &Bucket<'_, S, F>,
     key: &str,
+    now: chrono::DateTime<chrono::Utc>,
     scrubber: Option<&SchemaScrubber<H>>,
 ) -> Result<Vec<IndexOp>, IndexError> {
+    let tombstone = |uuid: &str, version: Option<&str>| {
+        let uuid = uuid.to_string();
+        let version = version.map(str::to_string);
+        async move {
+            bucket
+                .tombstone(&uuid, version.as_deref())
+                .await?
+                .ok_or_else(|| IndexError::Missing(format!("the tombstone of {uuid}")))
+        }
+    };
     match parse_bundle_key(key) {
         Some(BundleKey::Manifest { uuid, version }) => {
-            let keys = list_all(store, &format!("bundles/{uuid}.")).await?;
-            let all = tombstone_key(uuid, None);
-            let one = tombstone_key(uuid, Some(version));
+            let seen = bucket.visibility(uuid, now, Listing::Fresh).await?;
             // Indexing a bundle that already has a tombstone indexes the tombstone instead.
-            for t in [&all, &one] {
-                if keys.iter().any(|k| k == t) {
-                    let tomb = read_json(store, t).await?;
-                    return Ok(vec![IndexOp::Put {
-                        id: format!("{uuid}.{version}"),
-                        doc: tombstone_document_json(uuid, version, &tomb),
-                    }]);
-                }
+            if let Some(by) = seen.hidden_by(version) {
+                let tomb = tombstone(uuid, by).await?;
+                return Ok(vec![IndexOp::Put {
+                    id: format!("{uuid}.{version}"),
+                    doc: tombstone_document_json(uuid, version, &tomb),
+                }]);
             }
-            if !keys.iter().any(|k| k == key) {
+            if !seen.stored(version) {
                 return Ok(Vec::new());
             }
             Ok(vec![IndexOp::Put {
                 id: format!("{uuid}.{version}"),
-                doc: bundle_doc(store, uuid, version, scrubber).await?,
+                doc: bundle_doc(bucket, uuid, version, scrubber).await?,
             }])
         }
         Some(BundleKey::VersionTombstone { uuid, version }) => {
-            let tomb = read_json(store, key).await?;
+            let tomb = tombstone(uuid, Some(version)).await?;
             Ok(vec![IndexOp::Put {
                 id: format!("{uuid}.{version}"),
                 doc: tombstone_document_json(uuid, version, &tomb),
             }])
         }
         Some(BundleKey::Tombstone { uuid }) => {
-            let tomb = read_json(store, key).await?;
-            let keys = list_all(store, &format!("bundles/{uuid}.")).await?;
-            Ok(keys
-                .iter()
-                .filter_map(|k| match parse_bundle_key(k) {
-                    Some(BundleKey::Manifest { version, .. }) => Some(IndexOp::Put {
-                        id: format!("{uuid}.{version}"),
-                        doc: tombstone_document_json(uuid, version, &tomb),
-                    }),
-                    _ => None,
+            let tomb = tombstone(uuid, None).await?;
+            let seen = bucket.visibility(uuid, now, Listing::Fresh).await?;
+            Ok(seen
+                .stored_versions()
+                .map(|version| IndexOp::Put {
+                    id: format!("{uuid}.{version}"),
+                    doc: tombstone_document_json(uuid, version, &tomb),
                 })
                 .collect())
         }
@@ -115,20 +135,18 @@ pub async fn ops_for_key<S: Store, H: HttpClient>(
     }
 }
 
-async fn read_json<S: Store>(store: &S, key: &str) -> Result<Value, IndexError> {
-    let bytes = store.get(key).await?;
-    serde_json::from_slice(&bytes).map_err(|e| IndexError::Corrupt(format!("{key} is not JSON: {e}")))
-}
-
 /// One indexed file's JSON; `None` when it is too large or not JSON (skipped, as the
 /// original skipped unparsable files).
-async fn read_indexed<S: Store>(store: &S, uuid: &str, f: BundleFile) -> Result<Option<(String, Value)>, IndexError> {
+async fn read_indexed<S: Store, F: FileDoc>(
+    bucket: &Bucket<'_, S, F>,
+    uuid: &str,
+    f: BundleFile,
+) -> Result<Option<(String, Value)>, IndexError> {
     if f.size > MAX_INDEXED_FILE {
         tracing::warn!(bundle = %uuid, file = %f.name, size = f.size, "indexed file too large, skipped");
         return Ok(None);
     }
-    let blob = crate::model::checksum::blob_key(&f.sha256, &f.sha1, &f.s3_etag, &f.crc32c);
-    let bytes = store.get(&blob).await?;
+    let bytes = bucket.blob(&f.blob_key()).await?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(v) => Ok(Some((f.name, v))),
         Err(e) => {
@@ -139,16 +157,16 @@ async fn read_indexed<S: Store>(store: &S, uuid: &str, f: BundleFile) -> Result<
 }
 
 /// The document of bundle `uuid` at `version`, reading its indexed JSON files.
-pub async fn bundle_doc<S: Store, H: HttpClient>(
-    store: &S,
+pub async fn bundle_doc<S: Store, F: FileDoc, H: HttpClient>(
+    bucket: &Bucket<'_, S, F>,
     uuid: &str,
     version: &str,
     scrubber: Option<&SchemaScrubber<H>>,
 ) -> Result<Value, IndexError> {
-    let key = bundle_key(uuid, version);
-    let bytes = store.get(&key).await?;
-    let manifest: BundleManifest =
-        serde_json::from_slice(&bytes).map_err(|e| IndexError::Corrupt(format!("{key} unreadable: {e}")))?;
+    let manifest = bucket
+        .manifest_at(uuid, version)
+        .await?
+        .ok_or_else(|| IndexError::Missing(format!("bundle {uuid}.{version}")))?;
     let wanted: Vec<BundleFile> = manifest
         .files
         .iter()
@@ -156,7 +174,7 @@ pub async fn bundle_doc<S: Store, H: HttpClient>(
         .cloned()
         .collect();
     let read: Vec<Result<Option<(String, Value)>, IndexError>> = futures::stream::iter(wanted)
-        .map(|f| read_indexed(store, uuid, f))
+        .map(|f| read_indexed(bucket, uuid, f))
         .buffered(READ_CONCURRENCY)
         .collect()
         .await;

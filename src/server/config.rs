@@ -115,7 +115,7 @@ pub struct ServeConfig {
     pub job_lease: u64,
     /// Staged files larger than this many bytes are ingested by a background job (202 and
     /// a task_id); smaller ones inline.
-    #[arg(long, env = "DSS_ASYNC_INGEST_THRESHOLD", default_value_t = crate::api::ingest::ASYNC_THRESHOLD)]
+    #[arg(long, env = "DSS_ASYNC_INGEST_THRESHOLD", default_value_t = crate::bucket::ingest::ASYNC_THRESHOLD)]
     pub async_ingest_threshold: u64,
     /// Prefix of the Elasticsearch index names (`{prefix}-{replica}-docs`).
     #[arg(long, env = "DSS_ES_INDEX_PREFIX", default_value = "dss")]

@@ -141,6 +141,7 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
             open(&spec.checkout, &format!("{name}-checkout"), &format!("{name}/checkout"))?,
         );
         r.cache
+            .docs
             .listings
             .set_freshness(Duration::from_secs_f64(cfg.bucket_freshness));
         match &spec.bucket {

@@ -74,13 +74,9 @@ pub struct Cached<S, C> {
     clock: Arc<dyn Clock>,
     /// Listing pages by cache key, bounded by [`MEMO_BUDGET`].
     memo: MemoCache,
-}
-
-/// Whether the object at `key` can never change once it exists: the metadata documents
-/// are written create-only, so a version once read stays what it is.
-fn immutable(key: &str) -> bool {
-    let rest = key.strip_prefix("files/").or_else(|| key.strip_prefix("bundles/"));
-    rest.is_some_and(|r| r.contains('.') && !r.contains('/'))
+    /// Whether the object at a key can never change once it exists (the bucket layer
+    /// says which: [`crate::bucket::keys::immutable_document`]); none by default.
+    immutable: fn(&str) -> bool,
 }
 
 impl<S: Store, C: ObjectCache> Cached<S, C> {
@@ -93,6 +89,7 @@ impl<S: Store, C: ObjectCache> Cached<S, C> {
             list_ttl,
             clock,
             memo: Self::memo_cache(MEMO_BUDGET),
+            immutable: |_| false,
         }
     }
 
@@ -109,6 +106,13 @@ impl<S: Store, C: ObjectCache> Cached<S, C> {
             // Unreachable (both required options are set); the default sharding still bounds bytes.
             Err(_) => MemoCache::with_weighter(items, budget.max(1), MemoWeighter),
         }
+    }
+
+    /// As [`Cached::new`], keeping the objects at keys for which `immutable` holds in the
+    /// cache (only objects that never change once written may be).
+    pub fn with_immutable(mut self, immutable: fn(&str) -> bool) -> Self {
+        self.immutable = immutable;
+        self
     }
 
     /// As [`Cached::new`], with listing pages remembered in memory up to `budget` bytes.
@@ -141,7 +145,7 @@ impl<S: Store, C: ObjectCache> Cached<S, C> {
     }
 
     async fn forget(&self, key: &str) {
-        if immutable(key) {
+        if (self.immutable)(key) {
             self.cache.delete(&self.object_key(key)).await;
         }
     }
@@ -175,7 +179,7 @@ fn decode_page(b: &[u8]) -> Option<(ListPage, i64)> {
 
 impl<S: Store, C: ObjectCache> Store for Cached<S, C> {
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
-        if !immutable(key) {
+        if !(self.immutable)(key) {
             return self.inner.get(key).await;
         }
         let ck = self.object_key(key);
@@ -308,7 +312,8 @@ mod tests {
     #[tokio::test]
     async fn immutable_documents_are_served_from_the_cache() {
         let tc = TestCache::default();
-        let s = Cached::new(mem(), &tc, "t", Duration::from_secs(10), clock());
+        let s = Cached::new(mem(), &tc, "t", Duration::from_secs(10), clock())
+            .with_immutable(crate::bucket::keys::immutable_document);
         let k = "files/0b0e7c1e-0000-4000-8000-000000000000.2019-01-01T000000.000000Z";
         s.put(k, Bytes::from_static(b"{}"), PutOptions::if_absent())
             .await

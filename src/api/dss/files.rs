@@ -1,13 +1,13 @@
 //! `/v1/files/{uuid}`: file metadata, download redirects, and ingest from staging.
 
-use crate::api::cache::PresignKey;
-use crate::api::ingest::{declared_checksums, ingest, source_read_error, IngestJob, SourceUrl};
 use crate::api::params::{int_field, json_body, str_field, uuid};
 use crate::api::*;
+use crate::bucket::cache::PresignKey;
+use crate::bucket::ingest::{declared_checksums, ingest, source_read_error, IngestJob, SourceUrl};
+use crate::bucket::{FileDoc, Written};
 use crate::model::heap::{alloc_size, HeapSize};
-use crate::model::manifest::{file_key, FileMetadata};
-use crate::model::DssVersion;
-use crate::storage::{list_all, PresignOptions, StoreError};
+use crate::model::manifest::FileMetadata;
+use crate::storage::{PresignOptions, StoreError};
 
 /// A file's metadata with what every response about it needs, prepared once
 /// (the document is immutable, so this lives in the replica's cache).
@@ -65,6 +65,15 @@ impl FileEntry {
     }
 }
 
+impl FileDoc for FileEntry {
+    fn from_meta(meta: FileMetadata) -> Self {
+        FileEntry::new(meta)
+    }
+    fn meta(&self) -> &FileMetadata {
+        &self.meta
+    }
+}
+
 impl HeapSize for FileEntry {
     fn heap_size(&self) -> usize {
         // Header names are static; each value holds a copy of its text.
@@ -96,51 +105,6 @@ pub async fn presigned_url<S: Store>(
     Ok(url)
 }
 
-/// Resolve `version` (or the latest, through the replica's fresh listings) and load the
-/// file's metadata from the replica.
-pub async fn load_file_metadata<S: Store>(
-    replica: &Replica<S>,
-    uuid: &str,
-    version: Option<&str>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Arc<FileEntry>, ApiError> {
-    let not_found = || ApiError::NotFound("Cannot find file!".into());
-    let store = &replica.main;
-    let version = match version {
-        // GET's `version` has no declared format: anything that is not a version simply is not found.
-        Some(v) => DssVersion::parse(v).map_err(|_| not_found())?.as_str().to_string(),
-        None => {
-            let prefix = format!("files/{uuid}.");
-            let keys = replica
-                .cache
-                .listings
-                .keys(&prefix, now, false, || list_all(store, &prefix))
-                .await?;
-            keys.iter()
-                .filter_map(|k| k.strip_prefix(&prefix))
-                .max()
-                .ok_or_else(not_found)?
-                .to_string()
-        }
-    };
-    let key = file_key(uuid, &version);
-    // Read and parsed once for all concurrent readers of a cold key.
-    replica
-        .cache
-        .files
-        .get_or_load(&key, || async {
-            let bytes = match store.get(&key).await {
-                Ok(b) => b,
-                Err(StoreError::NotFound(_)) => return Err(not_found()),
-                Err(e) => return Err(e.into()),
-            };
-            let meta: FileMetadata = serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::Internal(format!("file metadata {key} unreadable: {e}")))?;
-            Ok(Arc::new(FileEntry::new(meta)))
-        })
-        .await
-}
-
 /// The checkout token of the original (`{"execution_id","start_time","attempts"}`);
 /// blobs here are served without a checkout copy, so a token is only validated.
 fn check_token(token: Option<&str>) -> Result<(), ApiError> {
@@ -170,7 +134,8 @@ pub async fn head<S: Store, H: HttpClient, T: Sleeper>(
     Ok(r)
 }
 
-/// [`load_file_metadata`], except that a version whose background ingest failed answers
+/// The file's metadata at `version` or its latest (see [`crate::bucket::Bucket::file`]);
+/// a version whose background ingest failed answers
 /// 422 with the reason (the original's `missing_checksum` for a failed async copy),
 /// where a version still being ingested answers 404, which is what the `hca` CLI polls for.
 async fn find_file<S: Store, H: HttpClient, T: Sleeper>(
@@ -179,8 +144,10 @@ async fn find_file<S: Store, H: HttpClient, T: Sleeper>(
     uuid: &str,
     version: Option<&str>,
 ) -> Result<Arc<FileEntry>, ApiError> {
-    match load_file_metadata(replica, uuid, version, app.clock.now()).await {
-        Err(ApiError::NotFound(m)) => {
+    let not_found = || ApiError::NotFound("Cannot find file!".into());
+    match app.bucket(replica).file(uuid, version, app.clock.now()).await? {
+        Some(entry) => Ok(entry),
+        None => {
             let failure = match (version, app.jobs.as_ref()) {
                 (Some(v), Some(jobs)) => jobs.ingest_failure(&replica.name, uuid, v).await,
                 _ => None,
@@ -191,10 +158,9 @@ async fn find_file<S: Store, H: HttpClient, T: Sleeper>(
                     code: f.code,
                     title: format!("the ingest of this file failed: {}", f.title),
                 },
-                None => ApiError::NotFound(m),
+                None => not_found(),
             })
         }
-        other => other,
     }
 }
 
@@ -264,9 +230,9 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
                 "staging object {source_url} does not exist"
             )))
         }
-        Err(e) => return Err(source_read_error(&source, e)),
+        Err(e) => return Err(source_read_error(&source, e).into()),
     };
-    let expected = declared_checksums(&staged, &source)?;
+    let expected = declared_checksums(&staged, &source).map_err(ApiError::Checksum)?;
     let content_type = staged
         .content_type
         .clone()
@@ -296,7 +262,11 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
             ));
         }
     }
-    let status = ingest(app, &job).await?;
+    let src = app.source_store(&job.source)?;
+    let status = match ingest(&*src, &app.bucket(replica), &job).await? {
+        Written::Created => StatusCode::CREATED,
+        Written::Existing => StatusCode::OK,
+    };
     Ok(json_response(status, &serde_json::json!({"version": job.version})))
 }
 
@@ -392,7 +362,10 @@ pub(crate) mod tests {
         let e = FileEntry::new(meta.clone());
         let headers: usize = e.headers.iter().map(|(_, v)| v.len()).sum();
         assert!(e.heap_size() >= meta.heap_size() + e.blob_key.len() + headers);
-        let w = crate::api::cache::entry_weight(&file_key("ce55fd51-7833-469b-be0b-5da88ebebfcd", V1), &e);
+        let w = crate::bucket::cache::entry_weight(
+            &crate::bucket::keys::file_key("ce55fd51-7833-469b-be0b-5da88ebebfcd", V1),
+            &e,
+        );
         // The budget comment's "about 2 KiB".
         assert!((1700..2400).contains(&w), "{w}");
     }
@@ -407,7 +380,11 @@ pub(crate) mod tests {
             .get("aws")
             .expect("aws")
             .main
-            .put(&file_key(id, V1), meta.to_bytes().into(), PutOptions::if_absent())
+            .put(
+                &crate::bucket::keys::file_key(id, V1),
+                meta.to_bytes().into(),
+                PutOptions::if_absent(),
+            )
             .await
             .unwrap();
         let location = |query: &str| {

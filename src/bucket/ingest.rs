@@ -1,15 +1,16 @@
 //! Ingest: copying a staged object into a replica's content-addressed blob and
-//! publishing its file metadata. Runs inline for small files and as a durable
-//! background job (see [`JobSink`]) for large ones; both run [`ingest()`].
+//! publishing its file metadata. The handler runs it inline for small files; a durable
+//! background job (see [`super::JobSink`]) runs it for large ones; both run [`ingest()`].
 //!
 //! Order, every time: the blob is copied and its bytes verified against all four
 //! checksums, then the metadata is written create-only. Nothing is visible until the
 //! metadata exists, and metadata never points at unverified bytes.
 
-use super::*;
-use crate::model::manifest::{file_key, FileMetadata};
+use super::keys::file_key;
+use super::{Bucket, BucketError, FileDoc, Written};
+use crate::model::manifest::FileMetadata;
 use crate::model::Checksums;
-use crate::storage::{PutOptions, StoreError};
+use crate::storage::{PutOptions, Store, StoreError};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -29,15 +30,15 @@ pub struct SourceUrl {
 
 impl SourceUrl {
     /// Parse `url`; `staging_dir` is where `file://` sources must lie.
-    pub fn parse(url: &str, staging_dir: Option<&str>) -> Result<Self, ApiError> {
+    pub fn parse(url: &str, staging_dir: Option<&str>) -> Result<Self, BucketError> {
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| ApiError::UnknownSourceSchema(url.to_string()))?;
+            .ok_or_else(|| BucketError::UnknownScheme(url.to_string()))?;
         match scheme {
             "s3" | "gs" => {
                 let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
                 if !valid_bucket_name(bucket) || key.is_empty() || crate::storage::check_key(key).is_err() {
-                    return Err(ApiError::IllegalSourceUrl(format!(
+                    return Err(BucketError::Source(format!(
                         "source_url {url} must be {scheme}://bucket/key with a valid bucket name"
                     )));
                 }
@@ -48,19 +49,18 @@ impl SourceUrl {
                 })
             }
             "file" => {
-                let dir = staging_dir.ok_or_else(|| {
-                    ApiError::IllegalSourceUrl("file:// sources are not enabled on this server".into())
-                })?;
+                let dir = staging_dir
+                    .ok_or_else(|| BucketError::Source("file:// sources are not enabled on this server".into()))?;
                 let path = percent_encoding::percent_decode_str(rest)
                     .decode_utf8()
-                    .map_err(|_| ApiError::IllegalSourceUrl(format!("source_url {url} is not UTF-8")))?;
+                    .map_err(|_| BucketError::Source(format!("source_url {url} is not UTF-8")))?;
                 let dir = dir.trim_end_matches('/');
                 let key = path
                     .strip_prefix(dir)
                     .and_then(|k| k.strip_prefix('/'))
                     .filter(|k| crate::storage::check_key(k).is_ok())
                     .ok_or_else(|| {
-                        ApiError::IllegalSourceUrl(format!(
+                        BucketError::Source(format!(
                             "source_url {url} is not a file under the staging directory {dir}"
                         ))
                     })?;
@@ -70,7 +70,7 @@ impl SourceUrl {
                     key: key.to_string(),
                 })
             }
-            other => Err(ApiError::UnknownSourceSchema(other.to_string())),
+            other => Err(BucketError::UnknownScheme(other.to_string())),
         }
     }
 
@@ -140,59 +140,19 @@ impl IngestJob {
     }
 }
 
-/// Where writes hand over the work that must follow them (large ingests, indexing). The
-/// backend implements it with its durable job queue; the edge has none and forwards
-/// writes. Each method is durable before its future resolves.
-pub trait JobSink: crate::model::MaybeSend + crate::model::MaybeSync {
-    /// Record `job` durably; a worker (of any backend sharing the queue) runs it.
-    fn submit_ingest(&self, job: IngestJob) -> crate::model::BoxFuture<'_, Result<(), String>>;
-    /// How the latest ingest of `files/{uuid}.{version}` into `replica` failed for good,
-    /// if it did (cleared when that file is submitted again).
-    fn ingest_failure<'a>(
-        &'a self,
-        replica: &'a str,
-        uuid: &'a str,
-        version: &'a str,
-    ) -> crate::model::BoxFuture<'a, Option<JobFailure>>;
-    /// Record durably that the index must catch up with a bundle key.
-    fn submit_index(&self, job: crate::search::indexer::IndexJob) -> crate::model::BoxFuture<'_, Result<(), String>>;
-}
-
-/// The error a background ingest ended with, kept to answer `HEAD`/`GET` for its file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobFailure {
-    /// HTTP status of the error.
-    pub status: u16,
-    /// DSS error code.
-    pub code: String,
-    /// Message.
-    pub title: String,
-}
-
-impl From<&ApiError> for JobFailure {
-    fn from(e: &ApiError) -> Self {
-        JobFailure {
-            status: e.status().as_u16(),
-            code: e.code().to_string(),
-            // It is answered to clients later: the public title, never the internal detail.
-            title: e.title(),
-        }
-    }
-}
-
 /// A failure to read the object a `source_url` names, as the client's error: the object
 /// is missing, is not a file that may be read (a link out of the staging directory, a
 /// loop, a FIFO), or its store refuses us. Only an outage stays a 503, which a job
 /// retries. The store's own words go to the log, not into the answer.
-pub fn source_read_error(source: &SourceUrl, e: StoreError) -> ApiError {
+pub fn source_read_error(source: &SourceUrl, e: StoreError) -> BucketError {
     match e {
-        StoreError::NotFound(_) => ApiError::IllegalSourceUrl(format!(
+        StoreError::NotFound(_) => BucketError::Source(format!(
             "{source} does not exist, or is not a regular file that may be read"
         )),
-        StoreError::Unavailable(m) => ApiError::Unavailable(format!("storage unavailable: {m}")),
+        e @ StoreError::Unavailable(_) => BucketError::Store(e),
         other => {
             tracing::warn!(%source, "source cannot be read: {other}");
-            ApiError::IllegalSourceUrl(format!("{source} cannot be read"))
+            BucketError::Source(format!("{source} cannot be read"))
         }
     }
 }
@@ -202,12 +162,12 @@ pub fn source_read_error(source: &SourceUrl, e: StoreError) -> ApiError {
 async fn checksum_object<S: Store>(
     store: &S,
     key: &str,
-    on_open: impl FnOnce(StoreError) -> ApiError,
-) -> Result<(Checksums, u64), ApiError> {
+    on_open: impl FnOnce(StoreError) -> BucketError,
+) -> Result<(Checksums, u64), BucketError> {
     let (meta, _, mut stream) = store.get_range(key, None).await.map_err(on_open)?;
     let mut h = crate::storage::verify::Hasher::new(meta.size);
     while let Some(chunk) = stream.next().await {
-        h.update(&chunk.map_err(|e| ApiError::Unavailable(format!("reading {key}: {e}")))?);
+        h.update(&chunk.map_err(|e| StoreError::Unavailable(format!("reading {key}: {e}")))?);
     }
     Ok(h.finish())
 }
@@ -220,7 +180,7 @@ async fn copy_streamed<S: Store>(
     blob_key: &str,
     expected: &Checksums,
     size: u64,
-) -> Result<(), ApiError> {
+) -> Result<(), BucketError> {
     let key = &source.key;
     let (_, _, stream) = src
         .get_range(key, None)
@@ -229,7 +189,7 @@ async fn copy_streamed<S: Store>(
     let (stream, mismatch) = crate::storage::verify::verified(stream, size, expected.clone());
     match dst.put_stream(blob_key, stream, PutOptions::if_absent()).await {
         Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
-        Err(_) if mismatch.is_set() => Err(ApiError::ChecksumMismatch(format!(
+        Err(_) if mismatch.is_set() => Err(BucketError::ChecksumMismatch(format!(
             "the bytes of {key} do not match the checksums given for them"
         ))),
         Err(e) => Err(e.into()),
@@ -250,20 +210,20 @@ async fn copy_server_side<S: Store>(
     blob_key: &str,
     expected: &Checksums,
     task_id: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), BucketError> {
     let incoming = format!("{INCOMING_PREFIX}{task_id}");
     match dst.copy_from(src, key, &incoming, PutOptions::overwrite()).await {
         Ok(()) => {}
-        Err(StoreError::NotFound(_)) => return Err(ApiError::IllegalSourceUrl(format!("object {key} does not exist"))),
+        Err(StoreError::NotFound(_)) => return Err(BucketError::Source(format!("object {key} does not exist"))),
         Err(e) => return Err(e.into()),
     }
     let on_open = |e| match e {
-        StoreError::NotFound(_) => ApiError::IllegalSourceUrl(format!("object {key} does not exist")),
-        e => ApiError::from(e),
+        StoreError::NotFound(_) => BucketError::Source(format!("object {key} does not exist")),
+        e => BucketError::from(e),
     };
     let verdict = match checksum_object(dst, &incoming, on_open).await {
         Ok((got, _)) if &got == expected => Ok(()),
-        Ok((got, _)) => Err(ApiError::ChecksumMismatch(format!(
+        Ok((got, _)) => Err(BucketError::ChecksumMismatch(format!(
             "the bytes of {key} do not match the checksums given for them (sha256 {} expected, {} found)",
             expected.sha256, got.sha256
         ))),
@@ -281,15 +241,14 @@ async fn copy_server_side<S: Store>(
     published
 }
 
-/// Run an ingest to the end: blob, verification, metadata. Idempotent: a job that
-/// is run again after a crash finds its work done and finishes the rest.
-pub async fn ingest<S: Store, H: HttpClient, T: Sleeper>(
-    app: &App<S, H, T>,
+/// Run an ingest from `src` into `dst` to the end: blob, verification, metadata.
+/// Idempotent: a job that is run again after a crash finds its work done and finishes the
+/// rest.
+pub async fn ingest<S: Store, F: FileDoc>(
+    src: &S,
+    dst: &Bucket<'_, S, F>,
     job: &IngestJob,
-) -> Result<StatusCode, ApiError> {
-    let replica = app.replica(&job.replica)?;
-    let src_ref = app.source_store(&job.source)?;
-    let src: &S = &src_ref;
+) -> Result<Written, BucketError> {
     let (expected, computed_here) = match &job.expected {
         Some(c) => (c.clone(), false),
         None => {
@@ -298,41 +257,21 @@ pub async fn ingest<S: Store, H: HttpClient, T: Sleeper>(
         }
     };
     let blob_key = expected.blob_key();
+    let main = dst.store();
     // Every object at a blob key was verified before it got there, so one that exists
     // (with the right size) need not be copied again.
-    let present = matches!(replica.main.head(&blob_key).await, Ok(m) if m.size == job.size);
+    let present = matches!(main.head(&blob_key).await, Ok(m) if m.size == job.size);
     if !present {
         if computed_here || job.source.scheme == "file" {
-            copy_streamed(src, &job.source, &replica.main, &blob_key, &expected, job.size).await?;
+            copy_streamed(src, &job.source, main, &blob_key, &expected, job.size).await?;
         } else {
-            copy_server_side(src, &job.source.key, &replica.main, &blob_key, &expected, &job.task_id).await?;
+            copy_server_side(src, &job.source.key, main, &blob_key, &expected, &job.task_id).await?;
         }
     }
     let meta = FileMetadata::new(job.creator_uid, &job.version, &job.content_type, job.size, &expected);
-    let key = job.file_key();
-    let status = match replica
-        .main
-        .put(&key, Bytes::from(meta.to_bytes()), PutOptions::if_absent())
-        .await
-    {
-        Ok(()) => {
-            // Seen by this process's next "latest" read at once (others: within freshness).
-            replica.cache.listings.invalidate(&format!("files/{}.", job.uuid));
-            StatusCode::CREATED
-        }
-        Err(StoreError::AlreadyExists(_)) => {
-            let existing: serde_json::Value = serde_json::from_slice(&replica.main.get(&key).await?)
-                .map_err(|e| ApiError::Internal(format!("{key} unreadable: {e}")))?;
-            let ours = serde_json::to_value(&meta).map_err(|e| ApiError::Internal(e.to_string()))?;
-            if existing != ours {
-                return Err(ApiError::FileAlreadyExists(job.uuid.clone(), job.version.clone()));
-            }
-            StatusCode::OK
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let written = dst.put_file(&job.uuid, &job.version, &meta).await?;
     tracing::info!(uuid = %job.uuid, version = %job.version, size = job.size, replica = %job.replica, source = %job.source, "file stored");
-    Ok(status)
+    Ok(written)
 }
 
 /// Check the object's declared checksums against what the server computed for a local
@@ -340,14 +279,12 @@ pub async fn ingest<S: Store, H: HttpClient, T: Sleeper>(
 pub fn declared_checksums(
     meta: &crate::storage::ObjectMeta,
     source: &SourceUrl,
-) -> Result<Option<Checksums>, ApiError> {
+) -> Result<Option<Checksums>, crate::model::checksum::ChecksumError> {
     let declared = meta.metadata.keys().any(|k| k.starts_with("hca-dss-"));
     if !declared && source.scheme == "file" {
         return Ok(None);
     }
-    Checksums::from_staging(|k| meta.metadata.get(k).cloned())
-        .map(Some)
-        .map_err(ApiError::Checksum)
+    Checksums::from_staging(|k| meta.metadata.get(k).cloned()).map(Some)
 }
 
 #[cfg(test)]
@@ -367,17 +304,17 @@ mod tests {
             "file:///data/staging/a/./b",
         ] {
             assert!(
-                matches!(SourceUrl::parse(bad, dir), Err(ApiError::IllegalSourceUrl(_))),
+                matches!(SourceUrl::parse(bad, dir), Err(BucketError::Source(_))),
                 "{bad}"
             );
         }
         assert!(matches!(
             SourceUrl::parse("file:///data/staging/a", None),
-            Err(ApiError::IllegalSourceUrl(_))
+            Err(BucketError::Source(_))
         ));
         for unknown in ["wasb://a/b", "http://a/b", "nonsense"] {
             assert!(
-                matches!(SourceUrl::parse(unknown, dir), Err(ApiError::UnknownSourceSchema(_))),
+                matches!(SourceUrl::parse(unknown, dir), Err(BucketError::UnknownScheme(_))),
                 "{unknown}"
             );
         }
@@ -404,7 +341,7 @@ mod tests {
             "s3://-bucket/k",
         ] {
             assert!(
-                matches!(SourceUrl::parse(bad, dir), Err(ApiError::IllegalSourceUrl(_))),
+                matches!(SourceUrl::parse(bad, dir), Err(BucketError::Source(_))),
                 "{bad}"
             );
         }

@@ -1,0 +1,36 @@
+//! Where writes hand over the work that must follow them. The backend implements
+//! [`JobSink`] with its durable job queue; the edge writes nothing and has none.
+
+use super::ingest::IngestJob;
+use crate::model::{BoxFuture, MaybeSend, MaybeSync};
+use serde::{Deserialize, Serialize};
+
+/// Durable hand-over of work to the job queue. Each method is durable before its future
+/// resolves.
+pub trait JobSink: MaybeSend + MaybeSync {
+    /// Record the work that must follow a successful write of `key` to `replica` (every
+    /// write of a [`super::Bucket`] calls this, and nothing else does): which work that
+    /// is, is decided in one place by the implementation.
+    fn after_write<'a>(&'a self, replica: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    /// Record `job` durably; a worker (of any backend sharing the queue) runs it.
+    fn submit_ingest(&self, job: IngestJob) -> BoxFuture<'_, Result<(), String>>;
+    /// How the latest ingest of `files/{uuid}.{version}` into `replica` failed for good,
+    /// if it did (cleared when that file is submitted again).
+    fn ingest_failure<'a>(
+        &'a self,
+        replica: &'a str,
+        uuid: &'a str,
+        version: &'a str,
+    ) -> BoxFuture<'a, Option<JobFailure>>;
+}
+
+/// The error a background ingest ended with, kept to answer `HEAD`/`GET` for its file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFailure {
+    /// HTTP status of the error.
+    pub status: u16,
+    /// DSS error code.
+    pub code: String,
+    /// Message.
+    pub title: String,
+}

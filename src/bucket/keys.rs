@@ -1,0 +1,135 @@
+//! How a replica's bucket names things, spelled in one place: file metadata
+//! `files/{uuid}.{version}`, manifests `bundles/{uuid}.{version}`, tombstones
+//! `bundles/{uuid}.dead` and `bundles/{uuid}.{version}.dead`, and the prefixes that list
+//! one uuid's keys. (Blob keys come from [`crate::model::Checksums::blob_key`].)
+
+/// Key suffix of tombstones; sorts after any version string.
+pub const TOMBSTONE_SUFFIX: &str = "dead";
+/// Where every bundle key lies.
+pub const BUNDLES: &str = "bundles/";
+/// Where every file metadata key lies.
+pub const FILES: &str = "files/";
+
+/// Whether the object at `key` can never change once it exists: file metadata,
+/// manifests and tombstones are written create-only, so a document once read stays what
+/// it is (whether a tombstone exists is a listing's question, not a read's).
+pub fn immutable_document(key: &str) -> bool {
+    let rest = key.strip_prefix(FILES).or_else(|| key.strip_prefix(BUNDLES));
+    rest.is_some_and(|r| r.contains('.') && !r.contains('/'))
+}
+
+/// The prefix of every key of file `uuid` (its versions).
+pub fn file_prefix(uuid: &str) -> String {
+    format!("{FILES}{uuid}.")
+}
+
+/// The prefix of the keys of every bundle whose uuid starts with `uuid_prefix`.
+pub fn bundles_under(uuid_prefix: &str) -> String {
+    format!("{BUNDLES}{uuid_prefix}")
+}
+
+/// The prefix of every key of bundle `uuid` (its versions and tombstones).
+pub fn bundle_prefix(uuid: &str) -> String {
+    format!("{BUNDLES}{uuid}.")
+}
+
+/// Key of a file metadata document.
+pub fn file_key(uuid: &str, version: &str) -> String {
+    format!("{FILES}{uuid}.{version}")
+}
+
+/// Key of a bundle manifest.
+pub fn bundle_key(uuid: &str, version: &str) -> String {
+    format!("{BUNDLES}{uuid}.{version}")
+}
+
+/// Key of a bundle tombstone: versioned when `version` is given.
+pub fn tombstone_key(uuid: &str, version: Option<&str>) -> String {
+    match version {
+        Some(v) => format!("{BUNDLES}{uuid}.{v}.{TOMBSTONE_SUFFIX}"),
+        None => format!("{BUNDLES}{uuid}.{TOMBSTONE_SUFFIX}"),
+    }
+}
+
+/// What a key under `bundles/` denotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleKey<'a> {
+    /// `bundles/{uuid}.{version}`
+    Manifest {
+        /// The bundle.
+        uuid: &'a str,
+        /// Its version.
+        version: &'a str,
+    },
+    /// `bundles/{uuid}.{version}.dead`
+    VersionTombstone {
+        /// The bundle.
+        uuid: &'a str,
+        /// The tombstoned version.
+        version: &'a str,
+    },
+    /// `bundles/{uuid}.dead`
+    Tombstone {
+        /// The bundle, all of whose versions are hidden.
+        uuid: &'a str,
+    },
+}
+
+impl<'a> BundleKey<'a> {
+    /// The bundle the key is about.
+    pub fn uuid(&self) -> &'a str {
+        match self {
+            BundleKey::Manifest { uuid, .. }
+            | BundleKey::VersionTombstone { uuid, .. }
+            | BundleKey::Tombstone { uuid } => uuid,
+        }
+    }
+}
+
+/// Classify a `bundles/` key; `None` for keys of no known shape.
+pub fn parse_bundle_key(key: &str) -> Option<BundleKey<'_>> {
+    let rest = key.strip_prefix(BUNDLES)?;
+    let (uuid, tail) = rest.split_at_checked(36)?;
+    crate::model::ids::ObjectUuid::parse(uuid).ok()?;
+    if uuid.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let tail = tail.strip_prefix('.')?;
+    if tail == TOMBSTONE_SUFFIX {
+        return Some(BundleKey::Tombstone { uuid });
+    }
+    if let Some(version) = tail.strip_suffix(".dead") {
+        return crate::model::ids::looks_like_version(version).then_some(BundleKey::VersionTombstone { uuid, version });
+    }
+    crate::model::ids::looks_like_version(tail).then_some(BundleKey::Manifest { uuid, version: tail })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_keys() {
+        let u = "deadbeef-0001-4a6b-8f0d-a7d2105c23be";
+        assert_eq!(
+            parse_bundle_key(&format!("bundles/{u}.2017-12-05T235850.950361Z.dead")),
+            Some(BundleKey::VersionTombstone {
+                uuid: u,
+                version: "2017-12-05T235850.950361Z"
+            })
+        );
+        assert_eq!(
+            parse_bundle_key(&format!("bundles/{u}.dead")),
+            Some(BundleKey::Tombstone { uuid: u })
+        );
+        assert_eq!(
+            parse_bundle_key(&format!("bundles/{u}.2017-12-05T235850.950361Z")),
+            Some(BundleKey::Manifest {
+                uuid: u,
+                version: "2017-12-05T235850.950361Z"
+            })
+        );
+        assert_eq!(parse_bundle_key("bundles/x"), None);
+        assert_eq!(parse_bundle_key(&format!("bundles/{u}.junk")), None);
+    }
+}
