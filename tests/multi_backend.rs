@@ -277,3 +277,133 @@ fn kill9(pid: u32) -> i32 {
         .map(|s| s.code().unwrap_or(-1))
         .unwrap_or(-1)
 }
+
+/// With a shared queue, each backend forgets what it listed of a uuid as soon as another
+/// backend writes it: two backends keep listings for an hour, yet the latest file
+/// version, the latest bundle version and a tombstone written on one are seen by the
+/// other's next reads within a moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_backends_writes_are_seen_at_once() {
+    let emu = moto();
+    for b in ["dss-fw-main", "dss-fw-checkout", "fw-staging"] {
+        s3_store(&emu, b).create_bucket().await.unwrap();
+    }
+    let data = b"{\"describedBy\": \"https://schema.example.org/x\"}".to_vec();
+    let c = dss::model::checksum::checksums_of(&data);
+    let staging = s3_store(&emu, "fw-staging");
+    staging
+        .put("f.json", bytes::Bytes::from(data), PutOptions::overwrite())
+        .await
+        .unwrap();
+    staging.put_tags("f.json", &tags(&c)).await.unwrap();
+
+    let db = common::postgres::fresh_database().await;
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers = Vec::new();
+    for dir in &dirs {
+        let dev = dss::server::dev_issuer_dir(dir.path());
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("key.pem"), common::test_key_pem()).unwrap();
+        servers.push(start_dss(dir.path(), |cmd| {
+            cmd.env("DSS_S3_BUCKET", "dss-fw-main")
+                .env("DSS_S3_CHECKOUT_BUCKET", "dss-fw-checkout")
+                .env("DSS_PUBLIC_URL", "http://dss.test")
+                .env("DSS_JOBS_URL", &db)
+                .env("DSS_SEARCH", "off")
+                .env("DSS_BUCKET_FRESHNESS", "3600")
+                .env("ADMIN_USER_EMAILS", "uploader@example.org");
+            emu.aws_env(cmd);
+        }));
+    }
+    let (a, b) = (servers[0].url.clone(), servers[1].url.clone());
+    let issuer =
+        dss::auth::dev::DevIssuer::load_or_create(&dss::server::dev_issuer_dir(dirs[0].path()), "http://dss.test/")
+            .unwrap();
+    let token = issuer
+        .mint(
+            "uploader@example.org",
+            Some("hca"),
+            "https://dev.data.humancellatlas.org/",
+            chrono::Duration::hours(1),
+        )
+        .unwrap();
+    let http = reqwest::Client::new();
+    let file = uuid::Uuid::new_v4().to_string();
+    let bundle = uuid::Uuid::new_v4().to_string();
+    let (v1, v2) = ("2020-01-01T000000.000000Z", "2020-01-02T000000.000000Z");
+    let put_file = |url: &str, v: &str| {
+        http.put(format!("{url}/v1/files/{file}?version={v}"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"source_url": "s3://fw-staging/f.json", "creator_uid": 7}))
+            .send()
+    };
+    let put_bundle = |url: &str, v: &str| {
+        http.put(format!("{url}/v1/bundles/{bundle}?version={v}&replica=aws"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"creator_uid": 7, "files": [
+                {"name": "f.json", "uuid": file, "version": v1, "indexed": true}]}))
+            .send()
+    };
+    // What `a` answers for the latest file and bundle: (file version, bundle status, bundle version).
+    let latest = || async {
+        let f = http
+            .head(format!("{a}/v1/files/{file}?replica=aws"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(f.status(), 200);
+        let fv = f.headers()["x-dss-version"].to_str().unwrap().to_string();
+        let r = http
+            .get(format!("{a}/v1/bundles/{bundle}?replica=aws"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap();
+        let bv = body["bundle"]["version"].as_str().unwrap_or("").to_string();
+        (fv, status, bv)
+    };
+    // Seen within 5 s, where only the announcement can explain it (listings kept an hour).
+    let within = |want: (String, u16, String)| {
+        let latest = &latest;
+        async move {
+            let t = Instant::now();
+            loop {
+                let got = latest().await;
+                if got == want {
+                    return;
+                }
+                assert!(t.elapsed() < Duration::from_secs(5), "{got:?}, not {want:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    assert_eq!(put_file(&a, v1).await.unwrap().status(), 201);
+    assert_eq!(put_bundle(&a, v1).await.unwrap().status(), 201);
+    within((v1.into(), 200, v1.into())).await; // now kept by `a`
+
+    assert_eq!(put_file(&b, v2).await.unwrap().status(), 201);
+    assert_eq!(put_bundle(&b, v2).await.unwrap().status(), 201);
+    within((v2.into(), 200, v2.into())).await;
+
+    let r = http
+        .delete(format!("{b}/v1/bundles/{bundle}?replica=aws&version={v2}"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"reason": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    within((v2.into(), 200, v1.into())).await;
+    let r = http
+        .delete(format!("{b}/v1/bundles/{bundle}?replica=aws"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"reason": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    within((v2.into(), 404, String::new())).await;
+    drop(servers);
+}

@@ -18,6 +18,17 @@ pub fn immutable_document(key: &str) -> bool {
     rest.is_some_and(|r| r.contains('.') && !r.contains('/'))
 }
 
+/// The prefix whose listing a write of `key` changes: its uuid's, for file metadata and
+/// bundle keys; `None` for other keys (blobs), which are never listed for a read.
+pub fn listing_of(key: &str) -> Option<String> {
+    if let Some(k) = parse_bundle_key(key) {
+        return Some(bundle_prefix(k.uuid()));
+    }
+    let rest = key.strip_prefix(FILES)?;
+    let (uuid, _) = rest.split_once('.')?;
+    Some(file_prefix(uuid))
+}
+
 /// The prefix of every key of file `uuid` (its versions).
 pub fn file_prefix(uuid: &str) -> String {
     format!("{FILES}{uuid}.")
@@ -130,6 +141,11 @@ mod tests {
             })
         );
         assert_eq!(parse_bundle_key("bundles/x"), None);
+        let v = "2017-12-05T235850.950361Z";
+        assert_eq!(listing_of(&tombstone_key(u, Some(v))), Some(bundle_prefix(u)));
+        assert_eq!(listing_of(&bundle_key(u, v)), Some(bundle_prefix(u)));
+        assert_eq!(listing_of(&file_key(u, v)), Some(file_prefix(u)));
+        assert_eq!(listing_of("blobs/a.b.c.d"), None);
         assert_eq!(parse_bundle_key(&format!("bundles/{u}.junk")), None);
     }
 }

@@ -126,6 +126,16 @@ pub struct Memo<F> {
     pub listings: FreshListings,
 }
 
+impl<F> Memo<F> {
+    /// Forget what was listed of the uuid of `key`, which was just written (here, or by
+    /// another backend that said so).
+    pub fn written(&self, key: &str) {
+        if let Some(prefix) = keys::listing_of(key) {
+            self.listings.invalidate(&prefix);
+        }
+    }
+}
+
 impl<F: FileDoc> Default for Memo<F> {
     fn default() -> Self {
         Memo {
@@ -430,7 +440,7 @@ impl<'a, S: Store, F: FileDoc> Bucket<'a, S, F> {
             version: Some(version.to_string()),
         };
         let written = self.create_bytes(&key, bytes, conflict).await?;
-        self.follow(&key, &bundle_prefix(uuid)).await?;
+        self.follow(&key).await?;
         Ok(written)
     }
 
@@ -451,7 +461,7 @@ impl<'a, S: Store, F: FileDoc> Bucket<'a, S, F> {
         let written = self
             .create_bytes(&key, Bytes::from(tombstone.to_bytes()), conflict)
             .await?;
-        self.follow(&key, &bundle_prefix(uuid)).await?;
+        self.follow(&key).await?;
         Ok(written)
     }
 
@@ -483,7 +493,7 @@ impl<'a, S: Store, F: FileDoc> Bucket<'a, S, F> {
             }
             Err(e) => return Err(e.into()),
         };
-        self.follow(&key, &file_prefix(uuid)).await?;
+        self.follow(&key).await?;
         Ok(written)
     }
 
@@ -505,8 +515,8 @@ impl<'a, S: Store, F: FileDoc> Bucket<'a, S, F> {
     /// client retrying after its follow-up could not be recorded): this process's kept
     /// listing of the uuid is forgotten, so its next read sees the write, and the work
     /// that must follow is recorded durably before the write is reported done.
-    async fn follow(&self, key: &str, listing: &str) -> Result<(), BucketError> {
-        self.memo.listings.invalidate(listing);
+    async fn follow(&self, key: &str) -> Result<(), BucketError> {
+        self.memo.written(key);
         let Some(sink) = self.sink else {
             return Ok(());
         };

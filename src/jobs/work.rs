@@ -111,10 +111,15 @@ impl JobSink for QueueJobs {
     fn after_write<'a>(&'a self, replica: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let jobs: Vec<NewJob> = follow_ups(replica, key).iter().map(Work::to_job).collect();
-            if jobs.is_empty() {
-                return Ok(());
+            if !jobs.is_empty() {
+                self.queue.enqueue(jobs).await.map_err(|e| e.to_string())?;
             }
-            self.queue.enqueue(jobs).await.map(drop).map_err(|e| e.to_string())
+            // Other backends forget what they listed of this uuid; if the news is lost
+            // they see the write within their freshness time, so it fails nothing.
+            if let Err(e) = self.queue.announce_write(replica, key).await {
+                tracing::warn!(replica, key, "write not announced to other backends: {e}");
+            }
+            Ok(())
         })
     }
 

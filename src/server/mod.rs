@@ -290,6 +290,9 @@ pub fn start_jobs(app: Arc<NativeApp>, queue: Arc<AnyQueue>, cfg: &ServeConfig) 
         if let Err(e) = crate::jobs::import_legacy_records(&dir, &*queue).await {
             tracing::error!("job records of an earlier version not moved into the queue (kept on disk): {e}");
         }
+        if let Some(news) = queue.writes() {
+            tokio::spawn(forget_what_others_wrote(app.clone(), news));
+        }
         let work = Arc::new(crate::jobs::work::Worker::new(app.clone(), scrubber));
         let _runner = runner::start(queue.clone(), work, runner_cfg);
         crate::jobs::sweep_orphaned_copies(&app, &*queue).await;
@@ -303,6 +306,31 @@ pub fn start_jobs(app: Arc<NativeApp>, queue: Arc<AnyQueue>, cfg: &ServeConfig) 
         }
     });
     Ok(())
+}
+
+/// With a shared queue, forget at once what this backend listed of a uuid another backend
+/// wrote (the freshness time bounds it when news is lost).
+async fn forget_what_others_wrote(
+    app: Arc<NativeApp>,
+    mut news: tokio::sync::broadcast::Receiver<crate::jobs::queue::pg::WriteNews>,
+) {
+    use crate::jobs::queue::pg::WriteNews;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match news.recv().await {
+            Ok(WriteNews::Written { replica, key }) => {
+                if let Some(r) = app.replicas.get(&replica) {
+                    r.cache.docs.written(&key);
+                }
+            }
+            Ok(WriteNews::Missed) | Err(RecvError::Lagged(_)) => {
+                for r in app.replicas.iter() {
+                    r.cache.docs.listings.clear();
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 /// The document of `/internal/application_secrets`: `GOOGLE_APPLICATION_SECRETS` (a path,

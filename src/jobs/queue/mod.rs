@@ -240,6 +240,23 @@ impl AnyQueue {
     pub fn is_shared(&self) -> bool {
         matches!(self, AnyQueue::Pg(_))
     }
+
+    /// Tell every backend sharing the queue that `key` of `replica` was written (only the
+    /// shared queue has others to tell).
+    pub async fn announce_write(&self, replica: &str, key: &str) -> QueueResult<()> {
+        match self {
+            AnyQueue::Disk(_) => Ok(()),
+            AnyQueue::Pg(q) => q.announce_write(replica, key).await,
+        }
+    }
+
+    /// Every backend's write announcements, where the queue carries them.
+    pub fn writes(&self) -> Option<tokio::sync::broadcast::Receiver<pg::WriteNews>> {
+        match self {
+            AnyQueue::Disk(_) => None,
+            AnyQueue::Pg(q) => Some(q.writes()),
+        }
+    }
 }
 
 macro_rules! each {

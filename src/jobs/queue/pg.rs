@@ -4,7 +4,9 @@
 //! leasing at once never block on, nor take, the same rows. Every enqueue (and retry)
 //! sends `NOTIFY dss_jobs`; each process listens and wakes its idle workers, so a job
 //! starts within milliseconds, with polling as the fallback if the listener drops. All
-//! times are the database's (`now()`), so backends' clocks need not agree. The schema is
+//! times are the database's (`now()`), so backends' clocks need not agree. Writes to the
+//! buckets are announced on `dss_writes` ([`PgQueue::announce_write`]), so that every
+//! backend forgets what it listed of that uuid at once ([`PgQueue::writes`]). The schema is
 //! created and migrated at connect by sqlx's migrator (`migrations/postgres/`).
 
 use super::{millis, Job, JobFilter, JobId, JobQueue, JobState, NewJob, QueueError, QueueResult};
@@ -19,6 +21,10 @@ use tokio::sync::Notify;
 
 /// The channel of wake-ups.
 const CHANNEL: &str = "dss_jobs";
+/// The channel of write announcements: the payload is `{replica} {key}`.
+const WRITES: &str = "dss_writes";
+/// Announcements a slow receiver may fall behind by before it is told it missed some.
+const WRITES_BACKLOG: usize = 4096;
 /// Connections per process.
 const POOL: u32 = 8;
 
@@ -35,7 +41,23 @@ pub struct PgQueue {
     /// idempotent. It spares a WAL flush per job.
     fast: PgPool,
     notify: Arc<Notify>,
+    writes: tokio::sync::broadcast::Sender<WriteNews>,
     listener: tokio::task::JoinHandle<()>,
+}
+
+/// What the write announcements of all backends say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteNews {
+    /// `key` of `replica` was written.
+    Written {
+        /// The replica.
+        replica: String,
+        /// The key.
+        key: String,
+    },
+    /// Announcements may have been missed (the listener reconnected, or the receiver fell
+    /// behind): forget everything.
+    Missed,
 }
 
 impl Drop for PgQueue {
@@ -113,18 +135,38 @@ impl PgQueue {
             .await
             .map_err(|e| QueueError::Config(format!("migrating the job queue: {e}")))?;
         let notify = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(pool.clone(), notify.clone()));
+        let (writes, _) = tokio::sync::broadcast::channel(WRITES_BACKLOG);
+        let listener = tokio::spawn(listen(pool.clone(), notify.clone(), writes.clone()));
         Ok(PgQueue {
             pool,
             fast,
             notify,
+            writes,
             listener,
         })
     }
+
+    /// Tell every backend (this one too) that `key` of `replica` was written. Not
+    /// durable: a backend that misses it sees the write within its freshness time.
+    pub async fn announce_write(&self, replica: &str, key: &str) -> QueueResult<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(WRITES)
+            .bind(format!("{replica} {key}"))
+            .execute(&self.fast)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// The write announcements of every backend from now on.
+    pub fn writes(&self) -> tokio::sync::broadcast::Receiver<WriteNews> {
+        self.writes.subscribe()
+    }
 }
 
-/// Wake local waiters on every notification; reconnects (after a pause) when dropped.
-async fn listen(pool: PgPool, notify: Arc<Notify>) {
+/// Wake local waiters on every wake-up, pass write announcements on; reconnects (after a
+/// pause) when dropped, and then says announcements may have been missed.
+async fn listen(pool: PgPool, notify: Arc<Notify>, writes: tokio::sync::broadcast::Sender<WriteNews>) {
     loop {
         let mut l = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -134,13 +176,24 @@ async fn listen(pool: PgPool, notify: Arc<Notify>) {
                 continue;
             }
         };
-        if let Err(e) = l.listen(CHANNEL).await {
+        if let Err(e) = l.listen_all([CHANNEL, WRITES]).await {
             tracing::warn!("job queue: LISTEN failed (polling meanwhile): {e}");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
+        let _ = writes.send(WriteNews::Missed);
         loop {
             match l.recv().await {
+                Ok(n) if n.channel() == WRITES => {
+                    let news = match n.payload().split_once(' ') {
+                        Some((replica, key)) => WriteNews::Written {
+                            replica: replica.to_string(),
+                            key: key.to_string(),
+                        },
+                        None => WriteNews::Missed,
+                    };
+                    let _ = writes.send(news);
+                }
                 Ok(_) => notify.notify_one(),
                 Err(e) => {
                     tracing::warn!("job queue: notification stream ended: {e}");
