@@ -19,7 +19,7 @@ struct Note {
 }
 
 impl Handler for Note {
-    async fn run(&self, job: &Job) -> Outcome {
+    async fn run(&self, job: &Job, _progress: std::sync::Arc<dss::model::ProgressCounter>) -> Outcome {
         self.ran.fetch_add(1, Ordering::Relaxed);
         if job.kind == "latency" {
             let sent: i64 = job.payload["sent_us"].as_i64().unwrap_or(0);

@@ -50,6 +50,17 @@ async fn large_file_is_ingested_in_the_background() {
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].key, format!("aws/{u}.{V1}"));
     assert_eq!(jobs[0].attempts, 1);
+    let size = data.len() as u64;
+    assert_eq!(
+        jobs[0].progress,
+        Some(dss::model::Progress {
+            items_done: 1,
+            items_total: 1,
+            bytes_done: size,
+            bytes_total: size
+        }),
+        "every byte copied was counted"
+    );
     // The same PUT again: the file exists, so the job ends at once with the same result.
     assert_eq!(env.put_file(&u, V1, &src, None).await.status, 202);
     assert_eq!(wait_for_head(&env, &u, V1).await.status, 200);

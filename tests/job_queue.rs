@@ -130,6 +130,13 @@ async fn dss_jobs_lists_shows_and_retries() {
         .unwrap();
     let leased = q.lease("w", 1, Duration::from_secs(60)).await.unwrap();
     assert_eq!(leased[0].id, ids[0]);
+    let progress = dss::model::Progress {
+        items_done: 3,
+        items_total: 10,
+        bytes_done: 420,
+        bytes_total: 1000,
+    };
+    assert!(q.report(ids[0], "w", &progress).await.unwrap());
     q.fail(ids[0], "w", "checksum mismatch\nin detail", None).await.unwrap();
 
     let (code, out, err) = dss(&["jobs", "list"], dir.path());
@@ -144,6 +151,7 @@ async fn dss_jobs_lists_shows_and_retries() {
         lines[2].contains("failed") && lines[2].contains("checksum mismatch in detail"),
         "{out}"
     );
+    assert!(lines[2].contains(" 3/10 42% "), "items and bytes done: {out}");
 
     let (code, out, _) = dss(&["jobs", "list", "--state", "failed", "--json"], dir.path());
     assert_eq!(code, 0);
@@ -162,6 +170,10 @@ async fn dss_jobs_lists_shows_and_retries() {
     assert_eq!(shown["state"], "failed");
     assert_eq!(shown["attempts"], 1);
     assert_eq!(shown["payload"], serde_json::json!({"n": 1}));
+    assert_eq!(
+        shown["progress"],
+        serde_json::json!({"items_done": 3, "items_total": 10, "bytes_done": 420, "bytes_total": 1000})
+    );
 
     let (code, _, err) = dss(&["jobs", "retry", &ids[1].to_string()], dir.path());
     assert_eq!(code, 1, "a queued job cannot be retried");

@@ -9,10 +9,11 @@
 use super::keys::file_key;
 use super::{Bucket, BucketError, FileDoc, Written};
 use crate::model::manifest::FileMetadata;
-use crate::model::Checksums;
+use crate::model::{Checksums, ProgressCounter};
 use crate::storage::{PutOptions, Store, StoreError};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Files larger than this are ingested in a background job (202), as in the original.
 pub const ASYNC_THRESHOLD: u64 = 64 * 1024 * 1024;
@@ -180,12 +181,19 @@ async fn copy_streamed<S: Store>(
     blob_key: &str,
     expected: &Checksums,
     size: u64,
+    progress: &Arc<ProgressCounter>,
 ) -> Result<(), BucketError> {
     let key = &source.key;
     let (_, _, stream) = src
         .get_range(key, None)
         .await
         .map_err(|e| source_read_error(source, e))?;
+    let counter = progress.clone();
+    let stream: crate::model::platform::ByteStream = Box::pin(stream.inspect(move |c| {
+        if let Ok(b) = c {
+            counter.add(0, b.len() as u64);
+        }
+    }));
     let (stream, mismatch) = crate::storage::verify::verified(stream, size, expected.clone());
     match dst.put_stream(blob_key, stream, PutOptions::if_absent()).await {
         Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
@@ -241,14 +249,16 @@ async fn copy_server_side<S: Store>(
     published
 }
 
-/// Run an ingest from `src` into `dst` to the end: blob, verification, metadata.
-/// Idempotent: a job that is run again after a crash finds its work done and finishes the
-/// rest.
+/// Run an ingest from `src` into `dst` to the end: blob, verification, metadata, counting
+/// the bytes copied into `progress`. Idempotent: a job that is run again after a crash
+/// finds its work done and finishes the rest.
 pub async fn ingest<S: Store, F: FileDoc>(
     src: &S,
     dst: &Bucket<'_, S, F>,
     job: &IngestJob,
+    progress: &Arc<ProgressCounter>,
 ) -> Result<Written, BucketError> {
+    progress.set_totals(1, job.size);
     let (expected, computed_here) = match &job.expected {
         Some(c) => (c.clone(), false),
         None => {
@@ -263,13 +273,17 @@ pub async fn ingest<S: Store, F: FileDoc>(
     let present = matches!(main.head(&blob_key).await, Ok(m) if m.size == job.size);
     if !present {
         if computed_here || job.source.scheme == "file" {
-            copy_streamed(src, &job.source, main, &blob_key, &expected, job.size).await?;
+            copy_streamed(src, &job.source, main, &blob_key, &expected, job.size, progress).await?;
         } else {
             copy_server_side(src, &job.source.key, main, &blob_key, &expected, &job.task_id).await?;
+            progress.add(0, job.size);
         }
+    } else {
+        progress.add(0, job.size);
     }
     let meta = FileMetadata::new(job.creator_uid, &job.version, &job.content_type, job.size, &expected);
     let written = dst.put_file(&job.uuid, &job.version, &meta).await?;
+    progress.add(1, 0);
     tracing::info!(uuid = %job.uuid, version = %job.version, size = job.size, replica = %job.replica, source = %job.source, "file stored");
     Ok(written)
 }

@@ -90,8 +90,8 @@ pub async fn run(args: JobsArgs) -> Result<(), String> {
             } else {
                 let _ = writeln!(
                     out,
-                    "{:>8}  {:<9}  {:<7}  {:>3}  {:<20}  {:<40}  ERROR",
-                    "ID", "STATE", "KIND", "TRY", "UPDATED", "KEY"
+                    "{:>8}  {:<9}  {:<7}  {:>3}  {:<20}  {:<14}  {:<40}  ERROR",
+                    "ID", "STATE", "KIND", "TRY", "UPDATED", "DONE", "KEY"
                 );
                 for j in &jobs {
                     let _ = writeln!(out, "{}", row(j));
@@ -126,13 +126,26 @@ fn row(j: &Job) -> String {
         .take(80)
         .collect();
     format!(
-        "{:>8}  {:<9}  {:<7}  {:>3}  {:<20}  {:<40}  {}",
+        "{:>8}  {:<9}  {:<7}  {:>3}  {:<20}  {:<14}  {:<40}  {}",
         j.id,
         j.state.as_str(),
         j.kind,
         j.attempts,
         j.updated_at.format("%Y-%m-%dT%H:%M:%SZ"),
+        j.progress.map(done).unwrap_or_default(),
         j.key,
         error
     )
+}
+
+/// Items done of their total, and the share of bytes: `3/10 42%`.
+fn done(p: crate::model::Progress) -> String {
+    let items = match p.items_total {
+        0 => p.items_done.to_string(),
+        n => format!("{}/{n}", p.items_done),
+    };
+    match p.bytes_total {
+        0 => items,
+        n => format!("{items} {}%", p.bytes_done.saturating_mul(100) / n),
+    }
 }

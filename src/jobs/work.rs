@@ -10,7 +10,7 @@ use crate::bucket::followup::{JobFailure, JobSink};
 use crate::bucket::ingest::{ingest, IngestJob};
 use crate::bucket::keys::parse_bundle_key;
 use crate::http::{ReqwestClient, TokioSleeper};
-use crate::model::BoxFuture;
+use crate::model::{BoxFuture, ProgressCounter};
 use crate::search::indexer::{ops_for_key, IndexError, IndexJob};
 use crate::search::{IndexOp, SearchError};
 use crate::storage::AnyStore;
@@ -50,6 +50,16 @@ impl Work {
         match self {
             Work::Ingest(_) => INGEST,
             Work::Index(_) => INDEX,
+        }
+    }
+
+    /// Attempts a job of `kind` gets before it is marked failed: with the backoff (1 s
+    /// doubling to 5 min, with jitter) 40 attempts span two and a half to three hours, to ride
+    /// out a storage outage; `dss jobs retry` starts a failed job again.
+    pub fn max_attempts(kind: &str) -> u32 {
+        match kind {
+            INGEST | INDEX => 40,
+            _ => u32::MAX,
         }
     }
 
@@ -183,12 +193,12 @@ impl Worker {
         }
     }
 
-    async fn ingest(&self, ingest_job: &IngestJob) -> Outcome {
+    async fn ingest(&self, ingest_job: &IngestJob, progress: &Arc<ProgressCounter>) -> Outcome {
         let app = &self.app;
         let run = async {
             let replica = app.replica(&ingest_job.replica)?;
             let src = app.source_store(&ingest_job.source)?;
-            Ok::<_, ApiError>(ingest(&*src, &app.bucket(replica), ingest_job).await)
+            Ok::<_, ApiError>(ingest(&*src, &app.bucket(replica), ingest_job, progress).await)
         };
         let e = match run.await {
             Ok(Ok(_)) => return Outcome::Done,
@@ -231,9 +241,13 @@ impl Worker {
 }
 
 impl Handler for Worker {
-    async fn run(&self, job: &Job) -> Outcome {
+    fn max_attempts(&self, job: &Job) -> u32 {
+        Work::max_attempts(&job.kind)
+    }
+
+    async fn run(&self, job: &Job, progress: Arc<ProgressCounter>) -> Outcome {
         match Work::from_job(job) {
-            Ok(Work::Ingest(j)) => self.ingest(&j).await,
+            Ok(Work::Ingest(j)) => self.ingest(&j, &progress).await,
             Ok(Work::Index(j)) => self.index(&j).await,
             Err(e) => Outcome::Fail(e),
         }
@@ -306,6 +320,7 @@ mod tests {
             error: None,
             created_at: now,
             updated_at: now,
+            progress: None,
         }
     }
 

@@ -6,8 +6,10 @@ pub mod heap;
 pub mod ids;
 pub mod manifest;
 pub mod platform;
+pub mod progress;
 pub mod pyjson;
 
 pub use checksum::{ChecksumError, Checksums};
 pub use ids::{DssVersion, IdError, ObjectUuid};
 pub use platform::{BoxFuture, Clock, MaybeSend, MaybeSync, SystemClock};
+pub use progress::{Progress, ProgressCounter};

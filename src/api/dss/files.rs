@@ -263,7 +263,8 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
         }
     }
     let src = app.source_store(&job.source)?;
-    let status = match ingest(&*src, &app.bucket(replica), &job).await? {
+    let progress = Arc::new(crate::model::ProgressCounter::default()); // nobody to tell inline
+    let status = match ingest(&*src, &app.bucket(replica), &job, &progress).await? {
         Written::Created => StatusCode::CREATED,
         Written::Existing => StatusCode::OK,
     };

@@ -31,10 +31,12 @@ where
     failed_jobs_keep_their_error_until_retried(make().await).await;
     expired_leases_are_taken_over(make().await).await;
     heartbeats_keep_a_lease(make().await).await;
+    progress_is_reported_by_the_holder(make().await).await;
     concurrent_leases_never_share_a_job(Arc::new(make().await)).await;
     listing_filters_and_prune(make().await).await;
     wait_wakes_on_enqueue(Arc::new(make().await)).await;
     runner_runs_retries_and_fails(Arc::new(make().await)).await;
+    runner_gives_up_after_the_kinds_attempts(Arc::new(make().await)).await;
     runner_beats_within_a_short_lease(Arc::new(make().await)).await;
 }
 
@@ -173,6 +175,29 @@ pub async fn expired_leases_are_taken_over<Q: JobQueue>(q: Q) {
         "the old holder lost it"
     );
     assert!(q.complete(id, "live").await.expect("complete"));
+}
+
+/// Only the worker holding a job stores its progress; it is kept across a retry.
+pub async fn progress_is_reported_by_the_holder<Q: JobQueue>(q: Q) {
+    let p = crate::model::Progress {
+        items_done: 1,
+        items_total: 3,
+        bytes_done: 10,
+        bytes_total: 30,
+    };
+    let id = q.enqueue(vec![job("a", "p")]).await.expect("enqueue")[0];
+    assert!(
+        !q.report(id, "w", &p).await.expect("report"),
+        "not leased: nobody holds it"
+    );
+    assert_eq!(q.lease("w", 1, LONG).await.expect("lease").len(), 1);
+    assert!(!q.report(id, "other", &p).await.expect("report"));
+    assert_eq!(q.get(id).await.expect("get").expect("job").progress, None);
+    assert!(q.report(id, "w", &p).await.expect("report"));
+    assert_eq!(q.get(id).await.expect("get").expect("job").progress, Some(p));
+    assert!(q.fail(id, "w", "later", Some(Utc::now())).await.expect("fail"));
+    let again = q.lease("w2", 1, LONG).await.expect("lease");
+    assert_eq!(again.first().and_then(|j| j.progress), Some(p), "kept across a retry");
 }
 
 /// Renewed leases are not taken over.
@@ -325,13 +350,27 @@ struct Scripted {
 }
 
 impl Handler for Scripted {
-    async fn run(&self, job: &Job) -> Outcome {
+    async fn run(&self, job: &Job, progress: Arc<crate::model::ProgressCounter>) -> Outcome {
         self.runs.lock().expect("lock").push((job.key.clone(), job.attempts));
-        tokio::time::sleep(self.slow).await;
+        // Four steps of a quarter each, counted as they end.
+        progress.set_totals(4, 400);
+        for _ in 0..4 {
+            tokio::time::sleep(self.slow / 4).await;
+            progress.add(1, 100);
+        }
         match (job.key.as_str(), job.attempts) {
             ("flaky", 1) => Outcome::Retry("not yet".into()),
+            ("stubborn", _) => Outcome::Retry("never".into()),
             ("bad", _) => Outcome::Fail("cannot".into()),
             _ => Outcome::Done,
+        }
+    }
+
+    fn max_attempts(&self, job: &Job) -> u32 {
+        if job.kind == "limited" {
+            2
+        } else {
+            u32::MAX
         }
     }
 }
@@ -374,6 +413,31 @@ pub async fn runner_runs_retries_and_fails<Q: JobQueue>(q: Arc<Q>) {
     assert_eq!(bad.attempts, 1, "a failure is not retried");
 }
 
+/// A retry after the last attempt its kind allows marks the job failed, with the reason.
+pub async fn runner_gives_up_after_the_kinds_attempts<Q: JobQueue>(q: Arc<Q>) {
+    let h = Arc::new(Scripted {
+        runs: Mutex::new(Vec::new()),
+        slow: Duration::ZERO,
+    });
+    let mut cfg = RunnerConfig::new(2, LONG);
+    cfg.poll = Duration::from_millis(50);
+    let _runner = runner::start(q.clone(), h.clone(), cfg);
+    let ids = q.enqueue(vec![job("limited", "stubborn")]).await.expect("enqueue");
+    let j = until(&*q, ids[0], JobState::Failed, Duration::from_secs(15)).await;
+    assert_eq!(j.attempts, 2, "{j:?}");
+    assert_eq!(j.error.as_deref(), Some("gave up after 2 attempts: never"));
+    assert_eq!(
+        j.progress,
+        Some(crate::model::Progress {
+            items_done: 4,
+            items_total: 4,
+            bytes_done: 400,
+            bytes_total: 400
+        }),
+        "the last attempt's progress is kept"
+    );
+}
+
 /// A job that runs several times longer than its lease keeps it: the runner renews it.
 pub async fn runner_beats_within_a_short_lease<Q: JobQueue>(q: Arc<Q>) {
     static SEEN: AtomicU32 = AtomicU32::new(0);
@@ -388,12 +452,16 @@ pub async fn runner_beats_within_a_short_lease<Q: JobQueue>(q: Arc<Q>) {
     let _runner = runner::start(q.clone(), h.clone(), cfg);
     let id = q.enqueue(vec![job("a", "long")]).await.expect("enqueue")[0];
     tokio::time::sleep(lease).await;
+    let mut partial = false;
     for _ in 0..6 {
         let got = q.lease("thief", 1, LONG).await.expect("lease");
         assert!(got.is_empty(), "a running job's lease is renewed: {got:?}");
         SEEN.fetch_add(1, Ordering::Relaxed);
+        let p = q.get(id).await.expect("get").expect("job").progress;
+        partial |= p.is_some_and(|p| p.items_total == 4 && (1..4).contains(&p.items_done));
         tokio::time::sleep(lease / 2).await;
     }
+    assert!(partial, "progress is stored while the job runs");
     let j = until(&*q, id, JobState::Completed, Duration::from_secs(10)).await;
     assert_eq!(j.attempts, 1, "never taken over");
     assert_eq!(h.runs.lock().expect("lock").len(), 1, "ran once");

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_until INTEGER,
     error TEXT,
     created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    progress TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_runnable ON jobs (state, run_at, id);
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key, id);
@@ -56,7 +57,7 @@ CREATE INDEX IF NOT EXISTS jobs_kind ON jobs (kind, id);
 ";
 
 const COLUMNS: &str =
-    "id, kind, key, payload, state, attempts, run_at, worker, lease_until, error, created_at, updated_at";
+    "id, kind, key, payload, state, attempts, run_at, worker, lease_until, error, created_at, updated_at, progress";
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
@@ -74,6 +75,7 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, QueueError>
     let payload: String = r.get(3)?;
     let state: String = r.get(4)?;
     let lease_until: Option<i64> = r.get(8)?;
+    let progress: Option<String> = r.get(12)?;
     let build = || -> Result<Job, QueueError> {
         Ok(Job {
             id: r.get(0).map_err(|e| QueueError::Corrupt(e.to_string()))?,
@@ -88,6 +90,9 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, QueueError>
             error: r.get(9).map_err(|e| QueueError::Corrupt(e.to_string()))?,
             created_at: time(r.get(10).map_err(|e| QueueError::Corrupt(e.to_string()))?),
             updated_at: time(r.get(11).map_err(|e| QueueError::Corrupt(e.to_string()))?),
+            progress: progress
+                .map(|p| serde_json::from_str(&p).map_err(|e| QueueError::Corrupt(format!("progress: {e}"))))
+                .transpose()?,
         })
     };
     Ok(build())
@@ -113,6 +118,18 @@ fn open_connection(path: &Path) -> QueueResult<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
     conn.execute_batch(SCHEMA).map_err(unavailable)?;
+    // Queues made before progress was kept gain its column.
+    let has_progress: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'progress'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    if has_progress == 0 {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN progress TEXT")
+            .map_err(unavailable)?;
+    }
     Ok(conn)
 }
 
@@ -304,6 +321,21 @@ impl JobQueue for DiskQueue {
                  WHERE id = ?3 AND worker = ?4 AND state = 'running'",
             )
             .and_then(|mut s| s.execute(params![now, lease, id, worker]))
+            .map(|n| n == 1)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn report(&self, id: JobId, worker: &str, progress: &crate::model::Progress) -> QueueResult<bool> {
+        let worker = worker.to_string();
+        let progress = serde_json::to_string(progress).map_err(|e| QueueError::Corrupt(e.to_string()))?;
+        self.run(false, move |c| {
+            c.prepare_cached(
+                "UPDATE jobs SET progress = ?1, updated_at = ?2
+                 WHERE id = ?3 AND worker = ?4 AND state = 'running'",
+            )
+            .and_then(|mut s| s.execute(params![progress, now_ms(), id, worker]))
             .map(|n| n == 1)
             .map_err(unavailable)
         })

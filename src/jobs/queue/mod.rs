@@ -126,6 +126,8 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// How far it had come when its worker last reported (kept across retries).
+    pub progress: Option<crate::model::Progress>,
 }
 
 /// A failure of the queue itself.
@@ -169,6 +171,14 @@ pub trait JobQueue: Send + Sync + 'static {
     fn lease(&self, worker: &str, max: usize, lease: Duration) -> impl Future<Output = QueueResult<Vec<Job>>> + Send;
     /// Extend `worker`'s lease of job `id` to now + `lease`; `false` if it no longer holds it.
     fn heartbeat(&self, id: JobId, worker: &str, lease: Duration) -> impl Future<Output = QueueResult<bool>> + Send;
+    /// Store how far job `id`, which `worker` holds, has come; `false` if it no longer
+    /// holds it. Not flushed to disk: a report lost in a crash is made again.
+    fn report(
+        &self,
+        id: JobId,
+        worker: &str,
+        progress: &crate::model::Progress,
+    ) -> impl Future<Output = QueueResult<bool>> + Send;
     /// Mark a job `worker` holds as completed; `false` if it no longer holds it.
     fn complete(&self, id: JobId, worker: &str) -> impl Future<Output = QueueResult<bool>> + Send;
     /// End `worker`'s attempt at job `id` with `error`: queued again at `retry_at`, or
@@ -277,6 +287,9 @@ impl JobQueue for AnyQueue {
     }
     async fn heartbeat(&self, id: JobId, worker: &str, lease: Duration) -> QueueResult<bool> {
         each!(self, q => q.heartbeat(id, worker, lease).await)
+    }
+    async fn report(&self, id: JobId, worker: &str, progress: &crate::model::Progress) -> QueueResult<bool> {
+        each!(self, q => q.report(id, worker, progress).await)
     }
     async fn complete(&self, id: JobId, worker: &str) -> QueueResult<bool> {
         each!(self, q => q.complete(id, worker).await)

@@ -29,7 +29,14 @@ const WRITES_BACKLOG: usize = 4096;
 const POOL: u32 = 8;
 
 /// The migrations, in order, embedded in the binary.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "jobs", include_str!("../../../migrations/postgres/0001_jobs.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "jobs", include_str!("../../../migrations/postgres/0001_jobs.sql")),
+    (
+        2,
+        "progress",
+        include_str!("../../../migrations/postgres/0002_progress.sql"),
+    ),
+];
 
 /// The PostgreSQL queue.
 pub struct PgQueue {
@@ -89,13 +96,14 @@ fn migrator() -> sqlx::migrate::Migrator {
     }
 }
 
-const COLUMNS: &str = "id, kind, key, payload::text AS payload, state, attempts, run_at, worker, lease_until, error, created_at, updated_at";
+const COLUMNS: &str = "id, kind, key, payload::text AS payload, state, attempts, run_at, worker, lease_until, error, created_at, updated_at, progress::text AS progress";
 
 fn job(r: &PgRow) -> QueueResult<Job> {
     let corrupt = |e: sqlx::Error| QueueError::Corrupt(e.to_string());
     let payload: String = r.try_get("payload").map_err(corrupt)?;
     let state: String = r.try_get("state").map_err(corrupt)?;
     let attempts: i32 = r.try_get("attempts").map_err(corrupt)?;
+    let progress: Option<String> = r.try_get("progress").map_err(corrupt)?;
     Ok(Job {
         id: r.try_get("id").map_err(corrupt)?,
         kind: r.try_get("kind").map_err(corrupt)?,
@@ -109,6 +117,9 @@ fn job(r: &PgRow) -> QueueResult<Job> {
         error: r.try_get("error").map_err(corrupt)?,
         created_at: r.try_get("created_at").map_err(corrupt)?,
         updated_at: r.try_get("updated_at").map_err(corrupt)?,
+        progress: progress
+            .map(|p| serde_json::from_str(&p).map_err(|e| QueueError::Corrupt(format!("progress: {e}"))))
+            .transpose()?,
     })
 }
 
@@ -279,6 +290,21 @@ impl JobQueue for PgQueue {
         .bind(id)
         .bind(worker)
         .bind(millis(lease) as f64)
+        .execute(&self.fast)
+        .await
+        .map_err(unavailable)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn report(&self, id: JobId, worker: &str, progress: &crate::model::Progress) -> QueueResult<bool> {
+        let progress = serde_json::to_string(progress).map_err(|e| QueueError::Corrupt(e.to_string()))?;
+        let r = sqlx::query(
+            "UPDATE dss_jobs SET progress = $3::jsonb, updated_at = now()
+             WHERE id = $1 AND worker = $2 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(progress)
         .execute(&self.fast)
         .await
         .map_err(unavailable)?;

@@ -4,6 +4,7 @@
 //! context.
 
 use super::{Job, JobQueue};
+use crate::model::{Progress, ProgressCounter};
 use chrono::Utc;
 use std::future::Future;
 use std::sync::Arc;
@@ -24,8 +25,16 @@ pub enum Outcome {
 
 /// What runs jobs. One handler serves every kind a runner is given.
 pub trait Handler: Send + Sync + 'static {
-    /// Run `job` once. Jobs are idempotent: a job may run again after a crash.
-    fn run(&self, job: &Job) -> impl Future<Output = Outcome> + Send;
+    /// Run `job` once, counting how far it has come into `progress` (stored with the job
+    /// at each lease renewal and at its end). Jobs are idempotent: a job may run again
+    /// after a crash.
+    fn run(&self, job: &Job, progress: Arc<ProgressCounter>) -> impl Future<Output = Outcome> + Send;
+
+    /// Attempts a job of this kind gets: a retry after the last one marks it failed (kept,
+    /// with its error, for `dss jobs retry`). Unlimited unless a kind says otherwise.
+    fn max_attempts(&self, _job: &Job) -> u32 {
+        u32::MAX
+    }
 }
 
 /// How a runner works.
@@ -142,7 +151,24 @@ pub fn start<Q: JobQueue, H: Handler>(queue: Arc<Q>, handler: Arc<H>, cfg: Runne
 
 /// Run one leased job to its end, renewing the lease meanwhile.
 async fn run_one<Q: JobQueue, H: Handler>(queue: &Q, handler: &H, job: Job, cfg: &RunnerConfig) {
-    let work = handler.run(&job);
+    let counter = Arc::new(ProgressCounter::default());
+    let mut reported = job.progress.unwrap_or_default();
+    // Stores what the job counted since the last report, if anything.
+    let report = |reported: &mut Progress| {
+        let now = counter.snapshot();
+        let changed = now != Progress::default() && now != *reported;
+        if changed {
+            *reported = now;
+        }
+        async move {
+            if changed {
+                if let Err(e) = queue.report(job.id, &cfg.worker_id, &now).await {
+                    tracing::debug!(id = job.id, "job progress not stored: {e}");
+                }
+            }
+        }
+    };
+    let work = handler.run(&job, counter.clone());
     tokio::pin!(work);
     let mut beat = tokio::time::interval(cfg.beat());
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -151,11 +177,18 @@ async fn run_one<Q: JobQueue, H: Handler>(queue: &Q, handler: &H, job: Job, cfg:
         tokio::select! {
             o = &mut work => break o,
             _ = beat.tick() => match queue.heartbeat(job.id, &cfg.worker_id, cfg.lease).await {
-                Ok(true) => {}
+                Ok(true) => report(&mut reported).await,
                 Ok(false) => tracing::warn!(id = job.id, "job lease lost: another worker may run it too (jobs are idempotent)"),
                 Err(e) => tracing::warn!(id = job.id, "job lease not renewed: {e}"),
             },
         }
+    };
+    report(&mut reported).await;
+    let outcome = match outcome {
+        Outcome::Retry(e) if job.attempts >= handler.max_attempts(&job) => {
+            Outcome::Fail(format!("gave up after {} attempts: {e}", job.attempts))
+        }
+        o => o,
     };
     let recorded = match &outcome {
         Outcome::Done => queue.complete(job.id, &cfg.worker_id).await,
