@@ -22,6 +22,50 @@ const FILES: usize = 300;
 const VERSION: &str = "2017-06-16T193604.240704Z";
 const VICTIM_LEASE: Duration = Duration::from_secs(3);
 
+/// `n` backends on the PostgreSQL queue `db` and the moto buckets `main` and `checkout`,
+/// sharing one dev issuer (same key and public URL), search off; `configure` adds each
+/// one's settings. Their data directories, and an uploader token (admin too) they accept.
+fn backends(
+    emu: &common::emulators::Emulator,
+    db: &str,
+    (main, checkout): (&str, &str),
+    n: usize,
+    configure: impl Fn(usize, &mut std::process::Command),
+) -> (Vec<tempfile::TempDir>, Vec<Server>, String) {
+    let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let servers = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let dev = dss::server::dev_issuer_dir(dir.path());
+            std::fs::create_dir_all(&dev).unwrap();
+            std::fs::write(dev.join("key.pem"), common::test_key_pem()).unwrap();
+            start_dss(dir.path(), |cmd| {
+                cmd.env("DSS_S3_BUCKET", main)
+                    .env("DSS_S3_CHECKOUT_BUCKET", checkout)
+                    .env("DSS_PUBLIC_URL", "http://dss.test")
+                    .env("DSS_JOBS_URL", db)
+                    .env("DSS_SEARCH", "off")
+                    .env("ADMIN_USER_EMAILS", "uploader@example.org");
+                configure(i, cmd);
+                emu.aws_env(cmd);
+            })
+        })
+        .collect();
+    let issuer =
+        dss::auth::dev::DevIssuer::load_or_create(&dss::server::dev_issuer_dir(dirs[0].path()), "http://dss.test/")
+            .unwrap();
+    let token = issuer
+        .mint(
+            "uploader@example.org",
+            Some("hca"),
+            "https://dev.data.humancellatlas.org/",
+            chrono::Duration::hours(1),
+        )
+        .unwrap();
+    (dirs, servers, token)
+}
+
 async fn ingest_jobs(q: &PgQueue, states: &[JobState]) -> Vec<Job> {
     q.list(&JobFilter {
         kind: Some("ingest".into()),
@@ -65,38 +109,15 @@ async fn three_backends_share_one_queue_and_survive_a_kill() {
 
     // Three backends: one queue, one bucket, one dev issuer (same key and public URL).
     let db = common::postgres::fresh_database().await;
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut servers: Vec<Option<Server>> = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        let dev = dss::server::dev_issuer_dir(dir.path());
-        std::fs::create_dir_all(&dev).unwrap();
-        std::fs::write(dev.join("key.pem"), common::test_key_pem()).unwrap();
+    let (_dirs, started, token) = backends(&emu, &db, ("dss-mb-main", "dss-mb-checkout"), 3, |i, cmd| {
         let lease = if i == 2 { VICTIM_LEASE } else { Duration::from_secs(60) };
-        servers.push(Some(start_dss(dir.path(), |cmd| {
-            cmd.env("DSS_S3_BUCKET", "dss-mb-main")
-                .env("DSS_S3_CHECKOUT_BUCKET", "dss-mb-checkout")
-                .env("DSS_PUBLIC_URL", "http://dss.test")
-                .env("DSS_JOBS_URL", &db)
-                .env("DSS_SEARCH", "off")
-                .env("DSS_ASYNC_INGEST_THRESHOLD", "0")
-                .env("DSS_JOB_WORKERS", "2")
-                .env("DSS_JOB_LEASE", lease.as_secs().to_string());
-            emu.aws_env(cmd);
-        })));
-    }
+        cmd.env("DSS_ASYNC_INGEST_THRESHOLD", "0")
+            .env("DSS_JOB_WORKERS", "2")
+            .env("DSS_JOB_LEASE", lease.as_secs().to_string());
+    });
+    let mut servers: Vec<Option<Server>> = started.into_iter().map(Some).collect();
     let urls: Vec<String> = servers.iter().map(|s| s.as_ref().unwrap().url.clone()).collect();
     let victim_pid = servers[2].as_ref().unwrap().child.id();
-    let issuer =
-        dss::auth::dev::DevIssuer::load_or_create(&dss::server::dev_issuer_dir(dirs[0].path()), "http://dss.test/")
-            .unwrap();
-    let token = issuer
-        .mint(
-            "uploader@example.org",
-            Some("hca"),
-            "https://dev.data.humancellatlas.org/",
-            chrono::Duration::hours(1),
-        )
-        .unwrap();
     let queue = PgQueue::connect(&db).await.unwrap();
     let http = reqwest::Client::new();
 
@@ -298,35 +319,10 @@ async fn another_backends_writes_are_seen_at_once() {
     staging.put_tags("f.json", &tags(&c)).await.unwrap();
 
     let db = common::postgres::fresh_database().await;
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut servers = Vec::new();
-    for dir in &dirs {
-        let dev = dss::server::dev_issuer_dir(dir.path());
-        std::fs::create_dir_all(&dev).unwrap();
-        std::fs::write(dev.join("key.pem"), common::test_key_pem()).unwrap();
-        servers.push(start_dss(dir.path(), |cmd| {
-            cmd.env("DSS_S3_BUCKET", "dss-fw-main")
-                .env("DSS_S3_CHECKOUT_BUCKET", "dss-fw-checkout")
-                .env("DSS_PUBLIC_URL", "http://dss.test")
-                .env("DSS_JOBS_URL", &db)
-                .env("DSS_SEARCH", "off")
-                .env("DSS_BUCKET_FRESHNESS", "3600")
-                .env("ADMIN_USER_EMAILS", "uploader@example.org");
-            emu.aws_env(cmd);
-        }));
-    }
+    let (_dirs, servers, token) = backends(&emu, &db, ("dss-fw-main", "dss-fw-checkout"), 2, |_, cmd| {
+        cmd.env("DSS_BUCKET_FRESHNESS", "3600");
+    });
     let (a, b) = (servers[0].url.clone(), servers[1].url.clone());
-    let issuer =
-        dss::auth::dev::DevIssuer::load_or_create(&dss::server::dev_issuer_dir(dirs[0].path()), "http://dss.test/")
-            .unwrap();
-    let token = issuer
-        .mint(
-            "uploader@example.org",
-            Some("hca"),
-            "https://dev.data.humancellatlas.org/",
-            chrono::Duration::hours(1),
-        )
-        .unwrap();
     let http = reqwest::Client::new();
     let file = uuid::Uuid::new_v4().to_string();
     let bundle = uuid::Uuid::new_v4().to_string();
