@@ -33,6 +33,7 @@ where
     heartbeats_keep_a_lease(make().await).await;
     progress_is_reported_by_the_holder(make().await).await;
     concurrent_leases_never_share_a_job(Arc::new(make().await)).await;
+    concurrent_repeats_are_one_job(Arc::new(make().await)).await;
     listing_filters_and_prune(make().await).await;
     wait_wakes_on_enqueue(Arc::new(make().await)).await;
     runner_runs_retries_and_fails(Arc::new(make().await)).await;
@@ -63,6 +64,42 @@ pub async fn lease_takes_each_job_once<Q: JobQueue>(q: Q) {
         "a leased job is not leased again"
     );
     assert!(q.lease("w1", 0, LONG).await.expect("lease").is_empty());
+}
+
+/// Repeats of one key enqueued at the same moment (several writes of one bundle, in
+/// several processes) are still one queued job; batches naming keys in opposite orders
+/// do not deadlock.
+pub async fn concurrent_repeats_are_one_job<Q: JobQueue>(q: Arc<Q>) {
+    for round in 0..5 {
+        let (k1, k2) = (format!("hot-{round}"), format!("warm-{round}"));
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let q = q.clone();
+                let batch = if i % 2 == 0 {
+                    vec![job("index", &k1), job("index", &k2)]
+                } else {
+                    vec![job("index", &k2), job("index", &k1)]
+                };
+                tokio::spawn(async move { q.enqueue(batch).await.expect("enqueue") })
+            })
+            .collect();
+        let mut ids = HashSet::new();
+        for t in tasks {
+            ids.extend(t.await.expect("task"));
+        }
+        assert_eq!(ids.len(), 2, "round {round}: one job per key, got {ids:?}");
+        for key in [&k1, &k2] {
+            let listed = q
+                .list(&JobFilter {
+                    key: Some(key.clone()),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .expect("list");
+            assert_eq!(listed.len(), 1, "one row for {key}: {listed:?}");
+        }
+    }
 }
 
 /// Enqueueing a key that is queued returns the queued job; once it runs, a new one.

@@ -229,6 +229,21 @@ async fn notify_and_commit(mut tx: sqlx::Transaction<'_, sqlx::Postgres>) -> Que
 impl JobQueue for PgQueue {
     async fn enqueue(&self, jobs: Vec<NewJob>) -> QueueResult<Vec<JobId>> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Enqueues of one key, here and in other backends, take turns: each waits until the
+        // other's row is committed and then finds it, so a repeat is absorbed exactly.
+        // Locks are taken in one order (sorted) so batches never wait on each other in a
+        // circle; they are released at commit.
+        let mut keys: Vec<(&str, &str)> = jobs.iter().map(|j| (j.kind.as_str(), j.key.as_str())).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for (kind, key) in keys {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))")
+                .bind(kind)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
         let mut ids = Vec::with_capacity(jobs.len());
         for j in jobs {
             // A queued job with this key absorbs the new one (keeping the earlier time).
