@@ -96,7 +96,7 @@ fn migrator() -> sqlx::migrate::Migrator {
     }
 }
 
-const COLUMNS: &str = "id, kind, key, payload::text AS payload, state, attempts, run_at, worker, lease_until, error, created_at, updated_at, progress::text AS progress";
+const COLUMNS: &str = "id, kind, key, payload::text AS payload, state, attempts, run_at, worker, lease_until, error, created_at, updated_at, (SELECT p.progress::text FROM dss_job_progress p WHERE p.id = dss_jobs.id) AS progress";
 
 fn job(r: &PgRow) -> QueueResult<Job> {
     let corrupt = |e: sqlx::Error| QueueError::Corrupt(e.to_string());
@@ -231,19 +231,18 @@ impl JobQueue for PgQueue {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // Enqueues of one key, here and in other backends, take turns: each waits until the
         // other's row is committed and then finds it, so a repeat is absorbed exactly.
-        // Locks are taken in one order (sorted) so batches never wait on each other in a
+        // One statement takes every lock of the batch in lock-id order (the `OFFSET 0`
+        // keeps the sort below the calls), so batches never wait on each other in a
         // circle; they are released at commit.
-        let mut keys: Vec<(&str, &str)> = jobs.iter().map(|j| (j.kind.as_str(), j.key.as_str())).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        for (kind, key) in keys {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))")
-                .bind(kind)
-                .bind(key)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
+        let names: Vec<String> = jobs.iter().map(|j| format!("{}/{}", j.kind, j.key)).collect();
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(h) FROM
+               (SELECT DISTINCT hashtextextended(n, 0) AS h FROM unnest($1::text[]) AS n ORDER BY h OFFSET 0) AS ids",
+        )
+        .bind(&names)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
         let mut ids = Vec::with_capacity(jobs.len());
         for j in jobs {
             // A queued job with this key absorbs the new one (keeping the earlier time).
@@ -314,8 +313,9 @@ impl JobQueue for PgQueue {
     async fn report(&self, id: JobId, worker: &str, progress: &crate::model::Progress) -> QueueResult<bool> {
         let progress = serde_json::to_string(progress).map_err(|e| QueueError::Corrupt(e.to_string()))?;
         let r = sqlx::query(
-            "UPDATE dss_jobs SET progress = $3::jsonb, updated_at = now()
-             WHERE id = $1 AND worker = $2 AND state = 'running'",
+            "INSERT INTO dss_job_progress (id, progress)
+             SELECT id, $3::jsonb FROM dss_jobs WHERE id = $1 AND worker = $2 AND state = 'running'
+             ON CONFLICT (id) DO UPDATE SET progress = EXCLUDED.progress",
         )
         .bind(id)
         .bind(worker)
@@ -403,12 +403,17 @@ impl JobQueue for PgQueue {
     }
 
     async fn prune(&self, before: DateTime<Utc>) -> QueueResult<u64> {
-        let r = sqlx::query("DELETE FROM dss_jobs WHERE state = 'completed' AND updated_at < $1")
-            .bind(before)
-            .execute(&self.fast)
-            .await
-            .map_err(unavailable)?;
-        Ok(r.rows_affected())
+        let row = sqlx::query(
+            "WITH gone AS (DELETE FROM dss_jobs WHERE state = 'completed' AND updated_at < $1 RETURNING id),
+                  reports AS (DELETE FROM dss_job_progress WHERE id IN (SELECT id FROM gone))
+             SELECT count(*) FROM gone",
+        )
+        .bind(before)
+        .fetch_one(&self.fast)
+        .await
+        .map_err(unavailable)?;
+        let n: i64 = row.try_get(0).map_err(unavailable)?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn wait(&self, max: Duration) {
