@@ -26,7 +26,9 @@ fn start_dss(data: &Path, s3: &Emulator, gcs: &Emulator, jwks: &Path) -> Server 
             .env("STORAGE_EMULATOR_HOST", &gcs.endpoint)
             .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
             .env("DSS_TRUSTED_JWKS", jwks)
-            .env("DSS_AUTHORIZED_DOMAINS", SA_DOMAIN);
+            .env("DSS_AUTHORIZED_DOMAINS", SA_DOMAIN)
+            // A third replica, on local disk: the CLI must be able to name it.
+            .env("DSS_REPLICAS", "aws,gcp,spare");
         s3.aws_env(cmd);
     })
 }
@@ -230,6 +232,10 @@ fn hca_cli_upload_and_download() {
     );
 
     hca.download_matches(&bundle_uuid, &tmp.path().join("download"), &expected);
+    // The replica set comes from configuration, and the CLI's choices from our OpenAPI
+    // document: the third replica can be named (and holds nothing yet).
+    let spare: Value = serde_json::from_str(&hca.run(&["dss", "get-bundles-all", "--replica", "spare"])).unwrap();
+    assert_eq!(spare["bundles"], serde_json::json!([]), "{spare}");
 
     // The gcp replica: a file staged in GCS, ingested through the API, bundled, downloaded.
     let data = std::fs::read(fixtures().join("example_bundle/project_0.json")).unwrap();

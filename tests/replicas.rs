@@ -61,6 +61,11 @@ async fn a_third_local_replica_serves_files_and_bundles() {
     let title = r.json()["title"].as_str().unwrap().to_string();
     assert!(title.contains("'aws', 'gcp', 'spare'"), "{title}");
     assert!(title.contains(r#""nope\"x""#), "{title}");
+    // The OpenAPI document offers every replica, so the hca CLI can name the third.
+    let doc = env.get("/v1/swagger.json").await.json();
+    let params = doc["paths"]["/files/{uuid}"]["get"]["parameters"].as_array().unwrap();
+    let replica = params.iter().find(|p| p["name"] == "replica").unwrap();
+    assert_eq!(replica["enum"], serde_json::json!(["aws", "gcp", "spare"]), "{replica}");
 }
 
 #[test]

@@ -32,15 +32,47 @@ pub async fn health<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>) -> 
 }
 
 /// `GET /v1/swagger.json`: the OpenAPI document, with `host` and `schemes` set to
-/// how this request reached us (the `hca` CLI calls `{scheme}://{host}{basePath}`).
+/// how this request reached us (the `hca` CLI calls `{scheme}://{host}{basePath}`), and
+/// every `replica` parameter offering this deployment's replicas (the CLI builds its
+/// choices from them, so a replica added by `DSS_REPLICAS` can be named there).
 pub fn swagger<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>, ctx: &Ctx<'_>) -> Response {
     let mut doc = app.swagger.clone();
+    offer_replicas(&mut doc, &app.replicas.names());
     let (scheme, host) = ctx.base_url.split_once("://").unwrap_or(("http", &ctx.base_url));
     if let Some(obj) = doc.as_object_mut() {
         obj.insert("host".into(), Value::String(host.trim_end_matches('/').to_string()));
         obj.insert("schemes".into(), json!([scheme]));
     }
     json_response(StatusCode::OK, &doc)
+}
+
+/// Set the `enum` of every parameter named `replica` to `names` (its `default` too, when
+/// that is not one of them).
+fn offer_replicas(doc: &mut Value, names: &[&str]) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let params = paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|ops| ops.values_mut())
+        .filter_map(|op| op.get_mut("parameters").and_then(Value::as_array_mut))
+        .flatten()
+        .filter(|p| p.get("name").and_then(Value::as_str) == Some("replica"));
+    for p in params {
+        if p.get("enum").is_some() {
+            p["enum"] = json!(names);
+        }
+        let default_ok = p
+            .get("default")
+            .and_then(Value::as_str)
+            .is_none_or(|d| names.contains(&d));
+        if !default_ok {
+            if let Some(first) = names.first() {
+                p["default"] = json!(first);
+            }
+        }
+    }
 }
 
 /// `GET /.well-known/openid-configuration` for the dev issuer.
@@ -80,4 +112,30 @@ pub fn application_secrets<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, 
         ApiError::NotFound("no application secrets are configured (GOOGLE_APPLICATION_SECRETS)".into())
     })?;
     Ok(json_response(StatusCode::OK, doc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_parameters_offer_the_configured_replicas() {
+        let mut doc: Value = serde_json::from_str(include_str!("../../schema/dss-api.json")).unwrap();
+        offer_replicas(&mut doc, &["gcp", "spare"]);
+        let mut seen = 0;
+        for ops in doc["paths"].as_object().unwrap().values() {
+            for op in ops.as_object().unwrap().values() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    if p["name"] == "replica" {
+                        seen += 1;
+                        assert_eq!(p["enum"], json!(["gcp", "spare"]), "{p}");
+                        if let Some(d) = p.get("default") {
+                            assert_eq!(d, "gcp", "a default that is not offered is replaced: {p}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(seen >= 8, "{seen} replica parameters");
+    }
 }
