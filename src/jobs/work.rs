@@ -11,7 +11,7 @@ use crate::bucket::ingest::{ingest, IngestJob};
 use crate::bucket::keys::parse_bundle_key;
 use crate::http::{ReqwestClient, TokioSleeper};
 use crate::model::{BoxFuture, ProgressCounter};
-use crate::search::indexer::{ops_for_key, IndexError, IndexJob};
+use crate::search::indexer::{ops_for_key, tombstone_ops_if_hidden, IndexError, IndexJob};
 use crate::search::{IndexOp, SearchError};
 use crate::storage::AnyStore;
 use std::sync::{Arc, Mutex};
@@ -176,6 +176,29 @@ impl JobSink for QueueJobs {
     }
 }
 
+impl From<IndexError> for Outcome {
+    fn from(e: IndexError) -> Self {
+        match e {
+            e @ IndexError::Store(_) => Outcome::Retry(e.to_string()),
+            e => Outcome::Fail(e.to_string()),
+        }
+    }
+}
+
+/// The error a job of `kind` is failed with after `attempts` that ended in `error`. An
+/// ingest's is read back to answer HEAD/GET of its file, so it is a [`JobFailure`] with a
+/// public title (503: nothing was wrong with the request); the details are in the log.
+fn gave_up(kind: &str, attempts: u32, error: &str) -> String {
+    let reason = format!("gave up after {attempts} attempts: {error}");
+    if kind != INGEST {
+        return reason;
+    }
+    let e = ApiError::Unavailable(format!(
+        "the ingest gave up after {attempts} attempts while storage was unavailable; submit the file again"
+    ));
+    serde_json::to_string(&JobFailure::from(&e)).unwrap_or(reason)
+}
+
 /// The runner's handler for every kind of job.
 pub struct Worker {
     app: Arc<Services>,
@@ -221,28 +244,51 @@ impl Worker {
             Err(e) => return Outcome::Fail(e.to_string()),
         };
         let bucket = self.app.bucket(replica);
-        let ops = match ops_for_key(&bucket, &index_job.key, self.app.clock.now(), self.scrubber.as_deref()).await {
-            Ok(ops) => ops,
-            Err(e) if e.is_transient() => return Outcome::Retry(e.to_string()),
-            Err(e @ IndexError::Store(_)) => return Outcome::Retry(e.to_string()),
-            Err(e) => return Outcome::Fail(e.to_string()),
+        let key = &index_job.key;
+        let indexed = match ops_for_key(&bucket, key, self.app.clock.now(), self.scrubber.as_deref()).await {
+            Ok(ops) => self.write(&*engine, &index_job.replica, ops).await,
+            Err(e) => Err(e.into()),
         };
+        // A tombstone written while this bundle's document was being built has had its
+        // own document indexed, perhaps before ours replaced it: look again, and if the
+        // version is hidden now, index its tombstone document after ours.
+        let rechecked = match indexed {
+            Ok(()) => match tombstone_ops_if_hidden(&bucket, key, self.app.clock.now()).await {
+                Ok(ops) => self.write(&*engine, &index_job.replica, ops).await,
+                Err(e) => Err(e.into()),
+            },
+            Err(o) => Err(o),
+        };
+        rechecked.err().unwrap_or(Outcome::Done)
+    }
+
+    /// Index `ops` (none: nothing to do); how a failure ends the job.
+    async fn write(
+        &self,
+        engine: &dyn crate::search::SearchEngine,
+        replica: &str,
+        ops: Vec<IndexOp>,
+    ) -> Result<(), Outcome> {
         if ops.is_empty() {
-            return Outcome::Done;
+            return Ok(());
         }
-        match self.batcher.index(&*engine, &index_job.replica, ops).await {
-            Ok(()) => Outcome::Done,
-            Err(e @ (SearchError::Unavailable(_) | SearchError::Internal(_) | SearchError::TimedOut(_))) => {
+        self.batcher.index(engine, replica, ops).await.map_err(|e| match e {
+            SearchError::Unavailable(_) | SearchError::Internal(_) | SearchError::TimedOut(_) => {
                 Outcome::Retry(e.to_string())
             }
-            Err(e) => Outcome::Fail(e.to_string()),
-        }
+            e => Outcome::Fail(e.to_string()),
+        })
     }
 }
 
 impl Handler for Worker {
     fn max_attempts(&self, job: &Job) -> u32 {
         Work::max_attempts(&job.kind)
+    }
+
+    fn give_up(&self, job: &Job, error: String) -> String {
+        tracing::error!(kind = %job.kind, key = %job.key, attempts = job.attempts, "job gave up: {error}");
+        gave_up(&job.kind, job.attempts, &error)
     }
 
     async fn run(&self, job: &Job, progress: Arc<ProgressCounter>) -> Outcome {
@@ -322,6 +368,17 @@ mod tests {
             updated_at: now,
             progress: None,
         }
+    }
+
+    #[test]
+    fn a_given_up_ingest_answers_503_without_its_details() {
+        let f: JobFailure = serde_json::from_str(&gave_up(INGEST, 40, "storage: 10.0.0.7 refused")).unwrap();
+        assert_eq!((f.status, f.code.as_str()), (503, "service_unavailable"));
+        assert!(
+            f.title.contains("gave up after 40 attempts") && !f.title.contains("10.0.0.7"),
+            "{f:?}"
+        );
+        assert_eq!(gave_up(INDEX, 3, "down"), "gave up after 3 attempts: down");
     }
 
     #[test]

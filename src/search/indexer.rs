@@ -72,8 +72,10 @@ impl IndexError {
 
 /// The index operations that bring the index up to date with `key`.
 ///
-/// The uuid's keys are listed anew (never from a kept listing): a tombstone written
-/// a moment ago by another backend must not be overwritten by its bundle's document.
+/// The uuid's keys are listed anew (never from a kept listing), and after a bundle's
+/// document is indexed [`tombstone_ops_if_hidden`] looks again: a tombstone written
+/// meanwhile (here or by another backend) is never left overwritten by its bundle's
+/// document.
 /// With `scrubber`, each file is scrubbed by its JSON schema first (see [`super::schema`]).
 pub async fn ops_for_key<S: Store, F: FileDoc, H: HttpClient>(
     bucket: &Bucket<'_, S, F>,
@@ -137,6 +139,31 @@ pub async fn ops_for_key<S: Store, F: FileDoc, H: HttpClient>(
 
 /// One indexed file's JSON; `None` when it is too large or not JSON (skipped, as the
 /// original skipped unparsable files).
+/// For a manifest key: the tombstone document of its version if a tombstone hides it now
+/// (listed anew), else nothing; for other keys nothing. Run after a bundle's document was
+/// indexed, so that a tombstone indexed meanwhile is not left overwritten by it.
+pub async fn tombstone_ops_if_hidden<S: Store, F: FileDoc>(
+    bucket: &Bucket<'_, S, F>,
+    key: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<IndexOp>, IndexError> {
+    let Some(BundleKey::Manifest { uuid, version }) = parse_bundle_key(key) else {
+        return Ok(Vec::new());
+    };
+    let seen = bucket.visibility(uuid, now, Listing::Fresh).await?;
+    let Some(by) = seen.hidden_by(version) else {
+        return Ok(Vec::new());
+    };
+    let tomb = bucket
+        .tombstone(uuid, by)
+        .await?
+        .ok_or_else(|| IndexError::Missing(format!("the tombstone of {uuid}")))?;
+    Ok(vec![IndexOp::Put {
+        id: format!("{uuid}.{version}"),
+        doc: tombstone_document_json(uuid, version, &tomb),
+    }])
+}
+
 async fn read_indexed<S: Store, F: FileDoc>(
     bucket: &Bucket<'_, S, F>,
     uuid: &str,
@@ -188,4 +215,61 @@ pub async fn bundle_doc<S: Store, F: FileDoc, H: HttpClient>(
         files = s.scrub_files(files).await;
     }
     Ok(bundle_document(uuid, &manifest, &files)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bucket::keys::{bundle_key, tombstone_key};
+    use crate::bucket::Memo;
+    use crate::model::manifest::{BundleManifest, FileMetadata, Tombstone};
+    use crate::storage::memory::MemoryStore;
+    use crate::storage::PutOptions;
+
+    /// The look after indexing a bundle finds a tombstone written meanwhile, and only then.
+    #[tokio::test]
+    async fn a_tombstone_written_meanwhile_is_found_again() {
+        let store = MemoryStore::new("t", None, std::sync::Arc::new(crate::model::SystemClock));
+        let memo = Memo::<FileMetadata>::default();
+        let bucket = Bucket::new("aws", &store, &memo, None);
+        let (u, v) = ("0b0e7c1e-0000-4000-8000-000000000000", "2019-01-01T000000.000000Z");
+        let now = chrono::Utc::now();
+        let manifest = BundleManifest::new(v, Vec::new(), 1).to_bytes();
+        store
+            .put(&bundle_key(u, v), manifest.into(), PutOptions::if_absent())
+            .await
+            .unwrap();
+        assert!(tombstone_ops_if_hidden(&bucket, &bundle_key(u, v), now)
+            .await
+            .unwrap()
+            .is_empty());
+        // Kept listings do not hide it: the look lists anew.
+        let tomb = Tombstone {
+            email: "a@example.org".into(),
+            reason: Some("gone".into()),
+            admin_deleted: true,
+            version: Some(v.into()),
+        };
+        store
+            .put(
+                &tombstone_key(u, Some(v)),
+                tomb.to_bytes().into(),
+                PutOptions::if_absent(),
+            )
+            .await
+            .unwrap();
+        let ops = tombstone_ops_if_hidden(&bucket, &bundle_key(u, v), now).await.unwrap();
+        match ops.as_slice() {
+            [IndexOp::Put { id, doc }] => {
+                assert_eq!(id, &format!("{u}.{v}"));
+                assert_eq!(doc["reason"], "gone", "{doc}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Other keys need no look.
+        assert!(tombstone_ops_if_hidden(&bucket, &tombstone_key(u, Some(v)), now)
+            .await
+            .unwrap()
+            .is_empty());
+    }
 }

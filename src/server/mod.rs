@@ -286,12 +286,13 @@ pub fn start_jobs(app: Arc<NativeApp>, queue: Arc<AnyQueue>, cfg: &ServeConfig) 
         usize::try_from(cfg.job_workers).unwrap_or(1),
         Duration::from_secs(cfg.job_lease),
     );
+    // Subscribed before anything else runs, so that no announcement goes by unheard.
+    if let Some(news) = queue.writes() {
+        tokio::spawn(forget_what_others_wrote(app.clone(), news));
+    }
     tokio::spawn(async move {
         if let Err(e) = crate::jobs::import_legacy_records(&dir, &*queue).await {
             tracing::error!("job records of an earlier version not moved into the queue (kept on disk): {e}");
-        }
-        if let Some(news) = queue.writes() {
-            tokio::spawn(forget_what_others_wrote(app.clone(), news));
         }
         let work = Arc::new(crate::jobs::work::Worker::new(app.clone(), scrubber));
         let _runner = runner::start(queue.clone(), work, runner_cfg);

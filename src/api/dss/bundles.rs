@@ -564,6 +564,7 @@ mod tests {
                     std::time::Duration::ZERO,
                     clock.clone(),
                 )
+                .with_immutable(crate::bucket::keys::immutable_document)
             },
             clock.clone(),
         );

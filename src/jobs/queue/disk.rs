@@ -413,7 +413,7 @@ impl JobQueue for DiskQueue {
             .run(true, move |c| {
                 let now = now_ms();
                 c.prepare_cached(
-                    "UPDATE jobs SET state = 'queued', run_at = ?1, worker = NULL, updated_at = ?1
+                    "UPDATE jobs SET state = 'queued', run_at = ?1, worker = NULL, attempts = 0, updated_at = ?1
                      WHERE id = ?2 AND state = 'failed'",
                 )
                 .and_then(|mut s| s.execute(params![now, id]))

@@ -194,7 +194,8 @@ pub trait JobQueue: Send + Sync + 'static {
     fn get(&self, id: JobId) -> impl Future<Output = QueueResult<Option<Job>>> + Send;
     /// Jobs matching `filter`, newest first.
     fn list(&self, filter: &JobFilter) -> impl Future<Output = QueueResult<Vec<Job>>> + Send;
-    /// Queue a failed job again, now; `false` if it is not failed.
+    /// Queue a failed job again, now, with its attempts counted anew; `false` if it is
+    /// not failed.
     fn retry(&self, id: JobId) -> impl Future<Output = QueueResult<bool>> + Send;
     /// Remove completed jobs last changed before `before`; how many.
     fn prune(&self, before: DateTime<Utc>) -> impl Future<Output = QueueResult<u64>> + Send;

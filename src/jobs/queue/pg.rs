@@ -194,8 +194,15 @@ async fn listen(pool: PgPool, notify: Arc<Notify>, writes: tokio::sync::broadcas
         }
         let _ = writes.send(WriteNews::Missed);
         loop {
-            match l.recv().await {
-                Ok(n) if n.channel() == WRITES => {
+            // `try_recv`, not `recv`: after a dropped connection `recv` reconnects by itself
+            // and says nothing of what was sent meanwhile; `Ok(None)` tells us.
+            match l.try_recv().await {
+                Ok(None) => {
+                    tracing::warn!("job queue: notification connection lost; reconnecting");
+                    let _ = writes.send(WriteNews::Missed);
+                    notify.notify_waiters();
+                }
+                Ok(Some(n)) if n.channel() == WRITES => {
                     let news = match n.payload().split_once(' ') {
                         Some((replica, key)) => WriteNews::Written {
                             replica: replica.to_string(),
@@ -205,7 +212,7 @@ async fn listen(pool: PgPool, notify: Arc<Notify>, writes: tokio::sync::broadcas
                     };
                     let _ = writes.send(news);
                 }
-                Ok(_) => notify.notify_one(),
+                Ok(Some(_)) => notify.notify_one(),
                 Err(e) => {
                     tracing::warn!("job queue: notification stream ended: {e}");
                     break;
@@ -391,7 +398,7 @@ impl JobQueue for PgQueue {
     async fn retry(&self, id: JobId) -> QueueResult<bool> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let r = sqlx::query(
-            "UPDATE dss_jobs SET state = 'queued', run_at = now(), worker = NULL, updated_at = now()
+            "UPDATE dss_jobs SET state = 'queued', run_at = now(), worker = NULL, attempts = 0, updated_at = now()
              WHERE id = $1 AND state = 'failed'",
         )
         .bind(id)

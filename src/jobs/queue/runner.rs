@@ -35,6 +35,13 @@ pub trait Handler: Send + Sync + 'static {
     fn max_attempts(&self, _job: &Job) -> u32 {
         u32::MAX
     }
+
+    /// The error a job is marked failed with when a retry after its last attempt is
+    /// refused (`error`: the attempt's own). Kinds whose errors are read back (an
+    /// ingest's answers HEAD/GET of its file) say it in their own format.
+    fn give_up(&self, job: &Job, error: String) -> String {
+        format!("gave up after {} attempts: {error}", job.attempts)
+    }
 }
 
 /// How a runner works.
@@ -185,9 +192,7 @@ async fn run_one<Q: JobQueue, H: Handler>(queue: &Q, handler: &H, job: Job, cfg:
     };
     report(&mut reported).await;
     let outcome = match outcome {
-        Outcome::Retry(e) if job.attempts >= handler.max_attempts(&job) => {
-            Outcome::Fail(format!("gave up after {} attempts: {e}", job.attempts))
-        }
+        Outcome::Retry(e) if job.attempts >= handler.max_attempts(&job) => Outcome::Fail(handler.give_up(&job, e)),
         o => o,
     };
     let recorded = match &outcome {
