@@ -393,5 +393,18 @@ async fn another_backends_writes_are_seen_at_once() {
     within((v2.into(), 200, v1.into())).await;
     assert_eq!(delete(String::new()).await.unwrap().status(), 200);
     within((v2.into(), 404, String::new())).await;
+
+    // Search is off on these backends: said so, and not as something to retry.
+    let r = http
+        .post(format!("{a}/v1/search?replica=aws"))
+        .json(&serde_json::json!({"es_query": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 501);
+    assert!(r.headers().get("retry-after").is_none());
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "not_implemented", "{e}");
+    assert!(e["title"].as_str().unwrap().contains("DSS_SEARCH=off"), "{e}");
     drop(servers);
 }

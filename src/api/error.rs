@@ -101,6 +101,10 @@ pub enum ApiError {
     /// 503 `service_unavailable`, with a title of our own words (no upstream text).
     #[error("{0}")]
     Unavailable(String),
+    /// 501 `not_implemented`: this server was configured without the capability (a
+    /// retry cannot help, so no `Retry-After`).
+    #[error("{0}")]
+    NotImplemented(String),
     /// 503 `service_unavailable`: storage is down or refusing; the detail is logged only.
     #[error("storage unavailable: {0}")]
     StorageUnavailable(String),
@@ -208,6 +212,7 @@ impl ApiError {
             Auth(AuthError::KeysUnavailable(_)) | ReadOnly | Unavailable(_) | StorageUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Auth(_) => StatusCode::UNAUTHORIZED,
             Internal(_) | SearchInternal(_) | Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
             TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -250,6 +255,7 @@ impl ApiError {
             BadDownloadUrl(_) => "forbidden",
             ReadOnly => "read_only",
             Unavailable(_) | StorageUnavailable(_) => "service_unavailable",
+            NotImplemented(_) => "not_implemented",
             Internal(_) => "unhandled_exception",
             Misconfigured(_) => "misconfigured",
             TimedOut(_) => "timed_out",

@@ -130,7 +130,7 @@ pub static JWKS: RouteSpec = spec!(GET "/.well-known/jwks.json", Service, Access
 pub static BLOB: RouteSpec = spec!(GET "/blob/{store}/{key}", Service, Access::Public, write: false, edge: false, body: BodyRule::None, [200, 206, 403, 404, 416]);
 /// `POST /v1/search`.
 pub static SEARCH: RouteSpec = spec!(POST "/v1/search", DssV1, Access::Public, write: false, edge: false,
-    body: BodyRule::Json { limit: SEARCH_BODY }, [200, 206, 400, 413, 415, 500, 503, 504]);
+    body: BodyRule::Json { limit: SEARCH_BODY }, [200, 206, 400, 413, 415, 500, 501, 503, 504]);
 /// `HEAD /v1/files/{uuid}`.
 pub static FILE_HEAD: RouteSpec = spec!(HEAD "/v1/files/{uuid}", DssV1, Access::Public, write: false, edge: true,
     body: BodyRule::None, [200, 400, 404, 422, 500, 503, 504]);

@@ -69,7 +69,7 @@ pub async fn post<S: Store, H: HttpClient, T: Sleeper>(
     let engine = app
         .search
         .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("search is not available on this server".into()))?;
+        .ok_or_else(|| ApiError::NotImplemented("search is turned off on this server (DSS_SEARCH=off)".into()))?;
     let page = engine
         .search(SearchRequest {
             replica: &replica.name,
