@@ -42,6 +42,8 @@ fn start_backend(data: &Path, s3: &Emulator, gcs: &Emulator) -> (binary::Server,
             .env("DSS_S3_CHECKOUT_BUCKET", "dss-checkout")
             .env("ADMIN_USER_EMAILS", ADMIN)
             .env("DSS_BUNDLE_FILE_WAIT", "0")
+            // A third replica, in the backend's data directory: the edge forwards its reads.
+            .env("DSS_REPLICAS", "aws,gcp,spare")
             .env("DSS_DEBUG", "1")
             .env_remove("RUST_LOG")
             .env("DSS_GS_BUCKET", "dss-gs-main")
@@ -160,6 +162,7 @@ async fn edge_worker_in_front_of_the_backend() {
             "ADMIN_USER_EMAILS": ADMIN,
             "DSS_CORS_ORIGINS": "https://portal.example.org",
             "DSS_SEARCH_CACHE_TTL": "3",
+            "DSS_REPLICAS": "aws,gcp,spare",
             }),
         ),
         dir.path().join("worker.log"),
@@ -290,6 +293,7 @@ async fn edge_worker_in_front_of_the_backend() {
     // The differential: every read route, the same answer from both.
     let f0 = &files[0].0;
     let missing = uuid::Uuid::new_v4();
+    let spare = uuid::Uuid::new_v4().to_string();
     let mut reads: Vec<(&str, String)> = vec![
         ("GET", "/version".into()),
         ("GET", "/internal/health".into()),
@@ -335,6 +339,8 @@ async fn edge_worker_in_front_of_the_backend() {
         ("GET", "/v1/bundles/all?replica=aws&per_page=10".into()),
         ("GET", format!("/v1/bundles/all?replica=aws&prefix={}", &b1[..4])),
         ("GET", "/v1/bundles/all?replica=gcp".into()),
+        ("GET", format!("/v1/files/{spare}?replica=spare")),
+        ("GET", format!("/v1/bundles/{spare}?replica=spare")),
         ("POST", format!("/v1/files/{f0}?replica=aws")),
     ];
     // Follow the paging link of the 10-per-page listing as a client would.
@@ -350,6 +356,8 @@ async fn edge_worker_in_front_of_the_backend() {
     let next = first.header("link").unwrap().to_string();
     let next = next.trim_start_matches('<').split('>').next().unwrap().replace(w, "");
     reads.push(("GET", next));
+    let spare_reads = || log_lines(&backend_log, &spare).len();
+    let spare_before = spare_reads();
     let mut compared = 0;
     for (m, path) in &reads {
         let from_backend = essence(&call(&c, m, &format!("{b}{path}"), None, None).await, &bases);
@@ -365,6 +373,19 @@ async fn edge_worker_in_front_of_the_backend() {
         compared += 1;
     }
     assert_eq!(compared, reads.len());
+    // The third replica's reads reached the backend from the worker too (two each).
+    assert_eq!(
+        spare_reads() - spare_before,
+        4,
+        "the worker forwards the spare replica's reads"
+    );
+    // And the worker's OpenAPI document offers it.
+    let doc = call(&c, "GET", &format!("{w}/v1/swagger.json"), None, None)
+        .await
+        .json();
+    let params = doc["paths"]["/files/{uuid}"]["get"]["parameters"].as_array().unwrap();
+    let replica = params.iter().find(|p| p["name"] == "replica").unwrap();
+    assert_eq!(replica["enum"], json!(["aws", "gcp", "spare"]), "{replica}");
 
     // The worker's redirects reach the bytes in moto.
     for (u, _, data, sums) in files.iter().take(4) {

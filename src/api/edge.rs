@@ -4,6 +4,7 @@
 
 use super::cors::CorsOrigins;
 use super::params::{split_list, Query};
+use super::replicas::{specs, ReplicaSpec, StoreKind};
 use super::{ApiConfig, Route};
 use crate::auth::AuthConfig;
 use sha2::{Digest, Sha256};
@@ -27,10 +28,10 @@ pub struct EdgeConfig {
     pub auth: AuthConfig,
     /// `DSS_TRUSTED_JWKS`: the JWKS document itself (there are no files at the edge).
     pub trusted_jwks: Option<String>,
-    /// `DSS_S3_BUCKET`, `DSS_S3_CHECKOUT_BUCKET`: the `aws` replica, read at the edge.
-    pub s3: Option<(String, Option<String>)>,
-    /// `DSS_GS_BUCKET`, `DSS_GS_CHECKOUT_BUCKET`: the `gcp` replica, read at the edge.
-    pub gs: Option<(String, Option<String>)>,
+    /// The replicas, as the backend reads them (`DSS_REPLICAS`, `DSS_S3_BUCKET`,
+    /// `DSS_GS_BUCKET`, `DSS_REPLICA_{NAME}_*`): those in a cloud bucket are read at the
+    /// edge; those in the backend's data directory are forwarded.
+    pub replicas: Vec<ReplicaSpec>,
     /// `DSS_EDGE_LIST_TTL` (seconds, default 5): how long "latest version" lookups and
     /// `/bundles/all` pages are cached. Immutable documents are cached for a year.
     pub list_ttl: Duration,
@@ -112,40 +113,67 @@ impl EdgeConfig {
             application_secrets: None,
             async_ingest_threshold: crate::bucket::ingest::ASYNC_THRESHOLD,
         };
-        let pair = |main: &str, checkout: &str| var(main).map(|m| (m, var(checkout)));
+        let names = split_list(&var("DSS_REPLICAS").unwrap_or_else(|| "aws,gcp".into()));
+        let replicas = specs(
+            &names,
+            (&var("DSS_S3_BUCKET"), &var("DSS_S3_CHECKOUT_BUCKET")),
+            (&var("DSS_GS_BUCKET"), &var("DSS_GS_CHECKOUT_BUCKET")),
+            &|k: &str| var(k),
+        )
+        .map_err(|e| EdgeConfigError {
+            name: "DSS_REPLICAS",
+            problem: e.to_string(),
+        })?;
         Ok(EdgeConfig {
             backend_url: backend_url.trim_end_matches('/').to_string(),
             api,
             auth,
             trusted_jwks: var("DSS_TRUSTED_JWKS"),
-            s3: pair("DSS_S3_BUCKET", "DSS_S3_CHECKOUT_BUCKET"),
-            gs: pair("DSS_GS_BUCKET", "DSS_GS_CHECKOUT_BUCKET"),
+            replicas,
             list_ttl: secs("DSS_EDGE_LIST_TTL", 5)?,
             search_ttl: secs("DSS_SEARCH_CACHE_TTL", 60)?,
         })
     }
 
-    /// The replicas whose buckets the edge reads itself.
-    pub fn edge_replicas(&self) -> HashSet<&'static str> {
-        let mut r = HashSet::new();
-        if self.s3.is_some() {
-            r.insert("aws");
+    /// Which replicas exist, and which of them the edge reads itself.
+    pub fn edge_replicas(&self) -> EdgeReplicas {
+        EdgeReplicas {
+            all: self.replicas.iter().map(|r| r.name.clone()).collect(),
+            read_here: self
+                .replicas
+                .iter()
+                .filter(|r| r.kind != StoreKind::Local)
+                .map(|r| r.name.clone())
+                .collect(),
         }
-        if self.gs.is_some() {
-            r.insert("gcp");
+    }
+}
+
+/// The replicas of a deployment as the edge sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EdgeReplicas {
+    all: HashSet<String>,
+    read_here: HashSet<String>,
+}
+
+impl EdgeReplicas {
+    /// `all`, of which the edge reads `read_here` itself.
+    pub fn new<'a>(all: impl IntoIterator<Item = &'a str>, read_here: impl IntoIterator<Item = &'a str>) -> Self {
+        EdgeReplicas {
+            all: all.into_iter().map(str::to_string).collect(),
+            read_here: read_here.into_iter().map(str::to_string).collect(),
         }
-        r
     }
 }
 
 /// Whether the edge answers `route` itself: a read route, on a replica the edge reads
 /// (or no replica at all). Unknown replica names are answered too (with the router's 400).
-pub fn answer_at_edge(route: &Route<'_>, query: &Query, replicas: &HashSet<&'static str>) -> bool {
+pub fn answer_at_edge(route: &Route<'_>, query: &Query, replicas: &EdgeReplicas) -> bool {
     if !route.runs_at_edge() {
         return false;
     }
     match query.get("replica") {
-        Some(r @ ("aws" | "gcp")) => replicas.contains(r),
+        Some(r) if replicas.all.contains(r) => replicas.read_here.contains(r),
         _ => true,
     }
 }
@@ -222,13 +250,37 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.backend_url, "https://backend.example.org");
-        assert_eq!(c.s3, Some(("main".to_string(), None)));
-        assert_eq!(c.gs, None);
+        assert_eq!(
+            (
+                c.replicas[0].name.as_str(),
+                c.replicas[0].kind,
+                c.replicas[0].bucket.as_deref()
+            ),
+            ("aws", StoreKind::S3, Some("main"))
+        );
+        assert_eq!(
+            (c.replicas[1].name.as_str(), c.replicas[1].kind),
+            ("gcp", StoreKind::Local)
+        );
         assert_eq!(c.auth.audiences, ["a", "b"]);
         assert_eq!(c.api.cors_origins, CorsOrigins::Any);
         assert_eq!(c.search_ttl, Duration::from_secs(7));
         assert_eq!(c.list_ttl, Duration::from_secs(5));
-        assert_eq!(c.edge_replicas(), HashSet::from(["aws"]));
+        assert_eq!(c.edge_replicas(), EdgeReplicas::new(["aws", "gcp"], ["aws"]));
+        // A third replica is configuration only, at the edge as at the backend.
+        let c = EdgeConfig::from_vars(&vars(&[
+            ("BACKEND_URL", "http://b"),
+            ("DSS_REPLICAS", "aws,gcp,minio,spare"),
+            ("DSS_REPLICA_MINIO_STORE", "s3"),
+            ("DSS_REPLICA_MINIO_BUCKET", "dss-minio"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.edge_replicas(),
+            EdgeReplicas::new(["aws", "gcp", "minio", "spare"], ["minio"])
+        );
+        let bad = EdgeConfig::from_vars(&vars(&[("BACKEND_URL", "http://b"), ("DSS_REPLICAS", "aws,aws")]));
+        assert_eq!(bad.unwrap_err().name, "DSS_REPLICAS");
         let bad = EdgeConfig::from_vars(&vars(&[("BACKEND_URL", "http://b"), ("DSS_EDGE_LIST_TTL", "soon")]));
         assert_eq!(bad.unwrap_err().name, "DSS_EDGE_LIST_TTL");
     }
@@ -250,10 +302,11 @@ mod tests {
 
     #[test]
     fn reads_on_replicas_without_edge_buckets_are_forwarded() {
-        let aws = HashSet::from(["aws"]);
+        let aws = EdgeReplicas::new(["aws", "gcp", "spare"], ["aws"]);
         let get = Route::classify(&Method::GET, "/v1/files/u");
         assert!(answer_at_edge(&get, &Query::parse("replica=aws"), &aws));
         assert!(!answer_at_edge(&get, &Query::parse("replica=gcp"), &aws));
+        assert!(!answer_at_edge(&get, &Query::parse("replica=spare"), &aws));
         assert!(answer_at_edge(&get, &Query::parse("replica=azure"), &aws));
         assert!(answer_at_edge(&get, &Query::parse(""), &aws));
         let put = Route::classify(&Method::PUT, "/v1/files/u");

@@ -9,6 +9,7 @@ pub mod edge;
 pub mod error;
 pub mod meta;
 pub mod params;
+pub mod replicas;
 pub mod routes;
 
 use crate::auth::{Authenticator, Identity};

@@ -7,6 +7,7 @@
 //! module only carries it out with the Workers APIs (fetch, Cache API, timers, clock).
 
 use crate::api::edge::{self as policy, EdgeConfig};
+use crate::api::replicas::StoreKind;
 use crate::api::{cors, ApiError, App, Body, Replica, Replicas, Route};
 use crate::auth::jwks::{parse_jwks, KeySet};
 use crate::auth::Authenticator;
@@ -19,7 +20,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderValue, Method, StatusCode};
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +34,7 @@ type EdgeApp = App<EdgeStore, FetchClient, WorkerSleeper>;
 struct Edge {
     app: EdgeApp,
     cfg: EdgeConfig,
-    replicas: HashSet<&'static str>,
+    replicas: policy::EdgeReplicas,
     http: FetchClient,
 }
 
@@ -99,37 +99,40 @@ fn build(env: &Env) -> Result<Edge, String> {
             String::new(),
         )
     };
-    let s3_store = |bucket: &str| -> Result<EdgeStore, String> {
-        let c = s3::S3Config::from_vars(bucket, &vars).map_err(|e| e.to_string())?;
-        let s = s3::S3Store::new(c, http.clone(), WorkerSleeper, clock.clone());
-        Ok(cached(AnyStore::S3(Box::new(s)), format!("s3/{bucket}")))
-    };
-    let gs_store = |bucket: &str| -> Result<EdgeStore, String> {
-        let c = gcs::GcsConfig::from_vars(bucket, &vars).map_err(|e| e.to_string())?;
-        let s = gcs::GcsStore::new(c, http.clone(), WorkerSleeper, clock.clone());
-        Ok(cached(AnyStore::Gcs(Box::new(s)), format!("gs/{bucket}")))
-    };
-    let replica = |name: &'static str,
-                   buckets: &Option<(String, Option<String>)>,
-                   open: &dyn Fn(&str) -> Result<EdgeStore, String>|
-     -> Result<Replica<EdgeStore>, String> {
-        Ok(match buckets {
-            Some((main, checkout)) => Replica::new(
-                name,
-                open(main)?,
-                match checkout {
-                    Some(c) => open(c)?,
-                    None => absent(name),
-                },
-            ),
-            None => Replica::new(name, absent(name), absent(name)),
-        })
-    };
-    let aws = replica("aws", &cfg.s3, &s3_store)?;
-    let gcp = replica("gcp", &cfg.gs, &gs_store)?;
-    // One freshness rule at the edge: the isolate's listings live as long as the cached ones.
-    for r in [&aws, &gcp] {
+    // A replica's own variables first (DSS_REPLICA_{NAME}_AWS_ACCESS_KEY_ID, …), then the
+    // worker's, as at the backend.
+    let mut list = Vec::with_capacity(cfg.replicas.len());
+    for spec in &cfg.replicas {
+        let prefix = spec.var_prefix();
+        let own = |n: &str| vars(&format!("{prefix}{n}")).or_else(|| vars(n));
+        let open = |bucket: &str| -> Result<EdgeStore, String> {
+            match spec.kind {
+                StoreKind::S3 => {
+                    let c = s3::S3Config::from_vars(bucket, &own).map_err(|e| e.to_string())?;
+                    let s = s3::S3Store::new(c, http.clone(), WorkerSleeper, clock.clone());
+                    Ok(cached(AnyStore::S3(Box::new(s)), format!("s3/{bucket}")))
+                }
+                StoreKind::Gs => {
+                    let c = gcs::GcsConfig::from_vars(bucket, &own).map_err(|e| e.to_string())?;
+                    let s = gcs::GcsStore::new(c, http.clone(), WorkerSleeper, clock.clone());
+                    Ok(cached(AnyStore::Gcs(Box::new(s)), format!("gs/{bucket}")))
+                }
+                // In the backend's data directory: its reads are forwarded.
+                StoreKind::Local => Ok(absent(&spec.name)),
+            }
+        };
+        let main = match &spec.bucket {
+            Some(b) => open(b)?,
+            None => absent(&spec.name),
+        };
+        let checkout = match &spec.checkout {
+            Some(c) => open(c)?,
+            None => absent(&spec.name),
+        };
+        let r = Replica::new(&spec.name, main, checkout);
+        // One freshness rule at the edge: the isolate's listings live as long as the cached ones.
         r.cache.docs.listings.set_freshness(cfg.list_ttl);
+        list.push(r);
     }
     let mut keys = Vec::new();
     if let Some(doc) = &cfg.trusted_jwks {
@@ -145,7 +148,7 @@ fn build(env: &Env) -> Result<Edge, String> {
         .map_err(|e| format!("embedded OpenAPI document: {e}"))?;
     let app = App {
         config: cfg.api.clone(),
-        replicas: Replicas::new(vec![aws, gcp]),
+        replicas: Replicas::new(list),
         staging: None,
         auth: Authenticator::new(cfg.auth.clone(), keyset, clock.clone()),
         signer: None,

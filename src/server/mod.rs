@@ -3,7 +3,6 @@
 
 pub mod config;
 pub mod conn;
-pub mod replicas;
 
 use crate::api::{ApiConfig, App, Body, Replica};
 use crate::auth::dev::DevIssuer;
@@ -115,12 +114,13 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
         clock: clock.clone(),
     };
     let env = |name: &str| std::env::var(name).ok();
-    let specs = replicas::specs(
+    let specs = crate::api::replicas::specs(
         &split_list(&cfg.replicas),
         (&cfg.s3_bucket, &cfg.s3_checkout_bucket),
         (&cfg.gs_bucket, &cfg.gs_checkout_bucket),
         &env,
-    )?;
+    )
+    .map_err(|e| StartError::Config(e.to_string()))?;
     let mut list = Vec::with_capacity(specs.len());
     for spec in &specs {
         // A replica's own variables first (DSS_REPLICA_{NAME}_AWS_ACCESS_KEY_ID, …), then the
@@ -129,8 +129,8 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
         let vars = |n: &str| env(&format!("{prefix}{n}")).or_else(|| env(n));
         let open = |bucket: &Option<String>, local_name: &str, dir: &str| -> Result<AnyStore, StartError> {
             match (spec.kind, bucket) {
-                (replicas::StoreKind::S3, Some(b)) => cloud.s3(b, &vars),
-                (replicas::StoreKind::Gs, Some(b)) => cloud.gcs(b, &vars),
+                (crate::api::replicas::StoreKind::S3, Some(b)) => cloud.s3(b, &vars),
+                (crate::api::replicas::StoreKind::Gs, Some(b)) => cloud.gcs(b, &vars),
                 _ => local(local_name, dir),
             }
         };
@@ -152,7 +152,10 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
     }
     // Staging buckets are opened per request, for the clouds whose replica is configured.
     let on = |name: &str, kind| specs.iter().any(|s| s.name == name && s.kind == kind);
-    let (s3_on, gs_on) = (on("aws", replicas::StoreKind::S3), on("gcp", replicas::StoreKind::Gs));
+    let (s3_on, gs_on) = (
+        on("aws", crate::api::replicas::StoreKind::S3),
+        on("gcp", crate::api::replicas::StoreKind::Gs),
+    );
     // Kept per bucket, so credentials are read and tokens exchanged once, not per request.
     let opened: std::sync::Mutex<std::collections::HashMap<String, Arc<AnyStore>>> = Default::default();
     let bucket_store: crate::api::BucketStoreFn<AnyStore> = Box::new(move |scheme, bucket| {

@@ -1,4 +1,5 @@
-//! The replica set from configuration.
+//! The replica set from configuration, read the same way by the backend and the edge
+//! worker (each from its own variables).
 //!
 //! `DSS_REPLICAS` names the replicas (default `aws,gcp`). Each is stored on S3 (or any
 //! S3-compatible service), on GCS, or in the data directory:
@@ -14,7 +15,10 @@
 //!   `GCS_ENDPOINT_URL`, …) are read as `DSS_REPLICA_{NAME}_{VARIABLE}` first, then as
 //!   themselves: a third replica on MinIO gets its own endpoint and keys that way.
 
-use super::StartError;
+/// A replica setting that cannot be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReplicaConfigError(pub String);
 
 /// Where one replica's buckets are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,20 +76,20 @@ pub fn specs(
     s3: (&Option<String>, &Option<String>),
     gs: (&Option<String>, &Option<String>),
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<ReplicaSpec>, StartError> {
+) -> Result<Vec<ReplicaSpec>, ReplicaConfigError> {
     if names.is_empty() {
-        return Err(StartError::Config("DSS_REPLICAS names no replica".into()));
+        return Err(ReplicaConfigError("DSS_REPLICAS names no replica".into()));
     }
     let mut out: Vec<ReplicaSpec> = Vec::new();
     for name in names {
         if !valid_name(name) {
-            return Err(StartError::Config(format!(
+            return Err(ReplicaConfigError(format!(
                 "DSS_REPLICAS: {name:?} is not a replica name (lowercase letters, digits and '-', \
                  starting with a letter, at most 32; not 'all' nor ending in '-checkout')"
             )));
         }
         if out.iter().any(|s| &s.name == name) {
-            return Err(StartError::Config(format!("DSS_REPLICAS names {name} twice")));
+            return Err(ReplicaConfigError(format!("DSS_REPLICAS names {name} twice")));
         }
         let prefix = var_prefix(name);
         let own = |v: &str| env(&format!("{prefix}{v}")).filter(|s| !s.is_empty());
@@ -101,7 +105,7 @@ pub fn specs(
             Some("gs") => StoreKind::Gs,
             Some("local") => StoreKind::Local,
             Some(other) => {
-                return Err(StartError::Config(format!(
+                return Err(ReplicaConfigError(format!(
                     "{prefix}STORE: {other:?} is not one of s3, gs, local"
                 )))
             }
@@ -110,7 +114,7 @@ pub fn specs(
             None => StoreKind::Local,
         };
         if kind != StoreKind::Local && bucket.is_none() {
-            return Err(StartError::Config(format!(
+            return Err(ReplicaConfigError(format!(
                 "replica {name} is stored on {} but has no bucket: set {prefix}BUCKET",
                 if kind == StoreKind::S3 { "S3" } else { "GCS" }
             )));
