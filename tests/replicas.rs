@@ -35,15 +35,8 @@ async fn a_third_local_replica_serves_files_and_bundles() {
     assert_eq!(&d.body[..], &data[..]);
     // Bundles too.
     let bu = uuid::Uuid::new_v4().to_string();
-    let body = serde_json::json!({"files": [{"uuid": u, "version": V1, "name": "spare.txt", "indexed": false}], "creator_uid": 1});
     let r = env
-        .req(
-            "PUT",
-            &format!("/v1/bundles/{bu}?version={V1}&replica=spare"),
-            Some(&env.user()),
-            &body.to_string(),
-            &[],
-        )
+        .put_bundle_in("spare", &bu, V1, &[("spare.txt", &u, V1)], None)
         .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let r = env.get(&format!("/v1/bundles/{bu}?replica=spare")).await;

@@ -251,6 +251,26 @@ impl<'a, S: Store, F: FileDoc> Bucket<'a, S, F> {
         found(loaded)
     }
 
+    /// `look` applied to the metadata of file `uuid` at exactly `version`, from the memo
+    /// or read from the store without keeping it: a bundle PUT looks up thousands of files
+    /// at once, which would push out the documents that readers ask for.
+    pub async fn peek_file<T>(
+        &self,
+        uuid: &str,
+        version: &str,
+        look: impl FnOnce(&FileMetadata) -> T,
+    ) -> Result<Option<T>, BucketError> {
+        let key = file_key(uuid, version);
+        if let Some(doc) = self.memo.files.get(&key) {
+            return Ok(Some(look(doc.meta())));
+        }
+        match self.store.get(&key).await {
+            Ok(bytes) => Ok(Some(look(&Self::parse::<FileMetadata>(&key, &bytes)?))),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// What the keys of bundle `uuid` say about its versions.
     pub async fn visibility(&self, uuid: &str, now: DateTime<Utc>, how: Listing) -> Result<Visibility, BucketError> {
         let keys = self.listing(&bundle_prefix(uuid), now, how).await?;

@@ -244,22 +244,17 @@ impl Worker {
             Err(e) => return Outcome::Fail(e.to_string()),
         };
         let bucket = self.app.bucket(replica);
-        let key = &index_job.key;
-        let indexed = match ops_for_key(&bucket, key, self.app.clock.now(), self.scrubber.as_deref()).await {
-            Ok(ops) => self.write(&*engine, &index_job.replica, ops).await,
-            Err(e) => Err(e.into()),
+        let (key, replica) = (&index_job.key, &index_job.replica);
+        let run = async {
+            let ops = ops_for_key(&bucket, key, self.app.clock.now(), self.scrubber.as_deref()).await?;
+            self.write(&*engine, replica, ops).await?;
+            // A tombstone written while this bundle's document was being built has had its
+            // own document indexed, perhaps before ours replaced it: look again, and if the
+            // version is hidden now, index its tombstone document after ours.
+            let hidden = tombstone_ops_if_hidden(&bucket, key, self.app.clock.now()).await?;
+            self.write(&*engine, replica, hidden).await
         };
-        // A tombstone written while this bundle's document was being built has had its
-        // own document indexed, perhaps before ours replaced it: look again, and if the
-        // version is hidden now, index its tombstone document after ours.
-        let rechecked = match indexed {
-            Ok(()) => match tombstone_ops_if_hidden(&bucket, key, self.app.clock.now()).await {
-                Ok(ops) => self.write(&*engine, &index_job.replica, ops).await,
-                Err(e) => Err(e.into()),
-            },
-            Err(o) => Err(o),
-        };
-        rechecked.err().unwrap_or(Outcome::Done)
+        run.await.err().unwrap_or(Outcome::Done)
     }
 
     /// Index `ops` (none: nothing to do); how a failure ends the job.

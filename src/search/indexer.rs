@@ -63,13 +63,6 @@ impl From<BucketError> for IndexError {
     }
 }
 
-impl IndexError {
-    /// Whether trying again later may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, IndexError::Store(StoreError::Unavailable(_)))
-    }
-}
-
 /// The index operations that bring the index up to date with `key`.
 ///
 /// The uuid's keys are listed anew (never from a kept listing), and after a bundle's
@@ -83,26 +76,12 @@ pub async fn ops_for_key<S: Store, F: FileDoc, H: HttpClient>(
     now: chrono::DateTime<chrono::Utc>,
     scrubber: Option<&SchemaScrubber<H>>,
 ) -> Result<Vec<IndexOp>, IndexError> {
-    let tombstone = |uuid: &str, version: Option<&str>| {
-        let uuid = uuid.to_string();
-        let version = version.map(str::to_string);
-        async move {
-            bucket
-                .tombstone(&uuid, version.as_deref())
-                .await?
-                .ok_or_else(|| IndexError::Missing(format!("the tombstone of {uuid}")))
-        }
-    };
     match parse_bundle_key(key) {
         Some(BundleKey::Manifest { uuid, version }) => {
             let seen = bucket.visibility(uuid, now, Listing::Fresh).await?;
             // Indexing a bundle that already has a tombstone indexes the tombstone instead.
-            if let Some(by) = seen.hidden_by(version) {
-                let tomb = tombstone(uuid, by).await?;
-                return Ok(vec![IndexOp::Put {
-                    id: format!("{uuid}.{version}"),
-                    doc: tombstone_document_json(uuid, version, &tomb),
-                }]);
+            if let Some(op) = hidden_op(bucket, uuid, version, &seen).await? {
+                return Ok(vec![op]);
             }
             if !seen.stored(version) {
                 return Ok(Vec::new());
@@ -113,21 +92,15 @@ pub async fn ops_for_key<S: Store, F: FileDoc, H: HttpClient>(
             }])
         }
         Some(BundleKey::VersionTombstone { uuid, version }) => {
-            let tomb = tombstone(uuid, Some(version)).await?;
-            Ok(vec![IndexOp::Put {
-                id: format!("{uuid}.{version}"),
-                doc: tombstone_document_json(uuid, version, &tomb),
-            }])
+            let tomb = tombstone(bucket, uuid, Some(version)).await?;
+            Ok(vec![tombstone_op(uuid, version, &tomb)])
         }
         Some(BundleKey::Tombstone { uuid }) => {
-            let tomb = tombstone(uuid, None).await?;
+            let tomb = tombstone(bucket, uuid, None).await?;
             let seen = bucket.visibility(uuid, now, Listing::Fresh).await?;
             Ok(seen
                 .stored_versions()
-                .map(|version| IndexOp::Put {
-                    id: format!("{uuid}.{version}"),
-                    doc: tombstone_document_json(uuid, version, &tomb),
-                })
+                .map(|version| tombstone_op(uuid, version, &tomb))
                 .collect())
         }
         None => {
@@ -137,8 +110,6 @@ pub async fn ops_for_key<S: Store, F: FileDoc, H: HttpClient>(
     }
 }
 
-/// One indexed file's JSON; `None` when it is too large or not JSON (skipped, as the
-/// original skipped unparsable files).
 /// For a manifest key: the tombstone document of its version if a tombstone hides it now
 /// (listed anew), else nothing; for other keys nothing. Run after a bundle's document was
 /// indexed, so that a tombstone indexed meanwhile is not left overwritten by it.
@@ -151,19 +122,45 @@ pub async fn tombstone_ops_if_hidden<S: Store, F: FileDoc>(
         return Ok(Vec::new());
     };
     let seen = bucket.visibility(uuid, now, Listing::Fresh).await?;
-    let Some(by) = seen.hidden_by(version) else {
-        return Ok(Vec::new());
-    };
-    let tomb = bucket
-        .tombstone(uuid, by)
-        .await?
-        .ok_or_else(|| IndexError::Missing(format!("the tombstone of {uuid}")))?;
-    Ok(vec![IndexOp::Put {
-        id: format!("{uuid}.{version}"),
-        doc: tombstone_document_json(uuid, version, &tomb),
-    }])
+    Ok(hidden_op(bucket, uuid, version, &seen).await?.into_iter().collect())
 }
 
+/// The tombstone document of `version` when `seen` says a tombstone hides it.
+async fn hidden_op<S: Store, F: FileDoc>(
+    bucket: &Bucket<'_, S, F>,
+    uuid: &str,
+    version: &str,
+    seen: &crate::bucket::Visibility,
+) -> Result<Option<IndexOp>, IndexError> {
+    let Some(by) = seen.hidden_by(version) else {
+        return Ok(None);
+    };
+    let tomb = tombstone(bucket, uuid, by).await?;
+    Ok(Some(tombstone_op(uuid, version, &tomb)))
+}
+
+/// The tombstone of bundle `uuid` (of one `version`, or of all), which its key says exists.
+async fn tombstone<S: Store, F: FileDoc>(
+    bucket: &Bucket<'_, S, F>,
+    uuid: &str,
+    version: Option<&str>,
+) -> Result<Value, IndexError> {
+    bucket
+        .tombstone(uuid, version)
+        .await?
+        .ok_or_else(|| IndexError::Missing(format!("the tombstone of {uuid}")))
+}
+
+/// The operation that puts `tombstone`'s document in place of version `version`'s.
+fn tombstone_op(uuid: &str, version: &str, tombstone: &Value) -> IndexOp {
+    IndexOp::Put {
+        id: format!("{uuid}.{version}"),
+        doc: tombstone_document_json(uuid, version, tombstone),
+    }
+}
+
+/// One indexed file's JSON; `None` when it is too large or not JSON (skipped, as the
+/// original skipped unparsable files).
 async fn read_indexed<S: Store, F: FileDoc>(
     bucket: &Bucket<'_, S, F>,
     uuid: &str,

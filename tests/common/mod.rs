@@ -234,6 +234,18 @@ impl Env {
         files: &[(&str, &str, &str)],
         token: Option<&str>,
     ) -> Resp {
+        self.put_bundle_in("aws", uuid, version, files, token).await
+    }
+
+    /// [`Env::put_bundle`] into `replica`.
+    pub async fn put_bundle_in(
+        &self,
+        replica: &str,
+        uuid: &str,
+        version: &str,
+        files: &[(&str, &str, &str)],
+        token: Option<&str>,
+    ) -> Resp {
         let files: Vec<Value> = files
             .iter()
             .map(|(name, u, v)| serde_json::json!({"uuid": u, "version": v, "name": name, "indexed": false}))
@@ -242,7 +254,7 @@ impl Env {
         let t = token.map(str::to_string).unwrap_or_else(|| self.user());
         self.req(
             "PUT",
-            &format!("/v1/bundles/{uuid}?version={version}&replica=aws"),
+            &format!("/v1/bundles/{uuid}?version={version}&replica={replica}"),
             Some(&t),
             &body,
             &[],

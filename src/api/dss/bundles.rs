@@ -2,7 +2,7 @@
 
 use crate::api::params::{json_body, str_field, uuid};
 use crate::api::*;
-use crate::bucket::{FileDoc, Written};
+use crate::bucket::Written;
 use crate::model::manifest::{
     valid_file_name, BundleFile, BundleManifest, ManifestWriter, Tombstone, BUNDLE_FORMAT_VERSION,
 };
@@ -251,14 +251,13 @@ async fn lookup_file<S: Store, H: HttpClient, T: Sleeper>(
 ) -> Result<BundleFile, ApiError> {
     let bucket = app.bucket(replica);
     loop {
-        if let Some(entry) = bucket.file_at(r.uuid.as_str(), &r.version).await? {
-            return Ok(BundleFile::new(
-                &r.name,
-                r.uuid.as_str(),
-                &r.version,
-                r.indexed,
-                entry.meta(),
-            ));
+        let entry = bucket
+            .peek_file(r.uuid.as_str(), &r.version, |meta| {
+                BundleFile::new(&r.name, r.uuid.as_str(), &r.version, r.indexed, meta)
+            })
+            .await?;
+        if let Some(entry) = entry {
+            return Ok(entry);
         }
         if app.clock.now() >= deadline {
             return Err(ApiError::FileMissing(format!("{}/{}", r.uuid, r.version)));
