@@ -372,10 +372,9 @@ async fn get_file_errors() {
     env.get(&format!("/v1/files/{u}?replica=aws&directurl=true"))
         .await
         .expect_error(400, "directurls_unavailable");
-    // The file lives in aws only.
-    env.get(&format!("/v1/files/{u}?replica=gcp"))
-        .await
-        .expect_error(404, "not_found");
+    // Copied to gcp.
+    env.eventually("GET", &format!("/v1/files/{u}?replica=gcp"), 302, 30)
+        .await;
     env.req("DELETE", &format!("/v1/files/{u}?replica=aws"), None, "", &[])
         .await
         .expect_error(405, "method_not_allowed");
@@ -392,9 +391,12 @@ async fn file_into_gcp_replica() {
     assert_eq!(g.status, 302);
     let d = env.get(&local_part(g.header("location").unwrap())).await;
     assert_eq!(&d.body[..], b"for gcp");
-    env.get(&format!("/v1/files/{u}?replica=aws"))
-        .await
-        .expect_error(404, "not_found");
+    // Copied to aws.
+    let g = env
+        .eventually("GET", &format!("/v1/files/{u}?replica=aws"), 302, 30)
+        .await;
+    let d = env.get(&local_part(g.header("location").unwrap())).await;
+    assert_eq!(&d.body[..], b"for gcp");
 }
 
 #[tokio::test]

@@ -109,9 +109,20 @@ async fn bundles_are_found_by_their_metadata_until_deleted() {
     );
     assert!(hit.get("metadata").is_none());
 
-    // The other replica has its own index.
-    let r = search(&env, "replica=gcp", &readme_query()).await;
-    assert_eq!(r.json()["total_hits"], 0);
+    // The other replica has its own index, which finds the bundle once it is copied there.
+    let t = std::time::Instant::now();
+    loop {
+        let r = search(&env, "replica=gcp", &readme_query()).await;
+        if r.json()["total_hits"] == 1 {
+            assert_eq!(
+                r.json()["results"][0]["bundle_url"],
+                format!("http://dss.test/v1/bundles/{b}?version={V2}&replica=gcp").as_str()
+            );
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 30, "not in gcp's index: {}", r.json());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     // The original's other queries: .text sub-fields, terms on _id, ranges on dates.
     for q in [

@@ -87,11 +87,11 @@ async fn a_failed_background_ingest_is_reported() {
     // Nothing was published and no bad blob is left.
     assert!(!env.main_dir("aws").join(format!("files/{u}.{V1}")).exists());
     assert!(!env.main_dir("aws").join(c.blob_key()).exists());
-    // The failure belongs to that replica only.
-    env.head(&format!("/v1/files/{u}?replica=gcp&version={V1}")).await;
+    // The failure belongs to that replica only, and nothing was copied to another.
     env.get(&format!("/v1/files/{u}?replica=gcp&version={V1}"))
         .await
         .expect_error(404, "not_found");
+    assert!(env.jobs("replicate").await.is_empty());
     // Fixed and submitted again: the old failure is forgotten (404 while it runs), then 200.
     let good = dss::model::checksum::checksums_of(&data);
     let md = serde_json::json!({"metadata": {"hca-dss-sha256": good.sha256, "hca-dss-sha1": good.sha1, "hca-dss-s3_etag": good.s3_etag, "hca-dss-crc32c": good.crc32c}});

@@ -24,9 +24,11 @@ async fn a_third_local_replica_serves_files_and_bundles() {
     let h = env.head(&format!("/v1/files/{u}?replica=spare")).await;
     assert_eq!(h.status, 200);
     assert_eq!(h.header("x-dss-sha256"), Some(sha256_hex(&data).as_str()));
-    // Not copied anywhere else (replication is the next issue's).
-    let h = env.head(&format!("/v1/files/{u}?replica=aws")).await;
-    assert_eq!(h.status, 404);
+    // Copied to the other replicas.
+    let h = env
+        .eventually("HEAD", &format!("/v1/files/{u}?replica=aws"), 200, 30)
+        .await;
+    assert_eq!(h.header("x-dss-sha256"), Some(sha256_hex(&data).as_str()));
     // Downloads go through the spare replica's own signed URLs.
     let g = env.get(&format!("/v1/files/{u}?replica=spare")).await;
     assert_eq!(g.status, 302);

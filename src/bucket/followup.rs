@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 /// resolves.
 pub trait JobSink: MaybeSend + MaybeSync {
     /// Record the work that must follow a successful write of `key` to `replica` (every
-    /// write of a [`super::Bucket`] calls this, and nothing else does): which work that
-    /// is, is decided in one place by the implementation.
-    fn after_write<'a>(&'a self, replica: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    /// write of a [`super::Bucket`] calls this, and nothing else does), made by `origin`:
+    /// which work that is, is decided in one place by the implementation.
+    fn after_write<'a>(&'a self, replica: &'a str, key: &'a str, origin: Origin) -> BoxFuture<'a, Result<(), String>>;
     /// Record `job` durably; a worker (of any backend sharing the queue) runs it.
     fn submit_ingest(&self, job: IngestJob) -> BoxFuture<'_, Result<(), String>>;
     /// How the latest ingest of `files/{uuid}.{version}` into `replica` failed for good,
@@ -22,6 +22,16 @@ pub trait JobSink: MaybeSend + MaybeSync {
         uuid: &'a str,
         version: &'a str,
     ) -> BoxFuture<'a, Option<JobFailure>>;
+}
+
+/// Who made a write: what follows it depends on that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// A client (an API request or its ingest): the write is copied to every other replica.
+    Client,
+    /// Replication from another replica: indexed here, never copied on (every replica gets
+    /// its copy from the replica the client wrote to).
+    Replication,
 }
 
 /// The error a background ingest ended with, kept to answer `HEAD`/`GET` for its file.

@@ -95,6 +95,34 @@ impl<'a> BundleKey<'a> {
             | BundleKey::Tombstone { uuid } => uuid,
         }
     }
+
+    /// The version the key names (`None`: the tombstone of every version).
+    pub fn version(&self) -> Option<&'a str> {
+        match self {
+            BundleKey::Manifest { version, .. } | BundleKey::VersionTombstone { version, .. } => Some(version),
+            BundleKey::Tombstone { .. } => None,
+        }
+    }
+}
+
+/// `(uuid, version)` of a `files/{uuid}.{version}` key; `None` for keys of other shapes.
+pub fn parse_file_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(FILES)?;
+    let (uuid, version) = rest.split_at_checked(36)?;
+    crate::model::ids::ObjectUuid::parse(uuid).ok()?;
+    let version = version.strip_prefix('.')?;
+    crate::model::ids::looks_like_version(version).then_some((uuid, version))
+}
+
+/// Where every blob key lies.
+pub const BLOBS: &str = "blobs/";
+
+/// Whether a key is one of the documents and blobs a replica holds, the keys that are
+/// copied between replicas (not `incoming/` copies, checkout objects or stray files).
+pub fn replicated(key: &str) -> bool {
+    parse_bundle_key(key).is_some()
+        || parse_file_key(key).is_some()
+        || crate::model::Checksums::from_blob_key(key).is_some()
 }
 
 /// Classify a `bundles/` key; `None` for keys of no known shape.
@@ -147,5 +175,9 @@ mod tests {
         assert_eq!(listing_of(&file_key(u, v)), Some(file_prefix(u)));
         assert_eq!(listing_of("blobs/a.b.c.d"), None);
         assert_eq!(parse_bundle_key(&format!("bundles/{u}.junk")), None);
+        assert_eq!(parse_file_key(&file_key(u, v)), Some((u, v)));
+        assert_eq!(parse_file_key(&format!("files/{u}.junk")), None);
+        assert!(replicated(&file_key(u, v)) && replicated(&tombstone_key(u, None)));
+        assert!(!replicated("incoming/x") && !replicated("blobs/a.b.c.d"));
     }
 }

@@ -13,9 +13,10 @@ pub mod followup;
 pub mod fresh;
 pub mod ingest;
 pub mod keys;
+pub mod replicate;
 pub mod visibility;
 
-pub use followup::JobSink;
+pub use followup::{JobSink, Origin};
 pub use fresh::FreshListings;
 pub use visibility::Visibility;
 
@@ -162,6 +163,7 @@ pub struct Bucket<'a, S, F = FileMetadata> {
     store: &'a S,
     memo: &'a Memo<F>,
     sink: Option<&'a dyn JobSink>,
+    origin: Origin,
 }
 
 impl<S, F> Clone for Bucket<'_, S, F> {
@@ -180,6 +182,15 @@ impl<'a, S: Store, F: FileDoc> Bucket<'a, S, F> {
             store,
             memo,
             sink,
+            origin: Origin::Client,
+        }
+    }
+
+    /// This bucket, with its writes marked as replication's (see [`Origin`]).
+    pub fn for_replication(self) -> Self {
+        Bucket {
+            origin: Origin::Replication,
+            ..self
         }
     }
 
@@ -490,31 +501,77 @@ impl<'a, S: Store, F: FileDoc> Bucket<'a, S, F> {
     /// older writers spaced them differently), any other a conflict.
     pub async fn put_file(&self, uuid: &str, version: &str, meta: &FileMetadata) -> Result<Written, BucketError> {
         let key = file_key(uuid, version);
-        let written = match self
-            .store
-            .put(&key, Bytes::from(meta.to_bytes()), PutOptions::if_absent())
-            .await
-        {
-            Ok(()) => Written::Created,
-            Err(StoreError::AlreadyExists(_)) => {
-                let existing: serde_json::Value = Self::parse(&key, &self.store.get(&key).await?)?;
-                let ours = serde_json::to_value(meta).map_err(|e| BucketError::Corrupt {
-                    key: key.clone(),
-                    detail: e.to_string(),
-                })?;
-                if existing != ours {
-                    return Err(BucketError::Conflict {
-                        doc: Doc::File,
-                        uuid: uuid.to_string(),
-                        version: Some(version.to_string()),
-                    });
-                }
-                Written::Existing
-            }
-            Err(e) => return Err(e.into()),
+        let ours = serde_json::to_value(meta).map_err(|e| BucketError::Corrupt {
+            key: key.clone(),
+            detail: e.to_string(),
+        })?;
+        let conflict = || BucketError::Conflict {
+            doc: Doc::File,
+            uuid: uuid.to_string(),
+            version: Some(version.to_string()),
         };
+        let written = self
+            .create_parsed(&key, Bytes::from(meta.to_bytes()), &ours, conflict)
+            .await?;
         self.follow(&key).await?;
         Ok(written)
+    }
+
+    /// Write the stored bytes of document `key` (file metadata, manifest or tombstone) as
+    /// another replica holds them, create-only under that document's compare rule: what
+    /// replication and `dss sync` write. The bytes are kept as they are (documents the
+    /// original wrote keep their spacing).
+    pub async fn put_copy(&self, key: &str, bytes: Bytes) -> Result<Written, BucketError> {
+        let conflict = |doc| {
+            let (uuid, version) = match parse_bundle_key(key) {
+                Some(k) => (k.uuid().to_string(), k.version().map(str::to_string)),
+                None => {
+                    let rest = key.strip_prefix(keys::FILES).unwrap_or(key);
+                    let (u, v) = rest.split_once('.').unwrap_or((rest, ""));
+                    (u.to_string(), Some(v.to_string()))
+                }
+            };
+            BucketError::Conflict { doc, uuid, version }
+        };
+        let written = match parse_bundle_key(key) {
+            Some(BundleKey::Manifest { .. }) => self.create_bytes(key, bytes, || conflict(Doc::Bundle)).await?,
+            Some(_) => self.create_bytes(key, bytes, || conflict(Doc::Tombstone)).await?,
+            None if key.starts_with(keys::FILES) && keys::immutable_document(key) => {
+                let ours: serde_json::Value = Self::parse(key, &bytes)?;
+                self.create_parsed(key, bytes, &ours, || conflict(Doc::File)).await?
+            }
+            None => {
+                return Err(BucketError::Corrupt {
+                    key: key.to_string(),
+                    detail: "not a document of the bucket".into(),
+                })
+            }
+        };
+        self.follow(key).await?;
+        Ok(written)
+    }
+
+    /// Create-only write of `bytes` at `key`, where an existing document equal to `ours`
+    /// once parsed is the same one.
+    async fn create_parsed(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        ours: &serde_json::Value,
+        conflict: impl FnOnce() -> BucketError,
+    ) -> Result<Written, BucketError> {
+        match self.store.put(key, bytes, PutOptions::if_absent()).await {
+            Ok(()) => Ok(Written::Created),
+            Err(StoreError::AlreadyExists(_)) => {
+                let existing: serde_json::Value = Self::parse(key, &self.store.get(key).await?)?;
+                if &existing == ours {
+                    Ok(Written::Existing)
+                } else {
+                    Err(conflict())
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn create_bytes(
@@ -540,7 +597,7 @@ impl<'a, S: Store, F: FileDoc> Bucket<'a, S, F> {
         let Some(sink) = self.sink else {
             return Ok(());
         };
-        sink.after_write(self.name, key).await.map_err(|e| {
+        sink.after_write(self.name, key, self.origin).await.map_err(|e| {
             tracing::error!(key, replica = self.name, "follow-up work not recorded: {e}");
             BucketError::FollowUp(e)
         })
@@ -633,6 +690,7 @@ mod tests {
             &'a self,
             replica: &'a str,
             key: &'a str,
+            _origin: Origin,
         ) -> crate::model::BoxFuture<'a, Result<(), String>> {
             Box::pin(async move {
                 if self.broken.load(std::sync::atomic::Ordering::SeqCst) {

@@ -8,7 +8,9 @@ use super::queue::{AnyQueue, Job, JobFilter, JobQueue, JobState, NewJob};
 use crate::api::{ApiError, App};
 use crate::bucket::followup::{JobFailure, JobSink};
 use crate::bucket::ingest::{ingest, IngestJob};
-use crate::bucket::keys::parse_bundle_key;
+use crate::bucket::keys::{parse_bundle_key, replicated};
+use crate::bucket::replicate::{replicate, Replicated};
+use crate::bucket::Origin;
 use crate::http::{ReqwestClient, TokioSleeper};
 use crate::model::{BoxFuture, ProgressCounter};
 use crate::search::indexer::{ops_for_key, tombstone_ops_if_hidden, IndexError, IndexJob};
@@ -27,6 +29,26 @@ pub type Services = App<AnyStore, ReqwestClient, TokioSleeper>;
 pub const INGEST: &str = "ingest";
 /// Kind of the index job; its key is `{replica}/{bundle key}`.
 pub const INDEX: &str = "index";
+/// Kind of the replication job; its key is `{from}>{to}/{bucket key}`.
+pub const REPLICATE: &str = "replicate";
+
+/// Copy one key of replica `from`'s bucket to replica `to` ([`crate::bucket::replicate`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicateJob {
+    /// Where the key was written.
+    pub from: String,
+    /// Where it is copied to.
+    pub to: String,
+    /// The bucket key.
+    pub key: String,
+}
+
+impl ReplicateJob {
+    /// The queue key: `{from}>{to}/{key}` (the pair first, so a pair's jobs group).
+    pub fn queue_key(&self) -> String {
+        format!("{}>{}/{}", self.from, self.to, self.key)
+    }
+}
 
 /// The key of the ingest of `files/{uuid}.{version}` into `replica`.
 pub fn ingest_key(replica: &str, uuid: &str, version: &str) -> String {
@@ -42,6 +64,8 @@ pub enum Work {
     Ingest(Box<IngestJob>),
     /// Bring the search index up to date with a bundle key.
     Index(IndexJob),
+    /// Copy a key to another replica.
+    Replicate(ReplicateJob),
 }
 
 impl Work {
@@ -50,15 +74,18 @@ impl Work {
         match self {
             Work::Ingest(_) => INGEST,
             Work::Index(_) => INDEX,
+            Work::Replicate(_) => REPLICATE,
         }
     }
 
     /// Attempts a job of `kind` gets before it is marked failed: with the backoff (1 s
     /// doubling to 5 min, with jitter) 40 attempts span two and a half to three hours, to ride
-    /// out a storage outage; `dss jobs retry` starts a failed job again.
+    /// out a storage outage; `dss jobs retry` starts a failed job again. Replication never
+    /// gives up: a replica that is down for a day gets its copies when it is back.
     pub fn max_attempts(kind: &str) -> u32 {
         match kind {
             INGEST | INDEX => 40,
+            REPLICATE => u32::MAX,
             _ => u32::MAX,
         }
     }
@@ -68,6 +95,7 @@ impl Work {
         match self {
             Work::Ingest(j) => ingest_key(&j.replica, &j.uuid, &j.version),
             Work::Index(j) => format!("{}/{}", j.replica, j.key),
+            Work::Replicate(j) => j.queue_key(),
         }
     }
 
@@ -76,6 +104,7 @@ impl Work {
         let payload = match self {
             Work::Ingest(j) => serde_json::to_value(j),
             Work::Index(j) => serde_json::to_value(j),
+            Work::Replicate(j) => serde_json::to_value(j),
         };
         NewJob::new(self.kind(), self.key(), payload.unwrap_or_default())
     }
@@ -86,6 +115,7 @@ impl Work {
         match job.kind.as_str() {
             INGEST => serde_json::from_value(p).map(|j| Work::Ingest(Box::new(j))),
             INDEX => serde_json::from_value(p).map(Work::Index),
+            REPLICATE => serde_json::from_value(p).map(Work::Replicate),
             other => return Err(format!("no handler for jobs of kind {other:?}")),
         }
         .map_err(|e| format!("unreadable {} job: {e}", job.kind))
@@ -95,32 +125,48 @@ impl Work {
 /// Writes hand their follow-up work to the queue through this.
 pub struct QueueJobs {
     queue: Arc<AnyQueue>,
+    replicas: Vec<String>,
 }
 
 impl QueueJobs {
-    /// Over `queue`.
-    pub fn new(queue: Arc<AnyQueue>) -> Self {
-        QueueJobs { queue }
+    /// Over `queue`, for the replica set `replicas` (every write is copied to the others).
+    pub fn new(queue: Arc<AnyQueue>, replicas: Vec<String>) -> Self {
+        QueueJobs { queue, replicas }
     }
 }
 
-/// The work that must follow a write of `key` to `replica`, decided here and nowhere
-/// else: a bundle or tombstone is indexed; a file needs nothing yet (replication and
-/// notification will follow every write from here).
-pub fn follow_ups(replica: &str, key: &str) -> Vec<Work> {
-    match parse_bundle_key(key) {
-        Some(_) => vec![Work::Index(IndexJob {
+/// The work that must follow a write of `key` to `replica` made by `origin`, with the
+/// replica set `replicas`, decided here and nowhere else: a bundle or tombstone is
+/// indexed (in every replica it lands in); a client's write of a document is copied to
+/// every other replica (a file's job brings its blob first; a bundle's waits for its
+/// files). Replication's own writes are not copied on. Notification will follow from here.
+pub fn follow_ups(replicas: &[String], replica: &str, key: &str, origin: Origin) -> Vec<Work> {
+    let mut work = Vec::new();
+    if parse_bundle_key(key).is_some() {
+        work.push(Work::Index(IndexJob {
             replica: replica.to_string(),
             key: key.to_string(),
-        })],
-        None => Vec::new(),
+        }));
     }
+    if origin == Origin::Client && replicated(key) {
+        work.extend(replicas.iter().filter(|r| r.as_str() != replica).map(|to| {
+            Work::Replicate(ReplicateJob {
+                from: replica.to_string(),
+                to: to.clone(),
+                key: key.to_string(),
+            })
+        }));
+    }
+    work
 }
 
 impl JobSink for QueueJobs {
-    fn after_write<'a>(&'a self, replica: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), String>> {
+    fn after_write<'a>(&'a self, replica: &'a str, key: &'a str, origin: Origin) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let jobs: Vec<NewJob> = follow_ups(replica, key).iter().map(Work::to_job).collect();
+            let jobs: Vec<NewJob> = follow_ups(&self.replicas, replica, key, origin)
+                .iter()
+                .map(Work::to_job)
+                .collect();
             if !jobs.is_empty() {
                 self.queue.enqueue(jobs).await.map_err(|e| e.to_string())?;
             }
@@ -202,15 +248,18 @@ fn gave_up(kind: &str, attempts: u32, error: &str) -> String {
 /// The runner's handler for every kind of job.
 pub struct Worker {
     app: Arc<Services>,
+    queue: Arc<AnyQueue>,
     scrubber: Option<Arc<Scrubber>>,
     batcher: IndexBatcher,
 }
 
 impl Worker {
-    /// Jobs against `app`; indexed metadata scrubbed by `scrubber` if set.
-    pub fn new(app: Arc<Services>, scrubber: Option<Arc<Scrubber>>) -> Self {
+    /// Jobs against `app`, taken from `queue` (where jobs that must run first are added);
+    /// indexed metadata scrubbed by `scrubber` if set.
+    pub fn new(app: Arc<Services>, queue: Arc<AnyQueue>, scrubber: Option<Arc<Scrubber>>) -> Self {
         Worker {
             app,
+            queue,
             scrubber,
             batcher: IndexBatcher::default(),
         }
@@ -257,6 +306,44 @@ impl Worker {
         run.await.err().unwrap_or(Outcome::Done)
     }
 
+    async fn replicate(&self, job: &ReplicateJob, progress: &Arc<ProgressCounter>) -> Outcome {
+        let (from, to) = match (self.app.replica(&job.from), self.app.replica(&job.to)) {
+            (Ok(f), Ok(t)) => (f, t),
+            // A replica taken out of DSS_REPLICAS: nothing to copy to or from any more.
+            (Err(e), _) | (_, Err(e)) => return Outcome::Fail(e.to_string()),
+        };
+        let (src, dst) = (self.app.bucket(from), self.app.bucket(to));
+        match replicate(&src, &dst, &job.key, progress).await {
+            Ok(Replicated::Copied { .. } | Replicated::Present) => Outcome::Done,
+            Ok(Replicated::Waiting(files)) => {
+                // Their own jobs (queued when the files were written) bring them; these
+                // are queued again in case they were lost or pruned (a queued one absorbs it).
+                let jobs: Vec<NewJob> = files
+                    .iter()
+                    .map(|key| {
+                        Work::Replicate(ReplicateJob {
+                            from: job.from.clone(),
+                            to: job.to.clone(),
+                            key: key.clone(),
+                        })
+                        .to_job()
+                    })
+                    .collect();
+                if let Err(e) = self.queue.enqueue(jobs).await {
+                    return Outcome::Retry(format!("waiting for {} files; their jobs not queued: {e}", files.len()));
+                }
+                Outcome::Retry(format!(
+                    "waiting for {} of its files to reach {} (first: {})",
+                    files.len(),
+                    job.to,
+                    files.first().map(String::as_str).unwrap_or("")
+                ))
+            }
+            Err(e) if e.is_transient() => Outcome::Retry(e.to_string()),
+            Err(e) => Outcome::Fail(e.to_string()),
+        }
+    }
+
     /// Index `ops` (none: nothing to do); how a failure ends the job.
     async fn write(
         &self,
@@ -290,6 +377,7 @@ impl Handler for Worker {
         match Work::from_job(job) {
             Ok(Work::Ingest(j)) => self.ingest(&j, &progress).await,
             Ok(Work::Index(j)) => self.index(&j).await,
+            Ok(Work::Replicate(j)) => self.replicate(&j, &progress).await,
             Err(e) => Outcome::Fail(e),
         }
     }
@@ -397,14 +485,55 @@ mod tests {
             replica: "gcp".into(),
             key: "bundles/u.v".into(),
         });
-        for (w, kind, key) in [(ingest, INGEST, "aws/u.v"), (index, INDEX, "gcp/bundles/u.v")] {
+        let copy = Work::Replicate(ReplicateJob {
+            from: "aws".into(),
+            to: "gcp".into(),
+            key: "files/u.v".into(),
+        });
+        for (w, kind, key) in [
+            (ingest, INGEST, "aws/u.v"),
+            (index, INDEX, "gcp/bundles/u.v"),
+            (copy, REPLICATE, "aws>gcp/files/u.v"),
+        ] {
             let job = stored(w.to_job());
             assert_eq!((job.kind.as_str(), job.key.as_str()), (kind, key));
             assert_eq!(Work::from_job(&job), Ok(w));
         }
-        let mut odd = stored(NewJob::new("replicate", "x", serde_json::json!({})));
+        let mut odd = stored(NewJob::new("notify", "x", serde_json::json!({})));
         assert!(Work::from_job(&odd).unwrap_err().contains("no handler"));
         odd.kind = INDEX.into();
         assert!(Work::from_job(&odd).unwrap_err().contains("unreadable index job"));
+    }
+
+    /// A client's write of a document is copied to every other replica and a bundle key
+    /// indexed where it lands; replication's own writes are indexed, never copied on.
+    #[test]
+    fn writes_are_copied_to_every_other_replica_once() {
+        let replicas: Vec<String> = ["aws", "gcp", "spare"].map(String::from).to_vec();
+        let u = "0b0e7c1e-0000-4000-8000-000000000000";
+        let v = "2019-01-01T000000.000000Z";
+        let keys = |key: &str, origin| -> Vec<String> {
+            follow_ups(&replicas, "gcp", key, origin)
+                .iter()
+                .map(Work::key)
+                .collect()
+        };
+        let bundle = format!("bundles/{u}.{v}");
+        assert_eq!(
+            keys(&bundle, Origin::Client),
+            [
+                format!("gcp/{bundle}"),
+                format!("gcp>aws/{bundle}"),
+                format!("gcp>spare/{bundle}")
+            ]
+        );
+        assert_eq!(keys(&bundle, Origin::Replication), [format!("gcp/{bundle}")]);
+        let file = format!("files/{u}.{v}");
+        assert_eq!(
+            keys(&file, Origin::Client),
+            [format!("gcp>aws/{file}"), format!("gcp>spare/{file}")]
+        );
+        assert!(keys(&file, Origin::Replication).is_empty());
+        assert!(keys("incoming/x", Origin::Client).is_empty());
     }
 }

@@ -99,7 +99,7 @@ pub struct ServeConfig {
     #[arg(long, env = "DSS_REPLICAS", default_value = "aws,gcp")]
     pub replicas: String,
     /// Search: `auto` (Elasticsearch when DSS_ES_ENDPOINT is set, else the embedded index)
-    /// or `off` (no index is kept; /v1/search answers 503).
+    /// or `off` (no index is kept; /v1/search answers 501).
     #[arg(long, env = "DSS_SEARCH", default_value = "auto", value_parser = ["auto", "off"])]
     pub search: String,
     /// The job queue: `postgres://…` for one queue shared by several backends, or a path

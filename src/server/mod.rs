@@ -242,9 +242,11 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
                 .into(),
         ));
     }
+    let replicas = crate::api::Replicas::new(list);
+    let replica_names = replicas.names().into_iter().map(String::from).collect();
     let app = App {
         config,
-        replicas: crate::api::Replicas::new(list),
+        replicas,
         staging: Some(staging),
         auth: Authenticator::new(auth_cfg, keys, clock.clone()),
         signer: Some(signer),
@@ -253,7 +255,10 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
         sleeper: TokioSleeper,
         swagger,
         bucket_store: Some(bucket_store),
-        jobs: Some(Arc::new(crate::jobs::work::QueueJobs::new(queue.clone()))),
+        jobs: Some(Arc::new(crate::jobs::work::QueueJobs::new(
+            queue.clone(),
+            replica_names,
+        ))),
         search,
     };
     Ok((Arc::new(app), queue))
@@ -297,7 +302,7 @@ pub fn start_jobs(app: Arc<NativeApp>, queue: Arc<AnyQueue>, cfg: &ServeConfig) 
         if let Err(e) = crate::jobs::import_legacy_records(&dir, &*queue).await {
             tracing::error!("job records of an earlier version not moved into the queue (kept on disk): {e}");
         }
-        let work = Arc::new(crate::jobs::work::Worker::new(app.clone(), scrubber));
+        let work = Arc::new(crate::jobs::work::Worker::new(app.clone(), queue.clone(), scrubber));
         let _runner = runner::start(queue.clone(), work, runner_cfg);
         crate::jobs::sweep_orphaned_copies(&app, &*queue).await;
         loop {

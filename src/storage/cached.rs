@@ -263,6 +263,9 @@ impl<S: Store, C: ObjectCache> Store for Cached<S, C> {
     fn direct_url(&self, key: &str) -> Option<String> {
         self.inner.direct_url(key)
     }
+    fn same_backend(&self, other: &Self) -> bool {
+        self.inner.same_backend(&other.inner)
+    }
 }
 
 #[cfg(test)]

@@ -203,6 +203,11 @@ pub trait Store: MaybeSend + crate::model::MaybeSync {
     ) -> impl Future<Output = StoreResult<()>> + MaybeSend;
     /// The cloud URL of an object (`s3://bucket/key`, `gs://bucket/key`); `None` for local stores.
     fn direct_url(&self, key: &str) -> Option<String>;
+    /// Whether [`Store::copy_from`] `other` is a server-side copy (both stores of one
+    /// backend) rather than the bytes streamed through this process.
+    fn same_backend(&self, _other: &Self) -> bool {
+        true
+    }
 }
 
 /// List every key under `prefix`, following page tokens.
@@ -322,6 +327,9 @@ impl<H: crate::http::HttpClient, T: crate::model::platform::Sleeper> Store for A
     }
     fn direct_url(&self, key: &str) -> Option<String> {
         dispatch!(self, s => s.direct_url(key))
+    }
+    fn same_backend(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
     }
 }
 

@@ -120,6 +120,34 @@ impl Env {
         }
     }
 
+    /// `method` `uri` (with the user's token) until it answers `status` (at most `secs`).
+    #[track_caller]
+    pub fn eventually<'a>(
+        &'a self,
+        method: &'a str,
+        uri: &'a str,
+        status: u16,
+        secs: u64,
+    ) -> impl std::future::Future<Output = Resp> + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            let t = std::time::Instant::now();
+            loop {
+                let r = self.req(method, uri, Some(&self.user()), "", &[]).await;
+                if r.status == status {
+                    return r;
+                }
+                assert!(
+                    t.elapsed().as_secs() < secs,
+                    "{caller}: {method} {uri} still {} after {secs} s: {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+
     pub fn data(&self) -> &Path {
         self.dir.path()
     }
