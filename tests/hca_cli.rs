@@ -111,13 +111,13 @@ impl Hca<'_> {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// `hca dss upload` of `dir` into the aws replica through the `staging` bucket.
-    fn upload(&self, dir: &Path) -> Value {
+    /// `hca dss upload` of `dir` into `replica` through the `staging` bucket.
+    fn upload(&self, dir: &Path, replica: &str) -> Value {
         let out = self.run(&[
             "dss",
             "upload",
             "--replica",
-            "aws",
+            replica,
             "--staging-bucket",
             "staging",
             "--src-dir",
@@ -126,15 +126,15 @@ impl Hca<'_> {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("upload output ({e}): {out}"))
     }
 
-    /// `hca dss download` of an aws bundle into `dir`; every file of `expected` (name to
-    /// sha256) must arrive byte for byte. (The CLI also keeps a cache of blobs named by
-    /// checksum beside the named files.)
-    fn download_matches(&self, bundle: &str, dir: &Path, expected: &BTreeMap<String, String>) {
+    /// `hca dss download` of a bundle of `replica` into `dir`; every file of `expected`
+    /// (name to sha256) must arrive byte for byte. (The CLI also keeps a cache of blobs
+    /// named by checksum beside the named files.)
+    fn download_matches(&self, replica: &str, bundle: &str, dir: &Path, expected: &BTreeMap<String, String>) {
         self.run(&[
             "dss",
             "download",
             "--replica",
-            "aws",
+            replica,
             "--bundle-uuid",
             bundle,
             "--download-dir",
@@ -205,7 +205,7 @@ fn hca_cli_upload_and_download() {
     std::fs::write(src.join("reads.fastq"), &big).unwrap();
     let expected = files_under(&src);
 
-    let uploaded = hca.upload(&src);
+    let uploaded = hca.upload(&src, "aws");
     let bundle_uuid = uploaded["bundle_uuid"].as_str().unwrap().to_string();
     assert_eq!(uploaded["files"].as_array().unwrap().len(), expected.len());
 
@@ -231,11 +231,42 @@ fn hca_cli_upload_and_download() {
         "{all}"
     );
 
-    hca.download_matches(&bundle_uuid, &tmp.path().join("download"), &expected);
-    // The replica set comes from configuration, and the CLI's choices from our OpenAPI
-    // document: the third replica can be named (and holds nothing yet).
+    hca.download_matches("aws", &bundle_uuid, &tmp.path().join("download"), &expected);
+
+    // Replicated: the bundle and every file reach gcp (S3 → fake-gcs, streamed and
+    // verified; the large file by its own job, which the bundle waits for) and the local
+    // third replica, whose name the CLI knows from our OpenAPI document.
+    let t = std::time::Instant::now();
+    let http = reqwest::blocking::Client::new();
+    for replica in ["gcp", "spare"] {
+        loop {
+            let r = http
+                .get(format!("{}/v1/bundles/{bundle_uuid}?replica={replica}", server.url))
+                .send()
+                .unwrap();
+            if r.status() == 200 {
+                break;
+            }
+            assert!(t.elapsed().as_secs() < 120, "bundle not in {replica}: {}", r.status());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    eprintln!(
+        "replicated to gcp and spare {:.1} s after the upload",
+        t.elapsed().as_secs_f64()
+    );
+    hca.download_matches("gcp", &bundle_uuid, &tmp.path().join("download-replicated"), &expected);
     let spare: Value = serde_json::from_str(&hca.run(&["dss", "get-bundles-all", "--replica", "spare"])).unwrap();
-    assert_eq!(spare["bundles"], serde_json::json!([]), "{spare}");
+    assert_eq!(spare["bundles"][0]["uuid"], bundle_uuid.as_str(), "{spare}");
+
+    // An upload into gcp: the CLI stages in S3 and writes the files to aws (its file PUTs
+    // name no replica); the bundle PUT into gcp waits for their copies.
+    let to_gcp = tmp.path().join("to-gcp");
+    common::copy_tree(&fixtures().join("example_bundle"), &to_gcp);
+    let small_expected = files_under(&to_gcp);
+    let uploaded = hca.upload(&to_gcp, "gcp");
+    let gcp_bundle = uploaded["bundle_uuid"].as_str().unwrap().to_string();
+    hca.download_matches("gcp", &gcp_bundle, &tmp.path().join("download-to-gcp"), &small_expected);
 
     // The gcp replica: a file staged in GCS, ingested through the API, bundled, downloaded.
     let data = std::fs::read(fixtures().join("example_bundle/project_0.json")).unwrap();
@@ -258,7 +289,6 @@ fn hca_cli_upload_and_download() {
             .unwrap();
     });
     let token = common::cloud::sa_token(&tmp.path().join("sa.json"));
-    let http = reqwest::blocking::Client::new();
     let fu = uuid::Uuid::new_v4().to_string();
     let v = "2024-05-01T000000.000000Z";
     let r = http
@@ -314,9 +344,9 @@ fn hca_cli_upload_and_download() {
     let small = tmp.path().join("small");
     common::copy_tree(&fixtures().join("example_bundle"), &small);
     let expected = files_under(&small);
-    let uploaded = via_edge.upload(&small);
+    let uploaded = via_edge.upload(&small, "aws");
     let edge_bundle = uploaded["bundle_uuid"].as_str().unwrap().to_string();
-    via_edge.download_matches(&edge_bundle, &tmp.path().join("download-edge"), &expected);
+    via_edge.download_matches("aws", &edge_bundle, &tmp.path().join("download-edge"), &expected);
     drop(worker);
     drop(server);
 }

@@ -31,6 +31,19 @@ pub async fn health<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>) -> 
     json_response(StatusCode::OK, &json!({"Healthy": healthy, "replicas": each}))
 }
 
+/// `GET /internal/replication`: per source → destination pair, copies pending and
+/// failed (with reasons), the lag and the last key copied (see `jobs::replication`).
+pub async fn replication<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>) -> Result<Response, ApiError> {
+    let Some(jobs) = app.jobs.as_ref() else {
+        return Err(ApiError::Unavailable("this server keeps no job queue".into()));
+    };
+    let status = jobs.replication_status().await.map_err(|e| {
+        tracing::warn!("replication status not read: {e}");
+        ApiError::Unavailable("the job queue cannot be read now".into())
+    })?;
+    Ok(json_response(StatusCode::OK, &status))
+}
+
 /// `GET /v1/swagger.json`: the OpenAPI document, with `host` and `schemes` set to
 /// how this request reached us (the `hca` CLI calls `{scheme}://{host}{basePath}`), and
 /// every `replica` parameter offering this deployment's replicas (the CLI builds its

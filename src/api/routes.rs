@@ -119,6 +119,8 @@ pub static HEALTH: RouteSpec =
     spec!(GET "/internal/health", Service, Access::Public, write: false, edge: true, body: BodyRule::None, [200]);
 /// `GET /internal/application_secrets`: the OAuth client secrets the `hca` CLI logs in with.
 pub static APPLICATION_SECRETS: RouteSpec = spec!(GET "/internal/application_secrets", Service, Access::Public, write: false, edge: false, body: BodyRule::None, [200, 404]);
+/// `GET /internal/replication`: what replication is doing, per replica pair (admins).
+pub static REPLICATION: RouteSpec = spec!(GET "/internal/replication", Service, Access::Admin, write: false, edge: false, body: BodyRule::None, [200, 401, 403, 503]);
 /// `GET /v1/swagger.json`.
 pub static SWAGGER: RouteSpec =
     spec!(GET "/v1/swagger.json", Service, Access::Public, write: false, edge: true, body: BodyRule::None, [200]);
@@ -161,6 +163,7 @@ pub const TABLE: &[&RouteSpec] = &[
     &VERSION,
     &HEALTH,
     &APPLICATION_SECRETS,
+    &REPLICATION,
     &SWAGGER,
     &OPENID_CONFIGURATION,
     &JWKS,
@@ -185,6 +188,8 @@ pub enum Route<'a> {
     Health,
     /// `GET /internal/application_secrets`.
     ApplicationSecrets,
+    /// `GET /internal/replication`.
+    Replication,
     /// `GET /v1/swagger.json`.
     Swagger,
     /// `GET /.well-known/openid-configuration` (the dev issuer).
@@ -242,6 +247,7 @@ impl<'a> Route<'a> {
             ("GET" | "HEAD", ["version"]) => Route::Version,
             ("GET" | "HEAD", ["internal", "health"]) => Route::Health,
             ("GET" | "HEAD", ["internal", "application_secrets"]) => Route::ApplicationSecrets,
+            ("GET" | "HEAD", ["internal", "replication"]) => Route::Replication,
             ("GET" | "HEAD", ["v1", "swagger.json"]) => Route::Swagger,
             ("GET" | "HEAD", [".well-known", "openid-configuration"]) => Route::OpenidConfiguration,
             ("GET" | "HEAD", [".well-known", "jwks.json"]) => Route::Jwks,
@@ -265,6 +271,7 @@ impl<'a> Route<'a> {
             Route::Version => &VERSION,
             Route::Health => &HEALTH,
             Route::ApplicationSecrets => &APPLICATION_SECRETS,
+            Route::Replication => &REPLICATION,
             Route::Swagger => &SWAGGER,
             Route::OpenidConfiguration => &OPENID_CONFIGURATION,
             Route::Jwks => &JWKS,

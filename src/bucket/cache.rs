@@ -173,6 +173,11 @@ impl<K: Hash + Eq + Clone + HeapSize, V: HeapSize> ImmutableCache<K, V> {
         self.inner.get(k).map(|w| w.value)
     }
 
+    /// Forget `k` (a document `dss sync` rewrote).
+    pub fn remove(&self, k: &K) {
+        self.inner.remove(k);
+    }
+
     /// Remember `v` for `k`; not kept when it alone is heavier than
     /// [`Budget::largest_entry`].
     pub fn insert(&self, k: K, v: Arc<V>) {

@@ -12,6 +12,10 @@ pub trait JobSink: MaybeSend + MaybeSync {
     /// write of a [`super::Bucket`] calls this, and nothing else does), made by `origin`:
     /// which work that is, is decided in one place by the implementation.
     fn after_write<'a>(&'a self, replica: &'a str, key: &'a str, origin: Origin) -> BoxFuture<'a, Result<(), String>>;
+    /// What replication is doing, per replica pair (`GET /internal/replication`), as JSON.
+    fn replication_status(&self) -> BoxFuture<'_, Result<serde_json::Value, String>> {
+        Box::pin(async { Err("this server keeps no job queue".to_string()) })
+    }
     /// Record `job` durably; a worker (of any backend sharing the queue) runs it.
     fn submit_ingest(&self, job: IngestJob) -> BoxFuture<'_, Result<(), String>>;
     /// How the latest ingest of `files/{uuid}.{version}` into `replica` failed for good,

@@ -160,7 +160,7 @@ pub fn source_read_error(source: &SourceUrl, e: StoreError) -> BucketError {
 
 /// Stream `key` of `store` through a checksum hasher; `on_open` says what a failure to
 /// open it means.
-async fn checksum_object<S: Store>(
+pub(crate) async fn checksum_object<S: Store>(
     store: &S,
     key: &str,
     on_open: impl FnOnce(StoreError) -> BucketError,

@@ -14,6 +14,7 @@ pub mod fresh;
 pub mod ingest;
 pub mod keys;
 pub mod replicate;
+pub mod sync;
 pub mod visibility;
 
 pub use followup::{JobSink, Origin};
@@ -549,6 +550,23 @@ impl<'a, S: Store, F: FileDoc> Bucket<'a, S, F> {
         };
         self.follow(key).await?;
         Ok(written)
+    }
+
+    /// Write `bytes` over whatever document is at `key`: what `dss sync` does to a
+    /// replica whose copy differs from the source's (never an API request: documents are
+    /// otherwise create-only). The work that follows a write follows it.
+    pub async fn restore(&self, key: &str, bytes: Bytes) -> Result<(), BucketError> {
+        if !keys::immutable_document(key) {
+            return Err(BucketError::Corrupt {
+                key: key.to_string(),
+                detail: "not a document of the bucket".into(),
+            });
+        }
+        self.store.put(key, bytes, PutOptions::overwrite()).await?;
+        // A parsed copy of the old document may be kept: forget it.
+        self.memo.files.remove(&key.to_string());
+        self.memo.bundles.remove(&key.to_string());
+        self.follow(key).await
     }
 
     /// Create-only write of `bytes` at `key`, where an existing document equal to `ours`

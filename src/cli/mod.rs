@@ -1,6 +1,7 @@
 //! The `dss` command: `serve`, `token`, `stage`, `checksum`, `reindex`, `jobs`.
 
 pub mod jobs;
+pub mod sync;
 
 use crate::auth::dev::DevIssuer;
 use crate::server::{self, dev_issuer_dir, ServeConfig};
@@ -62,6 +63,10 @@ pub enum Command {
     Reindex(Box<ReindexArgs>),
     /// List the job queue's jobs, show one, or retry a failed one.
     Jobs(Box<jobs::JobsArgs>),
+    /// Replication: `dss sync status` shows it per replica pair; `dss sync --from A --to B
+    /// [--prefix P] [--dry-run]` compares two replicas and copies what the second lacks
+    /// or holds differently.
+    Sync(Box<sync::SyncArgs>),
     /// Print the four DSS checksums of files (sha256, sha1, s3_etag, crc32c), the byte
     /// count and the hashing rate: what `hca-dss-*` staging tags must hold.
     Checksum {
@@ -120,6 +125,11 @@ pub fn run(cli: Cli) -> i32 {
         } => stage(&files, &staging_dir.unwrap_or_else(|| data_dir.join("staging"))),
         Command::Checksum { files } => checksum(&files),
         Command::Jobs(args) => runtime().and_then(|rt| rt.block_on(jobs::run(*args))),
+        Command::Sync(args) => match runtime().and_then(|rt| rt.block_on(sync::run(*args))) {
+            Ok(true) => Ok(()),
+            Ok(false) => return 1,
+            Err(e) => Err(e),
+        },
         Command::Reindex(args) => {
             let ReindexArgs { cfg, replica } = *args;
             reindex(cfg.finish(), &replica)

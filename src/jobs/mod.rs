@@ -9,6 +9,7 @@
 //! server-side copies whose ingest is gone are swept.
 
 pub mod queue;
+pub mod replication;
 pub mod work;
 
 use crate::bucket::ingest::{IngestJob, INCOMING_PREFIX};

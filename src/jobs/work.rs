@@ -179,6 +179,15 @@ impl JobSink for QueueJobs {
         })
     }
 
+    fn replication_status(&self) -> BoxFuture<'_, Result<serde_json::Value, String>> {
+        Box::pin(async move {
+            let s = super::replication::status(&self.queue, &self.replicas)
+                .await
+                .map_err(|e| e.to_string())?;
+            serde_json::to_value(s).map_err(|e| e.to_string())
+        })
+    }
+
     fn submit_ingest(&self, job: IngestJob) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             self.queue

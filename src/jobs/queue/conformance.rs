@@ -35,10 +35,39 @@ where
     concurrent_leases_never_share_a_job(Arc::new(make().await)).await;
     concurrent_repeats_are_one_job(Arc::new(make().await)).await;
     listing_filters_and_prune(make().await).await;
+    tallies_count_by_group_and_state(make().await).await;
     wait_wakes_on_enqueue(Arc::new(make().await)).await;
     runner_runs_retries_and_fails(Arc::new(make().await)).await;
     runner_gives_up_after_the_kinds_attempts(Arc::new(make().await)).await;
     runner_beats_within_a_short_lease(Arc::new(make().await)).await;
+}
+
+/// Jobs of a kind are counted by the part of their key before the first `/` and by
+/// state, with the oldest enqueue time and the job changed last.
+pub async fn tallies_count_by_group_and_state<Q: JobQueue>(q: Q) {
+    q.enqueue(vec![
+        job("copy", "a>b/k1"),
+        job("copy", "a>b/k2"),
+        job("copy", "a>c/k1"),
+        job("other", "a>b/k9"),
+    ])
+    .await
+    .expect("enqueue");
+    let got = q.lease("w", 1, LONG).await.expect("lease");
+    assert_eq!(got[0].key, "a>b/k1", "oldest first");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(q.complete(got[0].id, "w").await.expect("complete"));
+    let t = q.tally("copy").await.expect("tally");
+    let row = |g: &str, s: JobState| {
+        t.iter()
+            .find(|r| r.group == g && r.state == s)
+            .map(|r| (r.count, r.latest_key.clone()))
+    };
+    assert_eq!(row("a>b", JobState::Completed), Some((1, "a>b/k1".into())), "{t:?}");
+    assert_eq!(row("a>b", JobState::Queued), Some((1, "a>b/k2".into())), "{t:?}");
+    assert_eq!(row("a>c", JobState::Queued), Some((1, "a>c/k1".into())), "{t:?}");
+    assert_eq!(t.len(), 3, "other kinds are not counted: {t:?}");
+    assert!(t.iter().all(|r| r.oldest <= r.latest), "{t:?}");
 }
 
 /// A lease returns a queued job once, with its payload, as running, attempt 1.

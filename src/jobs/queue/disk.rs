@@ -8,7 +8,7 @@
 //! (group commit), each in its own savepoint so that one failing operation does not
 //! undo the others.
 
-use super::{millis, Job, JobFilter, JobId, JobQueue, NewJob, QueueError, QueueResult};
+use super::{millis, Job, JobFilter, JobId, JobQueue, NewJob, QueueError, QueueResult, Tally};
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -423,6 +423,46 @@ impl JobQueue for DiskQueue {
             .await?;
         self.notify.notify_one();
         Ok(done)
+    }
+
+    async fn tally(&self, kind: &str) -> QueueResult<Vec<Tally>> {
+        let kind = kind.to_string();
+        self.run(false, move |c| {
+            // SQLite takes the bare `key` from the row that holds the max(updated_at).
+            let mut s = c
+                .prepare_cached(
+                    "SELECT CASE WHEN instr(key, '/') > 0 THEN substr(key, 1, instr(key, '/') - 1) ELSE key END AS grp,
+                            state, count(*), min(created_at), key, max(updated_at)
+                     FROM jobs WHERE kind = ?1 GROUP BY grp, state ORDER BY grp, state",
+                )
+                .map_err(unavailable)?;
+            let rows = s
+                .query_map(params![kind], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                })
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (group, state, count, oldest, latest_key, latest) = row.map_err(unavailable)?;
+                out.push(Tally {
+                    group,
+                    state: state.parse()?,
+                    count: u64::try_from(count).unwrap_or(0),
+                    oldest: time(oldest),
+                    latest_key,
+                    latest: time(latest),
+                });
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn prune(&self, before: DateTime<Utc>) -> QueueResult<u64> {

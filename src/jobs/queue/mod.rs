@@ -160,6 +160,24 @@ pub struct JobFilter {
     pub limit: usize,
 }
 
+/// How many jobs of one group (the part of their key before the first `/`) are in one
+/// state, and when: what `dss sync status` reports per replica pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// The key's part before its first `/` (for replication, `{from}>{to}`).
+    pub group: String,
+    /// The state counted.
+    pub state: JobState,
+    /// How many.
+    pub count: u64,
+    /// When the oldest of them was enqueued.
+    pub oldest: DateTime<Utc>,
+    /// The one last changed: its key and when.
+    pub latest_key: String,
+    /// When that was.
+    pub latest: DateTime<Utc>,
+}
+
 /// A durable queue of jobs with leases. Every method is one atomic step.
 pub trait JobQueue: Send + Sync + 'static {
     /// Add jobs, durably before this returns. A job whose key is already queued (not yet
@@ -197,6 +215,8 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Queue a failed job again, now, with its attempts counted anew; `false` if it is
     /// not failed.
     fn retry(&self, id: JobId) -> impl Future<Output = QueueResult<bool>> + Send;
+    /// The jobs of `kind` counted by group and state (see [`Tally`]).
+    fn tally(&self, kind: &str) -> impl Future<Output = QueueResult<Vec<Tally>>> + Send;
     /// Remove completed jobs last changed before `before`; how many.
     fn prune(&self, before: DateTime<Utc>) -> impl Future<Output = QueueResult<u64>> + Send;
     /// Return when new work may have arrived (an enqueue, here or, where the queue can
@@ -306,6 +326,9 @@ impl JobQueue for AnyQueue {
     }
     async fn retry(&self, id: JobId) -> QueueResult<bool> {
         each!(self, q => q.retry(id).await)
+    }
+    async fn tally(&self, kind: &str) -> QueueResult<Vec<Tally>> {
+        each!(self, q => q.tally(kind).await)
     }
     async fn prune(&self, before: DateTime<Utc>) -> QueueResult<u64> {
         each!(self, q => q.prune(before).await)

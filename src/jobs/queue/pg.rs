@@ -9,7 +9,7 @@
 //! backend forgets what it listed of that uuid at once ([`PgQueue::writes`]). The schema is
 //! created and migrated at connect by sqlx's migrator (`migrations/postgres/`).
 
-use super::{millis, Job, JobFilter, JobId, JobQueue, JobState, NewJob, QueueError, QueueResult};
+use super::{millis, Job, JobFilter, JobId, JobQueue, JobState, NewJob, QueueError, QueueResult, Tally};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
@@ -393,6 +393,32 @@ impl JobQueue for PgQueue {
         .await
         .map_err(unavailable)?;
         rows.iter().map(job).collect()
+    }
+
+    async fn tally(&self, kind: &str) -> QueueResult<Vec<Tally>> {
+        let rows = sqlx::query(
+            "SELECT split_part(key, '/', 1) AS grp, state, count(*), min(created_at),
+                    (array_agg(key ORDER BY updated_at DESC))[1], max(updated_at)
+             FROM dss_jobs WHERE kind = $1 GROUP BY grp, state ORDER BY grp, state",
+        )
+        .bind(kind)
+        .fetch_all(&self.fast)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get(1).map_err(unavailable)?;
+                let count: i64 = r.try_get(2).map_err(unavailable)?;
+                Ok(Tally {
+                    group: r.try_get(0).map_err(unavailable)?,
+                    state: state.parse()?,
+                    count: u64::try_from(count).unwrap_or(0),
+                    oldest: r.try_get(3).map_err(unavailable)?,
+                    latest_key: r.try_get(4).map_err(unavailable)?,
+                    latest: r.try_get(5).map_err(unavailable)?,
+                })
+            })
+            .collect()
     }
 
     async fn retry(&self, id: JobId) -> QueueResult<bool> {
