@@ -604,6 +604,8 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
             Route::BundleDelete(uuid) => dss::bundles::delete(self, ctx, uuid).await,
             Route::MethodNotAllowed => Err(ApiError::MethodNotAllowed),
             Route::Search => dss::search::post(self, ctx).await,
+            Route::CheckoutPost(uuid) => dss::checkout::post(self, ctx, uuid).await,
+            Route::CheckoutGet(id) => dss::checkout::get(self, ctx, id).await,
             Route::Unknown => Err(ApiError::NotFound(format!(
                 "{} {} is not a DSS route",
                 ctx.method, ctx.path

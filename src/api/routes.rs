@@ -158,6 +158,13 @@ pub static BUNDLE_PATCH: RouteSpec = spec!(PATCH "/v1/bundles/{uuid}", DssV1, Ac
 pub static BUNDLE_DELETE: RouteSpec = spec!(DELETE "/v1/bundles/{uuid}", DssV1, Access::Admin, write: true, edge: false,
     body: BodyRule::Json { limit: SMALL_BODY }, [200, 400, 401, 403, 404, 409, 413, 415, 500, 503, 504]);
 
+/// `POST /v1/bundles/{uuid}/checkout`.
+pub static CHECKOUT_POST: RouteSpec = spec!(POST "/v1/bundles/{uuid}/checkout", DssV1, Access::Public, write: false, edge: false,
+    body: BodyRule::Json { limit: SMALL_BODY }, [200, 400, 404, 413, 415, 500, 503, 504]);
+/// `GET /v1/bundles/checkout/{checkout_job_id}`.
+pub static CHECKOUT_GET: RouteSpec = spec!(GET "/v1/bundles/checkout/{checkout_job_id}", DssV1, Access::Public, write: false, edge: false,
+    body: BodyRule::None, [200, 400, 404, 500, 503, 504]);
+
 /// Every route, in one list (the OpenAPI agreement test walks it).
 pub const TABLE: &[&RouteSpec] = &[
     &VERSION,
@@ -177,6 +184,8 @@ pub const TABLE: &[&RouteSpec] = &[
     &BUNDLE_PUT,
     &BUNDLE_PATCH,
     &BUNDLE_DELETE,
+    &CHECKOUT_POST,
+    &CHECKOUT_GET,
 ];
 
 /// A recognised request.
@@ -216,6 +225,10 @@ pub enum Route<'a> {
     BundleDelete(&'a str),
     /// `POST /v1/search`.
     Search,
+    /// `POST /v1/bundles/{uuid}/checkout`.
+    CheckoutPost(&'a str),
+    /// `GET /v1/bundles/checkout/{id}`.
+    CheckoutGet(&'a str),
     /// A known path with a method it does not take.
     MethodNotAllowed,
     /// Anything else (including API routes this server does not implement yet).
@@ -260,6 +273,9 @@ impl<'a> Route<'a> {
             ("PATCH", ["v1", "bundles", uuid]) => Route::BundlePatch(uuid),
             ("DELETE", ["v1", "bundles", uuid]) => Route::BundleDelete(uuid),
             ("POST", ["v1", "search"]) => Route::Search,
+            ("POST", ["v1", "bundles", uuid, "checkout"]) => Route::CheckoutPost(uuid),
+            ("GET" | "HEAD", ["v1", "bundles", "checkout", id]) => Route::CheckoutGet(id),
+            (_, ["v1", "bundles", _, "checkout"]) | (_, ["v1", "bundles", "checkout", _]) => Route::MethodNotAllowed,
             (_, ["v1", "files", _]) | (_, ["v1", "bundles", _]) | (_, ["v1", "search"]) => Route::MethodNotAllowed,
             _ => Route::Unknown,
         }
@@ -285,6 +301,8 @@ impl<'a> Route<'a> {
             Route::BundlePatch(_) => &BUNDLE_PATCH,
             Route::BundleDelete(_) => &BUNDLE_DELETE,
             Route::Search => &SEARCH,
+            Route::CheckoutPost(_) => &CHECKOUT_POST,
+            Route::CheckoutGet(_) => &CHECKOUT_GET,
             Route::MethodNotAllowed | Route::Unknown => return None,
         })
     }

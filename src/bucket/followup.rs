@@ -16,6 +16,8 @@ pub trait JobSink: MaybeSend + MaybeSync {
     fn replication_status(&self) -> BoxFuture<'_, Result<serde_json::Value, String>> {
         Box::pin(async { Err("this server keeps no job queue".to_string()) })
     }
+    /// Record a checkout durably; a worker runs it.
+    fn submit_checkout(&self, job: super::checkout::CheckoutJob) -> BoxFuture<'_, Result<(), String>>;
     /// Record `job` durably; a worker (of any backend sharing the queue) runs it.
     fn submit_ingest(&self, job: IngestJob) -> BoxFuture<'_, Result<(), String>>;
     /// How the latest ingest of `files/{uuid}.{version}` into `replica` failed for good,

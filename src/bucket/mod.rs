@@ -9,6 +9,7 @@
 //! ([`ingest`]): the handler runs it inline for small files, a job for large ones.
 
 pub mod cache;
+pub mod checkout;
 pub mod followup;
 pub mod fresh;
 pub mod ingest;
@@ -719,6 +720,9 @@ mod tests {
             })
         }
         fn submit_ingest(&self, _job: ingest::IngestJob) -> crate::model::BoxFuture<'_, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn submit_checkout(&self, _job: checkout::CheckoutJob) -> crate::model::BoxFuture<'_, Result<(), String>> {
             Box::pin(async { Ok(()) })
         }
         fn ingest_failure<'a>(

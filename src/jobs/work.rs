@@ -6,6 +6,7 @@
 use super::queue::runner::{Handler, Outcome};
 use super::queue::{AnyQueue, Job, JobFilter, JobQueue, JobState, NewJob};
 use crate::api::{ApiError, App};
+use crate::bucket::checkout::{self, CheckoutJob, CheckoutStatus, DestinationError};
 use crate::bucket::followup::{JobFailure, JobSink};
 use crate::bucket::ingest::{ingest, IngestJob};
 use crate::bucket::keys::{parse_bundle_key, replicated};
@@ -15,7 +16,7 @@ use crate::http::{ReqwestClient, TokioSleeper};
 use crate::model::{BoxFuture, ProgressCounter};
 use crate::search::indexer::{ops_for_key, tombstone_ops_if_hidden, IndexError, IndexJob};
 use crate::search::{IndexOp, SearchError};
-use crate::storage::AnyStore;
+use crate::storage::{AnyStore, Store};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -31,6 +32,8 @@ pub const INGEST: &str = "ingest";
 pub const INDEX: &str = "index";
 /// Kind of the replication job; its key is `{from}>{to}/{bucket key}`.
 pub const REPLICATE: &str = "replicate";
+/// Kind of the checkout job; its key is `{replica}/{checkout id}`.
+pub const CHECKOUT: &str = "checkout";
 
 /// Copy one key of replica `from`'s bucket to replica `to` ([`crate::bucket::replicate`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,6 +69,8 @@ pub enum Work {
     Index(IndexJob),
     /// Copy a key to another replica.
     Replicate(ReplicateJob),
+    /// Check a bundle out.
+    Checkout(CheckoutJob),
 }
 
 impl Work {
@@ -75,6 +80,7 @@ impl Work {
             Work::Ingest(_) => INGEST,
             Work::Index(_) => INDEX,
             Work::Replicate(_) => REPLICATE,
+            Work::Checkout(_) => CHECKOUT,
         }
     }
 
@@ -86,6 +92,8 @@ impl Work {
         match kind {
             INGEST | INDEX => 40,
             REPLICATE => u32::MAX,
+            // Its status says FAILED (with the storage error) after the last one.
+            CHECKOUT => CHECKOUT_ATTEMPTS,
             _ => u32::MAX,
         }
     }
@@ -96,6 +104,7 @@ impl Work {
             Work::Ingest(j) => ingest_key(&j.replica, &j.uuid, &j.version),
             Work::Index(j) => format!("{}/{}", j.replica, j.key),
             Work::Replicate(j) => j.queue_key(),
+            Work::Checkout(j) => format!("{}/{}", j.replica, j.id),
         }
     }
 
@@ -105,6 +114,7 @@ impl Work {
             Work::Ingest(j) => serde_json::to_value(j),
             Work::Index(j) => serde_json::to_value(j),
             Work::Replicate(j) => serde_json::to_value(j),
+            Work::Checkout(j) => serde_json::to_value(j),
         };
         NewJob::new(self.kind(), self.key(), payload.unwrap_or_default())
     }
@@ -116,6 +126,7 @@ impl Work {
             INGEST => serde_json::from_value(p).map(|j| Work::Ingest(Box::new(j))),
             INDEX => serde_json::from_value(p).map(Work::Index),
             REPLICATE => serde_json::from_value(p).map(Work::Replicate),
+            CHECKOUT => serde_json::from_value(p).map(Work::Checkout),
             other => return Err(format!("no handler for jobs of kind {other:?}")),
         }
         .map_err(|e| format!("unreadable {} job: {e}", job.kind))
@@ -188,6 +199,16 @@ impl JobSink for QueueJobs {
         })
     }
 
+    fn submit_checkout(&self, job: CheckoutJob) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.queue
+                .enqueue(vec![Work::Checkout(job).to_job()])
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+
     fn submit_ingest(&self, job: IngestJob) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             self.queue
@@ -231,6 +252,48 @@ impl JobSink for QueueJobs {
     }
 }
 
+/// Attempts a checkout gets when storage is unavailable before it is reported FAILED.
+const CHECKOUT_ATTEMPTS: u32 = 8;
+
+/// How a checkout cannot finish.
+enum CheckoutError {
+    /// For good, with a cause for the user.
+    Cause(String),
+    /// For now (storage unavailable).
+    Transient(String),
+}
+
+impl From<DestinationError> for CheckoutError {
+    fn from(e: DestinationError) -> Self {
+        match e {
+            DestinationError::Store(e) => CheckoutError::Transient(e.to_string()),
+            e => CheckoutError::Cause(e.to_string()),
+        }
+    }
+}
+
+/// The store of a user's bucket `name` in the cloud of `main` (with its credentials);
+/// for a local replica, the directory `name` under `buckets_dir`, which must exist.
+fn destination(main: &AnyStore, name: &str, buckets_dir: &std::path::Path) -> Result<AnyStore, DestinationError> {
+    if !crate::bucket::ingest::valid_bucket_name(name) {
+        return Err(DestinationError::Missing(name.to_string()));
+    }
+    match main {
+        AnyStore::S3(s) => Ok(AnyStore::S3(Box::new(s.for_bucket(name)))),
+        AnyStore::Gcs(g) => Ok(AnyStore::Gcs(Box::new(g.for_bucket(name)))),
+        AnyStore::Fs(_) => {
+            let dir = buckets_dir.join(name);
+            if !dir.is_dir() {
+                return Err(DestinationError::Missing(name.to_string()));
+            }
+            crate::storage::fs::FsStore::new(name, dir, None)
+                .map(AnyStore::Fs)
+                .map_err(|_| DestinationError::NotWritable(name.to_string()))
+        }
+        AnyStore::Memory(_) => Err(DestinationError::Missing(name.to_string())),
+    }
+}
+
 impl From<IndexError> for Outcome {
     fn from(e: IndexError) -> Self {
         match e {
@@ -254,21 +317,41 @@ fn gave_up(kind: &str, attempts: u32, error: &str) -> String {
     serde_json::to_string(&JobFailure::from(&e)).unwrap_or(reason)
 }
 
+/// What a [`Worker`] needs beyond the app and the queue.
+pub struct WorkerSettings {
+    /// Where local replicas' checkout destinations are (`DATA_DIR/buckets`).
+    pub buckets_dir: std::path::PathBuf,
+    /// Sends checkout emails (`DSS_SMTP_URL`, `DSS_NOTIFICATION_SENDER`).
+    pub mailer: Option<super::email::Mailer>,
+    /// Scrubs indexed metadata by JSON schema, if set.
+    pub scrubber: Option<Arc<Scrubber>>,
+}
+
 /// The runner's handler for every kind of job.
 pub struct Worker {
     app: Arc<Services>,
     queue: Arc<AnyQueue>,
+    /// Where local replicas' checkout destinations are: bucket `b` is directory `b` here.
+    buckets_dir: std::path::PathBuf,
+    /// Sends checkout emails, when configured.
+    mailer: Option<super::email::Mailer>,
     scrubber: Option<Arc<Scrubber>>,
     batcher: IndexBatcher,
 }
 
 impl Worker {
-    /// Jobs against `app`, taken from `queue` (where jobs that must run first are added);
-    /// indexed metadata scrubbed by `scrubber` if set.
-    pub fn new(app: Arc<Services>, queue: Arc<AnyQueue>, scrubber: Option<Arc<Scrubber>>) -> Self {
+    /// Jobs against `app`, taken from `queue` (where jobs that must run first are added).
+    pub fn new(app: Arc<Services>, queue: Arc<AnyQueue>, settings: WorkerSettings) -> Self {
+        let WorkerSettings {
+            buckets_dir,
+            mailer,
+            scrubber,
+        } = settings;
         Worker {
             app,
             queue,
+            buckets_dir,
+            mailer,
             scrubber,
             batcher: IndexBatcher::default(),
         }
@@ -353,6 +436,97 @@ impl Worker {
         }
     }
 
+    async fn checkout(&self, job: &CheckoutJob, attempts: u32, progress: &Arc<ProgressCounter>) -> Outcome {
+        let replica = match self.app.replica(&job.replica) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Fail(e.to_string()),
+        };
+        let status_store = &replica.checkout;
+        let ended = match self.check_out(replica, job, progress).await {
+            Ok(location) => CheckoutStatus::succeeded(location, Some(progress.snapshot().into())),
+            Err(CheckoutError::Cause(cause)) => CheckoutStatus::failed(cause, Some(progress.snapshot().into())),
+            Err(CheckoutError::Transient(e)) if attempts < CHECKOUT_ATTEMPTS => return Outcome::Retry(e),
+            Err(CheckoutError::Transient(e)) => CheckoutStatus::failed(
+                format!("storage was unavailable for {attempts} attempts: {e}"),
+                Some(progress.snapshot().into()),
+            ),
+        };
+        if let Err(e) = checkout::write_status(status_store, &job.id, &ended).await {
+            return Outcome::Retry(format!("status not stored: {e}"));
+        }
+        tracing::info!(id = %job.id, uuid = %job.uuid, status = %ended.status, "checkout ended");
+        match (job.email.as_deref(), &self.mailer) {
+            (Some(to), Some(m)) => {
+                if let Err(e) = m.checkout_ended(to, job, &ended).await {
+                    tracing::warn!(id = %job.id, "checkout email not sent: {e}");
+                }
+            }
+            (Some(_), None) => {
+                tracing::warn!(id = %job.id, "checkout email not sent: no DSS_SMTP_URL and DSS_NOTIFICATION_SENDER")
+            }
+            (None, _) => {}
+        }
+        Outcome::Done
+    }
+
+    /// Run a checkout: the destination checked, the files copied (the status document
+    /// showing progress meanwhile); where the bundle is.
+    async fn check_out(
+        &self,
+        replica: &crate::api::Replica<AnyStore>,
+        job: &CheckoutJob,
+        progress: &Arc<ProgressCounter>,
+    ) -> Result<String, CheckoutError> {
+        let own;
+        let (dst, name) = match job.destination.as_deref() {
+            None => (&replica.checkout, "the replica's checkout bucket".to_string()),
+            Some(b) => {
+                own = destination(&replica.main, b, &self.buckets_dir)?;
+                (&own, b.to_string())
+            }
+        };
+        checkout::check_writable(dst, &name).await?;
+        let bucket = self.app.bucket(replica);
+        let manifest = match bucket.manifest_at(&job.uuid, &job.version).await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                return Err(CheckoutError::Cause(format!(
+                    "bundle {}.{} not found",
+                    job.uuid, job.version
+                )))
+            }
+            Err(e) if e.is_transient() => return Err(CheckoutError::Transient(e.to_string())),
+            Err(e) => return Err(CheckoutError::Cause(e.to_string())),
+        };
+        let id = job.id.clone();
+        let status_store = &replica.checkout;
+        let copy = checkout::copy_bundle(&bucket, &manifest, &job.uuid, dst, progress);
+        let report = async {
+            // The status document shows how far the copy has come, every two seconds.
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                let s = CheckoutStatus::running(Some(progress.snapshot().into()));
+                if let Err(e) = checkout::write_status(status_store, &id, &s).await {
+                    tracing::debug!("checkout progress not stored: {e}");
+                }
+            }
+        };
+        let copied = tokio::select! {
+            r = copy => r,
+            () = report => unreachable!("the report loop never ends"),
+        };
+        match copied {
+            Ok(()) => {}
+            Err(e) if e.is_transient() => return Err(CheckoutError::Transient(e.to_string())),
+            Err(e) => return Err(CheckoutError::Cause(e.to_string())),
+        }
+        let dir = checkout::bundle_dir(&job.uuid, &job.version);
+        Ok(match dst {
+            AnyStore::Fs(fs) => format!("file://{}", fs.root().join(&dir).display()),
+            other => other.direct_url(&dir).unwrap_or(dir),
+        })
+    }
+
     /// Index `ops` (none: nothing to do); how a failure ends the job.
     async fn write(
         &self,
@@ -387,6 +561,7 @@ impl Handler for Worker {
             Ok(Work::Ingest(j)) => self.ingest(&j, &progress).await,
             Ok(Work::Index(j)) => self.index(&j).await,
             Ok(Work::Replicate(j)) => self.replicate(&j, &progress).await,
+            Ok(Work::Checkout(j)) => self.checkout(&j, job.attempts, &progress).await,
             Err(e) => Outcome::Fail(e),
         }
     }

@@ -120,6 +120,16 @@ impl BundleFile {
     pub fn blob_key(&self) -> String {
         super::checksum::blob_key(&self.sha256, &self.sha1, &self.s3_etag, &self.crc32c)
     }
+
+    /// The checksums of this file's blob.
+    pub fn checksums(&self) -> Checksums {
+        Checksums {
+            sha256: self.sha256.clone(),
+            sha1: self.sha1.clone(),
+            s3_etag: self.s3_etag.clone(),
+            crc32c: self.crc32c.clone(),
+        }
+    }
 }
 
 /// `bundles/{uuid}.{version}`.

@@ -30,6 +30,13 @@ pub struct ServeConfig {
     /// Seconds `PUT /bundles` waits for referenced file metadata to appear (at most 300).
     #[arg(long, env = "DSS_BUNDLE_FILE_WAIT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub bundle_file_wait: u64,
+    /// Sender of the email sent when a checkout ends (with `DSS_SMTP_URL`).
+    #[arg(long, env = "DSS_NOTIFICATION_SENDER")]
+    pub notification_sender: Option<String>,
+    /// SMTP server checkout emails go through: `smtp://host:port` (plain),
+    /// `smtp://user:password@host:587?tls=required` (STARTTLS), `smtps://…` (TLS).
+    #[arg(long, env = "DSS_SMTP_URL")]
+    pub smtp_url: Option<String>,
     /// Comma-separated emails allowed to delete bundles.
     #[arg(long, env = "ADMIN_USER_EMAILS")]
     pub admin_user_emails: Option<String>,

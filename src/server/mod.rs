@@ -294,6 +294,20 @@ pub fn start_jobs(app: Arc<NativeApp>, queue: Arc<AnyQueue>, cfg: &ServeConfig) 
         usize::try_from(cfg.job_workers).unwrap_or(1),
         Duration::from_secs(cfg.job_lease),
     );
+    let mailer = match (&cfg.notification_sender, &cfg.smtp_url) {
+        (Some(sender), Some(url)) => Some(crate::jobs::email::Mailer::new(sender, url).map_err(StartError::Config)?),
+        (None, None) => None,
+        _ => {
+            return Err(StartError::Config(
+                "checkout emails need both DSS_NOTIFICATION_SENDER and DSS_SMTP_URL".into(),
+            ))
+        }
+    };
+    let settings = crate::jobs::work::WorkerSettings {
+        buckets_dir: cfg.data_dir.join("buckets"),
+        mailer,
+        scrubber,
+    };
     // Subscribed before anything else runs, so that no announcement goes by unheard.
     if let Some(news) = queue.writes() {
         tokio::spawn(forget_what_others_wrote(app.clone(), news));
@@ -302,7 +316,7 @@ pub fn start_jobs(app: Arc<NativeApp>, queue: Arc<AnyQueue>, cfg: &ServeConfig) 
         if let Err(e) = crate::jobs::import_legacy_records(&dir, &*queue).await {
             tracing::error!("job records of an earlier version not moved into the queue (kept on disk): {e}");
         }
-        let work = Arc::new(crate::jobs::work::Worker::new(app.clone(), queue.clone(), scrubber));
+        let work = Arc::new(crate::jobs::work::Worker::new(app.clone(), queue.clone(), settings));
         let _runner = runner::start(queue.clone(), work, runner_cfg);
         crate::jobs::sweep_orphaned_copies(&app, &*queue).await;
         loop {

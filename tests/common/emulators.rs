@@ -64,6 +64,47 @@ impl Emulator {
     }
 }
 
+/// An SMTP sink (aiosmtpd's debugging handler) that writes every message it receives to
+/// `mail.log` in its directory; `endpoint` is `smtp://127.0.0.1:PORT`.
+pub fn smtp_sink() -> Emulator {
+    let bin = venv().join("bin/aiosmtpd");
+    assert!(
+        bin.exists(),
+        "{} not found: run scripts/test (it installs aiosmtpd into .venv-emu)",
+        bin.display()
+    );
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("mail.log")).unwrap();
+    let mut child = Command::new(&bin)
+        .args([
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+            "aiosmtpd.handlers.Debugging",
+        ])
+        .env("PYTHONUNBUFFERED", "1")
+        .current_dir(dir.path())
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&mut child, port, "aiosmtpd");
+    Emulator {
+        child,
+        endpoint: format!("smtp://127.0.0.1:{port}"),
+        _dir: dir,
+    }
+}
+
+impl Emulator {
+    /// What an SMTP sink has received so far.
+    pub fn mail(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("mail.log")).unwrap_or_default()
+    }
+}
+
 /// Start moto's S3 server.
 pub fn moto() -> Emulator {
     let bin = venv().join("bin/moto_server");

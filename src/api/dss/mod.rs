@@ -6,5 +6,6 @@
 //! handler here runs.
 
 pub mod bundles;
+pub mod checkout;
 pub mod files;
 pub mod search;

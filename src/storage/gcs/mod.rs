@@ -209,6 +209,25 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
         }
     }
 
+    /// The same endpoint and credentials, for another bucket (a user's checkout
+    /// destination).
+    pub fn for_bucket(&self, bucket: &str) -> Self
+    where
+        H: Clone,
+        T: Clone,
+    {
+        GcsStore {
+            bucket: bucket.to_string(),
+            endpoint: self.endpoint.clone(),
+            credentials: self.credentials.clone(),
+            hmac: self.hmac.clone(),
+            http: self.http.clone(),
+            sleeper: self.sleeper.clone(),
+            clock: self.clock.clone(),
+            tokens: auth::TokenCache::default(),
+        }
+    }
+
     /// The bucket's name.
     pub fn bucket(&self) -> &str {
         &self.bucket

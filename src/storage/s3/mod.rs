@@ -173,6 +173,27 @@ impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
         }
     }
 
+    /// The same endpoint and credentials, for another bucket (a user's checkout
+    /// destination).
+    pub fn for_bucket(&self, bucket: &str) -> Self
+    where
+        H: Clone,
+        T: Clone,
+    {
+        S3Store {
+            cfg: S3Config {
+                bucket: bucket.to_string(),
+                ..self.cfg.clone()
+            },
+            identity: self.identity.clone(),
+            http: self.http.clone(),
+            sleeper: self.sleeper.clone(),
+            clock: self.clock.clone(),
+            copy_max: self.copy_max,
+            copy_part: self.copy_part,
+        }
+    }
+
     /// Copy objects larger than `single_max` bytes with multipart UploadPartCopy in parts of
     /// `part_size` bytes (defaults: 5 GiB, S3's CopyObject limit, and 1 GiB). For tests,
     /// which cannot make 5 GiB objects; S3 wants parts of at least 5 MiB.
