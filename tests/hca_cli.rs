@@ -259,6 +259,52 @@ fn hca_cli_upload_and_download() {
     let spare: Value = serde_json::from_str(&hca.run(&["dss", "get-bundles-all", "--replica", "spare"])).unwrap();
     assert_eq!(spare["bundles"][0]["uuid"], bundle_uuid.as_str(), "{spare}");
 
+    // Checkout with the CLI's own commands (built from our OpenAPI document): the bundle's
+    // files land under bundles/{uuid}.{version}/ in the aws checkout bucket.
+    let started: Value = serde_json::from_str(&hca.run(&[
+        "dss",
+        "post-bundles-checkout",
+        "--uuid",
+        &bundle_uuid,
+        "--replica",
+        "aws",
+    ]))
+    .unwrap();
+    let job = started["checkout_job_id"].as_str().unwrap().to_string();
+    let t = std::time::Instant::now();
+    let status = loop {
+        let s: Value = serde_json::from_str(&hca.run(&[
+            "dss",
+            "get-bundles-checkout",
+            "--checkout-job-id",
+            &job,
+            "--replica",
+            "aws",
+        ]))
+        .unwrap();
+        if s["status"] != "RUNNING" {
+            break s;
+        }
+        assert!(t.elapsed().as_secs() < 120, "checkout still running: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let version = got["bundle"]["version"].as_str().unwrap();
+    let prefix = format!("bundles/{bundle_uuid}.{version}");
+    assert_eq!(status["status"], "SUCCEEDED", "{status}");
+    assert_eq!(status["location"], format!("s3://dss-checkout/{prefix}").as_str());
+    rt.block_on(async {
+        use dss::storage::Store;
+        let checkout = common::cloud::s3_store(&s3, "dss-checkout");
+        for (name, sha) in &expected {
+            let (_, _, mut stream) = checkout.get_range(&format!("{prefix}/{name}"), None).await.unwrap();
+            let mut h = <sha2::Sha256 as sha2::Digest>::new();
+            while let Some(c) = futures::StreamExt::next(&mut stream).await {
+                sha2::Digest::update(&mut h, c.unwrap());
+            }
+            assert_eq!(&hex::encode(sha2::Digest::finalize(h)), sha, "{name} checked out");
+        }
+    });
+
     // An upload into gcp: the CLI stages in S3 and writes the files to aws (its file PUTs
     // name no replica); the bundle PUT into gcp waits for their copies.
     let to_gcp = tmp.path().join("to-gcp");
