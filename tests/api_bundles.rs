@@ -114,15 +114,65 @@ async fn put_get_bundle_and_download_every_file() {
         r#"{{"format": "0.0.1", "version": "{V2}", "files": [{{"name": ""#
     )));
 
-    // presignedurls adds a working url to every entry.
-    let g = env
+    // presignedurls: the original's checkout protocol. The first request starts a
+    // checkout and sends the client back (301, a token, Retry-After); followed, it ends
+    // in 200 with a working URL into the checkout copy for every entry.
+    let first = env
         .get(&format!("/v1/bundles/{b}?replica=aws&presignedurls=true"))
         .await;
-    assert_eq!(g.status, 200);
+    assert_eq!(first.status, 301, "{}", String::from_utf8_lossy(&first.body));
+    assert_eq!(first.header("retry-after"), Some("10"));
+    let mut next = local_part(first.header("location").unwrap());
+    assert!(
+        next.contains("token=") && next.contains(&format!("version={V2}")),
+        "{next}"
+    );
+    let t = std::time::Instant::now();
+    let g = loop {
+        let r = env.get(&next).await;
+        if r.status != 301 {
+            break r;
+        }
+        assert!(t.elapsed().as_secs() < 30, "checkout never ended");
+        next = local_part(r.header("location").unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(g.status, 200, "{}", String::from_utf8_lossy(&g.body));
     for f in g.json()["bundle"]["files"].as_array().unwrap() {
-        let d = env.get(&local_part(f["url"].as_str().unwrap())).await;
+        let url = f["url"].as_str().unwrap();
+        assert!(url.contains(&format!("bundles/{b}.{V2}/")), "{url}");
+        let d = env.get(&local_part(url)).await;
         assert_eq!(sha256_hex(&d.body), f["sha256"].as_str().unwrap());
     }
+    // The copy is valid now: no 301 for the next client.
+    let again = env
+        .get(&format!("/v1/bundles/{b}?replica=aws&presignedurls=true"))
+        .await;
+    assert_eq!(again.status, 200);
+    // A token of a checkout that does not exist, and one that is not a token.
+    let junk = r#"{"execution_id": "00000000-0000-4000-8000-000000000000", "start_time": 1, "attempts": 1}"#;
+    let nb = uuid::Uuid::new_v4().to_string();
+    let f0 = g.json()["bundle"]["files"][0].clone();
+    assert_eq!(
+        env.put_bundle(
+            &nb,
+            V2,
+            &[("x", f0["uuid"].as_str().unwrap(), f0["version"].as_str().unwrap())],
+            None
+        )
+        .await
+        .status,
+        201
+    );
+    env.get(&format!(
+        "/v1/bundles/{nb}?replica=aws&presignedurls=true&token={}",
+        urlencoding(junk)
+    ))
+    .await
+    .expect_error(500, "checkout_error");
+    env.get(&format!("/v1/bundles/{nb}?replica=aws&presignedurls=true&token=%7B%7D"))
+        .await
+        .expect_error(400, "illegal_token");
     env.get(&format!(
         "/v1/bundles/{b}?replica=aws&presignedurls=true&directurls=true"
     ))
@@ -730,4 +780,8 @@ async fn freshness_zero_lists_on_every_read() {
     std::fs::write(dir.join(format!("{bu}.dead")), b"{\"reason\": \"behind its back\"}").unwrap();
     let r = env.get(&format!("/v1/bundles/{bu}?replica=aws")).await;
     assert_eq!(r.status, 404, "the tombstone is seen at once");
+}
+
+fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

@@ -141,3 +141,95 @@ async fn a_bundle_is_checked_out_where_asked_and_its_end_is_mailed() {
         .await
         .expect_error(400, "illegal_arguments");
 }
+
+/// `GET /v1/files` serves the copy in the checkout bucket: a small file's copy is made
+/// while the request waits (302 at once); a larger one's by a job while the client is
+/// sent back (301, a token, Retry-After, no X-DSS headers) until it is there; a cached
+/// metadata file is copied at ingest; an ageing copy is served and copied again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_are_served_from_checkout_copies() {
+    let env = Env::with(|c| {
+        c.checkout_inline_max = 1000;
+        c.blob_public_ttl_days = Some("0.00002".into()); // under two seconds
+    });
+    let checkout = env.data().join("aws/checkout");
+    let blob = |data: &[u8]| dss::model::checksum::checksums_of(data).blob_key();
+
+    // Cached by CHECKOUT_CACHE_CRITERIA: copied at ingest.
+    let json_data = br#"{"small": "metadata"}"#;
+    let j = env.file("m.json", json_data).await;
+    assert!(
+        checkout.join(blob(json_data)).exists(),
+        "copied to the checkout bucket at ingest"
+    );
+
+    // Small: copied while the request waits.
+    let small = vec![b's'; 1000];
+    let s = env.file("s.bin", &small).await;
+    assert!(!checkout.join(blob(&small)).exists());
+    let r = env.get(&format!("/v1/files/{s}?replica=aws")).await;
+    assert_eq!(r.status, 302);
+    assert!(checkout.join(blob(&small)).exists());
+    let d = env.get(&local_part(r.header("location").unwrap())).await;
+    assert_eq!(&d.body[..], &small[..]);
+
+    // Larger: 301 with a token until the job has copied it, then 302.
+    let large = vec![b'L'; 5000];
+    let l = env.file("l.bin", &large).await;
+    let r = env.get(&format!("/v1/files/{l}?replica=aws")).await;
+    assert_eq!(r.status, 301, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("retry-after"), Some("10"));
+    assert!(r.header("x-dss-sha256").is_none(), "no X-DSS headers on a 301");
+    let mut next = local_part(r.header("location").unwrap());
+    let t = std::time::Instant::now();
+    let done = loop {
+        assert!(next.contains("token="), "{next}");
+        let r = env.get(&next).await;
+        if r.status != 301 {
+            break r;
+        }
+        let token: serde_json::Value = serde_json::from_str(
+            &url::Url::parse(&format!("http://x{next}"))
+                .unwrap()
+                .query_pairs()
+                .find(|(k, _)| k == "token")
+                .unwrap()
+                .1,
+        )
+        .unwrap();
+        assert!(token["attempts"].as_u64().unwrap() >= 1);
+        assert!(t.elapsed().as_secs() < 30, "copy never made");
+        next = local_part(r.header("location").unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(done.status, 302);
+    assert_eq!(done.header("x-dss-sha256"), Some(sha256_hex(&large).as_str()));
+    let d = env.get(&local_part(done.header("location").unwrap())).await;
+    assert_eq!(&d.body[..], &large[..]);
+    assert_eq!(env.jobs_completed("copy-out", 30).await.len(), 1);
+
+    // Ageing (past DSS_BLOB_PUBLIC_TTL_DAYS): still served, and copied again meanwhile.
+    let before = std::fs::metadata(checkout.join(blob(json_data)))
+        .unwrap()
+        .modified()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = env
+        .get(&format!("/v1/files/{j}?replica=aws&content_disposition=attachment"))
+        .await;
+    assert_eq!(r.status, 302);
+    let t = std::time::Instant::now();
+    while std::fs::metadata(checkout.join(blob(json_data)))
+        .unwrap()
+        .modified()
+        .unwrap()
+        == before
+    {
+        assert!(t.elapsed().as_secs() < 30, "ageing copy not renewed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    env.get(&format!("/v1/files/{s}?replica=aws&token=%7B%7D"))
+        .await
+        .expect_error(400, "illegal_token");
+}

@@ -112,6 +112,15 @@ impl EdgeConfig {
             // Served by the backend (forwarded).
             application_secrets: None,
             async_ingest_threshold: crate::bucket::ingest::ASYNC_THRESHOLD,
+            checkout: crate::bucket::checkout::CacheRules::parse(
+                var("DSS_BLOB_TTL_DAYS").as_deref(),
+                var("DSS_BLOB_PUBLIC_TTL_DAYS").as_deref(),
+                var("CHECKOUT_CACHE_CRITERIA").as_deref(),
+            )
+            .map_err(|problem| EdgeConfigError {
+                name: "DSS_BLOB_TTL_DAYS",
+                problem,
+            })?,
         };
         let names = split_list(&var("DSS_REPLICAS").unwrap_or_else(|| "aws,gcp".into()));
         let replicas = specs(

@@ -115,6 +115,13 @@ pub enum ApiError {
     /// 500 `unhandled_exception`.
     #[error("{0}")]
     Internal(String),
+    /// 500 `checkout_error`: the checkout copy a download waits for failed.
+    #[error("{0}")]
+    CheckoutFailed(String),
+    /// Only the backend can answer this (a checkout copy must be made first): the edge
+    /// forwards the request when its own router says so; the backend never does.
+    #[error("this request must be answered by the backend")]
+    NeedsBackend,
     /// 500 `misconfigured`: a setting of this deployment is missing or invalid; the title
     /// names the setting (an operator's fix, nothing secret).
     #[error("{0}")]
@@ -214,7 +221,8 @@ impl ApiError {
             }
             NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Auth(_) => StatusCode::UNAUTHORIZED,
-            Internal(_) | SearchInternal(_) | Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Internal(_) | SearchInternal(_) | Misconfigured(_) | CheckoutFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            NeedsBackend => StatusCode::SERVICE_UNAVAILABLE,
             TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             Recorded { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         }
@@ -257,6 +265,8 @@ impl ApiError {
             Unavailable(_) | StorageUnavailable(_) => "service_unavailable",
             NotImplemented(_) => "not_implemented",
             Internal(_) => "unhandled_exception",
+            CheckoutFailed(_) => "checkout_error",
+            NeedsBackend => "service_unavailable",
             Misconfigured(_) => "misconfigured",
             TimedOut(_) => "timed_out",
             SearchBadRequest(_) => "elasticsearch_bad_request",
@@ -355,6 +365,9 @@ impl RenderError for ApiError {
                 h.insert(http::header::CONTENT_RANGE, v);
             }
         }
+        if matches!(self, ApiError::NeedsBackend) {
+            h.insert(NEEDS_BACKEND, HeaderValue::from_static("checkout"));
+        }
         if matches!(self, ApiError::ReadOnly) {
             // One value for every method (the original's generic rule overwrote it with 10
             // for PUT and DELETE only): read-only mode is maintenance, minutes long.
@@ -371,6 +384,10 @@ impl RenderError for ApiError {
         }
     }
 }
+
+/// Marks an answer of the edge's own router that the backend must give instead (the
+/// edge forwards the request and never sends this on).
+pub const NEEDS_BACKEND: &str = "x-dss-needs-backend";
 
 /// The original added `Retry-After: 10` to 500/502/503/504 answers of idempotent
 /// methods and of searches.

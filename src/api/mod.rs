@@ -198,6 +198,9 @@ pub struct ApiConfig {
     /// `GOOGLE_APPLICATION_SECRETS`: the OAuth client secrets served at
     /// `/internal/application_secrets` (the `hca` CLI fetches them on a fresh install).
     pub application_secrets: Option<serde_json::Value>,
+    /// The checkout copies' lifetimes and caching rules (`DSS_BLOB_TTL_DAYS`,
+    /// `DSS_BLOB_PUBLIC_TTL_DAYS`, `CHECKOUT_CACHE_CRITERIA`).
+    pub checkout: crate::bucket::checkout::CacheRules,
 }
 
 impl Default for ApiConfig {
@@ -216,6 +219,7 @@ impl Default for ApiConfig {
             deployment_stage: "dev".into(),
             read_deadline: Duration::from_secs(60),
             application_secrets: None,
+            checkout: Default::default(),
         }
     }
 }

@@ -41,6 +41,20 @@ pub struct CheckoutJob {
     pub destination: Option<String>,
     /// Told when the checkout ends.
     pub email: Option<String>,
+    /// Copy every file again (a copy that is ageing), even those already there.
+    #[serde(default)]
+    pub refresh: bool,
+}
+
+/// A blob to copy to a replica's checkout bucket, for downloads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyOutJob {
+    /// The replica.
+    pub replica: String,
+    /// The blob.
+    pub blob_key: String,
+    /// The file's content type, which the copy carries.
+    pub content_type: String,
 }
 
 /// How far a checkout has come (beyond the original, which said only `RUNNING`).
@@ -176,6 +190,7 @@ pub async fn copy_bundle<S: Store, F: FileDoc>(
     manifest: &BundleManifest,
     uuid: &str,
     dst: &S,
+    refresh: bool,
     progress: &Arc<ProgressCounter>,
 ) -> Result<(), BucketError> {
     let total = manifest.files.iter().map(|f| f.size).sum();
@@ -185,7 +200,7 @@ pub async fn copy_bundle<S: Store, F: FileDoc>(
     // By index: a closure over `&BundleFile` would make the future higher-ranked over
     // that borrow, which the runner's `Send` check cannot see through.
     futures::stream::iter(0..files.len())
-        .map(|i| copy_file(src, &files[i], &dir, dst, progress))
+        .map(|i| copy_file(src, &files[i], &dir, dst, refresh, progress))
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await
@@ -197,10 +212,11 @@ async fn copy_file<S: Store, F: FileDoc>(
     f: &BundleFile,
     dir: &str,
     dst: &S,
+    refresh: bool,
     progress: &Arc<ProgressCounter>,
 ) -> Result<(), BucketError> {
     let key = format!("{dir}/{}", f.name);
-    if matches!(dst.head(&key).await, Ok(m) if m.size == f.size) {
+    if !refresh && matches!(dst.head(&key).await, Ok(m) if m.size == f.size) {
         progress.add(1, f.size);
         return Ok(());
     }
@@ -233,5 +249,196 @@ async fn copy_file<S: Store, F: FileDoc>(
             src.name()
         ))),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// How long checkout copies live and which are kept (the original's caching rules).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRules {
+    /// `DSS_BLOB_TTL_DAYS` (14): a copy older than this less an hour is not served
+    /// (the checkout buckets' lifecycle rules delete uncached copies at this age).
+    pub blob_ttl: chrono::Duration,
+    /// `DSS_BLOB_PUBLIC_TTL_DAYS` (7): a copy older than this is still served, and
+    /// copied again meanwhile.
+    pub public_ttl: chrono::Duration,
+    /// `CHECKOUT_CACHE_CRITERIA`: files whose content type starts with `type` and whose
+    /// size is at most `max_size` are cached (never expired) and copied at ingest.
+    pub criteria: Vec<CacheCriterion>,
+    /// `DSS_CHECKOUT_INLINE_MAX` (64 MiB): a download whose copy is missing waits for the
+    /// copy of a blob up to this size (server-side, well within a request's deadline);
+    /// for a larger one the client is sent back with a token while a job copies it.
+    pub inline_max: u64,
+}
+
+/// One entry of `CHECKOUT_CACHE_CRITERIA`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheCriterion {
+    /// A content-type prefix.
+    #[serde(rename = "type")]
+    pub content_type: String,
+    /// Largest size cached, in bytes.
+    pub max_size: u64,
+}
+
+/// The original's default `CHECKOUT_CACHE_CRITERIA`: small JSON metadata files.
+pub const DEFAULT_CACHE_CRITERIA: &str = r#"[{"type": "application/json", "max_size": 12314}]"#;
+
+impl Default for CacheRules {
+    fn default() -> Self {
+        CacheRules {
+            blob_ttl: chrono::Duration::days(14),
+            public_ttl: chrono::Duration::days(7),
+            criteria: serde_json::from_str(DEFAULT_CACHE_CRITERIA).unwrap_or_default(),
+            inline_max: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl CacheRules {
+    /// The rules from the three settings (`None`: the default of each).
+    pub fn parse(
+        blob_ttl_days: Option<&str>,
+        public_ttl_days: Option<&str>,
+        criteria: Option<&str>,
+    ) -> Result<Self, String> {
+        let d = CacheRules::default();
+        let days = |name: &str, v: Option<&str>, default: chrono::Duration| match v {
+            None => Ok(default),
+            Some(s) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite() && *n > 0.0 && *n < 36_500.0)
+                .map(|n| chrono::Duration::seconds((n * 86_400.0) as i64))
+                .ok_or_else(|| format!("{name}: {s:?} is not a number of days")),
+        };
+        let rules = CacheRules {
+            blob_ttl: days("DSS_BLOB_TTL_DAYS", blob_ttl_days, d.blob_ttl)?,
+            public_ttl: days("DSS_BLOB_PUBLIC_TTL_DAYS", public_ttl_days, d.public_ttl)?,
+            criteria: match criteria {
+                None => d.criteria,
+                Some(s) => serde_json::from_str(s).map_err(|e| format!("CHECKOUT_CACHE_CRITERIA: {e}"))?,
+            },
+            inline_max: d.inline_max,
+        };
+        if rules.public_ttl >= rules.blob_ttl {
+            return Err("DSS_BLOB_PUBLIC_TTL_DAYS must be less than DSS_BLOB_TTL_DAYS".into());
+        }
+        Ok(rules)
+    }
+
+    /// Whether a file of this type and size is cached in the checkout buckets.
+    pub fn cached(&self, content_type: &str, size: u64) -> bool {
+        self.criteria
+            .iter()
+            .any(|c| content_type.starts_with(&c.content_type) && size <= c.max_size)
+    }
+}
+
+/// What the checkout bucket holds of a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyState {
+    /// A copy that may be served.
+    Fresh,
+    /// A copy that may still be served, but should be copied again.
+    Aging,
+    /// No copy that may be served (none, the wrong size, or too old).
+    Missing,
+}
+
+/// The state of the copy of an object at `key` of `size` bytes in `checkout` at `now`.
+pub async fn copy_state<S: Store>(
+    checkout: &S,
+    key: &str,
+    size: u64,
+    now: chrono::DateTime<chrono::Utc>,
+    rules: &CacheRules,
+) -> Result<CopyState, StoreError> {
+    let meta = match checkout.head(key).await {
+        Ok(m) => m,
+        Err(StoreError::NotFound(_)) => return Ok(CopyState::Missing),
+        Err(e) => return Err(e),
+    };
+    Ok(age_state(meta.size == size, now - meta.last_modified, rules))
+}
+
+fn age_state(right_size: bool, age: chrono::Duration, rules: &CacheRules) -> CopyState {
+    if !right_size || age >= rules.blob_ttl - chrono::Duration::hours(1) {
+        CopyState::Missing
+    } else if age >= rules.public_ttl {
+        CopyState::Aging
+    } else {
+        CopyState::Fresh
+    }
+}
+
+/// Copy blob `blob_key` of `main` to the same key in `checkout` (server-side: both are
+/// one replica's buckets), with the file's content type; written anew, so its age starts
+/// again.
+pub async fn copy_blob_out<S: Store>(
+    main: &S,
+    checkout: &S,
+    blob_key: &str,
+    content_type: &str,
+) -> Result<(), StoreError> {
+    let opts = PutOptions {
+        content_type: Some(content_type.to_string()),
+        ..PutOptions::overwrite()
+    };
+    checkout.copy_from(main, blob_key, blob_key, opts).await
+}
+
+/// Where a bundle checked out into the replica's checkout bucket records when it was
+/// complete (beside the original's layout, which it leaves as it was).
+pub fn marker_key(uuid: &str, version: &str) -> String {
+    format!("checkout/bundles/{uuid}.{version}.json")
+}
+
+/// The state of the checkout copy of bundle `uuid` at `version` in `checkout`.
+pub async fn bundle_copy_state<S: Store>(
+    checkout: &S,
+    uuid: &str,
+    version: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    rules: &CacheRules,
+) -> Result<CopyState, StoreError> {
+    match checkout.head(&marker_key(uuid, version)).await {
+        Ok(m) => Ok(age_state(true, now - m.last_modified, rules)),
+        Err(StoreError::NotFound(_)) => Ok(CopyState::Missing),
+        Err(e) => Err(e),
+    }
+}
+
+/// Record that bundle `uuid` at `version` is complete in `checkout`.
+pub async fn mark_bundle<S: Store>(checkout: &S, uuid: &str, version: &str, files: usize) -> Result<(), StoreError> {
+    let body = serde_json::json!({ "files": files }).to_string();
+    checkout
+        .put(&marker_key(uuid, version), Bytes::from(body), PutOptions::overwrite())
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_age_from_fresh_to_aging_to_missing() {
+        let r = CacheRules::default();
+        let days = chrono::Duration::days;
+        assert_eq!(age_state(true, days(1), &r), CopyState::Fresh);
+        assert_eq!(age_state(true, days(8), &r), CopyState::Aging);
+        assert_eq!(
+            age_state(true, days(14) - chrono::Duration::minutes(59), &r),
+            CopyState::Missing
+        );
+        assert_eq!(age_state(false, days(0), &r), CopyState::Missing);
+        assert!(r.cached("application/json; dcp-type=\"metadata\"", 100));
+        assert!(!r.cached("application/json", 20_000) && !r.cached("text/plain", 1));
+        let custom = CacheRules::parse(Some("2"), Some("0.5"), Some(r#"[{"type": "text/", "max_size": 10}]"#)).unwrap();
+        assert_eq!(custom.blob_ttl, days(2));
+        assert!(custom.cached("text/plain", 10) && !custom.cached("text/plain", 11));
+        assert!(CacheRules::parse(Some("1"), Some("2"), None).is_err());
+        assert!(CacheRules::parse(Some("x"), None, None).is_err());
+        assert!(CacheRules::parse(None, None, Some("{")).is_err());
     }
 }

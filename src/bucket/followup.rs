@@ -16,6 +16,10 @@ pub trait JobSink: MaybeSend + MaybeSync {
     fn replication_status(&self) -> BoxFuture<'_, Result<serde_json::Value, String>> {
         Box::pin(async { Err("this server keeps no job queue".to_string()) })
     }
+    /// Record durably that a blob is to be copied to the replica's checkout bucket (a
+    /// download waits for it, or its copy is ageing); a queued copy of the same blob
+    /// absorbs a repeat.
+    fn submit_copy_out(&self, job: super::checkout::CopyOutJob) -> BoxFuture<'_, Result<(), String>>;
     /// Record a checkout durably; a worker runs it.
     fn submit_checkout(&self, job: super::checkout::CheckoutJob) -> BoxFuture<'_, Result<(), String>>;
     /// Record `job` durably; a worker (of any backend sharing the queue) runs it.

@@ -725,6 +725,9 @@ mod tests {
         fn submit_checkout(&self, _job: checkout::CheckoutJob) -> crate::model::BoxFuture<'_, Result<(), String>> {
             Box::pin(async { Ok(()) })
         }
+        fn submit_copy_out(&self, _job: checkout::CopyOutJob) -> crate::model::BoxFuture<'_, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
         fn ingest_failure<'a>(
             &'a self,
             _replica: &'a str,

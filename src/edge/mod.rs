@@ -358,7 +358,15 @@ async fn handle(edge: &Edge, req: HttpRequest) -> Out {
             .app
             .handle(http::Request::from_parts(parts.clone(), Bytes::new()))
             .await;
-        local(r)
+        if r.headers().contains_key(crate::api::error::NEEDS_BACKEND) {
+            // A download whose checkout copy must be made first: the backend makes it.
+            match forwarded(edge, &parts, &route, &query, body).await {
+                Ok(r) => r,
+                Err(e) => error(e, &method, &path),
+            }
+        } else {
+            local(r)
+        }
     } else {
         match forwarded(edge, &parts, &route, &query, body).await {
             Ok(r) => r,

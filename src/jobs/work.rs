@@ -6,7 +6,7 @@
 use super::queue::runner::{Handler, Outcome};
 use super::queue::{AnyQueue, Job, JobFilter, JobQueue, JobState, NewJob};
 use crate::api::{ApiError, App};
-use crate::bucket::checkout::{self, CheckoutJob, CheckoutStatus, DestinationError};
+use crate::bucket::checkout::{self, CheckoutJob, CheckoutStatus, CopyOutJob, DestinationError};
 use crate::bucket::followup::{JobFailure, JobSink};
 use crate::bucket::ingest::{ingest, IngestJob};
 use crate::bucket::keys::{parse_bundle_key, replicated};
@@ -34,6 +34,9 @@ pub const INDEX: &str = "index";
 pub const REPLICATE: &str = "replicate";
 /// Kind of the checkout job; its key is `{replica}/{checkout id}`.
 pub const CHECKOUT: &str = "checkout";
+/// Kind of the job copying a blob to a checkout bucket for downloads; its key is
+/// `{replica}/{blob key}`.
+pub const COPY_OUT: &str = "copy-out";
 
 /// Copy one key of replica `from`'s bucket to replica `to` ([`crate::bucket::replicate`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -71,6 +74,8 @@ pub enum Work {
     Replicate(ReplicateJob),
     /// Check a bundle out.
     Checkout(CheckoutJob),
+    /// Copy a blob to a checkout bucket, for downloads.
+    CopyOut(CopyOutJob),
 }
 
 impl Work {
@@ -81,6 +86,7 @@ impl Work {
             Work::Index(_) => INDEX,
             Work::Replicate(_) => REPLICATE,
             Work::Checkout(_) => CHECKOUT,
+            Work::CopyOut(_) => COPY_OUT,
         }
     }
 
@@ -90,7 +96,7 @@ impl Work {
     /// gives up: a replica that is down for a day gets its copies when it is back.
     pub fn max_attempts(kind: &str) -> u32 {
         match kind {
-            INGEST | INDEX => 40,
+            INGEST | INDEX | COPY_OUT => 40,
             REPLICATE => u32::MAX,
             // Its status says FAILED (with the storage error) after the last one.
             CHECKOUT => CHECKOUT_ATTEMPTS,
@@ -105,6 +111,7 @@ impl Work {
             Work::Index(j) => format!("{}/{}", j.replica, j.key),
             Work::Replicate(j) => j.queue_key(),
             Work::Checkout(j) => format!("{}/{}", j.replica, j.id),
+            Work::CopyOut(j) => format!("{}/{}", j.replica, j.blob_key),
         }
     }
 
@@ -115,6 +122,7 @@ impl Work {
             Work::Index(j) => serde_json::to_value(j),
             Work::Replicate(j) => serde_json::to_value(j),
             Work::Checkout(j) => serde_json::to_value(j),
+            Work::CopyOut(j) => serde_json::to_value(j),
         };
         NewJob::new(self.kind(), self.key(), payload.unwrap_or_default())
     }
@@ -127,6 +135,7 @@ impl Work {
             INDEX => serde_json::from_value(p).map(Work::Index),
             REPLICATE => serde_json::from_value(p).map(Work::Replicate),
             CHECKOUT => serde_json::from_value(p).map(Work::Checkout),
+            COPY_OUT => serde_json::from_value(p).map(Work::CopyOut),
             other => return Err(format!("no handler for jobs of kind {other:?}")),
         }
         .map_err(|e| format!("unreadable {} job: {e}", job.kind))
@@ -196,6 +205,27 @@ impl JobSink for QueueJobs {
                 .await
                 .map_err(|e| e.to_string())?;
             serde_json::to_value(s).map_err(|e| e.to_string())
+        })
+    }
+
+    fn submit_copy_out(&self, job: CopyOutJob) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            // A client polling while a large copy runs must not start it again each time.
+            let work = Work::CopyOut(job);
+            let pending = JobFilter {
+                kind: Some(COPY_OUT.into()),
+                key: Some(work.key()),
+                states: vec![JobState::Queued, JobState::Running],
+                limit: 1,
+            };
+            if !self.queue.list(&pending).await.map_err(|e| e.to_string())?.is_empty() {
+                return Ok(());
+            }
+            self.queue
+                .enqueue(vec![work.to_job()])
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
         })
     }
 
@@ -365,7 +395,12 @@ impl Worker {
             Ok::<_, ApiError>(ingest(&*src, &app.bucket(replica), ingest_job, progress).await)
         };
         let e = match run.await {
-            Ok(Ok(_)) => return Outcome::Done,
+            Ok(Ok(_)) => {
+                if let Ok(replica) = app.replica(&ingest_job.replica) {
+                    crate::api::dss::files::precache(app, replica, ingest_job).await;
+                }
+                return Outcome::Done;
+            }
             // Storage down, or the follow-up not recorded: queued again, never dropped.
             Ok(Err(e)) if e.is_transient() => return Outcome::Retry(e.to_string()),
             Ok(Err(e)) => ApiError::from(e),
@@ -436,6 +471,22 @@ impl Worker {
         }
     }
 
+    async fn copy_out(&self, job: &CopyOutJob, progress: &Arc<ProgressCounter>) -> Outcome {
+        let replica = match self.app.replica(&job.replica) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Fail(e.to_string()),
+        };
+        progress.set_totals(1, 0);
+        match checkout::copy_blob_out(&replica.main, &replica.checkout, &job.blob_key, &job.content_type).await {
+            Ok(()) => {
+                progress.add(1, 0);
+                Outcome::Done
+            }
+            Err(e @ crate::storage::StoreError::Unavailable(_)) => Outcome::Retry(e.to_string()),
+            Err(e) => Outcome::Fail(e.to_string()),
+        }
+    }
+
     async fn checkout(&self, job: &CheckoutJob, attempts: u32, progress: &Arc<ProgressCounter>) -> Outcome {
         let replica = match self.app.replica(&job.replica) {
             Ok(r) => r,
@@ -500,7 +551,7 @@ impl Worker {
         };
         let id = job.id.clone();
         let status_store = &replica.checkout;
-        let copy = checkout::copy_bundle(&bucket, &manifest, &job.uuid, dst, progress);
+        let copy = checkout::copy_bundle(&bucket, &manifest, &job.uuid, dst, job.refresh, progress);
         let report = async {
             // The status document shows how far the copy has come, every two seconds.
             loop {
@@ -519,6 +570,12 @@ impl Worker {
             Ok(()) => {}
             Err(e) if e.is_transient() => return Err(CheckoutError::Transient(e.to_string())),
             Err(e) => return Err(CheckoutError::Cause(e.to_string())),
+        }
+        if job.destination.is_none() {
+            // Downloads with `directurls`/`presignedurls` serve this copy while it is valid.
+            checkout::mark_bundle(&replica.checkout, &job.uuid, &job.version, manifest.files.len())
+                .await
+                .map_err(|e| CheckoutError::Transient(e.to_string()))?;
         }
         let dir = checkout::bundle_dir(&job.uuid, &job.version);
         Ok(match dst {
@@ -562,6 +619,7 @@ impl Handler for Worker {
             Ok(Work::Index(j)) => self.index(&j).await,
             Ok(Work::Replicate(j)) => self.replicate(&j, &progress).await,
             Ok(Work::Checkout(j)) => self.checkout(&j, job.attempts, &progress).await,
+            Ok(Work::CopyOut(j)) => self.copy_out(&j, &progress).await,
             Err(e) => Outcome::Fail(e),
         }
     }

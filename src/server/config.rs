@@ -30,6 +30,22 @@ pub struct ServeConfig {
     /// Seconds `PUT /bundles` waits for referenced file metadata to appear (at most 300).
     #[arg(long, env = "DSS_BUNDLE_FILE_WAIT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub bundle_file_wait: u64,
+    /// Days a checkout copy lives (the checkout buckets' lifecycle rule); copies are
+    /// served until an hour before (default 14).
+    #[arg(long, env = "DSS_BLOB_TTL_DAYS")]
+    pub blob_ttl_days: Option<String>,
+    /// Days after which a checkout copy is copied again while still served (default 7).
+    #[arg(long, env = "DSS_BLOB_PUBLIC_TTL_DAYS")]
+    pub blob_public_ttl_days: Option<String>,
+    /// JSON list of `{"type": content-type prefix, "max_size": bytes}`: files that match
+    /// are cached in the checkout buckets, copied there at ingest, and never marked to
+    /// expire (default: application/json up to 12314 bytes).
+    #[arg(long, env = "CHECKOUT_CACHE_CRITERIA")]
+    pub checkout_cache_criteria: Option<String>,
+    /// A download whose checkout copy is missing waits for the copy of a file up to this
+    /// many bytes; for a larger one the client gets a 301 with a token while a job copies.
+    #[arg(long, env = "DSS_CHECKOUT_INLINE_MAX", default_value_t = 64 * 1024 * 1024)]
+    pub checkout_inline_max: u64,
     /// Sender of the email sent when a checkout ends (with `DSS_SMTP_URL`).
     #[arg(long, env = "DSS_NOTIFICATION_SENDER")]
     pub notification_sender: Option<String>,

@@ -232,6 +232,16 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
         read_deadline: Duration::from_secs(cfg.read_deadline),
         application_secrets: application_secrets(cfg, dev_jwks.is_some())?,
         async_ingest_threshold: cfg.async_ingest_threshold,
+        checkout: crate::bucket::checkout::CacheRules::parse(
+            cfg.blob_ttl_days.as_deref(),
+            cfg.blob_public_ttl_days.as_deref(),
+            cfg.checkout_cache_criteria.as_deref(),
+        )
+        .map(|rules| crate::bucket::checkout::CacheRules {
+            inline_max: cfg.checkout_inline_max,
+            ..rules
+        })
+        .map_err(StartError::Config)?,
     };
     let queue = Arc::new(open_queue(cfg)?);
     if let (Some(_), None, true) = (&search, &cfg.es_endpoint, queue.is_shared()) {

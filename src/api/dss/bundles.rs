@@ -41,22 +41,29 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
     if directurls && presignedurls {
         return Err(ApiError::OnlyOneUrlType);
     }
-    if directurls && replica.main.direct_url("blobs/x").is_none() {
+    if directurls && replica.checkout.direct_url("bundles/x").is_none() {
         return Err(ApiError::DirectUrlsUnavailable(replica.name.clone()));
     }
+    let token = super::files::parse_token(ctx.query.get("token"))?;
     let manifest = app
         .bucket(replica)
         .manifest(id.as_str(), ctx.query.get("version"), app.clock.now())
         .await?
         .ok_or_else(|| ApiError::NotFound("Cannot find bundle!".into()))?;
+    if directurls || presignedurls {
+        if let Some(back) = ensure_checkout(app, ctx, replica, id.as_str(), &manifest.version, token).await? {
+            return Ok(back);
+        }
+    }
+    let dir = crate::bucket::checkout::bundle_dir(id.as_str(), &manifest.version);
 
     let total = manifest.files.len();
     let page: &[BundleFile] = manifest.files.get(start_at..).unwrap_or(&[]);
     let page = &page[..page.len().min(per_page)];
     let mut files = Vec::with_capacity(page.len());
     for f in page {
-        // URLs point at the blobs themselves: no checkout copy is made first.
-        let key = || f.blob_key();
+        // URLs into the bundle's checkout copy, as the original.
+        let key = || format!("{dir}/{}", f.name);
         let url = if presignedurls {
             let opts = crate::storage::PresignOptions {
                 content_type: Some(f.content_type.clone()),
@@ -67,7 +74,7 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
                     .await?,
             )
         } else if directurls {
-            replica.main.direct_url(&key())
+            replica.checkout.direct_url(&key())
         } else {
             None
         };
@@ -113,6 +120,75 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
     set_header(&mut r, "X-OpenAPI-Pagination", if more { "true" } else { "false" });
     set_header(&mut r, "X-OpenAPI-Paginated-Content-Key", "bundle.files");
     Ok(r)
+}
+
+/// Make sure the replica's checkout bucket holds a valid copy of the bundle before URLs
+/// into it are given out (the original's `verify_checkout`): `None` when it does (an
+/// ageing copy is served and renewed meanwhile); else a checkout is started (without a
+/// token) or the token's checkout looked at, and the client is sent back with a 301
+/// while it runs; a failed one is 500 `checkout_error`. At the edge (no jobs), anything
+/// but a valid copy is [`ApiError::NeedsBackend`].
+async fn ensure_checkout<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    ctx: &Ctx<'_>,
+    replica: &Replica<S>,
+    uuid: &str,
+    version: &str,
+    token: Option<super::files::CheckoutToken>,
+) -> Result<Option<Response>, ApiError> {
+    use super::files::{come_back, CheckoutToken};
+    use crate::bucket::checkout::{bundle_copy_state, read_status, CheckoutJob, CopyState};
+    let now = app.clock.now();
+    let job = |refresh| CheckoutJob {
+        id: uuid::Uuid::new_v4().to_string(),
+        replica: replica.name.clone(),
+        uuid: uuid.to_string(),
+        version: version.to_string(),
+        destination: None,
+        email: None,
+        refresh,
+    };
+    match bundle_copy_state(&replica.checkout, uuid, version, now, &app.config.checkout).await? {
+        CopyState::Fresh => return Ok(None),
+        CopyState::Aging if app.jobs.is_none() => return Ok(None),
+        CopyState::Aging => {
+            if let Err(e) = super::checkout::start(app, replica, job(true)).await {
+                tracing::warn!(uuid, version, "ageing bundle checkout not renewed: {e}");
+            }
+            return Ok(None);
+        }
+        CopyState::Missing if app.jobs.is_none() => return Err(ApiError::NeedsBackend),
+        CopyState::Missing => {}
+    }
+    let token = match token {
+        None => CheckoutToken {
+            execution_id: super::checkout::start(app, replica, job(false)).await?,
+            start_time: now.timestamp_millis() as f64 / 1000.0,
+            attempts: 1,
+        },
+        Some(t) => match read_status(&replica.checkout, &t.execution_id).await? {
+            Some(s) if s.status == "SUCCEEDED" => return Ok(None),
+            Some(s) if s.status == "RUNNING" => CheckoutToken {
+                attempts: t.attempts.saturating_add(1),
+                ..t
+            },
+            Some(s) => {
+                return Err(ApiError::CheckoutFailed(format!(
+                    "the checkout of this bundle failed: {}",
+                    s.cause.unwrap_or_default()
+                )))
+            }
+            None => return Err(ApiError::CheckoutFailed("no such checkout".into())),
+        },
+    };
+    let mut back = come_back(ctx, &token)?;
+    // The same version on the way back, whatever is written meanwhile.
+    let url = ctx.url_with(&[
+        ("token", Some(&serde_json::to_string(&token).unwrap_or_default())),
+        ("version", Some(version)),
+    ]);
+    set_header(&mut back, "location", &url);
+    Ok(Some(back))
 }
 
 /// A file entry as `GET /v1/bundles/{uuid}` shows it (`s3_etag`, not `s3-etag`).

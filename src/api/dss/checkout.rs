@@ -62,9 +62,6 @@ pub async fn post<S: Store, H: HttpClient, T: Sleeper>(
         .manifest(id.as_str(), version, app.clock.now())
         .await?
         .ok_or_else(|| ApiError::NotFound("Cannot find bundle!".into()))?;
-    let Some(jobs) = app.jobs.as_ref() else {
-        return Err(ApiError::Unavailable("this server runs no jobs".into()));
-    };
     let job = CheckoutJob {
         id: uuid::Uuid::new_v4().to_string(),
         replica: replica.name.clone(),
@@ -72,15 +69,29 @@ pub async fn post<S: Store, H: HttpClient, T: Sleeper>(
         version: manifest.version.clone(),
         destination: destination.map(str::to_string),
         email: email.map(str::to_string),
+        refresh: false,
     };
-    // RUNNING before the job exists, so that a status asked for at once is found.
+    let job_id = start(app, replica, job).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "checkout_job_id": job_id })))
+}
+
+/// Start checkout `job`: its status RUNNING (before the job exists, so that a status
+/// asked for at once is found), then the job queued; its id.
+pub async fn start<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    replica: &Replica<S>,
+    job: CheckoutJob,
+) -> Result<String, ApiError> {
+    let Some(jobs) = app.jobs.as_ref() else {
+        return Err(ApiError::NeedsBackend);
+    };
     write_status(&replica.checkout, &job.id, &CheckoutStatus::running(None)).await?;
-    let job_id = job.id.clone();
+    let id = job.id.clone();
+    tracing::info!(uuid = %job.uuid, version = %job.version, checkout = %id, "checkout started");
     jobs.submit_checkout(job)
         .await
         .map_err(|e| ApiError::Unavailable(format!("the checkout could not be queued: {e}")))?;
-    tracing::info!(uuid = %id, version = %manifest.version, checkout = %job_id, "checkout started");
-    Ok(json_response(StatusCode::OK, &json!({ "checkout_job_id": job_id })))
+    Ok(id)
 }
 
 /// `GET /v1/bundles/checkout/{id}?replica`: the checkout's status document.

@@ -85,38 +85,138 @@ impl HeapSize for FileEntry {
     }
 }
 
-/// A presigned GET URL of `blob_key` in `replica`, valid for `ttl`: the one signed for
-/// the same blob and options less than `ttl / PRESIGN_REUSE_DIVISOR` ago (by the app's
-/// clock), else a new one.
+/// A presigned GET URL of `key` in `replica`'s checkout bucket (where downloads are
+/// served from, as in the original), valid for `ttl`: the one signed for the same object
+/// and options less than `ttl / PRESIGN_REUSE_DIVISOR` ago (by the app's clock), else a
+/// new one. Only URLs of copies known to be valid are signed, so a URL found here is one.
 pub async fn presigned_url<S: Store>(
     replica: &Replica<S>,
     clock: &dyn Clock,
-    blob_key: &str,
+    key: &str,
     ttl: std::time::Duration,
     opts: &PresignOptions,
 ) -> Result<String, ApiError> {
-    let key = PresignKey::new(blob_key, opts, ttl);
+    let cache_key = PresignKey::new(key, opts, ttl);
     let now = clock.now();
-    if let Some(url) = replica.cache.presigned.get(&key, now) {
+    if let Some(url) = replica.cache.presigned.get(&cache_key, now) {
         return Ok(url.to_string());
     }
-    let url = replica.main.presign_get(blob_key, ttl, opts).await?;
-    replica.cache.presigned.insert(key, &url, now, ttl);
+    let url = replica.checkout.presign_get(key, ttl, opts).await?;
+    replica.cache.presigned.insert(cache_key, &url, now, ttl);
     Ok(url)
 }
 
-/// The checkout token of the original (`{"execution_id","start_time","attempts"}`);
-/// blobs here are served without a checkout copy, so a token is only validated.
-fn check_token(token: Option<&str>) -> Result<(), ApiError> {
-    let Some(t) = token else { return Ok(()) };
+/// The original's checkout token: `{"execution_id","start_time","attempts"}`, which a
+/// 301 carries to the next request of the same download.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CheckoutToken {
+    /// The copy (or checkout) being waited for.
+    pub execution_id: String,
+    /// When the wait began (seconds since the epoch).
+    pub start_time: f64,
+    /// Requests so far.
+    pub attempts: u32,
+}
+
+/// Parse a `token` parameter: absent is `None`; anything but the original's shape is
+/// 400 `illegal_token`.
+pub fn parse_token(token: Option<&str>) -> Result<Option<CheckoutToken>, ApiError> {
+    let Some(t) = token else { return Ok(None) };
     let v: serde_json::Value = serde_json::from_str(t).map_err(|_| ApiError::IllegalToken)?;
-    let ok = v.get("execution_id").is_some()
-        && v.get("start_time").is_some()
-        && v.get("attempts").map(|a| a.is_number()).unwrap_or(false);
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::IllegalToken)
+    let id = match v.get("execution_id") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) if !other.is_null() => other.to_string(),
+        _ => return Err(ApiError::IllegalToken),
+    };
+    let start_time = v
+        .get("start_time")
+        .and_then(serde_json::Value::as_f64)
+        .ok_or(ApiError::IllegalToken)?;
+    let attempts = v
+        .get("attempts")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or(ApiError::IllegalToken)?;
+    Ok(Some(CheckoutToken {
+        execution_id: id,
+        start_time,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+    }))
+}
+
+/// Polls of a download waiting for its copy before it is answered 500 `checkout_error`
+/// (with `Retry-After: 10`, about ten minutes).
+const MAX_CHECKOUT_POLLS: u32 = 60;
+
+/// A 301 to this same request with `token` added (or advanced) and `Retry-After: 10`:
+/// how the original sent a client back while a checkout copy was being made.
+pub fn come_back(ctx: &Ctx<'_>, token: &CheckoutToken) -> Result<Response, ApiError> {
+    let t = serde_json::to_string(token).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let url = ctx.url_with(&[("token", Some(&t))]);
+    let mut r = http::Response::new(Body::empty());
+    *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    set_header(&mut r, "location", &url);
+    set_header(&mut r, "retry-after", "10");
+    Ok(r)
+}
+
+/// Make sure the checkout bucket of `replica` holds a copy of the file's blob that may be
+/// served: `None` when it does (copied now if it was missing and small), or the 301 that
+/// sends the client back while a job copies it. An ageing copy is served and copied
+/// again meanwhile. At the edge (no jobs), a missing copy is [`ApiError::NeedsBackend`].
+async fn ensure_copy<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    ctx: &Ctx<'_>,
+    replica: &Replica<S>,
+    file: &FileEntry,
+    token: Option<CheckoutToken>,
+) -> Result<Option<Response>, ApiError> {
+    use crate::bucket::checkout::{copy_blob_out, copy_state, CopyOutJob, CopyState};
+    let (size, ct) = (file.meta.size, &file.meta.content_type);
+    let now = app.clock.now();
+    let state = copy_state(&replica.checkout, &file.blob_key, size, now, &app.config.checkout).await?;
+    let job = || CopyOutJob {
+        replica: replica.name.clone(),
+        blob_key: file.blob_key.clone(),
+        content_type: ct.clone(),
+    };
+    match (state, app.jobs.as_ref()) {
+        (CopyState::Fresh, _) | (CopyState::Aging, None) => Ok(None),
+        (CopyState::Aging, Some(jobs)) => {
+            if let Err(e) = jobs.submit_copy_out(job()).await {
+                tracing::warn!(blob = %file.blob_key, "ageing checkout copy not renewed: {e}");
+            }
+            Ok(None)
+        }
+        (CopyState::Missing, None) => Err(ApiError::NeedsBackend),
+        // The original sent the client back for every size; a small copy is quicker made.
+        (CopyState::Missing, Some(_)) if size <= app.config.checkout.inline_max => {
+            copy_blob_out(&replica.main, &replica.checkout, &file.blob_key, ct).await?;
+            Ok(None)
+        }
+        (CopyState::Missing, Some(jobs)) => {
+            let token = match token {
+                Some(t) if t.attempts >= MAX_CHECKOUT_POLLS => {
+                    return Err(ApiError::CheckoutFailed(format!(
+                        "the copy of this file for download did not finish after {} requests",
+                        t.attempts
+                    )))
+                }
+                Some(t) => CheckoutToken {
+                    attempts: t.attempts + 1,
+                    ..t
+                },
+                None => CheckoutToken {
+                    execution_id: uuid::Uuid::new_v4().to_string(),
+                    start_time: now.timestamp_millis() as f64 / 1000.0,
+                    attempts: 1,
+                },
+            };
+            // A copy already queued absorbs this one.
+            jobs.submit_copy_out(job())
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("the copy for this download could not be queued: {e}")))?;
+            come_back(ctx, &token).map(Some)
+        }
     }
 }
 
@@ -164,7 +264,9 @@ async fn find_file<S: Store, H: HttpClient, T: Sleeper>(
     }
 }
 
-/// `GET /v1/files/{uuid}`: 302 to a presigned URL of the blob.
+/// `GET /v1/files/{uuid}`: 302 to a presigned URL (or, with `directurl`, the cloud URL)
+/// of the blob's copy in the replica's checkout bucket, made first if need be (see
+/// [`ensure_copy`]).
 pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
     app: &App<S, H, T>,
     ctx: &Ctx<'_>,
@@ -173,23 +275,36 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
     let id = uuid(id)?;
     let replica = app.replica_param(&ctx.query)?;
     let directurl = ctx.query.bool("directurl")?;
-    check_token(ctx.query.get("token"))?;
+    let token = parse_token(ctx.query.get("token"))?;
     let meta = find_file(app, replica, id.as_str(), ctx.query.get("version")).await?;
-    let mut r = http::Response::new(Body::empty());
-    *r.status_mut() = StatusCode::FOUND;
-    meta.add_headers(&mut r);
-    if directurl {
-        let url = replica
-            .main
-            .direct_url(&meta.blob_key)
-            .ok_or_else(|| ApiError::DirectUrlsUnavailable(replica.name.clone()))?;
-        set_header(&mut r, "location", &url);
-        return Ok(r);
-    }
+    let direct = match directurl {
+        true => Some(
+            replica
+                .checkout
+                .direct_url(&meta.blob_key)
+                .ok_or_else(|| ApiError::DirectUrlsUnavailable(replica.name.clone()))?,
+        ),
+        false => None,
+    };
     let opts = PresignOptions {
         content_disposition: ctx.query.get("content_disposition").map(str::to_string),
         content_type: Some(meta.meta.content_type.clone()),
     };
+    // A URL signed minutes ago was signed for a valid copy: the hot path asks storage nothing.
+    let cached = PresignKey::new(&meta.blob_key, &opts, app.config.presigned_ttl);
+    let hit = direct.is_none() && replica.cache.presigned.get(&cached, app.clock.now()).is_some();
+    if !hit {
+        if let Some(back) = ensure_copy(app, ctx, replica, &meta, token).await? {
+            return Ok(back);
+        }
+    }
+    let mut r = http::Response::new(Body::empty());
+    *r.status_mut() = StatusCode::FOUND;
+    meta.add_headers(&mut r);
+    if let Some(url) = direct {
+        set_header(&mut r, "location", &url);
+        return Ok(r);
+    }
     let url = presigned_url(
         replica,
         app.clock.as_ref(),
@@ -268,7 +383,34 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
         Written::Created => StatusCode::CREATED,
         Written::Existing => StatusCode::OK,
     };
+    precache(app, replica, &job).await;
     Ok(json_response(status, &serde_json::json!({"version": job.version})))
+}
+
+/// After an ingest: a file the caching rules keep (`CHECKOUT_CACHE_CRITERIA`, small
+/// metadata files) is copied to the replica's checkout bucket at once, as the original
+/// did, so that its first download is a redirect without a copy. Best effort: a failure
+/// only means that download makes the copy.
+pub async fn precache<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>, replica: &Replica<S>, job: &IngestJob) {
+    if !app.config.checkout.cached(&job.content_type, job.size) {
+        return;
+    }
+    let blob = app
+        .bucket(replica)
+        .peek_file(&job.uuid, &job.version, |m| m.checksums().blob_key())
+        .await;
+    let result = match blob {
+        Ok(Some(blob)) => {
+            crate::bucket::checkout::copy_blob_out(&replica.main, &replica.checkout, &blob, &job.content_type)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Ok(None) => Err("its metadata is not there".into()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(uuid = %job.uuid, version = %job.version, "file not copied to the checkout bucket at ingest: {e}");
+    }
 }
 
 /// Content type from a file name, as the `hca` CLI guesses it (`.json` -> `application/json`).
