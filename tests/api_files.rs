@@ -50,7 +50,8 @@ async fn put_head_get_download() {
     assert_eq!(g.status, 302);
     assert_eq!(g.header("x-dss-sha256"), Some(c.sha256.as_str()));
     let loc = g.header("location").unwrap().to_string();
-    assert!(loc.starts_with("http://dss.test/blob/aws/blobs/"), "{loc}");
+    // Served from the replica's checkout bucket, as the original.
+    assert!(loc.starts_with("http://dss.test/blob/aws-checkout/blobs/"), "{loc}");
     let d = env.get(&local_part(&loc)).await;
     assert_eq!(d.status, 200);
     assert_eq!(sha256_hex(&d.body), c.sha256, "downloaded bytes match");

@@ -60,12 +60,14 @@ async fn gcp_replica_on_gcs() {
     assert_eq!(d.status, 302);
     assert_eq!(
         d.header("location"),
-        Some(format!("gs://dss-gs-main/{}", c.blob_key()).as_str())
+        Some(format!("gs://dss-gs-checkout/{}", c.blob_key()).as_str())
     );
-    // The file is in gcp, not aws.
-    env.get(&format!("/v1/files/{u}?replica=aws"))
-        .await
-        .expect_error(404, "not_found");
+    // Copied from gcp (GCS) to aws (local) by replication.
+    let d = env
+        .eventually("GET", &format!("/v1/files/{u}?replica=aws"), 302, 30)
+        .await;
+    let body = env.get(&local_part(d.header("location").unwrap())).await.body;
+    assert_eq!(sha256_hex(&body), c.sha256);
 
     // A bundle in the gcp replica.
     let b = uuid::Uuid::new_v4().to_string();
@@ -80,12 +82,17 @@ async fn gcp_replica_on_gcs() {
         )
         .await;
     assert_eq!(r.status, 201);
-    let g = env.get(&format!("/v1/bundles/{b}?replica=gcp&directurls=true")).await;
+    // directurls: checked out first (301 with a token meanwhile), then URLs into the copy.
+    let g = env
+        .follow(&format!("/v1/bundles/{b}?replica=gcp&directurls=true"))
+        .await;
     assert_eq!(g.status, 200);
+    let copy = format!("bundles/{b}.{V2}/donor.json");
     assert_eq!(
         g.json()["bundle"]["files"][0]["url"],
-        format!("gs://dss-gs-main/{}", c.blob_key())
+        format!("gs://dss-gs-checkout/{copy}")
     );
+    assert_eq!(&gcs(&emu, "dss-gs-checkout").get(&copy).await.unwrap()[..], &data[..]);
     assert!(main.head(&format!("bundles/{b}.{V2}")).await.is_ok());
 
     // Staging checksum problems: missing, malformed, and bytes that do not match.

@@ -42,8 +42,7 @@ async fn large_file_is_ingested_in_the_background() {
     assert_eq!(h.header("x-dss-sha256"), Some(c.sha256.as_str()));
     assert!(c.s3_etag.ends_with("-2"), "a two-part file has a multipart ETag");
     assert_eq!(h.header("x-dss-s3-etag"), Some(c.s3_etag.as_str()));
-    let g = env.get(&format!("/v1/files/{u}?replica=aws")).await;
-    let d = env.get(&local_part(g.header("location").unwrap())).await;
+    let d = env.download(&format!("/v1/files/{u}?replica=aws")).await;
     assert_eq!(sha256_hex(&d.body), c.sha256);
     // The job is recorded as completed, once.
     let jobs = env.jobs_completed("ingest", 10).await;

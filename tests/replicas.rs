@@ -84,6 +84,7 @@ fn bad_replica_settings_stop_the_server_with_a_message() {
 async fn a_third_replica_on_its_own_s3_compatible_store() {
     let emu = moto();
     s3_store(&emu, "dss-minio").create_bucket().await.unwrap();
+    s3_store(&emu, "dss-minio-checkout").create_bucket().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let dev = dss::server::dev_issuer_dir(dir.path());
     std::fs::create_dir_all(&dev).unwrap();
@@ -92,6 +93,7 @@ async fn a_third_replica_on_its_own_s3_compatible_store() {
         cmd.env("DSS_REPLICAS", "aws,gcp,minio")
             .env("DSS_REPLICA_MINIO_STORE", "s3")
             .env("DSS_REPLICA_MINIO_BUCKET", "dss-minio")
+            .env("DSS_REPLICA_MINIO_CHECKOUT_BUCKET", "dss-minio-checkout")
             .env("DSS_REPLICA_MINIO_AWS_ENDPOINT_URL", &emu.endpoint)
             .env("DSS_REPLICA_MINIO_AWS_ACCESS_KEY_ID", "testing")
             .env("DSS_REPLICA_MINIO_AWS_SECRET_ACCESS_KEY", "testing")

@@ -52,7 +52,7 @@ async fn aws_replica_on_s3() {
     assert_eq!(g.status, 302);
     let loc = g.header("location").unwrap().to_string();
     assert!(
-        loc.starts_with(&format!("{}/dss-main/blobs/", emu.endpoint)) && loc.contains("X-Amz-Signature="),
+        loc.starts_with(&format!("{}/dss-checkout/blobs/", emu.endpoint)) && loc.contains("X-Amz-Signature="),
         "{loc}"
     );
     let resp = reqwest::get(&loc).await.unwrap();
@@ -61,7 +61,7 @@ async fn aws_replica_on_s3() {
     let d = env.get(&format!("/v1/files/{u}?replica=aws&directurl=true")).await;
     assert_eq!(
         d.header("location"),
-        Some(format!("s3://dss-main/{}", c.blob_key()).as_str())
+        Some(format!("s3://dss-checkout/{}", c.blob_key()).as_str())
     );
 
     // Tags that lie about the bytes: 422, and neither blob nor metadata stays.

@@ -86,11 +86,15 @@ impl HttpClient for FetchClient {
         };
         let mut resp = self.exchange(parts, Some(body)).await?;
         let builder = head(&resp);
-        let stream = resp.stream().map_err(|e| HttpError::Transport(e.to_string()))?;
-        let stream = stream.map(|r| r.map(Bytes::from).map_err(|e| std::io::Error::other(e.to_string())));
-        builder
-            .body(box_stream(stream))
-            .map_err(|e| HttpError::Transport(e.to_string()))
+        let stream = match resp.stream() {
+            Ok(s) => box_stream(s.map(|r| r.map(Bytes::from).map_err(|e| std::io::Error::other(e.to_string())))),
+            // No body to stream (the answer to a HEAD, a 204): what there is, whole.
+            Err(_) => {
+                let bytes = resp.bytes().await.map_err(|e| HttpError::Transport(e.to_string()))?;
+                box_stream(futures::stream::iter([Ok(Bytes::from(bytes))]))
+            }
+        };
+        builder.body(stream).map_err(|e| HttpError::Transport(e.to_string()))
     }
 }
 

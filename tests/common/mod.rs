@@ -148,6 +148,30 @@ impl Env {
         }
     }
 
+    /// GET as a client of the checkout protocol does: 301s (while a checkout copy is
+    /// made) followed with their token, without waiting their `Retry-After`; the first
+    /// other answer.
+    pub async fn follow(&self, uri: &str) -> Resp {
+        let t = std::time::Instant::now();
+        let mut next = uri.to_string();
+        loop {
+            let r = self.get(&next).await;
+            if r.status != 301 {
+                return r;
+            }
+            next = local_part(r.header("location").unwrap());
+            assert!(t.elapsed().as_secs() < 60, "{uri}: still 301 after 60 s");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Download a file as a client does: [`Env::follow`], then the 302's location.
+    pub async fn download(&self, uri: &str) -> Resp {
+        let r = self.follow(uri).await;
+        assert_eq!(r.status, 302, "GET {uri}: {}", String::from_utf8_lossy(&r.body));
+        self.get(&local_part(r.header("location").unwrap())).await
+    }
+
     pub fn data(&self) -> &Path {
         self.dir.path()
     }

@@ -519,10 +519,17 @@ pub(crate) mod tests {
         let app = test_app(|name| memory(name, &clock), clock.clone());
         let id = "ce55fd51-7833-469b-be0b-5da88ebebfcd";
         let meta = FileMetadata::new(0, V1, "text/plain", 1, &checksums_of(b"x"));
-        app.replicas
-            .get("aws")
-            .expect("aws")
-            .main
+        let aws = app.replicas.get("aws").expect("aws");
+        // Its copy in the checkout bucket, which downloads are served from.
+        aws.checkout
+            .put(
+                &checksums_of(b"x").blob_key(),
+                Bytes::from_static(b"x"),
+                PutOptions::if_absent(),
+            )
+            .await
+            .unwrap();
+        aws.main
             .put(
                 &crate::bucket::keys::file_key(id, V1),
                 meta.to_bytes().into(),

@@ -299,11 +299,24 @@ impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
         let resp = self
             .exec(&Call::new(Method::HEAD, bucket, Some(key)), "HeadObject")
             .await?;
-        let size = resp
-            .header("content-length")
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| StoreError::Other(format!("S3 HeadObject {key}: no Content-Length")))?;
-        Ok(self.meta_of(&resp.headers, size))
+        if let Some(size) = resp.header("content-length").and_then(|v| v.parse().ok()) {
+            return Ok(self.meta_of(&resp.headers, size));
+        }
+        // The Workers runtime drops Content-Length from answers to HEAD: the size comes
+        // from the first byte's Content-Range instead (none for an empty object).
+        let mut call = Call::new(Method::GET, bucket, Some(key)).header("range", "bytes=0-0".to_string());
+        call.stream_response = true;
+        match self.exec(&call, "GetObject").await {
+            Ok(first) => {
+                let (_, _, size) = first
+                    .header("content-range")
+                    .and_then(parse_content_range)
+                    .ok_or_else(|| StoreError::Other(format!("S3 HeadObject {key}: no size")))?;
+                Ok(self.meta_of(&first.headers, size))
+            }
+            Err(StoreError::RangeNotSatisfiable) => Ok(self.meta_of(&resp.headers, 0)),
+            Err(e) => Err(e),
+        }
     }
 
     async fn exists(&self, key: &str) -> StoreResult<bool> {
