@@ -32,6 +32,7 @@ async fn gcp_replica_on_gcs() {
         if_absent: false,
         content_type: Some("application/json".into()),
         metadata: tags(&c),
+        expiring: false,
     };
     staging.put("up/donor.json", data.clone().into(), opts).await.unwrap();
 
@@ -103,6 +104,7 @@ async fn gcp_replica_on_gcs() {
                 if_absent: false,
                 content_type: None,
                 metadata: md,
+                expiring: false,
             };
             staging
                 .put(key, bytes::Bytes::from_static(b"some staged bytes"), opts)

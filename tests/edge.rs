@@ -267,6 +267,7 @@ async fn edge_worker_in_front_of_the_backend() {
         if_absent: false,
         content_type: Some("text/plain".into()),
         metadata: tags(&gsums),
+        expiring: false,
     };
     gcs_store(&gcs, "gs-staging")
         .put("edge/g.txt", gdata.clone().into(), gopts)

@@ -303,6 +303,25 @@ fn hca_cli_upload_and_download() {
             }
             assert_eq!(&hex::encode(sha2::Digest::finalize(h)), sha, "{name} checked out");
         }
+        // Copies the caching rules do not keep are tagged for the lifecycle rule to
+        // expire, as the original tagged them; cached metadata files are not.
+        let tags = checkout
+            .head_with_tags(&format!("{prefix}/reads.fastq"))
+            .await
+            .unwrap()
+            .metadata;
+        assert_eq!(tags.get("uncached").map(String::as_str), Some("True"), "{tags:?}");
+        let small_json = walk(&src)
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "json") && std::fs::metadata(p).unwrap().len() < 12314)
+            .unwrap();
+        let name = small_json.strip_prefix(&src).unwrap().to_str().unwrap().to_string();
+        let tags = checkout
+            .head_with_tags(&format!("{prefix}/{name}"))
+            .await
+            .unwrap()
+            .metadata;
+        assert!(!tags.contains_key("uncached"), "{name}: {tags:?}");
     });
 
     // An upload into gcp: the CLI stages in S3 and writes the files to aws (its file PUTs
@@ -328,6 +347,7 @@ fn hca_cli_upload_and_download() {
             if_absent: false,
             content_type: Some("application/json".into()),
             metadata: md,
+            expiring: false,
         };
         common::cloud::gcs_store(&gcs, "gs-staging")
             .put("up/project_0.json", data.clone().into(), opts)

@@ -59,6 +59,7 @@ async fn put_file(http: &reqwest::Client, url: &str, token: &str, s3: &Emulator,
         if_absent: false,
         content_type: Some("application/octet-stream".into()),
         metadata: common::cloud::tags(&c),
+        expiring: false,
     };
     let staging = common::cloud::s3_store(s3, "staging");
     let stream: dss::model::platform::ByteStream =

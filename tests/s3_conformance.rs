@@ -226,6 +226,7 @@ async fn put_stream_multipart_round_trips_and_failures_leave_nothing() {
         if_absent: true,
         content_type: Some("application/octet-stream; dcp-type=data".into()),
         metadata: md.clone(),
+        expiring: false,
     };
     let chunks = chunked(&data, &[1, 65_537, 3 * MIB + 7, 999_983, 0, 12]);
     let n = s
@@ -361,6 +362,7 @@ async fn copy_from_in_parts() {
         if_absent: false,
         content_type: Some("application/json".into()),
         metadata: md.clone(),
+        expiring: false,
     };
     peer.put("staging/big file", Bytes::from(data.clone()), opts)
         .await
@@ -384,6 +386,7 @@ async fn copy_from_in_parts() {
         if_absent: false,
         content_type: Some("text/plain".into()),
         metadata: md2.clone(),
+        expiring: false,
     };
     s.copy_from(&peer, "staging/big file", "blobs/big2", replace.clone())
         .await
@@ -573,6 +576,7 @@ async fn moto_with_iam_accepts_our_signatures() {
         if_absent: true,
         content_type: Some("text/plain".into()),
         metadata: md,
+        expiring: false,
     };
     s.put(k, Bytes::from_static(b"signed"), opts).await.expect("signed put");
     assert_eq!(&s.get(k).await.unwrap()[..], b"signed");

@@ -34,6 +34,7 @@ async fn aws_replica_on_s3() {
         if_absent: false,
         content_type: Some("application/json".into()),
         metadata: tags(&wrong),
+        expiring: false,
     };
     staging.put("u1/links.json", data.clone().into(), opts).await.unwrap();
     staging.put_tags("u1/links.json", &tags(&c)).await.unwrap();

@@ -41,9 +41,6 @@ pub struct CheckoutJob {
     pub destination: Option<String>,
     /// Told when the checkout ends.
     pub email: Option<String>,
-    /// Copy every file again (a copy that is ageing), even those already there.
-    #[serde(default)]
-    pub refresh: bool,
 }
 
 /// A blob to copy to a replica's checkout bucket, for downloads.
@@ -55,6 +52,17 @@ pub struct CopyOutJob {
     pub blob_key: String,
     /// The file's content type, which the copy carries.
     pub content_type: String,
+    /// Whether the copy is marked to expire (not cached by the rules).
+    #[serde(default)]
+    pub expiring: bool,
+}
+
+impl CheckoutJob {
+    /// Whether the checkout is the replica's own (its checkout bucket, nobody to tell),
+    /// which all who ask for the same bundle version share.
+    pub fn shared(&self) -> bool {
+        self.destination.is_none() && self.email.is_none()
+    }
 }
 
 /// How far a checkout has come (beyond the original, which said only `RUNNING`).
@@ -181,16 +189,27 @@ pub async fn check_writable<S: Store>(dst: &S, name: &str) -> Result<(), Destina
     Ok(())
 }
 
+/// How a bundle is copied out.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyPlan<'a> {
+    /// Objects written since then (by an earlier run of the same job, before a crash) are
+    /// not copied again; older ones are (they may be near their lifecycle's end, or a
+    /// user's edits).
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// Into a DSS checkout bucket: files the rules do not cache are marked to expire.
+    /// `None` for a user's bucket, where nothing is ever marked.
+    pub rules: Option<&'a CacheRules>,
+}
+
 /// Copy every file of `manifest` from `src` to `dst` under [`bundle_dir`], a few at a time:
 /// server-side between stores of one backend, else streamed and checked against the
-/// file's checksums. A file already there with its size is not copied again, so a job
-/// run again after a crash finishes the rest.
+/// file's checksums.
 pub async fn copy_bundle<S: Store, F: FileDoc>(
     src: &Bucket<'_, S, F>,
     manifest: &BundleManifest,
     uuid: &str,
     dst: &S,
-    refresh: bool,
+    plan: CopyPlan<'_>,
     progress: &Arc<ProgressCounter>,
 ) -> Result<(), BucketError> {
     let total = manifest.files.iter().map(|f| f.size).sum();
@@ -200,7 +219,7 @@ pub async fn copy_bundle<S: Store, F: FileDoc>(
     // By index: a closure over `&BundleFile` would make the future higher-ranked over
     // that borrow, which the runner's `Send` check cannot see through.
     futures::stream::iter(0..files.len())
-        .map(|i| copy_file(src, &files[i], &dir, dst, refresh, progress))
+        .map(|i| copy_file(src, &files[i], &dir, dst, plan, progress))
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await
@@ -212,11 +231,11 @@ async fn copy_file<S: Store, F: FileDoc>(
     f: &BundleFile,
     dir: &str,
     dst: &S,
-    refresh: bool,
+    plan: CopyPlan<'_>,
     progress: &Arc<ProgressCounter>,
 ) -> Result<(), BucketError> {
     let key = format!("{dir}/{}", f.name);
-    if !refresh && matches!(dst.head(&key).await, Ok(m) if m.size == f.size) {
+    if matches!(dst.head(&key).await, Ok(m) if m.size == f.size && m.last_modified >= plan.since) {
         progress.add(1, f.size);
         return Ok(());
     }
@@ -224,6 +243,7 @@ async fn copy_file<S: Store, F: FileDoc>(
     let blob = f.blob_key();
     let opts = PutOptions {
         content_type: Some(f.content_type.clone()),
+        expiring: plan.rules.is_some_and(|r| !r.cached(&f.content_type, f.size)),
         ..PutOptions::overwrite()
     };
     if dst.same_backend(src.store()) {
@@ -373,16 +393,18 @@ fn age_state(right_size: bool, age: chrono::Duration, rules: &CacheRules) -> Cop
 }
 
 /// Copy blob `blob_key` of `main` to the same key in `checkout` (server-side: both are
-/// one replica's buckets), with the file's content type; written anew, so its age starts
-/// again.
+/// one replica's buckets), with the file's content type, marked `expiring` unless the
+/// rules cache it; written anew, so its age starts again.
 pub async fn copy_blob_out<S: Store>(
     main: &S,
     checkout: &S,
     blob_key: &str,
     content_type: &str,
+    expiring: bool,
 ) -> Result<(), StoreError> {
     let opts = PutOptions {
         content_type: Some(content_type.to_string()),
+        expiring,
         ..PutOptions::overwrite()
     };
     checkout.copy_from(main, blob_key, blob_key, opts).await

@@ -20,6 +20,21 @@ pub trait JobSink: MaybeSend + MaybeSync {
     /// download waits for it, or its copy is ageing); a queued copy of the same blob
     /// absorbs a repeat.
     fn submit_copy_out(&self, job: super::checkout::CopyOutJob) -> BoxFuture<'_, Result<(), String>>;
+    /// The id of the shared checkout ([`super::checkout::CheckoutJob::shared`]) of bundle
+    /// `uuid` at `version` in `replica` that is queued or running, if any.
+    fn pending_checkout<'a>(
+        &'a self,
+        _replica: &'a str,
+        _uuid: &'a str,
+        _version: &'a str,
+    ) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async { None })
+    }
+    /// Why the latest copy of blob `blob_key` to `replica`'s checkout bucket failed for
+    /// good, if it did.
+    fn copy_out_failed<'a>(&'a self, _replica: &'a str, _blob_key: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async { None })
+    }
     /// Record a checkout durably; a worker runs it.
     fn submit_checkout(&self, job: super::checkout::CheckoutJob) -> BoxFuture<'_, Result<(), String>>;
     /// Record `job` durably; a worker (of any backend sharing the queue) runs it.

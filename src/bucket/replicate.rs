@@ -144,21 +144,33 @@ async fn bundle<S: Store, F: FileDoc>(
         .unwrap_or(u64::MAX)
         .saturating_add(1);
     progress.set_totals(items, total);
-    // By index: a closure over `&BundleFile` would make the future higher-ranked over that
-    // borrow, which the runner's `Send` check cannot see through.
-    let files = &manifest.files;
-    let waiting: Vec<String> = futures::stream::iter(0..files.len())
-        .map(|i| bundle_file(src, dst, &files[i], progress))
-        .buffer_unordered(BUNDLE_FILE_CONCURRENCY)
-        .try_filter_map(|k| async move { Ok(k) })
-        .try_collect()
-        .await?;
+    let waiting = bring_files(src, dst, &manifest, progress).await?;
     if !waiting.is_empty() {
         return Ok(Replicated::Waiting(waiting));
     }
     let written = dst.put_copy(key, bytes).await?;
     progress.add(1, 0);
     Ok(outcome(written, 0))
+}
+
+/// Every file of `manifest` at the destination, small missing ones copied now: the keys
+/// of the large ones still missing (whose own jobs bring them).
+pub async fn bring_files<S: Store, F: FileDoc>(
+    src: &Bucket<'_, S, F>,
+    dst: &Bucket<'_, S, F>,
+    manifest: &BundleManifest,
+    progress: &Arc<ProgressCounter>,
+) -> Result<Vec<String>, BucketError> {
+    let dst = &dst.for_replication();
+    // By index: a closure over `&BundleFile` would make the future higher-ranked over that
+    // borrow, which the runner's `Send` check cannot see through.
+    let files = &manifest.files;
+    futures::stream::iter(0..files.len())
+        .map(|i| bundle_file(src, dst, &files[i], progress))
+        .buffer_unordered(BUNDLE_FILE_CONCURRENCY)
+        .try_filter_map(|k| async move { Ok(k) })
+        .try_collect()
+        .await
 }
 
 /// One file of a bundle at the destination: there already, copied now (small), or its
@@ -233,7 +245,8 @@ pub async fn copy_blob<S: Store, F: FileDoc>(
             meta.size
         )));
     }
-    if dst.store().same_backend(src.store()) {
+    // An overwrite (a repair) always streams: the source's bytes are checked first.
+    if !overwrite && dst.store().same_backend(src.store()) {
         drop(stream);
         match dst.store().copy_from(src.store(), blob_key, blob_key, opts).await {
             Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
@@ -251,18 +264,33 @@ pub async fn copy_blob<S: Store, F: FileDoc>(
         return Ok(true);
     }
     let counter = progress.clone();
-    let stream: crate::model::platform::ByteStream = Box::pin(stream.inspect(move |c| {
-        if let Ok(b) = c {
-            counter.add(0, b.len() as u64);
-        }
+    let source_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed = source_failed.clone();
+    let stream: crate::model::platform::ByteStream = Box::pin(stream.inspect(move |c| match c {
+        Ok(b) => counter.add(0, b.len() as u64),
+        Err(_) => failed.store(true, std::sync::atomic::Ordering::SeqCst),
     }));
     let (stream, mismatch) = crate::storage::verify::verified(stream, size, expected.clone());
     match dst.store().put_stream(blob_key, stream, opts).await {
-        Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(true),
+        Ok(_) => Ok(true),
+        // Another copy got there first; it is checked like any blob found there.
+        Err(StoreError::AlreadyExists(_)) => match dst.store().head(blob_key).await {
+            Ok(m) if m.size == size => Ok(true),
+            Ok(m) => Err(BucketError::ChecksumMismatch(format!(
+                "{blob_key} in replica {} has {} bytes, not {size}: `dss sync` repairs it",
+                dst.name(),
+                m.size
+            ))),
+            Err(e) => Err(e.into()),
+        },
         Err(_) if mismatch.is_set() => Err(BucketError::ChecksumMismatch(format!(
             "the bytes of {blob_key} in replica {} do not match their content address",
             src.name()
         ))),
+        // Reading the source failed part way (a connection reset): tried again later.
+        Err(e) if source_failed.load(std::sync::atomic::Ordering::SeqCst) => Err(BucketError::Store(
+            StoreError::Unavailable(format!("reading {blob_key} from replica {}: {e}", src.name())),
+        )),
         Err(e) => Err(e.into()),
     }
 }

@@ -129,7 +129,7 @@ pub async fn sync<S: Store, F: FileDoc>(
     );
     // Bundles sort before files: a bundle whose large files are missing too is repaired
     // again once the pass has brought them.
-    let mut later: Vec<String> = Vec::new();
+    let mut later: Vec<(String, Drift)> = Vec::new();
     loop {
         // The next batch of keys, each with whether the destination has it.
         let mut batch: Vec<(String, bool)> = Vec::new();
@@ -215,7 +215,7 @@ pub async fn sync<S: Store, F: FileDoc>(
                     progress.repaired.fetch_add(1, Ordering::Relaxed);
                     report(&key, &d, Some(&Ok(())));
                 }
-                Ok(Some(_waiting)) => later.push(key),
+                Ok(Some(_waiting)) => later.push((key, d)),
                 Err(e) => {
                     report(&key, &d, Some(&Err(e.clone())));
                     summary.failed.push((key, e));
@@ -223,8 +223,7 @@ pub async fn sync<S: Store, F: FileDoc>(
             }
         }
     }
-    for key in later {
-        let d = Drift::Missing;
+    for (key, d) in later {
         let r = match repair(src, &dst, &key, &d, progress).await {
             Ok(None) => Ok(()),
             Ok(Some(first)) => Err(format!("its file {first} is not at the destination")),
@@ -272,6 +271,34 @@ async fn compare<S: Store, F: FileDoc>(
     Ok(Some(Drift::Different("the document differs".into())))
 }
 
+/// Write the source's document `key` over the destination's, once what it depends on is
+/// there (a file's blob; a bundle's files): `Ok(Some(file))` while a bundle still waits
+/// for `file`.
+async fn restore_document<S: Store, F: FileDoc>(
+    src: &Bucket<'_, S, F>,
+    dst: &Bucket<'_, S, F>,
+    key: &str,
+    counter: &Arc<ProgressCounter>,
+) -> Result<Option<String>, BucketError> {
+    let bytes = src.store().get(key).await?;
+    let corrupt = |e: serde_json::Error| BucketError::Corrupt {
+        key: key.to_string(),
+        detail: e.to_string(),
+    };
+    if parse_file_key(key).is_some() {
+        let meta: crate::model::manifest::FileMetadata = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        let c = meta.checksums();
+        copy_blob(src, dst, &c.blob_key(), &c, meta.size, false, counter).await?;
+    } else if let Some(super::keys::BundleKey::Manifest { .. }) = parse_bundle_key(key) {
+        let manifest: crate::model::manifest::BundleManifest = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        let waiting = super::replicate::bring_files(src, dst, &manifest, counter).await?;
+        if let Some(first) = waiting.into_iter().next() {
+            return Ok(Some(first));
+        }
+    }
+    dst.restore(key, bytes).await.map(|()| None)
+}
+
 /// Bring `key` to the destination; `Ok(Some(file))`: a bundle still waiting for `file`.
 async fn repair<S: Store, F: FileDoc>(
     src: &Bucket<'_, S, F>,
@@ -294,9 +321,10 @@ async fn repair<S: Store, F: FileDoc>(
                     .map(drop),
                 Err(e) => Err(e.into()),
             },
-            None => match src.store().get(key).await {
-                Ok(bytes) => dst.restore(key, bytes).await,
-                Err(e) => Err(e.into()),
+            None => match restore_document(src, dst, key, &counter).await {
+                Ok(Some(first)) => return Ok(Some(first)),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
             },
         },
         Drift::Extra => Ok(()),

@@ -372,6 +372,7 @@ fn stage(files: &[PathBuf], staging: &std::path::Path) -> Result<(), String> {
             if_absent: true,
             content_type: Some(crate::api::dss::files::guess_content_type(name)),
             metadata,
+            expiring: false,
         };
         rt.block_on(async {
             let file = tokio::fs::File::open(f)

@@ -61,6 +61,15 @@ pub fn ingest_key(replica: &str, uuid: &str, version: &str) -> String {
     format!("{replica}/{uuid}.{version}")
 }
 
+/// The queue key of a checkout: a shared one's names the bundle version (so that one runs
+/// at a time), any other its id.
+fn checkout_key(j: &CheckoutJob) -> String {
+    match j.shared() {
+        true => format!("{}/bundles/{}.{}", j.replica, j.uuid, j.version),
+        false => format!("{}/{}", j.replica, j.id),
+    }
+}
+
 /// Every kind of job, with its input. The queue stores the kind's name and the input as
 /// JSON; [`Work::to_job`] and [`Work::from_job`] convert. A new kind (replicate,
 /// checkout, notify) is a new variant here and a new arm in the handler.
@@ -98,8 +107,9 @@ impl Work {
         match kind {
             INGEST | INDEX | COPY_OUT => 40,
             REPLICATE => u32::MAX,
-            // Its status says FAILED (with the storage error) after the last one.
-            CHECKOUT => CHECKOUT_ATTEMPTS,
+            // Its own count says FAILED in its status after CHECKOUT_ATTEMPTS; its status
+            // document must be written before it ends, however long storage is down.
+            CHECKOUT => u32::MAX,
             _ => u32::MAX,
         }
     }
@@ -110,7 +120,7 @@ impl Work {
             Work::Ingest(j) => ingest_key(&j.replica, &j.uuid, &j.version),
             Work::Index(j) => format!("{}/{}", j.replica, j.key),
             Work::Replicate(j) => j.queue_key(),
-            Work::Checkout(j) => format!("{}/{}", j.replica, j.id),
+            Work::Checkout(j) => checkout_key(j),
             Work::CopyOut(j) => format!("{}/{}", j.replica, j.blob_key),
         }
     }
@@ -205,6 +215,40 @@ impl JobSink for QueueJobs {
                 .await
                 .map_err(|e| e.to_string())?;
             serde_json::to_value(s).map_err(|e| e.to_string())
+        })
+    }
+
+    fn pending_checkout<'a>(
+        &'a self,
+        replica: &'a str,
+        uuid: &'a str,
+        version: &'a str,
+    ) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let filter = JobFilter {
+                kind: Some(CHECKOUT.into()),
+                key: Some(format!("{replica}/bundles/{uuid}.{version}")),
+                states: vec![JobState::Queued, JobState::Running],
+                limit: 1,
+            };
+            let job = self.queue.list(&filter).await.ok()?.pop()?;
+            match Work::from_job(&job) {
+                Ok(Work::Checkout(c)) => Some(c.id),
+                _ => None,
+            }
+        })
+    }
+
+    fn copy_out_failed<'a>(&'a self, replica: &'a str, blob_key: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let filter = JobFilter {
+                kind: Some(COPY_OUT.into()),
+                key: Some(format!("{replica}/{blob_key}")),
+                states: Vec::new(),
+                limit: 1,
+            };
+            let job = self.queue.list(&filter).await.ok()?.pop()?;
+            (job.state == JobState::Failed).then(|| job.error.unwrap_or_default())
         })
     }
 
@@ -443,21 +487,44 @@ impl Worker {
         match replicate(&src, &dst, &job.key, progress).await {
             Ok(Replicated::Copied { .. } | Replicated::Present) => Outcome::Done,
             Ok(Replicated::Waiting(files)) => {
-                // Their own jobs (queued when the files were written) bring them; these
-                // are queued again in case they were lost or pruned (a queued one absorbs it).
-                let jobs: Vec<NewJob> = files
-                    .iter()
-                    .map(|key| {
-                        Work::Replicate(ReplicateJob {
-                            from: job.from.clone(),
-                            to: job.to.clone(),
-                            key: key.clone(),
-                        })
-                        .to_job()
-                    })
-                    .collect();
-                if let Err(e) = self.queue.enqueue(jobs).await {
-                    return Outcome::Retry(format!("waiting for {} files; their jobs not queued: {e}", files.len()));
+                // Their own jobs (queued when the files were written) bring them. One that
+                // failed fails the bundle with its reason; one that is gone (pruned,
+                // lost) is queued again; one queued or running is left alone, so that a
+                // large blob is never streamed twice at once.
+                let mut jobs: Vec<NewJob> = Vec::new();
+                for key in &files {
+                    let work = Work::Replicate(ReplicateJob {
+                        from: job.from.clone(),
+                        to: job.to.clone(),
+                        key: key.clone(),
+                    });
+                    let latest = JobFilter {
+                        kind: Some(REPLICATE.into()),
+                        key: Some(work.key()),
+                        states: Vec::new(),
+                        limit: 1,
+                    };
+                    match self.queue.list(&latest).await {
+                        Ok(found) => match found.first() {
+                            Some(j) if matches!(j.state, JobState::Queued | JobState::Running) => {}
+                            Some(j) if j.state == JobState::Failed => {
+                                return Outcome::Fail(format!(
+                                    "its file {key} cannot be copied: {}",
+                                    j.error.as_deref().unwrap_or("")
+                                ))
+                            }
+                            _ => jobs.push(work.to_job()),
+                        },
+                        Err(e) => return Outcome::Retry(format!("the jobs of its files not looked up: {e}")),
+                    }
+                }
+                if !jobs.is_empty() {
+                    if let Err(e) = self.queue.enqueue(jobs).await {
+                        return Outcome::Retry(format!(
+                            "waiting for {} files; their jobs not queued: {e}",
+                            files.len()
+                        ));
+                    }
                 }
                 Outcome::Retry(format!(
                     "waiting for {} of its files to reach {} (first: {})",
@@ -477,7 +544,15 @@ impl Worker {
             Err(e) => return Outcome::Fail(e.to_string()),
         };
         progress.set_totals(1, 0);
-        match checkout::copy_blob_out(&replica.main, &replica.checkout, &job.blob_key, &job.content_type).await {
+        match checkout::copy_blob_out(
+            &replica.main,
+            &replica.checkout,
+            &job.blob_key,
+            &job.content_type,
+            job.expiring,
+        )
+        .await
+        {
             Ok(()) => {
                 progress.add(1, 0);
                 Outcome::Done
@@ -487,13 +562,14 @@ impl Worker {
         }
     }
 
-    async fn checkout(&self, job: &CheckoutJob, attempts: u32, progress: &Arc<ProgressCounter>) -> Outcome {
+    async fn checkout(&self, job: &CheckoutJob, queued: &Job, progress: &Arc<ProgressCounter>) -> Outcome {
+        let attempts = queued.attempts;
         let replica = match self.app.replica(&job.replica) {
             Ok(r) => r,
             Err(e) => return Outcome::Fail(e.to_string()),
         };
         let status_store = &replica.checkout;
-        let ended = match self.check_out(replica, job, progress).await {
+        let ended = match self.check_out(replica, job, queued.created_at, progress).await {
             Ok(location) => CheckoutStatus::succeeded(location, Some(progress.snapshot().into())),
             Err(CheckoutError::Cause(cause)) => CheckoutStatus::failed(cause, Some(progress.snapshot().into())),
             Err(CheckoutError::Transient(e)) if attempts < CHECKOUT_ATTEMPTS => return Outcome::Retry(e),
@@ -526,12 +602,18 @@ impl Worker {
         &self,
         replica: &crate::api::Replica<AnyStore>,
         job: &CheckoutJob,
+        since: chrono::DateTime<chrono::Utc>,
         progress: &Arc<ProgressCounter>,
     ) -> Result<String, CheckoutError> {
         let own;
         let (dst, name) = match job.destination.as_deref() {
             None => (&replica.checkout, "the replica's checkout bucket".to_string()),
             Some(b) => {
+                if self.own_bucket(b) {
+                    return Err(CheckoutError::Cause(format!(
+                        "the destination {b} is one of this deployment's own buckets"
+                    )));
+                }
                 own = destination(&replica.main, b, &self.buckets_dir)?;
                 (&own, b.to_string())
             }
@@ -551,7 +633,11 @@ impl Worker {
         };
         let id = job.id.clone();
         let status_store = &replica.checkout;
-        let copy = checkout::copy_bundle(&bucket, &manifest, &job.uuid, dst, job.refresh, progress);
+        let plan = checkout::CopyPlan {
+            since,
+            rules: job.destination.is_none().then_some(&self.app.config.checkout),
+        };
+        let copy = checkout::copy_bundle(&bucket, &manifest, &job.uuid, dst, plan, progress);
         let report = async {
             // The status document shows how far the copy has come, every two seconds.
             loop {
@@ -581,6 +667,17 @@ impl Worker {
         Ok(match dst {
             AnyStore::Fs(fs) => format!("file://{}", fs.root().join(&dir).display()),
             other => other.direct_url(&dir).unwrap_or(dir),
+        })
+    }
+
+    /// Whether `name` is a bucket of one of the replicas (never a checkout destination).
+    fn own_bucket(&self, name: &str) -> bool {
+        self.app.replicas.iter().any(|r| {
+            [&r.main, &r.checkout].iter().any(|s| {
+                s.direct_url("x")
+                    .and_then(|u| u.split_once("://").map(|(_, rest)| rest.to_string()))
+                    .is_some_and(|rest| rest == format!("{name}/x"))
+            })
         })
     }
 
@@ -618,7 +715,7 @@ impl Handler for Worker {
             Ok(Work::Ingest(j)) => self.ingest(&j, &progress).await,
             Ok(Work::Index(j)) => self.index(&j).await,
             Ok(Work::Replicate(j)) => self.replicate(&j, &progress).await,
-            Ok(Work::Checkout(j)) => self.checkout(&j, job.attempts, &progress).await,
+            Ok(Work::Checkout(j)) => self.checkout(&j, job, &progress).await,
             Ok(Work::CopyOut(j)) => self.copy_out(&j, &progress).await,
             Err(e) => Outcome::Fail(e),
         }

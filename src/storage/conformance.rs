@@ -28,6 +28,7 @@ fn json_with_metadata() -> (PutOptions, BTreeMap<String, String>) {
         if_absent: false,
         content_type: Some("application/json".into()),
         metadata: md.clone(),
+        expiring: false,
     };
     (opts, md)
 }

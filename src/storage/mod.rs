@@ -86,6 +86,11 @@ pub struct PutOptions {
     pub content_type: Option<String>,
     /// User metadata to record.
     pub metadata: BTreeMap<String, String>,
+    /// Marked for the bucket's lifecycle rule to delete by age (a checkout copy that is
+    /// not cached): S3 tag `uncached=True`, GCS storage class `STANDARD` (the DSS checkout
+    /// buckets' default being `MULTI_REGIONAL`), as the original marked them. Local stores
+    /// have no lifecycle and ignore it.
+    pub expiring: bool,
 }
 
 impl PutOptions {
@@ -329,7 +334,15 @@ impl<H: crate::http::HttpClient, T: crate::model::platform::Sleeper> Store for A
         dispatch!(self, s => s.direct_url(key))
     }
     fn same_backend(&self, other: &Self) -> bool {
-        std::mem::discriminant(self) == std::mem::discriminant(other)
+        match (self, other) {
+            #[cfg(not(target_arch = "wasm32"))]
+            (AnyStore::Fs(a), AnyStore::Fs(b)) => a.same_backend(b),
+            (AnyStore::Memory(a), AnyStore::Memory(b)) => a.same_backend(b),
+            (AnyStore::Gcs(a), AnyStore::Gcs(b)) => a.same_backend(b),
+            (AnyStore::S3(a), AnyStore::S3(b)) => a.same_backend(b),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
     }
 }
 

@@ -139,20 +139,19 @@ async fn ensure_checkout<S: Store, H: HttpClient, T: Sleeper>(
     use super::files::{come_back, CheckoutToken};
     use crate::bucket::checkout::{bundle_copy_state, read_status, CheckoutJob, CopyState};
     let now = app.clock.now();
-    let job = |refresh| CheckoutJob {
+    let job = || CheckoutJob {
         id: uuid::Uuid::new_v4().to_string(),
         replica: replica.name.clone(),
         uuid: uuid.to_string(),
         version: version.to_string(),
         destination: None,
         email: None,
-        refresh,
     };
     match bundle_copy_state(&replica.checkout, uuid, version, now, &app.config.checkout).await? {
         CopyState::Fresh => return Ok(None),
         CopyState::Aging if app.jobs.is_none() => return Ok(None),
         CopyState::Aging => {
-            if let Err(e) = super::checkout::start(app, replica, job(true)).await {
+            if let Err(e) = super::checkout::start(app, replica, job()).await {
                 tracing::warn!(uuid, version, "ageing bundle checkout not renewed: {e}");
             }
             return Ok(None);
@@ -162,10 +161,11 @@ async fn ensure_checkout<S: Store, H: HttpClient, T: Sleeper>(
     }
     let token = match token {
         None => CheckoutToken {
-            execution_id: super::checkout::start(app, replica, job(false)).await?,
+            execution_id: super::checkout::start(app, replica, job()).await?,
             start_time: now.timestamp_millis() as f64 / 1000.0,
             attempts: 1,
         },
+        Some(t) if uuid::Uuid::parse_str(&t.execution_id).is_err() => return Err(ApiError::IllegalToken),
         Some(t) => match read_status(&replica.checkout, &t.execution_id).await? {
             Some(s) if s.status == "SUCCEEDED" => return Ok(None),
             Some(s) if s.status == "RUNNING" => CheckoutToken {

@@ -69,14 +69,15 @@ pub async fn post<S: Store, H: HttpClient, T: Sleeper>(
         version: manifest.version.clone(),
         destination: destination.map(str::to_string),
         email: email.map(str::to_string),
-        refresh: false,
     };
     let job_id = start(app, replica, job).await?;
     Ok(json_response(StatusCode::OK, &json!({ "checkout_job_id": job_id })))
 }
 
 /// Start checkout `job`: its status RUNNING (before the job exists, so that a status
-/// asked for at once is found), then the job queued; its id.
+/// asked for at once is found), then the job queued; its id. A checkout into the
+/// replica's own checkout bucket without an email joins the one of the same bundle
+/// version already queued or running, if any (one copy at a time, however many ask).
 pub async fn start<S: Store, H: HttpClient, T: Sleeper>(
     app: &App<S, H, T>,
     replica: &Replica<S>,
@@ -85,6 +86,11 @@ pub async fn start<S: Store, H: HttpClient, T: Sleeper>(
     let Some(jobs) = app.jobs.as_ref() else {
         return Err(ApiError::NeedsBackend);
     };
+    if job.shared() {
+        if let Some(id) = jobs.pending_checkout(&job.replica, &job.uuid, &job.version).await {
+            return Ok(id);
+        }
+    }
     write_status(&replica.checkout, &job.id, &CheckoutStatus::running(None)).await?;
     let id = job.id.clone();
     tracing::info!(uuid = %job.uuid, version = %job.version, checkout = %id, "checkout started");

@@ -143,9 +143,9 @@ pub fn parse_token(token: Option<&str>) -> Result<Option<CheckoutToken>, ApiErro
     }))
 }
 
-/// Polls of a download waiting for its copy before it is answered 500 `checkout_error`
-/// (with `Retry-After: 10`, about ten minutes).
-const MAX_CHECKOUT_POLLS: u32 = 60;
+/// How long a download waits for its copy (from the token's `start_time`) before it is
+/// answered 500 `checkout_error`.
+const CHECKOUT_WAIT_SECS: f64 = 6.0 * 3600.0;
 
 /// A 301 to this same request with `token` added (or advanced) and `Retry-After: 10`:
 /// how the original sent a client back while a checkout copy was being made.
@@ -178,6 +178,7 @@ async fn ensure_copy<S: Store, H: HttpClient, T: Sleeper>(
         replica: replica.name.clone(),
         blob_key: file.blob_key.clone(),
         content_type: ct.clone(),
+        expiring: !app.config.checkout.cached(ct, size),
     };
     match (state, app.jobs.as_ref()) {
         (CopyState::Fresh, _) | (CopyState::Aging, None) => Ok(None),
@@ -190,16 +191,25 @@ async fn ensure_copy<S: Store, H: HttpClient, T: Sleeper>(
         (CopyState::Missing, None) => Err(ApiError::NeedsBackend),
         // The original sent the client back for every size; a small copy is quicker made.
         (CopyState::Missing, Some(_)) if size <= app.config.checkout.inline_max => {
-            copy_blob_out(&replica.main, &replica.checkout, &file.blob_key, ct).await?;
+            let expiring = !app.config.checkout.cached(ct, size);
+            copy_blob_out(&replica.main, &replica.checkout, &file.blob_key, ct, expiring).await?;
             Ok(None)
         }
         (CopyState::Missing, Some(jobs)) => {
-            let token = match token {
-                Some(t) if t.attempts >= MAX_CHECKOUT_POLLS => {
+            let now_secs = now.timestamp_millis() as f64 / 1000.0;
+            if let Some(e) = jobs.copy_out_failed(&replica.name, &file.blob_key).await {
+                if token.is_some() {
                     return Err(ApiError::CheckoutFailed(format!(
-                        "the copy of this file for download did not finish after {} requests",
-                        t.attempts
-                    )))
+                        "the copy of this file for download failed: {e}"
+                    )));
+                }
+                // Without a token the client starts over: the copy is tried again.
+            }
+            let token = match token {
+                Some(t) if now_secs - t.start_time > CHECKOUT_WAIT_SECS => {
+                    return Err(ApiError::CheckoutFailed(
+                        "the copy of this file for download did not finish in time".into(),
+                    ))
                 }
                 Some(t) => CheckoutToken {
                     attempts: t.attempts + 1,
@@ -215,7 +225,12 @@ async fn ensure_copy<S: Store, H: HttpClient, T: Sleeper>(
             jobs.submit_copy_out(job())
                 .await
                 .map_err(|e| ApiError::Unavailable(format!("the copy for this download could not be queued: {e}")))?;
-            come_back(ctx, &token).map(Some)
+            let mut back = come_back(ctx, &token)?;
+            // The same version on the way back, whatever is written meanwhile.
+            let t = serde_json::to_string(&token).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let url = ctx.url_with(&[("token", Some(&t)), ("version", Some(&file.meta.version))]);
+            set_header(&mut back, "location", &url);
+            Ok(Some(back))
         }
     }
 }
@@ -401,7 +416,7 @@ pub async fn precache<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>, r
         .await;
     let result = match blob {
         Ok(Some(blob)) => {
-            crate::bucket::checkout::copy_blob_out(&replica.main, &replica.checkout, &blob, &job.content_type)
+            crate::bucket::checkout::copy_blob_out(&replica.main, &replica.checkout, &blob, &job.content_type, false)
                 .await
                 .map_err(|e| e.to_string())
         }

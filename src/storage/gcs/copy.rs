@@ -93,7 +93,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
         }
         // Without overrides the rewrite keeps the source's content type and metadata.
         // With one, the destination resource is spelled out whole, the rest from the source.
-        let resource = if opts.content_type.is_some() || !opts.metadata.is_empty() {
+        let resource = if opts.content_type.is_some() || !opts.metadata.is_empty() || opts.expiring {
             let m = src.head(src_key).await?;
             let ct = opts.content_type.or(m.content_type);
             let md = if opts.metadata.is_empty() {
@@ -101,7 +101,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
             } else {
                 opts.metadata
             };
-            Some(resource_json(None, ct.as_deref(), &md))
+            Some(resource_json(None, ct.as_deref(), &md, opts.expiring))
         } else {
             None
         };
@@ -142,6 +142,7 @@ mod tests {
             if_absent: true,
             content_type: Some("text/plain".into()),
             metadata: BTreeMap::new(),
+            expiring: false,
         };
         assert!(matches!(
             s.copy_from(&s, "files/a", "files/b", opts.clone()).await,

@@ -605,6 +605,13 @@ impl<H: HttpClient, T: Sleeper> Store for GcsStore<H, T> {
         self.copy_across(src, src_key, dst_key, opts).await
     }
 
+    /// A rewrite runs with this store's credentials at its endpoint: only the same
+    /// endpoint and account can read the source.
+    fn same_backend(&self, other: &Self) -> bool {
+        self.endpoint == other.endpoint
+            && self.credentials.as_ref().map(|c| &c.client_email) == other.credentials.as_ref().map(|c| &c.client_email)
+    }
+
     fn direct_url(&self, key: &str) -> Option<String> {
         Some(format!("gs://{}/{key}", self.bucket))
     }

@@ -21,8 +21,14 @@ pub(super) fn resource_json(
     name: Option<&str>,
     content_type: Option<&str>,
     metadata: &BTreeMap<String, String>,
+    expiring: bool,
 ) -> String {
     let mut m = serde_json::Map::new();
+    if expiring {
+        // The storage class the original wrote checkout copies that expire in (the DSS
+        // checkout buckets' default being MULTI_REGIONAL), which their lifecycle rule matches.
+        m.insert("storageClass".into(), "STANDARD".into());
+    }
     if let Some(n) = name {
         m.insert("name".into(), n.into());
     }
@@ -66,7 +72,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
 
     /// One whole object in one request (object resource and bytes as `multipart/related`).
     pub(super) async fn multipart(&self, key: &str, data: Bytes, opts: &PutOptions) -> StoreResult<()> {
-        let meta = resource_json(Some(key), opts.content_type.as_deref(), &opts.metadata);
+        let meta = resource_json(Some(key), opts.content_type.as_deref(), &opts.metadata, opts.expiring);
         let boundary = boundary_for(&data);
         let media_type = opts.content_type.as_deref().unwrap_or("application/octet-stream");
         if media_type.chars().any(|c| c.is_control()) {
@@ -122,7 +128,7 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
 
     /// Open a resumable upload session; returns its URI.
     async fn start_session(&self, key: &str, opts: &PutOptions) -> StoreResult<String> {
-        let meta = resource_json(Some(key), opts.content_type.as_deref(), &opts.metadata);
+        let meta = resource_json(Some(key), opts.content_type.as_deref(), &opts.metadata, opts.expiring);
         let mut req = Req::new(Method::POST, self.upload_url("resumable", opts.if_absent))
             .header(header::CONTENT_TYPE, "application/json; charset=UTF-8")?
             .body(meta);
@@ -273,6 +279,7 @@ mod tests {
             if_absent: true,
             content_type: Some("application/json".into()),
             metadata: md,
+            expiring: false,
         };
         s.put("bundles/a b.1", Bytes::from_static(b"{\"x\": 1}"), opts)
             .await

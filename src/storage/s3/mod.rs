@@ -86,12 +86,20 @@ fn check_addressable(key: &str) -> StoreResult<()> {
     Ok(())
 }
 
-/// `Content-Type` and `x-amz-meta-*` headers for a write.
+/// The tag the original put on checkout copies that its buckets' lifecycle rule expires.
+const EXPIRING_TAG: &str = "uncached=True";
+
+/// `Content-Type`, `x-amz-meta-*` and (for an expiring object) `x-amz-tagging` headers
+/// for a write.
 fn write_headers(
     content_type: Option<&str>,
     metadata: &BTreeMap<String, String>,
+    expiring: bool,
 ) -> StoreResult<Vec<(String, String)>> {
     let mut out = Vec::new();
+    if expiring {
+        out.push(("x-amz-tagging".to_string(), EXPIRING_TAG.to_string()));
+    }
     if let Some(ct) = content_type {
         http::HeaderValue::from_str(ct).map_err(|_| StoreError::Other(format!("invalid content type {ct:?}")))?;
         out.push(("content-type".to_string(), ct.to_string()));
@@ -410,7 +418,11 @@ impl<H: HttpClient, T: Sleeper> Store for S3Store<H, T> {
     async fn put(&self, key: &str, data: Bytes, opts: PutOptions) -> StoreResult<()> {
         check_key(key)?;
         let mut call = Call::new(Method::PUT, &self.cfg.bucket, Some(key))
-            .headers(write_headers(opts.content_type.as_deref(), &opts.metadata)?)
+            .headers(write_headers(
+                opts.content_type.as_deref(),
+                &opts.metadata,
+                opts.expiring,
+            )?)
             .payload(Payload::Bytes(data));
         // moto 5.2.5 honours If-None-Match on PutObject, like S3.
         if opts.if_absent {
@@ -421,7 +433,7 @@ impl<H: HttpClient, T: Sleeper> Store for S3Store<H, T> {
 
     async fn put_stream(&self, key: &str, data: ByteStream, opts: PutOptions) -> StoreResult<u64> {
         check_key(key)?;
-        let headers = write_headers(opts.content_type.as_deref(), &opts.metadata)?;
+        let headers = write_headers(opts.content_type.as_deref(), &opts.metadata, opts.expiring)?;
         let mut reader = PartReader {
             stream: data,
             carry: None,
@@ -538,6 +550,14 @@ impl<H: HttpClient, T: Sleeper> Store for S3Store<H, T> {
     /// account or a bucket policy granting read).
     async fn copy_from(&self, src: &Self, src_key: &str, dst_key: &str, opts: PutOptions) -> StoreResult<()> {
         self.copy_object(&src.cfg.bucket, src_key, dst_key, opts).await
+    }
+
+    /// A server-side copy names the source bucket to this store's endpoint with this
+    /// store's keys: only the same endpoint, region and account can do it.
+    fn same_backend(&self, other: &Self) -> bool {
+        self.cfg.endpoint == other.cfg.endpoint
+            && self.cfg.region == other.cfg.region
+            && self.cfg.access_key_id == other.cfg.access_key_id
     }
 
     fn direct_url(&self, key: &str) -> Option<String> {

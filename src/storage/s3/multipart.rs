@@ -163,6 +163,7 @@ impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
         check_key(dst_key)?;
         let src = self.head_in(src_bucket, src_key).await?;
         let replace = opts.content_type.is_some() || !opts.metadata.is_empty();
+        let expiring = opts.expiring;
         let content_type = opts.content_type.or(src.content_type);
         let metadata = if opts.metadata.is_empty() {
             src.metadata
@@ -172,7 +173,13 @@ impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
         let copy_source = format!("{src_bucket}/{}", utf8_percent_encode(src_key, PATH_ENCODE));
         if src.size > self.copy_max {
             return self
-                .multipart_copy(&copy_source, src.size, dst_key, content_type, metadata, opts.if_absent)
+                .multipart_copy(
+                    &copy_source,
+                    src.size,
+                    dst_key,
+                    (content_type, metadata, expiring),
+                    opts.if_absent,
+                )
                 .await;
         }
         // moto 5.2.5 ignores If-None-Match on CopyObject (S3 honours it atomically): check
@@ -185,10 +192,15 @@ impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
         if opts.if_absent {
             call = call.header("if-none-match", "*");
         }
-        if replace {
+        if replace || expiring {
             call = call
                 .header("x-amz-metadata-directive", "REPLACE")
-                .headers(write_headers(content_type.as_deref(), &metadata)?);
+                .headers(write_headers(content_type.as_deref(), &metadata, false)?);
+        }
+        if expiring {
+            call = call
+                .header("x-amz-tagging-directive", "REPLACE")
+                .header("x-amz-tagging", EXPIRING_TAG);
         }
         call.long = true;
         call.error_in_200 = true;
@@ -201,8 +213,7 @@ impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
         copy_source: &str,
         size: u64,
         dst_key: &str,
-        content_type: Option<String>,
-        metadata: BTreeMap<String, String>,
+        (content_type, metadata, expiring): (Option<String>, BTreeMap<String, String>, bool),
         if_absent: bool,
     ) -> StoreResult<()> {
         if if_absent && self.exists(dst_key).await? {
@@ -210,7 +221,7 @@ impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
             return Err(StoreError::AlreadyExists(dst_key.to_string()));
         }
         let upload_id = self
-            .create_multipart(dst_key, write_headers(content_type.as_deref(), &metadata)?)
+            .create_multipart(dst_key, write_headers(content_type.as_deref(), &metadata, expiring)?)
             .await?;
         let result = async {
             let ranges: Vec<(u32, u64, u64)> = (0..)
