@@ -120,7 +120,9 @@ async fn swapping_a_staged_directory_for_a_symlink_never_ingests_outside_bytes()
     let rounds = swapper.join().unwrap();
     assert!(rounds > 0);
 
-    // Not one byte from outside was stored, anywhere in either replica.
+    // Not one byte from outside was stored, anywhere in either replica (once the copies
+    // to gcp have settled: replication writes temporary files while it runs).
+    env.jobs_completed("replicate", 120).await;
     let mut files = Vec::new();
     all_files(&env.data().join("aws"), &mut files);
     all_files(&env.data().join("gcp"), &mut files);

@@ -617,3 +617,79 @@ async fn moto_with_iam_accepts_our_signatures() {
         other => panic!("a wrong secret is refused: {other:?}"),
     }
 }
+
+/// A server-side copy between two buckets of one S3 account is checked by what S3
+/// computed of the copy (its ETag) against the blob's address: bytes that do not match
+/// it (corrupted at the source) are not left at the destination's content address, and
+/// the replication fails for good with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_side_copy_is_checked_by_the_destinations_etag() {
+    use dss::bucket::replicate::replicate;
+    use dss::bucket::{Bucket, BucketError, Memo};
+    use dss::model::checksum::checksums_of;
+    use dss::model::manifest::FileMetadata;
+    use dss::storage::AnyStore;
+    let emu = emulators::moto();
+    let s3 = |bucket: &str| AnyStore::S3(Box::new(common::cloud::s3_store(&emu, bucket)));
+    let (a, b) = (s3("copy-src"), s3("copy-dst"));
+    for s in [&a, &b] {
+        let AnyStore::S3(s) = s else { unreachable!() };
+        s.create_bucket().await.unwrap();
+    }
+    assert!(b.same_backend(&a), "one endpoint and account: a server-side copy");
+    let v = "2019-01-01T000000.000000Z";
+    let put = |uuid: &'static str, declared: &'static [u8], stored: &'static [u8]| {
+        let a = &a;
+        async move {
+            let c = checksums_of(declared);
+            a.put(&c.blob_key(), Bytes::from_static(stored), PutOptions::if_absent())
+                .await
+                .unwrap();
+            let meta = FileMetadata::new(1, v, "text/plain", declared.len() as u64, &c);
+            a.put(
+                &format!("files/{uuid}.{v}"),
+                Bytes::from(meta.to_bytes()),
+                PutOptions::if_absent(),
+            )
+            .await
+            .unwrap();
+            c.blob_key()
+        }
+    };
+    let (ma, mb) = (Memo::<FileMetadata>::default(), Memo::<FileMetadata>::default());
+    let (src, dst) = (Bucket::new("aws", &a, &ma, None), Bucket::new("spare", &b, &mb, None));
+    let progress = Arc::new(dss::model::ProgressCounter::default());
+
+    let good = put("00000000-0000-4000-8000-000000000001", b"good bytes", b"good bytes").await;
+    replicate(
+        &src,
+        &dst,
+        &format!("files/00000000-0000-4000-8000-000000000001.{v}"),
+        &progress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(&b.get(&good).await.unwrap()[..], b"good bytes");
+
+    let bad = put("00000000-0000-4000-8000-000000000002", b"right bytes", b"wrong bytes").await;
+    let e = replicate(
+        &src,
+        &dst,
+        &format!("files/00000000-0000-4000-8000-000000000002.{v}"),
+        &progress,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, BucketError::ChecksumMismatch(_)) && !e.is_transient(),
+        "{e:?}"
+    );
+    assert!(
+        matches!(b.head(&bad).await, Err(StoreError::NotFound(_))),
+        "the wrong bytes are not left at the content address"
+    );
+    assert!(b
+        .head(&format!("files/00000000-0000-4000-8000-000000000002.{v}"))
+        .await
+        .is_err());
+}

@@ -248,16 +248,30 @@ pub async fn copy_blob<S: Store, F: FileDoc>(
     // An overwrite (a repair) always streams: the source's bytes are checked first.
     if !overwrite && dst.store().same_backend(src.store()) {
         drop(stream);
-        match dst.store().copy_from(src.store(), blob_key, blob_key, opts).await {
-            Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
+        let created = match dst.store().copy_from(src.store(), blob_key, blob_key, opts).await {
+            Ok(()) => true,
+            Err(StoreError::AlreadyExists(_)) => false,
             Err(e) => return Err(e.into()),
-        }
+        };
+        // Checked by what the destination computed of it (its size; S3's ETag, GCS's
+        // CRC32C), without reading it back.
         let copied = dst.store().head(blob_key).await?;
-        if copied.size != size {
+        let (etag, crc) = match &copied.checksum {
+            Some(crate::storage::StoreChecksum::S3Etag(e)) => (Some(e.as_str()), None),
+            Some(crate::storage::StoreChecksum::Crc32c(c)) => (None, Some(c.as_str())),
+            None => (None, None),
+        };
+        if copied.size != size || expected.agree_with_store(etag, crc) == Some(false) {
+            // What this copy made is not left at a content address (no document points
+            // at it yet); one found there is left to `dss sync`.
+            if created {
+                let _ = dst.store().delete(blob_key).await;
+            }
             return Err(BucketError::ChecksumMismatch(format!(
-                "the copy of {blob_key} in replica {} has {} bytes, not {size}",
+                "the copy of {blob_key} in replica {} is not the bytes of its address ({} bytes, {:?})",
                 dst.name(),
-                copied.size
+                copied.size,
+                copied.checksum
             )));
         }
         progress.add(0, size);

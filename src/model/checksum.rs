@@ -90,6 +90,21 @@ impl Checksums {
         Ok(())
     }
 
+    /// Whether bytes whose store computed `etag` (S3) or `crc32c` (GCS) can be these:
+    /// `Some(false)` when they cannot, `None` when the store's checksum cannot tell (a
+    /// multipart ETag of another part layout).
+    pub fn agree_with_store(&self, etag: Option<&str>, crc32c: Option<&str>) -> Option<bool> {
+        if let Some(c) = crc32c {
+            return Some(c.eq_ignore_ascii_case(&self.crc32c));
+        }
+        let e = etag?;
+        if e.eq_ignore_ascii_case(&self.s3_etag) {
+            return Some(true);
+        }
+        // Two single-part ETags are both the MD5 of the bytes.
+        (!e.contains('-') && !self.s3_etag.contains('-')).then_some(false)
+    }
+
     /// The content-addressed blob key: `blobs/{sha256}.{sha1}.{s3_etag}.{crc32c}`.
     pub fn blob_key(&self) -> String {
         blob_key(&self.sha256, &self.sha1, &self.s3_etag, &self.crc32c)
@@ -258,6 +273,23 @@ pub fn checksums_of(data: &[u8]) -> Checksums {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_checksums_agree_or_cannot_tell() {
+        let c = checksums_of(b"hello");
+        assert_eq!(c.agree_with_store(None, Some(&c.crc32c)), Some(true));
+        assert_eq!(c.agree_with_store(None, Some("00000000")), Some(false));
+        assert_eq!(c.agree_with_store(Some(&c.s3_etag), None), Some(true));
+        assert_eq!(
+            c.agree_with_store(Some("0123456789abcdef0123456789abcdef"), None),
+            Some(false)
+        );
+        assert_eq!(
+            c.agree_with_store(Some("0123456789abcdef0123456789abcdef-3"), None),
+            None
+        );
+        assert_eq!(c.agree_with_store(None, None), None);
+    }
 
     #[test]
     fn known_values() {

@@ -252,6 +252,8 @@ impl FsStore {
                 .modified()
                 .map(chrono::DateTime::<Utc>::from)
                 .unwrap_or_else(|_| Utc::now()),
+            // A local file has no checksum of its own; copies check sizes.
+            checksum: None,
         }
     }
 

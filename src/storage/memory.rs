@@ -79,6 +79,7 @@ impl Store for MemoryStore {
             content_type: opts.content_type,
             metadata: opts.metadata,
             last_modified: self.clock.now(),
+            checksum: None,
         };
         let mut map = self.lock();
         if opts.if_absent && map.contains_key(key) {

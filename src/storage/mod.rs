@@ -75,6 +75,18 @@ pub struct ObjectMeta {
     pub metadata: BTreeMap<String, String>,
     /// When the object was written.
     pub last_modified: DateTime<Utc>,
+    /// The checksum the store computed of the bytes, where it computes one.
+    pub checksum: Option<StoreChecksum>,
+}
+
+/// A checksum a store computes of an object's bytes by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChecksum {
+    /// S3's ETag (without quotes): the MD5 of a single-part object, or of its parts' MD5s
+    /// and `-N` for a multipart one.
+    S3Etag(String),
+    /// GCS's CRC32C, as 8 lowercase hex digits.
+    Crc32c(String),
 }
 
 /// Options for a write.

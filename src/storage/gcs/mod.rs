@@ -157,6 +157,16 @@ struct ObjectResource {
     time_created: Option<DateTime<Utc>>,
     #[serde(default)]
     generation: Option<serde_json::Value>,
+    /// Base64 of the big-endian CRC32C.
+    #[serde(default)]
+    crc32c: Option<String>,
+}
+
+/// GCS's base64 CRC32C as the 8 hex digits the DSS writes.
+fn crc32c_hex(b64: &str) -> Option<String> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    (raw.len() == 4).then(|| hex::encode(raw))
 }
 
 fn json_u64(v: &Option<serde_json::Value>) -> Option<u64> {
@@ -392,6 +402,11 @@ impl<H: HttpClient, T: Sleeper> GcsStore<H, T> {
             content_type: r.content_type.clone().filter(|c| !c.is_empty()),
             metadata: r.metadata.clone().unwrap_or_default(),
             last_modified: r.updated.or(r.time_created).unwrap_or_else(|| self.clock.now()),
+            checksum: r
+                .crc32c
+                .as_deref()
+                .and_then(crc32c_hex)
+                .map(super::StoreChecksum::Crc32c),
         }
     }
 
@@ -621,6 +636,14 @@ impl<H: HttpClient, T: Sleeper> Store for GcsStore<H, T> {
 mod tests {
     use super::testing::*;
     use super::*;
+
+    #[test]
+    fn gcs_crc32c_reads_as_the_dss_hex() {
+        // CRC32C("hello") = 0x9a71bb4c; GCS gives its big-endian bytes in base64.
+        assert_eq!(crc32c_hex("mnG7TA==").as_deref(), Some("9a71bb4c"));
+        assert_eq!(crate::model::checksum::checksums_of(b"hello").crc32c, "9a71bb4c");
+        assert_eq!(crc32c_hex("not base64"), None);
+    }
     use crate::storage::retry::{BACKOFF_BASE, BACKOFF_CAP};
 
     #[tokio::test]

@@ -298,6 +298,10 @@ impl<H: HttpClient, T: Sleeper> S3Store<H, T> {
                 .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
                 .map(|d| d.with_timezone(&Utc))
                 .unwrap_or_else(|| self.clock.now()),
+            checksum: get("etag")
+                .map(|e| e.trim_matches('"').to_ascii_lowercase())
+                .filter(|e| !e.is_empty())
+                .map(super::StoreChecksum::S3Etag),
         }
     }
 
