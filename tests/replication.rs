@@ -134,3 +134,80 @@ async fn a_bundle_whose_files_cannot_come_is_reported_not_half_visible() {
         .await
         .expect_error(404, "not_found");
 }
+
+/// With bundles waiting for the jobs of all their files (`DSS_REPLICATION_INLINE_MAX=0`,
+/// as for files over 64 MiB): the bundle arrives once its files have, no file is copied by
+/// two jobs, and a bundle whose file's copy failed fails with that file's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_wait_for_their_files_jobs_and_fail_with_them() {
+    use dss::storage::{PutOptions, Store};
+    let env = Env::with(|c| c.replication_inline_max = 0);
+    let f1 = env.file("one.txt", b"first").await;
+    let f2 = env.file("two.txt", b"second").await;
+    let b = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        env.put_bundle(&b, V1, &[("one.txt", &f1, V1), ("two.txt", &f2, V1)], None)
+            .await
+            .status,
+        201
+    );
+    env.eventually("GET", &format!("/v1/bundles/{b}?replica=gcp"), 200, 60)
+        .await;
+    let copies = env.jobs_completed("replicate", 60).await;
+    for key in [format!("files/{f1}.{V1}"), format!("files/{f2}.{V1}")] {
+        let n = copies.iter().filter(|j| j.key == format!("aws>gcp/{key}")).count();
+        assert_eq!(n, 1, "{key} copied by {n} jobs");
+    }
+
+    // A file written behind the API (no job of its own) whose blob at the source has the
+    // wrong size: the bundle queues its copy, which fails, and then fails with its reason.
+    let aws = &env.app.replica("aws").unwrap().main;
+    let f3 = uuid::Uuid::new_v4().to_string();
+    let c = dss::model::checksum::checksums_of(b"declared bytes");
+    aws.put(
+        &c.blob_key(),
+        bytes::Bytes::from_static(b"short"),
+        PutOptions::if_absent(),
+    )
+    .await
+    .unwrap();
+    let meta = dss::model::manifest::FileMetadata::new(1, V1, "text/plain", 14, &c);
+    aws.put(
+        &format!("files/{f3}.{V1}"),
+        meta.to_bytes().into(),
+        PutOptions::if_absent(),
+    )
+    .await
+    .unwrap();
+    let b3 = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        env.put_bundle(&b3, V1, &[("three.txt", &f3, V1)], None).await.status,
+        201
+    );
+    let t = std::time::Instant::now();
+    let failed = loop {
+        let jobs = env.jobs("replicate").await;
+        if let Some(j) = jobs
+            .iter()
+            .find(|j| j.key == format!("aws>gcp/bundles/{b3}.{V1}") && j.state == JobState::Failed)
+        {
+            break j.clone();
+        }
+        assert!(t.elapsed().as_secs() < 60, "{jobs:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let error = failed.error.unwrap_or_default();
+    assert!(
+        error.contains(&format!("files/{f3}.{V1}")) && error.contains("bytes"),
+        "{error}"
+    );
+    let file_jobs = env.jobs("replicate").await;
+    let n = file_jobs
+        .iter()
+        .filter(|j| j.key == format!("aws>gcp/files/{f3}.{V1}"))
+        .count();
+    assert_eq!(n, 1, "the failed file is not copied again and again");
+    env.get(&format!("/v1/bundles/{b3}?replica=gcp"))
+        .await
+        .expect_error(404, "not_found");
+}

@@ -30,6 +30,10 @@ pub trait JobSink: MaybeSend + MaybeSync {
     ) -> BoxFuture<'a, Option<String>> {
         Box::pin(async { None })
     }
+    /// How many checkouts are queued or running (counted up to `limit`).
+    fn checkouts_pending(&self, _limit: usize) -> BoxFuture<'_, usize> {
+        Box::pin(async { 0 })
+    }
     /// Why the latest copy of blob `blob_key` to `replica`'s checkout bucket failed for
     /// good, if it did.
     fn copy_out_failed<'a>(&'a self, _replica: &'a str, _blob_key: &'a str) -> BoxFuture<'a, Option<String>> {

@@ -50,10 +50,22 @@ pub async fn replicate<S: Store, F: FileDoc>(
     key: &str,
     progress: &Arc<ProgressCounter>,
 ) -> Result<Replicated, BucketError> {
+    replicate_with(src, dst, key, INLINE_FILE_LIMIT, progress).await
+}
+
+/// [`replicate`], a bundle copying its missing files of at most `inline_max` bytes itself
+/// (`DSS_REPLICATION_INLINE_MAX`).
+pub async fn replicate_with<S: Store, F: FileDoc>(
+    src: &Bucket<'_, S, F>,
+    dst: &Bucket<'_, S, F>,
+    key: &str,
+    inline_max: u64,
+    progress: &Arc<ProgressCounter>,
+) -> Result<Replicated, BucketError> {
     let dst = dst.for_replication();
     if let Some(k) = parse_bundle_key(key) {
         return match k {
-            BundleKey::Manifest { .. } => bundle(src, &dst, key, progress).await,
+            BundleKey::Manifest { .. } => bundle(src, &dst, key, inline_max, progress).await,
             _ => {
                 progress.set_totals(1, 0);
                 let bytes = read(src, key).await?;
@@ -132,6 +144,7 @@ async fn bundle<S: Store, F: FileDoc>(
     src: &Bucket<'_, S, F>,
     dst: &Bucket<'_, S, F>,
     key: &str,
+    inline_max: u64,
     progress: &Arc<ProgressCounter>,
 ) -> Result<Replicated, BucketError> {
     let bytes = read(src, key).await?;
@@ -144,7 +157,7 @@ async fn bundle<S: Store, F: FileDoc>(
         .unwrap_or(u64::MAX)
         .saturating_add(1);
     progress.set_totals(items, total);
-    let waiting = bring_files(src, dst, &manifest, progress).await?;
+    let waiting = bring_files(src, dst, &manifest, inline_max, progress).await?;
     if !waiting.is_empty() {
         return Ok(Replicated::Waiting(waiting));
     }
@@ -159,6 +172,7 @@ pub async fn bring_files<S: Store, F: FileDoc>(
     src: &Bucket<'_, S, F>,
     dst: &Bucket<'_, S, F>,
     manifest: &BundleManifest,
+    inline_max: u64,
     progress: &Arc<ProgressCounter>,
 ) -> Result<Vec<String>, BucketError> {
     let dst = &dst.for_replication();
@@ -166,7 +180,7 @@ pub async fn bring_files<S: Store, F: FileDoc>(
     // borrow, which the runner's `Send` check cannot see through.
     let files = &manifest.files;
     futures::stream::iter(0..files.len())
-        .map(|i| bundle_file(src, dst, &files[i], progress))
+        .map(|i| bundle_file(src, dst, &files[i], inline_max, progress))
         .buffer_unordered(BUNDLE_FILE_CONCURRENCY)
         .try_filter_map(|k| async move { Ok(k) })
         .try_collect()
@@ -179,6 +193,7 @@ async fn bundle_file<S: Store, F: FileDoc>(
     src: &Bucket<'_, S, F>,
     dst: &Bucket<'_, S, F>,
     f: &crate::model::manifest::BundleFile,
+    inline_max: u64,
     progress: &Arc<ProgressCounter>,
 ) -> Result<Option<String>, BucketError> {
     let fkey = file_key(&f.uuid, &f.version);
@@ -190,7 +205,7 @@ async fn bundle_file<S: Store, F: FileDoc>(
         Err(StoreError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    if f.size > INLINE_FILE_LIMIT {
+    if f.size > inline_max {
         return Ok(Some(fkey));
     }
     match file(src, dst, &fkey, &Arc::new(ProgressCounter::default())).await {

@@ -291,7 +291,8 @@ async fn restore_document<S: Store, F: FileDoc>(
         copy_blob(src, dst, &c.blob_key(), &c, meta.size, false, counter).await?;
     } else if let Some(super::keys::BundleKey::Manifest { .. }) = parse_bundle_key(key) {
         let manifest: crate::model::manifest::BundleManifest = serde_json::from_slice(&bytes).map_err(corrupt)?;
-        let waiting = super::replicate::bring_files(src, dst, &manifest, counter).await?;
+        let waiting =
+            super::replicate::bring_files(src, dst, &manifest, super::replicate::INLINE_FILE_LIMIT, counter).await?;
         if let Some(first) = waiting.into_iter().next() {
             return Ok(Some(first));
         }

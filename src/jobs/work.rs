@@ -10,7 +10,7 @@ use crate::bucket::checkout::{self, CheckoutJob, CheckoutStatus, CopyOutJob, Des
 use crate::bucket::followup::{JobFailure, JobSink};
 use crate::bucket::ingest::{ingest, IngestJob};
 use crate::bucket::keys::{parse_bundle_key, replicated};
-use crate::bucket::replicate::{replicate, Replicated};
+use crate::bucket::replicate::{replicate_with, Replicated};
 use crate::bucket::Origin;
 use crate::http::{ReqwestClient, TokioSleeper};
 use crate::model::{BoxFuture, ProgressCounter};
@@ -239,6 +239,18 @@ impl JobSink for QueueJobs {
         })
     }
 
+    fn checkouts_pending(&self, limit: usize) -> BoxFuture<'_, usize> {
+        Box::pin(async move {
+            let filter = JobFilter {
+                kind: Some(CHECKOUT.into()),
+                key: None,
+                states: vec![JobState::Queued, JobState::Running],
+                limit,
+            };
+            self.queue.list(&filter).await.map_or(0, |j| j.len())
+        })
+    }
+
     fn copy_out_failed<'a>(&'a self, replica: &'a str, blob_key: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
             let filter = JobFilter {
@@ -399,6 +411,9 @@ pub struct WorkerSettings {
     pub mailer: Option<super::email::Mailer>,
     /// Scrubs indexed metadata by JSON schema, if set.
     pub scrubber: Option<Arc<Scrubber>>,
+    /// `DSS_REPLICATION_INLINE_MAX`: a bundle's replication copies its missing files up
+    /// to this size itself, and waits for the jobs of larger ones.
+    pub replication_inline_max: u64,
 }
 
 /// The runner's handler for every kind of job.
@@ -409,6 +424,8 @@ pub struct Worker {
     buckets_dir: std::path::PathBuf,
     /// Sends checkout emails, when configured.
     mailer: Option<super::email::Mailer>,
+    /// A bundle's replication copies its missing files up to this size itself.
+    replication_inline_max: u64,
     scrubber: Option<Arc<Scrubber>>,
     batcher: IndexBatcher,
 }
@@ -420,12 +437,14 @@ impl Worker {
             buckets_dir,
             mailer,
             scrubber,
+            replication_inline_max,
         } = settings;
         Worker {
             app,
             queue,
             buckets_dir,
             mailer,
+            replication_inline_max,
             scrubber,
             batcher: IndexBatcher::default(),
         }
@@ -484,7 +503,7 @@ impl Worker {
             (Err(e), _) | (_, Err(e)) => return Outcome::Fail(e.to_string()),
         };
         let (src, dst) = (self.app.bucket(from), self.app.bucket(to));
-        match replicate(&src, &dst, &job.key, progress).await {
+        match replicate_with(&src, &dst, &job.key, self.replication_inline_max, progress).await {
             Ok(Replicated::Copied { .. } | Replicated::Present) => Outcome::Done,
             Ok(Replicated::Waiting(files)) => {
                 // Their own jobs (queued when the files were written) bring them. One that

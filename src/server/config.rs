@@ -46,6 +46,11 @@ pub struct ServeConfig {
     /// many bytes; for a larger one the client gets a 301 with a token while a job copies.
     #[arg(long, env = "DSS_CHECKOUT_INLINE_MAX", default_value_t = 64 * 1024 * 1024)]
     pub checkout_inline_max: u64,
+    /// A bundle's replication copies the missing files it names up to this many bytes
+    /// itself; for larger ones it waits for their own jobs (so that no large file is
+    /// streamed twice at once).
+    #[arg(long, env = "DSS_REPLICATION_INLINE_MAX", default_value_t = 64 * 1024 * 1024)]
+    pub replication_inline_max: u64,
     /// Sender of the email sent when a checkout ends (with `DSS_SMTP_URL`).
     #[arg(long, env = "DSS_NOTIFICATION_SENDER")]
     pub notification_sender: Option<String>,

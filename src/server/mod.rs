@@ -317,6 +317,7 @@ pub fn start_jobs(app: Arc<NativeApp>, queue: Arc<AnyQueue>, cfg: &ServeConfig) 
         buckets_dir: cfg.data_dir.join("buckets"),
         mailer,
         scrubber,
+        replication_inline_max: cfg.replication_inline_max,
     };
     // Subscribed before anything else runs, so that no announcement goes by unheard.
     if let Some(news) = queue.writes() {

@@ -6,6 +6,10 @@ use crate::api::*;
 use crate::bucket::checkout::{read_status, write_status, CheckoutJob, CheckoutStatus};
 use serde_json::{json, Value};
 
+/// Checkouts to a user's bucket or with an email (each its own copy) that may wait or
+/// run at once; more are refused with 503 until some end.
+const MAX_PENDING_CHECKOUTS: usize = 64;
+
 /// An optional string field of the body.
 fn opt_str<'a>(body: &'a serde_json::Map<String, Value>, name: &str) -> Result<Option<&'a str>, ApiError> {
     match body.get(name) {
@@ -90,6 +94,11 @@ pub async fn start<S: Store, H: HttpClient, T: Sleeper>(
         if let Some(id) = jobs.pending_checkout(&job.replica, &job.uuid, &job.version).await {
             return Ok(id);
         }
+    } else if jobs.checkouts_pending(MAX_PENDING_CHECKOUTS).await >= MAX_PENDING_CHECKOUTS {
+        // The route is public, as the original's: anyone may ask, but not without bound.
+        return Err(ApiError::Unavailable(format!(
+            "{MAX_PENDING_CHECKOUTS} checkouts are waiting or running; try again later"
+        )));
     }
     write_status(&replica.checkout, &job.id, &CheckoutStatus::running(None)).await?;
     let id = job.id.clone();
