@@ -252,23 +252,21 @@ async fn copy_file<S: Store, F: FileDoc>(
         return Ok(());
     }
     let (_, _, stream) = src.store().get_range(&blob, None).await?;
-    let counter = progress.clone();
-    let stream: crate::model::platform::ByteStream = Box::pin(stream.inspect(move |c| {
-        if let Ok(b) = c {
-            counter.add(0, b.len() as u64);
-        }
-    }));
-    let (stream, mismatch) = crate::storage::verify::verified(stream, f.size, c);
-    match dst.put_stream(&key, stream, opts).await {
+    use super::stream::{put_verified, PutVerifiedError};
+    match put_verified(dst, &key, stream, f.size, &c, opts, progress).await {
         Ok(_) => {
             progress.add(1, 0);
             Ok(())
         }
-        Err(_) if mismatch.is_set() => Err(BucketError::ChecksumMismatch(format!(
+        Err(PutVerifiedError::Mismatch) => Err(BucketError::ChecksumMismatch(format!(
             "the bytes of {blob} in replica {} do not match their content address",
             src.name()
         ))),
-        Err(e) => Err(e.into()),
+        Err(PutVerifiedError::Source(e)) => Err(BucketError::Store(StoreError::Unavailable(format!(
+            "reading {blob} from replica {}: {e}",
+            src.name()
+        )))),
+        Err(PutVerifiedError::Destination(e)) => Err(e.into()),
     }
 }
 

@@ -188,19 +188,14 @@ async fn copy_streamed<S: Store>(
         .get_range(key, None)
         .await
         .map_err(|e| source_read_error(source, e))?;
-    let counter = progress.clone();
-    let stream: crate::model::platform::ByteStream = Box::pin(stream.inspect(move |c| {
-        if let Ok(b) = c {
-            counter.add(0, b.len() as u64);
-        }
-    }));
-    let (stream, mismatch) = crate::storage::verify::verified(stream, size, expected.clone());
-    match dst.put_stream(blob_key, stream, PutOptions::if_absent()).await {
-        Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
-        Err(_) if mismatch.is_set() => Err(BucketError::ChecksumMismatch(format!(
+    use super::stream::{put_verified, PutVerifiedError};
+    match put_verified(dst, blob_key, stream, size, expected, PutOptions::if_absent(), progress).await {
+        Ok(_) | Err(PutVerifiedError::Destination(StoreError::AlreadyExists(_))) => Ok(()),
+        Err(PutVerifiedError::Mismatch) => Err(BucketError::ChecksumMismatch(format!(
             "the bytes of {key} do not match the checksums given for them"
         ))),
-        Err(e) => Err(e.into()),
+        Err(PutVerifiedError::Source(e)) => Err(source_read_error(source, e)),
+        Err(PutVerifiedError::Destination(e)) => Err(e.into()),
     }
 }
 

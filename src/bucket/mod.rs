@@ -15,6 +15,7 @@ pub mod fresh;
 pub mod ingest;
 pub mod keys;
 pub mod replicate;
+pub mod stream;
 pub mod sync;
 pub mod visibility;
 

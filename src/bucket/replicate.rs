@@ -292,18 +292,11 @@ pub async fn copy_blob<S: Store, F: FileDoc>(
         progress.add(0, size);
         return Ok(true);
     }
-    let counter = progress.clone();
-    let source_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let failed = source_failed.clone();
-    let stream: crate::model::platform::ByteStream = Box::pin(stream.inspect(move |c| match c {
-        Ok(b) => counter.add(0, b.len() as u64),
-        Err(_) => failed.store(true, std::sync::atomic::Ordering::SeqCst),
-    }));
-    let (stream, mismatch) = crate::storage::verify::verified(stream, size, expected.clone());
-    match dst.store().put_stream(blob_key, stream, opts).await {
+    use super::stream::{put_verified, PutVerifiedError};
+    match put_verified(dst.store(), blob_key, stream, size, expected, opts, progress).await {
         Ok(_) => Ok(true),
         // Another copy got there first; it is checked like any blob found there.
-        Err(StoreError::AlreadyExists(_)) => match dst.store().head(blob_key).await {
+        Err(PutVerifiedError::Destination(StoreError::AlreadyExists(_))) => match dst.store().head(blob_key).await {
             Ok(m) if m.size == size => Ok(true),
             Ok(m) => Err(BucketError::ChecksumMismatch(format!(
                 "{blob_key} in replica {} has {} bytes, not {size}: `dss sync` repairs it",
@@ -312,15 +305,16 @@ pub async fn copy_blob<S: Store, F: FileDoc>(
             ))),
             Err(e) => Err(e.into()),
         },
-        Err(_) if mismatch.is_set() => Err(BucketError::ChecksumMismatch(format!(
+        Err(PutVerifiedError::Mismatch) => Err(BucketError::ChecksumMismatch(format!(
             "the bytes of {blob_key} in replica {} do not match their content address",
             src.name()
         ))),
         // Reading the source failed part way (a connection reset): tried again later.
-        Err(e) if source_failed.load(std::sync::atomic::Ordering::SeqCst) => Err(BucketError::Store(
-            StoreError::Unavailable(format!("reading {blob_key} from replica {}: {e}", src.name())),
-        )),
-        Err(e) => Err(e.into()),
+        Err(PutVerifiedError::Source(e)) => Err(BucketError::Store(StoreError::Unavailable(format!(
+            "reading {blob_key} from replica {}: {e}",
+            src.name()
+        )))),
+        Err(PutVerifiedError::Destination(e)) => Err(e.into()),
     }
 }
 

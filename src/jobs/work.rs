@@ -163,7 +163,39 @@ impl QueueJobs {
     pub fn new(queue: Arc<AnyQueue>, replicas: Vec<String>) -> Self {
         QueueJobs { queue, replicas }
     }
+
+    /// The newest job of `kind` with `key` that is in one of `states` (empty: any).
+    async fn newest(&self, kind: &str, key: String, states: &[JobState]) -> Result<Option<Job>, String> {
+        newest(&self.queue, kind, key, states).await
+    }
+
+    /// Queue `work`, durably.
+    async fn submit(&self, work: Work) -> Result<(), String> {
+        self.queue
+            .enqueue(vec![work.to_job()])
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
 }
+
+/// The newest job of `kind` with `key` in `queue` that is in one of `states` (empty: any).
+async fn newest(queue: &AnyQueue, kind: &str, key: String, states: &[JobState]) -> Result<Option<Job>, String> {
+    let filter = JobFilter {
+        kind: Some(kind.into()),
+        key: Some(key),
+        states: states.to_vec(),
+        limit: 1,
+    };
+    queue
+        .list(&filter)
+        .await
+        .map(|mut j| j.pop())
+        .map_err(|e| e.to_string())
+}
+
+/// Queued or running.
+const LIVE: [JobState; 2] = [JobState::Queued, JobState::Running];
 
 /// The work that must follow a write of `key` to `replica` made by `origin`, with the
 /// replica set `replicas`, decided here and nowhere else: a bundle or tombstone is
@@ -225,13 +257,8 @@ impl JobSink for QueueJobs {
         version: &'a str,
     ) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
-            let filter = JobFilter {
-                kind: Some(CHECKOUT.into()),
-                key: Some(format!("{replica}/bundles/{uuid}.{version}")),
-                states: vec![JobState::Queued, JobState::Running],
-                limit: 1,
-            };
-            let job = self.queue.list(&filter).await.ok()?.pop()?;
+            let key = format!("{replica}/bundles/{uuid}.{version}");
+            let job = self.newest(CHECKOUT, key, &LIVE).await.ok()??;
             match Work::from_job(&job) {
                 Ok(Work::Checkout(c)) => Some(c.id),
                 _ => None,
@@ -253,13 +280,10 @@ impl JobSink for QueueJobs {
 
     fn copy_out_failed<'a>(&'a self, replica: &'a str, blob_key: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
-            let filter = JobFilter {
-                kind: Some(COPY_OUT.into()),
-                key: Some(format!("{replica}/{blob_key}")),
-                states: Vec::new(),
-                limit: 1,
-            };
-            let job = self.queue.list(&filter).await.ok()?.pop()?;
+            let job = self
+                .newest(COPY_OUT, format!("{replica}/{blob_key}"), &[])
+                .await
+                .ok()??;
             (job.state == JobState::Failed).then(|| job.error.unwrap_or_default())
         })
     }
@@ -268,41 +292,19 @@ impl JobSink for QueueJobs {
         Box::pin(async move {
             // A client polling while a large copy runs must not start it again each time.
             let work = Work::CopyOut(job);
-            let pending = JobFilter {
-                kind: Some(COPY_OUT.into()),
-                key: Some(work.key()),
-                states: vec![JobState::Queued, JobState::Running],
-                limit: 1,
-            };
-            if !self.queue.list(&pending).await.map_err(|e| e.to_string())?.is_empty() {
+            if self.newest(COPY_OUT, work.key(), &LIVE).await?.is_some() {
                 return Ok(());
             }
-            self.queue
-                .enqueue(vec![work.to_job()])
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
+            self.submit(work).await
         })
     }
 
     fn submit_checkout(&self, job: CheckoutJob) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            self.queue
-                .enqueue(vec![Work::Checkout(job).to_job()])
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
+        Box::pin(self.submit(Work::Checkout(job)))
     }
 
     fn submit_ingest(&self, job: IngestJob) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            self.queue
-                .enqueue(vec![Work::Ingest(Box::new(job)).to_job()])
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
+        Box::pin(self.submit(Work::Ingest(Box::new(job))))
     }
 
     fn ingest_failure<'a>(
@@ -312,14 +314,8 @@ impl JobSink for QueueJobs {
         version: &'a str,
     ) -> BoxFuture<'a, Option<JobFailure>> {
         Box::pin(async move {
-            let filter = JobFilter {
-                kind: Some(INGEST.into()),
-                key: Some(ingest_key(replica, uuid, version)),
-                states: Vec::new(),
-                limit: 1,
-            };
-            let latest = match self.queue.list(&filter).await {
-                Ok(mut jobs) => jobs.pop()?,
+            let latest = match self.newest(INGEST, ingest_key(replica, uuid, version), &[]).await {
+                Ok(job) => job?,
                 Err(e) => {
                     tracing::warn!("cannot look up the ingest of {uuid}.{version}: {e}");
                     return None;
@@ -517,14 +513,8 @@ impl Worker {
                         to: job.to.clone(),
                         key: key.clone(),
                     });
-                    let latest = JobFilter {
-                        kind: Some(REPLICATE.into()),
-                        key: Some(work.key()),
-                        states: Vec::new(),
-                        limit: 1,
-                    };
-                    match self.queue.list(&latest).await {
-                        Ok(found) => match found.first() {
+                    match newest(&self.queue, REPLICATE, work.key(), &[]).await {
+                        Ok(found) => match found.as_ref() {
                             Some(j) if matches!(j.state, JobState::Queued | JobState::Running) => {}
                             Some(j) if j.state == JobState::Failed => {
                                 return Outcome::Fail(format!(
