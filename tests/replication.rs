@@ -34,6 +34,21 @@ async fn every_write_reaches_every_other_replica() {
             )
             .await;
         assert_eq!(h.header("x-dss-sha256"), Some(sha256_hex(data).as_str()));
+        // A cached metadata file is put in every replica's checkout bucket by its copy, as
+        // at ingest (before any download could make it).
+        let copy = env
+            .data()
+            .join(replica)
+            .join("checkout")
+            .join(dss::model::checksum::checksums_of(data).blob_key());
+        let t = std::time::Instant::now();
+        while !copy.exists() {
+            assert!(
+                t.elapsed().as_secs() < 30,
+                "{replica}: no checkout copy of the cached file"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let g = env.get(&format!("/v1/files/{f}?replica={replica}")).await;
         assert_eq!(g.status, 302);
         assert_eq!(

@@ -500,7 +500,14 @@ impl Worker {
         };
         let (src, dst) = (self.app.bucket(from), self.app.bucket(to));
         match replicate_with(&src, &dst, &job.key, self.replication_inline_max, progress).await {
-            Ok(Replicated::Copied { .. } | Replicated::Present) => Outcome::Done,
+            Ok(Replicated::Copied { .. }) => {
+                // A cached metadata file is in every replica's checkout bucket, as at ingest.
+                if let Some((uuid, version)) = crate::bucket::keys::parse_file_key(&job.key) {
+                    crate::api::dss::files::precache_file(&self.app, to, uuid, version).await;
+                }
+                Outcome::Done
+            }
+            Ok(Replicated::Present) => Outcome::Done,
             Ok(Replicated::Waiting(files)) => {
                 // Their own jobs (queued when the files were written) bring them. One that
                 // failed fails the bundle with its reason; one that is gone (pruned,

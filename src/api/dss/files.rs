@@ -407,24 +407,37 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(
 /// did, so that its first download is a redirect without a copy. Best effort: a failure
 /// only means that download makes the copy.
 pub async fn precache<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>, replica: &Replica<S>, job: &IngestJob) {
-    if !app.config.checkout.cached(&job.content_type, job.size) {
-        return;
+    if app.config.checkout.cached(&job.content_type, job.size) {
+        precache_file(app, replica, &job.uuid, &job.version).await;
     }
-    let blob = app
+}
+
+/// [`precache`] of file `uuid` at `version` as `replica` holds it (also for a file that
+/// replication has just brought).
+pub async fn precache_file<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    replica: &Replica<S>,
+    uuid: &str,
+    version: &str,
+) {
+    let found = app
         .bucket(replica)
-        .peek_file(&job.uuid, &job.version, |m| m.checksums().blob_key())
+        .peek_file(uuid, version, |m| {
+            (m.checksums().blob_key(), m.content_type.clone(), m.size)
+        })
         .await;
-    let result = match blob {
-        Ok(Some(blob)) => {
-            crate::bucket::checkout::copy_blob_out(&replica.main, &replica.checkout, &blob, &job.content_type, false)
+    let result = match found {
+        Ok(Some((blob, ct, size))) if app.config.checkout.cached(&ct, size) => {
+            crate::bucket::checkout::copy_blob_out(&replica.main, &replica.checkout, &blob, &ct, false)
                 .await
                 .map_err(|e| e.to_string())
         }
+        Ok(Some(_)) => Ok(()),
         Ok(None) => Err("its metadata is not there".into()),
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = result {
-        tracing::warn!(uuid = %job.uuid, version = %job.version, "file not copied to the checkout bucket at ingest: {e}");
+        tracing::warn!(uuid, version, replica = %replica.name, "file not copied to the checkout bucket: {e}");
     }
 }
 
