@@ -148,6 +148,28 @@ async fn a_bundle_whose_files_cannot_come_is_reported_not_half_visible() {
     env.get(&format!("/v1/bundles/{b}?replica=gcp"))
         .await
         .expect_error(404, "not_found");
+
+    // The lost bytes restored at the source, `dss sync` repairs gcp and runs the failed
+    // copy again, which now completes: the status shows no failure left.
+    std::fs::write(env.main_dir("aws").join(&blob), &data).unwrap();
+    let args = dss::cli::sync::SyncArgs {
+        cfg: env.cfg.clone(),
+        action: None,
+        from: Some("aws".into()),
+        to: Some("gcp".into()),
+        prefix: String::new(),
+        dry_run: false,
+        quick: false,
+        json: false,
+    };
+    assert_eq!(dss::cli::sync::run(args).await, Ok(true));
+    env.eventually("GET", &format!("/v1/bundles/{b}?replica=gcp"), 200, 30)
+        .await;
+    let again = env.jobs_completed("replicate", 30).await;
+    assert!(
+        again.iter().any(|j| j.id == failed.id),
+        "the failed copy ran again and completed"
+    );
 }
 
 /// With bundles waiting for the jobs of all their files (`DSS_REPLICATION_INLINE_MAX=0`,

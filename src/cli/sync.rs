@@ -114,7 +114,42 @@ pub async fn run(args: SyncArgs) -> Result<bool, String> {
         s.failed.len(),
         progress.bytes.load(Ordering::Relaxed) as f64 / 1e6,
     );
+    if !args.dry_run && s.failed.is_empty() {
+        let n = retry_failed_copies(&queue, from, to, &args.prefix).await?;
+        if n > 0 {
+            eprintln!("{n} failed copies {from} -> {to} queued again (they complete now that their keys are in place)");
+        }
+    }
     Ok(s.failed.is_empty())
+}
+
+/// After a repair, the failed replication jobs of the pair (under `prefix`) run again:
+/// those whose keys the repair put in place complete, so the status shows what is still
+/// wrong, not what was. How many were queued.
+async fn retry_failed_copies(
+    queue: &crate::jobs::queue::AnyQueue,
+    from: &str,
+    to: &str,
+    prefix: &str,
+) -> Result<usize, String> {
+    use crate::jobs::queue::{JobFilter, JobQueue, JobState};
+    let failed = queue
+        .list(&JobFilter {
+            kind: Some(crate::jobs::work::REPLICATE.into()),
+            states: vec![JobState::Failed],
+            key: None,
+            limit: 100_000,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let pair = format!("{from}>{to}/{prefix}");
+    let mut n = 0;
+    for job in failed.iter().filter(|j| j.key.starts_with(&pair)) {
+        if queue.retry(job.id).await.map_err(|e| e.to_string())? {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// A progress line on stderr: redrawn on a terminal, every ten seconds otherwise.
