@@ -150,10 +150,7 @@ pub async fn write_status<S: Store>(checkout: &S, id: &str, status: &CheckoutSta
 pub async fn read_status<S: Store>(checkout: &S, id: &str) -> Result<Option<CheckoutStatus>, BucketError> {
     let key = status_key(id);
     match checkout.get(&key).await {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| BucketError::Corrupt {
-            key,
-            detail: e.to_string(),
-        }),
+        Ok(b) => super::parse_document(&key, &b).map(Some),
         Err(StoreError::NotFound(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -252,21 +249,13 @@ async fn copy_file<S: Store, F: FileDoc>(
         return Ok(());
     }
     let (_, _, stream) = src.store().get_range(&blob, None).await?;
-    use super::stream::{put_verified, PutVerifiedError};
+    use super::stream::put_verified;
     match put_verified(dst, &key, stream, f.size, &c, opts, progress).await {
         Ok(_) => {
             progress.add(1, 0);
             Ok(())
         }
-        Err(PutVerifiedError::Mismatch) => Err(BucketError::ChecksumMismatch(format!(
-            "the bytes of {blob} in replica {} do not match their content address",
-            src.name()
-        ))),
-        Err(PutVerifiedError::Source(e)) => Err(BucketError::Store(StoreError::Unavailable(format!(
-            "reading {blob} from replica {}: {e}",
-            src.name()
-        )))),
-        Err(PutVerifiedError::Destination(e)) => Err(e.into()),
+        Err(e) => Err(e.about(&blob, src.name())),
     }
 }
 

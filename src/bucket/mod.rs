@@ -217,10 +217,7 @@ impl<'a, S: Store, F: FileDoc> Bucket<'a, S, F> {
 
     /// Parse `bytes` read at `key`.
     fn parse<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, BucketError> {
-        serde_json::from_slice(bytes).map_err(|e| BucketError::Corrupt {
-            key: key.to_string(),
-            detail: e.to_string(),
-        })
+        parse_document(key, bytes)
     }
 
     /// The metadata of file `uuid` at `version`, or at its latest version (through the
@@ -622,6 +619,14 @@ impl<'a, S: Store, F: FileDoc> Bucket<'a, S, F> {
             BucketError::FollowUp(e)
         })
     }
+}
+
+/// The document read at `key`, parsed; what does not parse is [`BucketError::Corrupt`].
+pub(crate) fn parse_document<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, BucketError> {
+    serde_json::from_slice(bytes).map_err(|e| BucketError::Corrupt {
+        key: key.to_string(),
+        detail: e.to_string(),
+    })
 }
 
 /// A failed read: `None` when the document is not there, else the error.

@@ -6,7 +6,7 @@
 //! they are indexed there and never copied on.
 
 use super::keys::{file_key, parse_bundle_key, parse_file_key, BundleKey};
-use super::{Bucket, BucketError, FileDoc, Written};
+use super::{parse_document, Bucket, BucketError, FileDoc, Written};
 use crate::model::manifest::{BundleManifest, FileMetadata};
 use crate::model::{Checksums, ProgressCounter};
 use crate::storage::{PutOptions, Store, StoreError};
@@ -126,13 +126,10 @@ async fn file<S: Store, F: FileDoc>(
     progress: &Arc<ProgressCounter>,
 ) -> Result<Replicated, BucketError> {
     let bytes = read(src, key).await?;
-    let meta: FileMetadata = serde_json::from_slice(&bytes).map_err(|e| BucketError::Corrupt {
-        key: key.to_string(),
-        detail: e.to_string(),
-    })?;
+    let meta: FileMetadata = parse_document(key, &bytes)?;
     progress.set_totals(1, meta.size);
-    let blob = meta.checksums().blob_key();
-    let copied = copy_blob(src, dst, &blob, &meta.checksums(), meta.size, false, progress).await?;
+    let c = meta.checksums();
+    let copied = copy_blob(src, dst, &c.blob_key(), &c, meta.size, false, progress).await?;
     let written = dst.put_copy(key, bytes).await?;
     progress.add(1, 0);
     Ok(outcome(written, if copied { meta.size } else { 0 }))
@@ -148,10 +145,7 @@ async fn bundle<S: Store, F: FileDoc>(
     progress: &Arc<ProgressCounter>,
 ) -> Result<Replicated, BucketError> {
     let bytes = read(src, key).await?;
-    let manifest: BundleManifest = serde_json::from_slice(&bytes).map_err(|e| BucketError::Corrupt {
-        key: key.to_string(),
-        detail: e.to_string(),
-    })?;
+    let manifest: BundleManifest = parse_document(key, &bytes)?;
     let total: u64 = manifest.files.iter().map(|f| f.size).sum();
     let items = u64::try_from(manifest.files.len())
         .unwrap_or(u64::MAX)
@@ -238,31 +232,29 @@ pub async fn copy_blob<S: Store, F: FileDoc>(
         progress.add(0, size);
         return Ok(false);
     }
-    let opts = if overwrite {
-        PutOptions::overwrite()
-    } else {
-        PutOptions::if_absent()
+    let not_found = |e| match e {
+        StoreError::NotFound(_) => gone(src, blob_key),
+        e => BucketError::from(e),
     };
-    let (meta, _, stream) = match src.store().get_range(blob_key, None).await {
-        Ok(x) => x,
-        Err(StoreError::NotFound(_)) => return Err(gone(src, blob_key)),
-        Err(e) => return Err(e.into()),
+    // The source's content type and metadata come along; its size must be the file's.
+    let opts = |meta: &crate::storage::ObjectMeta| -> Result<PutOptions, BucketError> {
+        if meta.size != size {
+            return Err(BucketError::ChecksumMismatch(format!(
+                "{blob_key} in replica {} has {} bytes, its file says {size}",
+                src.name(),
+                meta.size
+            )));
+        }
+        Ok(PutOptions {
+            if_absent: !overwrite,
+            content_type: meta.content_type.clone(),
+            metadata: meta.metadata.clone(),
+            expiring: false,
+        })
     };
-    let opts = PutOptions {
-        content_type: meta.content_type.clone(),
-        metadata: meta.metadata.clone(),
-        ..opts
-    };
-    if meta.size != size {
-        return Err(BucketError::ChecksumMismatch(format!(
-            "{blob_key} in replica {} has {} bytes, its file says {size}",
-            src.name(),
-            meta.size
-        )));
-    }
     // An overwrite (a repair) always streams: the source's bytes are checked first.
     if !overwrite && dst.store().same_backend(src.store()) {
-        drop(stream);
+        let opts = opts(&src.store().head(blob_key).await.map_err(not_found)?)?;
         let created = match dst.store().copy_from(src.store(), blob_key, blob_key, opts).await {
             Ok(()) => true,
             Err(StoreError::AlreadyExists(_)) => false,
@@ -271,12 +263,8 @@ pub async fn copy_blob<S: Store, F: FileDoc>(
         // Checked by what the destination computed of it (its size; S3's ETag, GCS's
         // CRC32C), without reading it back.
         let copied = dst.store().head(blob_key).await?;
-        let (etag, crc) = match &copied.checksum {
-            Some(crate::storage::StoreChecksum::S3Etag(e)) => (Some(e.as_str()), None),
-            Some(crate::storage::StoreChecksum::Crc32c(c)) => (None, Some(c.as_str())),
-            None => (None, None),
-        };
-        if copied.size != size || expected.agree_with_store(etag, crc) == Some(false) {
+        let agrees = copied.checksum.as_ref().and_then(|c| c.agrees_with(expected));
+        if copied.size != size || agrees == Some(false) {
             // What this copy made is not left at a content address (no document points
             // at it yet); one found there is left to `dss sync`.
             if created {
@@ -292,6 +280,8 @@ pub async fn copy_blob<S: Store, F: FileDoc>(
         progress.add(0, size);
         return Ok(true);
     }
+    let (meta, _, stream) = src.store().get_range(blob_key, None).await.map_err(not_found)?;
+    let opts = opts(&meta)?;
     use super::stream::{put_verified, PutVerifiedError};
     match put_verified(dst.store(), blob_key, stream, size, expected, opts, progress).await {
         Ok(_) => Ok(true),
@@ -305,16 +295,7 @@ pub async fn copy_blob<S: Store, F: FileDoc>(
             ))),
             Err(e) => Err(e.into()),
         },
-        Err(PutVerifiedError::Mismatch) => Err(BucketError::ChecksumMismatch(format!(
-            "the bytes of {blob_key} in replica {} do not match their content address",
-            src.name()
-        ))),
-        // Reading the source failed part way (a connection reset): tried again later.
-        Err(PutVerifiedError::Source(e)) => Err(BucketError::Store(StoreError::Unavailable(format!(
-            "reading {blob_key} from replica {}: {e}",
-            src.name()
-        )))),
-        Err(PutVerifiedError::Destination(e)) => Err(e.into()),
+        Err(e) => Err(e.about(blob_key, src.name())),
     }
 }
 

@@ -21,6 +21,23 @@ pub enum PutVerifiedError {
     Destination(StoreError),
 }
 
+impl PutVerifiedError {
+    /// The bucket's error for a failed copy of blob `blob_key` read from replica `source`:
+    /// a mismatch is for good, a source read that broke may pass.
+    pub fn about(self, blob_key: &str, source: &str) -> super::BucketError {
+        use super::BucketError;
+        match self {
+            PutVerifiedError::Mismatch => BucketError::ChecksumMismatch(format!(
+                "the bytes of {blob_key} in replica {source} do not match their content address"
+            )),
+            PutVerifiedError::Source(e) => BucketError::Store(StoreError::Unavailable(format!(
+                "reading {blob_key} from replica {source}: {e}"
+            ))),
+            PutVerifiedError::Destination(e) => e.into(),
+        }
+    }
+}
+
 /// Write `stream` (of `size` bytes whose checksums must be `expected`) to `key` of `dst`
 /// with `opts`, counting the bytes into `progress`; the bytes written.
 pub async fn put_verified<S: Store>(

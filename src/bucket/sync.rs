@@ -263,11 +263,11 @@ async fn compare<S: Store, F: FileDoc>(
     if parse_file_key(key).is_some() {
         // The original compared file metadata parsed: spacing may differ.
         let parse = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).ok();
-        if parse(&s).is_some() && parse(&s) == parse(&d) {
+        let ours = parse(&s);
+        if ours.is_some() && ours == parse(&d) {
             return Ok(None);
         }
     }
-    debug_assert!(parse_bundle_key(key).is_some() || parse_file_key(key).is_some());
     Ok(Some(Drift::Different("the document differs".into())))
 }
 
@@ -281,16 +281,12 @@ async fn restore_document<S: Store, F: FileDoc>(
     counter: &Arc<ProgressCounter>,
 ) -> Result<Option<String>, BucketError> {
     let bytes = src.store().get(key).await?;
-    let corrupt = |e: serde_json::Error| BucketError::Corrupt {
-        key: key.to_string(),
-        detail: e.to_string(),
-    };
     if parse_file_key(key).is_some() {
-        let meta: crate::model::manifest::FileMetadata = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        let meta: crate::model::manifest::FileMetadata = super::parse_document(key, &bytes)?;
         let c = meta.checksums();
         copy_blob(src, dst, &c.blob_key(), &c, meta.size, false, counter).await?;
     } else if let Some(super::keys::BundleKey::Manifest { .. }) = parse_bundle_key(key) {
-        let manifest: crate::model::manifest::BundleManifest = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        let manifest: crate::model::manifest::BundleManifest = super::parse_document(key, &bytes)?;
         let waiting =
             super::replicate::bring_files(src, dst, &manifest, super::replicate::INLINE_FILE_LIMIT, counter).await?;
         if let Some(first) = waiting.into_iter().next() {

@@ -89,6 +89,16 @@ pub enum StoreChecksum {
     Crc32c(String),
 }
 
+impl StoreChecksum {
+    /// Whether bytes with this checksum can be those of `c` (`None`: it cannot tell).
+    pub fn agrees_with(&self, c: &crate::model::Checksums) -> Option<bool> {
+        match self {
+            StoreChecksum::S3Etag(e) => c.agree_with_store(Some(e), None),
+            StoreChecksum::Crc32c(crc) => c.agree_with_store(None, Some(crc)),
+        }
+    }
+}
+
 /// Options for a write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PutOptions {

@@ -160,18 +160,11 @@ async fn ensure_checkout<S: Store, H: HttpClient, T: Sleeper>(
         CopyState::Missing => {}
     }
     let token = match token {
-        None => CheckoutToken {
-            execution_id: super::checkout::start(app, replica, job()).await?,
-            start_time: now.timestamp_millis() as f64 / 1000.0,
-            attempts: 1,
-        },
+        None => CheckoutToken::begin(super::checkout::start(app, replica, job()).await?, now),
         Some(t) if uuid::Uuid::parse_str(&t.execution_id).is_err() => return Err(ApiError::IllegalToken),
         Some(t) => match read_status(&replica.checkout, &t.execution_id).await? {
             Some(s) if s.status == "SUCCEEDED" => return Ok(None),
-            Some(s) if s.status == "RUNNING" => CheckoutToken {
-                attempts: t.attempts.saturating_add(1),
-                ..t
-            },
+            Some(s) if s.status == "RUNNING" => t.next(),
             Some(s) => {
                 return Err(ApiError::CheckoutFailed(format!(
                     "the checkout of this bundle failed: {}",
@@ -181,14 +174,7 @@ async fn ensure_checkout<S: Store, H: HttpClient, T: Sleeper>(
             None => return Err(ApiError::CheckoutFailed("no such checkout".into())),
         },
     };
-    let mut back = come_back(ctx, &token)?;
-    // The same version on the way back, whatever is written meanwhile.
-    let url = ctx.url_with(&[
-        ("token", Some(&serde_json::to_string(&token).unwrap_or_default())),
-        ("version", Some(version)),
-    ]);
-    set_header(&mut back, "location", &url);
-    Ok(Some(back))
+    come_back(ctx, &token, version).map(Some)
 }
 
 /// A file entry as `GET /v1/bundles/{uuid}` shows it (`s3_etag`, not `s3-etag`).

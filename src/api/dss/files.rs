@@ -147,11 +147,31 @@ pub fn parse_token(token: Option<&str>) -> Result<Option<CheckoutToken>, ApiErro
 /// answered 500 `checkout_error`.
 const CHECKOUT_WAIT_SECS: f64 = 6.0 * 3600.0;
 
-/// A 301 to this same request with `token` added (or advanced) and `Retry-After: 10`:
+impl CheckoutToken {
+    /// The token of a wait for `execution_id` that begins `now`.
+    pub fn begin(execution_id: String, now: chrono::DateTime<chrono::Utc>) -> Self {
+        CheckoutToken {
+            execution_id,
+            start_time: now.timestamp_millis() as f64 / 1000.0,
+            attempts: 1,
+        }
+    }
+
+    /// The same wait, one request on.
+    pub fn next(self) -> Self {
+        CheckoutToken {
+            attempts: self.attempts.saturating_add(1),
+            ..self
+        }
+    }
+}
+
+/// A 301 to this same request with `token` added (or advanced), `version` pinned (the
+/// same version on the way back, whatever is written meanwhile) and `Retry-After: 10`:
 /// how the original sent a client back while a checkout copy was being made.
-pub fn come_back(ctx: &Ctx<'_>, token: &CheckoutToken) -> Result<Response, ApiError> {
+pub fn come_back(ctx: &Ctx<'_>, token: &CheckoutToken, version: &str) -> Result<Response, ApiError> {
     let t = serde_json::to_string(token).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let url = ctx.url_with(&[("token", Some(&t))]);
+    let url = ctx.url_with(&[("token", Some(&t)), ("version", Some(version))]);
     let mut r = http::Response::new(Body::empty());
     *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
     set_header(&mut r, "location", &url);
@@ -174,11 +194,12 @@ async fn ensure_copy<S: Store, H: HttpClient, T: Sleeper>(
     let (size, ct) = (file.meta.size, &file.meta.content_type);
     let now = app.clock.now();
     let state = copy_state(&replica.checkout, &file.blob_key, size, now, &app.config.checkout).await?;
+    let expiring = !app.config.checkout.cached(ct, size);
     let job = || CopyOutJob {
         replica: replica.name.clone(),
         blob_key: file.blob_key.clone(),
         content_type: ct.clone(),
-        expiring: !app.config.checkout.cached(ct, size),
+        expiring,
     };
     match (state, app.jobs.as_ref()) {
         (CopyState::Fresh, _) | (CopyState::Aging, None) => Ok(None),
@@ -191,7 +212,6 @@ async fn ensure_copy<S: Store, H: HttpClient, T: Sleeper>(
         (CopyState::Missing, None) => Err(ApiError::NeedsBackend),
         // The original sent the client back for every size; a small copy is quicker made.
         (CopyState::Missing, Some(_)) if size <= app.config.checkout.inline_max => {
-            let expiring = !app.config.checkout.cached(ct, size);
             copy_blob_out(&replica.main, &replica.checkout, &file.blob_key, ct, expiring).await?;
             Ok(None)
         }
@@ -211,26 +231,14 @@ async fn ensure_copy<S: Store, H: HttpClient, T: Sleeper>(
                         "the copy of this file for download did not finish in time".into(),
                     ))
                 }
-                Some(t) => CheckoutToken {
-                    attempts: t.attempts + 1,
-                    ..t
-                },
-                None => CheckoutToken {
-                    execution_id: uuid::Uuid::new_v4().to_string(),
-                    start_time: now.timestamp_millis() as f64 / 1000.0,
-                    attempts: 1,
-                },
+                Some(t) => t.next(),
+                None => CheckoutToken::begin(uuid::Uuid::new_v4().to_string(), now),
             };
             // A copy already queued absorbs this one.
             jobs.submit_copy_out(job())
                 .await
                 .map_err(|e| ApiError::Unavailable(format!("the copy for this download could not be queued: {e}")))?;
-            let mut back = come_back(ctx, &token)?;
-            // The same version on the way back, whatever is written meanwhile.
-            let t = serde_json::to_string(&token).map_err(|e| ApiError::Internal(e.to_string()))?;
-            let url = ctx.url_with(&[("token", Some(&t)), ("version", Some(&file.meta.version))]);
-            set_header(&mut back, "location", &url);
-            Ok(Some(back))
+            come_back(ctx, &token, &file.meta.version).map(Some)
         }
     }
 }
