@@ -132,6 +132,9 @@ pub enum ApiError {
     /// 500 `internal_server_error`: the search engine failed.
     #[error("Search engine error: {0}")]
     SearchInternal(String),
+    /// A subscription request that failed (its status and code are its own).
+    #[error("{0}")]
+    Subscription(#[from] crate::model::subscription::SubscriptionError),
     /// An error recorded earlier (a background job's), answered again as it was.
     #[error("{title}")]
     Recorded {
@@ -225,6 +228,7 @@ impl ApiError {
             NeedsBackend => StatusCode::SERVICE_UNAVAILABLE,
             TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             Recorded { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            Subscription(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
 
@@ -272,6 +276,7 @@ impl ApiError {
             SearchBadRequest(_) => "elasticsearch_bad_request",
             SearchInternal(_) => "internal_server_error",
             Recorded { code, .. } => code,
+            Subscription(e) => e.code(),
         }
     }
 

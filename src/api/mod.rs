@@ -253,6 +253,8 @@ pub struct App<S, H, T> {
     pub jobs: Option<Arc<dyn crate::bucket::JobSink>>,
     /// The metadata search engine; `None` where searches are forwarded (the edge).
     pub search: Option<Arc<dyn crate::search::SearchEngine>>,
+    /// Subscriptions; `None` where their routes are forwarded (the edge).
+    pub subscriptions: Option<Arc<dyn crate::model::subscription::SubscriptionService>>,
 }
 
 /// Opens (or reuses) a store for `(scheme, bucket)`, or `None` if that cloud is not configured.
@@ -610,6 +612,11 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
             Route::Search => dss::search::post(self, ctx).await,
             Route::CheckoutPost(uuid) => dss::checkout::post(self, ctx, uuid).await,
             Route::CheckoutGet(id) => dss::checkout::get(self, ctx, id).await,
+            Route::SubscriptionsGet => dss::subscriptions::find(self, ctx).await,
+            Route::SubscriptionPut => dss::subscriptions::put(self, ctx).await,
+            Route::SubscriptionGet(id) => dss::subscriptions::get(self, ctx, id).await,
+            Route::SubscriptionDelete(id) => dss::subscriptions::delete(self, ctx, id).await,
+            Route::SubscriptionDeliveries(id) => dss::subscriptions::deliveries(self, ctx, id).await,
             Route::Unknown => Err(ApiError::NotFound(format!(
                 "{} {} is not a DSS route",
                 ctx.method, ctx.path

@@ -161,6 +161,25 @@ pub static BUNDLE_DELETE: RouteSpec = spec!(DELETE "/v1/bundles/{uuid}", DssV1, 
 /// `POST /v1/bundles/{uuid}/checkout`.
 pub static CHECKOUT_POST: RouteSpec = spec!(POST "/v1/bundles/{uuid}/checkout", DssV1, Access::Public, write: false, edge: false,
     body: BodyRule::Json { limit: SMALL_BODY }, [200, 400, 404, 413, 415, 500, 503, 504]);
+/// The groups that may subscribe (the original's `['hca', 'public']`).
+pub const SUBSCRIBERS: &[&str] = &["hca", "public"];
+
+/// `GET /v1/subscriptions`.
+pub static SUBSCRIPTIONS_GET: RouteSpec = spec!(GET "/v1/subscriptions", DssV1, Access::Groups(SUBSCRIBERS), write: false, edge: false,
+    body: BodyRule::None, [200, 400, 401, 403, 500, 503, 504]);
+/// `PUT /v1/subscriptions`.
+pub static SUBSCRIPTION_PUT: RouteSpec = spec!(PUT "/v1/subscriptions", DssV1, Access::Groups(SUBSCRIBERS), write: true, edge: false,
+    body: BodyRule::Json { limit: SEARCH_BODY }, [201, 400, 401, 403, 406, 413, 415, 500, 503, 504]);
+/// `GET /v1/subscriptions/{uuid}`.
+pub static SUBSCRIPTION_GET: RouteSpec = spec!(GET "/v1/subscriptions/{uuid}", DssV1, Access::Groups(SUBSCRIBERS), write: false, edge: false,
+    body: BodyRule::None, [200, 400, 401, 403, 404, 500, 503, 504]);
+/// `DELETE /v1/subscriptions/{uuid}`.
+pub static SUBSCRIPTION_DELETE: RouteSpec = spec!(DELETE "/v1/subscriptions/{uuid}", DssV1, Access::Groups(SUBSCRIBERS), write: true, edge: false,
+    body: BodyRule::None, [200, 400, 401, 403, 404, 500, 503, 504]);
+/// `GET /v1/subscriptions/{uuid}/deliveries`: the subscription's delivery log (ours).
+pub static SUBSCRIPTION_DELIVERIES: RouteSpec = spec!(GET "/v1/subscriptions/{uuid}/deliveries", DssV1, Access::Groups(SUBSCRIBERS), write: false, edge: false,
+    body: BodyRule::None, [200, 400, 401, 403, 404, 500, 503, 504]);
+
 /// `GET /v1/bundles/checkout/{checkout_job_id}`.
 pub static CHECKOUT_GET: RouteSpec = spec!(GET "/v1/bundles/checkout/{checkout_job_id}", DssV1, Access::Public, write: false, edge: false,
     body: BodyRule::None, [200, 400, 404, 500, 503, 504]);
@@ -186,6 +205,11 @@ pub const TABLE: &[&RouteSpec] = &[
     &BUNDLE_DELETE,
     &CHECKOUT_POST,
     &CHECKOUT_GET,
+    &SUBSCRIPTIONS_GET,
+    &SUBSCRIPTION_PUT,
+    &SUBSCRIPTION_GET,
+    &SUBSCRIPTION_DELETE,
+    &SUBSCRIPTION_DELIVERIES,
 ];
 
 /// A recognised request.
@@ -229,6 +253,16 @@ pub enum Route<'a> {
     CheckoutPost(&'a str),
     /// `GET /v1/bundles/checkout/{id}`.
     CheckoutGet(&'a str),
+    /// `GET /v1/subscriptions`.
+    SubscriptionsGet,
+    /// `PUT /v1/subscriptions`.
+    SubscriptionPut,
+    /// `GET /v1/subscriptions/{uuid}`.
+    SubscriptionGet(&'a str),
+    /// `DELETE /v1/subscriptions/{uuid}`.
+    SubscriptionDelete(&'a str),
+    /// `GET /v1/subscriptions/{uuid}/deliveries`.
+    SubscriptionDeliveries(&'a str),
     /// A known path with a method it does not take.
     MethodNotAllowed,
     /// Anything else (including API routes this server does not implement yet).
@@ -276,6 +310,14 @@ impl<'a> Route<'a> {
             ("POST", ["v1", "bundles", uuid, "checkout"]) => Route::CheckoutPost(uuid),
             ("GET" | "HEAD", ["v1", "bundles", "checkout", id]) => Route::CheckoutGet(id),
             (_, ["v1", "bundles", _, "checkout"]) | (_, ["v1", "bundles", "checkout", _]) => Route::MethodNotAllowed,
+            ("GET" | "HEAD", ["v1", "subscriptions"]) => Route::SubscriptionsGet,
+            ("PUT", ["v1", "subscriptions"]) => Route::SubscriptionPut,
+            ("GET" | "HEAD", ["v1", "subscriptions", uuid]) => Route::SubscriptionGet(uuid),
+            ("DELETE", ["v1", "subscriptions", uuid]) => Route::SubscriptionDelete(uuid),
+            ("GET" | "HEAD", ["v1", "subscriptions", uuid, "deliveries"]) => Route::SubscriptionDeliveries(uuid),
+            (_, ["v1", "subscriptions"])
+            | (_, ["v1", "subscriptions", _])
+            | (_, ["v1", "subscriptions", _, "deliveries"]) => Route::MethodNotAllowed,
             (_, ["v1", "files", _]) | (_, ["v1", "bundles", _]) | (_, ["v1", "search"]) => Route::MethodNotAllowed,
             _ => Route::Unknown,
         }
@@ -303,6 +345,11 @@ impl<'a> Route<'a> {
             Route::Search => &SEARCH,
             Route::CheckoutPost(_) => &CHECKOUT_POST,
             Route::CheckoutGet(_) => &CHECKOUT_GET,
+            Route::SubscriptionsGet => &SUBSCRIPTIONS_GET,
+            Route::SubscriptionPut => &SUBSCRIPTION_PUT,
+            Route::SubscriptionGet(_) => &SUBSCRIPTION_GET,
+            Route::SubscriptionDelete(_) => &SUBSCRIPTION_DELETE,
+            Route::SubscriptionDeliveries(_) => &SUBSCRIPTION_DELIVERIES,
             Route::MethodNotAllowed | Route::Unknown => return None,
         })
     }
@@ -371,7 +418,10 @@ mod tests {
     #[test]
     fn every_write_needs_the_hca_group_and_deletes_an_admin() {
         for r in TABLE {
-            if r.write {
+            if r.write && r.path.starts_with("/v1/subscriptions") {
+                // Subscriptions change no data: the original let `public` tokens make them.
+                assert_eq!(r.access, Access::Groups(SUBSCRIBERS), "{} {}", r.method, r.path);
+            } else if r.write {
                 assert!(
                     matches!(r.access, Access::Groups(HCA) | Access::Admin),
                     "{} {}",

@@ -60,6 +60,11 @@ impl Visibility {
         }
     }
 
+    /// Whether `version` has a tombstone of its own.
+    pub fn version_tombstoned(&self, version: &str) -> bool {
+        self.dead.contains(version)
+    }
+
     /// Every stored version, tombstoned or not, in key order.
     pub fn stored_versions(&self) -> impl Iterator<Item = &str> {
         self.versions.iter().map(String::as_str)

@@ -159,6 +159,7 @@ fn build(env: &Env) -> Result<Edge, String> {
         bucket_store: None,
         jobs: None,
         search: None,
+        subscriptions: None,
     };
     Ok(Edge {
         replicas: cfg.edge_replicas(),

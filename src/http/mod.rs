@@ -198,3 +198,4 @@ impl crate::model::platform::Sleeper for TokioSleeper {
 
 #[cfg(target_arch = "wasm32")]
 pub mod fetch;
+pub mod guard;

@@ -9,6 +9,7 @@
 //! server-side copies whose ingest is gone are swept.
 
 pub mod email;
+pub mod notify;
 pub mod queue;
 pub mod replication;
 pub mod work;

@@ -3,6 +3,7 @@
 //! [`QueueJobs`] is how writes hand them to the queue; [`Worker`] is the runner's handler.
 //! Every kind is idempotent.
 
+use super::notify::{self, MatchJob, Notifier, NotifyJob};
 use super::queue::runner::{Handler, Outcome};
 use super::queue::{AnyQueue, Job, JobFilter, JobQueue, JobState, NewJob};
 use crate::api::{ApiError, App};
@@ -85,6 +86,10 @@ pub enum Work {
     Checkout(CheckoutJob),
     /// Copy a blob to a checkout bucket, for downloads.
     CopyOut(CopyOutJob),
+    /// Match a bundle key's events against the replica's subscriptions.
+    Match(MatchJob),
+    /// Deliver one notification.
+    Notify(Box<NotifyJob>),
 }
 
 impl Work {
@@ -96,6 +101,8 @@ impl Work {
             Work::Replicate(_) => REPLICATE,
             Work::Checkout(_) => CHECKOUT,
             Work::CopyOut(_) => COPY_OUT,
+            Work::Match(_) => notify::MATCH,
+            Work::Notify(_) => notify::NOTIFY,
         }
     }
 
@@ -105,7 +112,10 @@ impl Work {
     /// gives up: a replica that is down for a day gets its copies when it is back.
     pub fn max_attempts(kind: &str) -> u32 {
         match kind {
-            INGEST | INDEX | COPY_OUT => 40,
+            INGEST | INDEX | COPY_OUT | notify::MATCH => 40,
+            // Its own schedule (DSS_NOTIFY_DELAYS) decides; a retry of the queue's (its
+            // subscription unreadable) is not an attempt at delivery.
+            notify::NOTIFY => u32::MAX,
             REPLICATE => u32::MAX,
             // Its own count says FAILED in its status after CHECKOUT_ATTEMPTS; its status
             // document must be written before it ends, however long storage is down.
@@ -122,6 +132,8 @@ impl Work {
             Work::Replicate(j) => j.queue_key(),
             Work::Checkout(j) => checkout_key(j),
             Work::CopyOut(j) => format!("{}/{}", j.replica, j.blob_key),
+            Work::Match(j) => format!("{}/{}", j.replica, j.key),
+            Work::Notify(j) => j.queue_key(),
         }
     }
 
@@ -133,6 +145,8 @@ impl Work {
             Work::Replicate(j) => serde_json::to_value(j),
             Work::Checkout(j) => serde_json::to_value(j),
             Work::CopyOut(j) => serde_json::to_value(j),
+            Work::Match(j) => serde_json::to_value(j),
+            Work::Notify(j) => serde_json::to_value(j),
         };
         NewJob::new(self.kind(), self.key(), payload.unwrap_or_default())
     }
@@ -146,6 +160,8 @@ impl Work {
             REPLICATE => serde_json::from_value(p).map(Work::Replicate),
             CHECKOUT => serde_json::from_value(p).map(Work::Checkout),
             COPY_OUT => serde_json::from_value(p).map(Work::CopyOut),
+            notify::MATCH => serde_json::from_value(p).map(Work::Match),
+            notify::NOTIFY => serde_json::from_value(p).map(|j| Work::Notify(Box::new(j))),
             other => return Err(format!("no handler for jobs of kind {other:?}")),
         }
         .map_err(|e| format!("unreadable {} job: {e}", job.kind))
@@ -201,11 +217,17 @@ const LIVE: [JobState; 2] = [JobState::Queued, JobState::Running];
 /// replica set `replicas`, decided here and nowhere else: a bundle or tombstone is
 /// indexed (in every replica it lands in); a client's write of a document is copied to
 /// every other replica (a file's job brings its blob first; a bundle's waits for its
-/// files). Replication's own writes are not copied on. Notification will follow from here.
+/// files). Replication's own writes are not copied on. Every bundle or tombstone write,
+/// a client's or replication's, is matched against the subscriptions of the replica it
+/// lands in (each replica notifies its own subscribers, as the original's did).
 pub fn follow_ups(replicas: &[String], replica: &str, key: &str, origin: Origin) -> Vec<Work> {
     let mut work = Vec::new();
     if parse_bundle_key(key).is_some() {
         work.push(Work::Index(IndexJob {
+            replica: replica.to_string(),
+            key: key.to_string(),
+        }));
+        work.push(Work::Match(MatchJob {
             replica: replica.to_string(),
             key: key.to_string(),
         }));
@@ -410,6 +432,8 @@ pub struct WorkerSettings {
     /// `DSS_REPLICATION_INLINE_MAX`: a bundle's replication copies its missing files up
     /// to this size itself, and waits for the jobs of larger ones.
     pub replication_inline_max: u64,
+    /// Matches events and delivers notifications.
+    pub notifier: Arc<Notifier>,
 }
 
 /// The runner's handler for every kind of job.
@@ -424,6 +448,7 @@ pub struct Worker {
     replication_inline_max: u64,
     scrubber: Option<Arc<Scrubber>>,
     batcher: IndexBatcher,
+    notifier: Arc<Notifier>,
 }
 
 impl Worker {
@@ -434,6 +459,7 @@ impl Worker {
             mailer,
             scrubber,
             replication_inline_max,
+            notifier,
         } = settings;
         Worker {
             app,
@@ -443,7 +469,139 @@ impl Worker {
             replication_inline_max,
             scrubber,
             batcher: IndexBatcher::default(),
+            notifier,
         }
+    }
+
+    /// Match the events of a bundle key against the replica's subscriptions and queue a
+    /// notification per match. Matched once: a match of the same key that completed
+    /// before (the write was repeated) is not made again.
+    async fn match_events(&self, job: &MatchJob, queued: &Job) -> Outcome {
+        let needs = match self.notifier.needs(&self.queue, &job.replica).await {
+            Ok(Some(n)) => n,
+            Ok(None) => return Outcome::Done,
+            Err(e) => return Outcome::Retry(e),
+        };
+        let key = format!("{}/{}", job.replica, job.key);
+        match newest(&self.queue, notify::MATCH, key, &[JobState::Completed]).await {
+            Ok(Some(done)) if done.id != queued.id => return Outcome::Done,
+            Ok(_) => {}
+            Err(e) => return Outcome::Retry(e),
+        }
+        let replica = match self.app.replica(&job.replica) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Fail(e.to_string()),
+        };
+        let events = match self.events(replica, &job.key, &needs).await {
+            Ok(events) => events,
+            Err(IndexError::Store(e)) => return Outcome::Retry(e.to_string()),
+            Err(IndexError::Missing(what)) => {
+                tracing::info!(key = %job.key, "nothing to notify: {what} is gone");
+                return Outcome::Done;
+            }
+            Err(e) => return Outcome::Fail(e.to_string()),
+        };
+        let api = self.app.config.public_url.clone().unwrap_or_default();
+        let found = match self
+            .notifier
+            .notifications(&self.queue, &job.replica, &events, &api)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => return Outcome::Retry(e),
+        };
+        let first = self
+            .notifier
+            .webhooks()
+            .settings()
+            .delays
+            .first()
+            .copied()
+            .unwrap_or_default();
+        let run_at = chrono::Utc::now() + chrono::Duration::from_std(first).unwrap_or_default();
+        tracing::debug!(key = %job.key, notifications = found.len(), "subscriptions matched");
+        for chunk in found.chunks(1000) {
+            let jobs: Vec<NewJob> = chunk
+                .iter()
+                .map(|n| NewJob {
+                    run_at: Some(run_at),
+                    ..Work::Notify(Box::new(n.clone())).to_job()
+                })
+                .collect();
+            if let Err(e) = self.queue.enqueue(jobs).await {
+                // A retry matches again; notifications already queued get new ids and may
+                // be sent twice, which receivers must tolerate (as the original said).
+                return Outcome::Retry(e.to_string());
+            }
+        }
+        Outcome::Done
+    }
+
+    /// The events bundle key `key` of `replica` stands for, with the documents `needs` asks.
+    async fn events(
+        &self,
+        replica: &crate::api::Replica<AnyStore>,
+        key: &str,
+        needs: &notify::Needs,
+    ) -> Result<Vec<notify::Event>, IndexError> {
+        use crate::bucket::keys::BundleKey;
+        use crate::model::notification::{tombstone_document, EventType};
+        let bucket = self.app.bucket(replica);
+        let (kind, uuid, versions, tomb) = match parse_bundle_key(key) {
+            Some(BundleKey::Manifest { uuid, version }) => (EventType::Create, uuid, vec![version.to_string()], None),
+            Some(BundleKey::VersionTombstone { uuid, version }) => {
+                let t = bucket.tombstone(uuid, Some(version)).await?;
+                (EventType::Tombstone, uuid, vec![version.to_string()], t)
+            }
+            Some(BundleKey::Tombstone { uuid }) => {
+                let t = bucket.tombstone(uuid, None).await?;
+                let seen = bucket
+                    .visibility(uuid, self.app.clock.now(), crate::bucket::Listing::Fresh)
+                    .await?;
+                // Versions tombstoned on their own were notified then.
+                let versions = seen
+                    .stored_versions()
+                    .filter(|v| !seen.version_tombstoned(v))
+                    .map(str::to_string)
+                    .collect();
+                (EventType::Tombstone, uuid, versions, t)
+            }
+            None => return Ok(Vec::new()),
+        };
+        let mut events = Vec::with_capacity(versions.len());
+        for version in versions {
+            let (metadata, index) = match (&kind, &tomb) {
+                (EventType::Tombstone, Some(t)) => (
+                    needs.metadata.then(|| tombstone_document(uuid, &version, t)),
+                    needs
+                        .index
+                        .then(|| crate::search::document::tombstone_document_json(uuid, &version, t)),
+                ),
+                (EventType::Tombstone, None) => return Err(IndexError::Missing(format!("the tombstone of {uuid}"))),
+                _ => {
+                    let metadata = match needs.metadata {
+                        true => Some(crate::search::indexer::metadata_doc(&bucket, uuid, &version).await?),
+                        false => None,
+                    };
+                    let index = match needs.index {
+                        true => Some(
+                            crate::search::indexer::bundle_doc(&bucket, uuid, &version, self.scrubber.as_deref())
+                                .await?,
+                        ),
+                        false => None,
+                    };
+                    (metadata, index)
+                }
+            };
+            events.push(notify::Event {
+                kind,
+                uuid: uuid.to_string(),
+                version,
+                metadata,
+                index,
+            });
+        }
+        Ok(events)
     }
 
     async fn ingest(&self, ingest_job: &IngestJob, progress: &Arc<ProgressCounter>) -> Outcome {
@@ -733,6 +891,8 @@ impl Handler for Worker {
             Ok(Work::Replicate(j)) => self.replicate(&j, &progress).await,
             Ok(Work::Checkout(j)) => self.checkout(&j, job, &progress).await,
             Ok(Work::CopyOut(j)) => self.copy_out(&j, &progress).await,
+            Ok(Work::Match(j)) => self.match_events(&j, job).await,
+            Ok(Work::Notify(j)) => self.notifier.deliver(&self.queue, &j, job.attempts).await,
             Err(e) => Outcome::Fail(e),
         }
     }

@@ -5,9 +5,11 @@ pub mod checksum;
 pub mod heap;
 pub mod ids;
 pub mod manifest;
+pub mod notification;
 pub mod platform;
 pub mod progress;
 pub mod pyjson;
+pub mod subscription;
 
 pub use checksum::{ChecksumError, Checksums};
 pub use ids::{DssVersion, IdError, ObjectUuid};

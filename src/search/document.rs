@@ -25,6 +25,28 @@ pub fn prepare_filename(name: &str) -> String {
     }
 }
 
+/// The original's metadata document of a bundle (what v2 subscriptions and the event
+/// journal see): its manifest and every JSON file (indexed or not), grouped under their
+/// names as [`prepare_filename`] turns them.
+pub fn metadata_document(uuid: &str, version: &str, manifest: &Value, files: Vec<(String, Value)>) -> Value {
+    let mut grouped: Map<String, Value> = Map::new();
+    for (name, json) in files {
+        match grouped
+            .entry(prepare_filename(&name))
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
+            Value::Array(a) => a.push(json),
+            other => *other = Value::Array(vec![json]),
+        }
+    }
+    serde_json::json!({
+        "event_type": "CREATE",
+        "bundle_info": {"uuid": uuid, "version": version},
+        "manifest": manifest,
+        "files": grouped,
+    })
+}
+
 /// Schema type and major version named by a metadata file (`describedBy`, or the legacy `core`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SchemaInfo {

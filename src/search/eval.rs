@@ -27,6 +27,12 @@ impl<'q> Checked<'q> {
         body.budget.clauses(&body.query)?;
         Ok(Checked { query: &body.query })
     }
+
+    /// A stored body whose clauses were charged by [`Checked::new`] when it was loaded
+    /// (a subscription's query), evaluated over many documents.
+    pub fn stored(body: &'q SearchBody) -> Self {
+        Checked { query: &body.query }
+    }
 }
 
 /// A document prepared for evaluating many queries.

@@ -180,6 +180,38 @@ async fn read_indexed<S: Store, F: FileDoc>(
     }
 }
 
+/// The original's metadata document of bundle `uuid` at `version`
+/// ([`super::document::metadata_document`]), reading every JSON file of it.
+pub async fn metadata_doc<S: Store, F: FileDoc>(
+    bucket: &Bucket<'_, S, F>,
+    uuid: &str,
+    version: &str,
+) -> Result<Value, IndexError> {
+    let manifest = bucket
+        .manifest_at(uuid, version)
+        .await?
+        .ok_or_else(|| IndexError::Missing(format!("bundle {uuid}.{version}")))?;
+    let wanted: Vec<BundleFile> = manifest
+        .files
+        .iter()
+        .filter(|f| f.content_type.starts_with("application/json"))
+        .cloned()
+        .collect();
+    let read: Vec<Result<Option<(String, Value)>, IndexError>> = futures::stream::iter(wanted)
+        .map(|f| read_indexed(bucket, uuid, f))
+        .buffered(READ_CONCURRENCY)
+        .collect()
+        .await;
+    let mut files = Vec::new();
+    for r in read {
+        if let Some(f) = r? {
+            files.push(f);
+        }
+    }
+    let manifest = serde_json::to_value(&*manifest).map_err(|e| IndexError::Corrupt(e.to_string()))?;
+    Ok(super::document::metadata_document(uuid, version, &manifest, files))
+}
+
 /// The document of bundle `uuid` at `version`, reading its indexed JSON files.
 pub async fn bundle_doc<S: Store, F: FileDoc, H: HttpClient>(
     bucket: &Bucket<'_, S, F>,

@@ -51,6 +51,17 @@ pub struct ServeConfig {
     /// streamed twice at once).
     #[arg(long, env = "DSS_REPLICATION_INLINE_MAX", default_value_t = 64 * 1024 * 1024)]
     pub replication_inline_max: u64,
+    /// Seconds before each attempt to deliver a notification (the first usually 0); a
+    /// notification is given up after the last.
+    #[arg(long, env = "DSS_NOTIFY_DELAYS", default_value = crate::jobs::notify::DEFAULT_DELAYS)]
+    pub notify_delays: String,
+    /// Seconds a subscriber's endpoint has to answer a notification.
+    #[arg(long, env = "DSS_NOTIFY_TIMEOUT", default_value_t = 60.0)]
+    pub notify_timeout: f64,
+    /// When set (to anything but `0` or `false`), callbacks may use `http` and reach
+    /// loopback, private and link-local addresses (tests, closed networks only).
+    #[arg(long, env = "DSS_NOTIFY_ALLOW_PRIVATE")]
+    pub notify_allow_private: Option<String>,
     /// Sender of the email sent when a checkout ends (with `DSS_SMTP_URL`).
     #[arg(long, env = "DSS_NOTIFICATION_SENDER")]
     pub notification_sender: Option<String>,

@@ -270,8 +270,27 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
             replica_names,
         ))),
         search,
+        subscriptions: Some(Arc::new(crate::jobs::notify::Subscriptions::new(
+            queue.clone(),
+            Arc::new(webhooks(cfg)?),
+        ))),
     };
     Ok((Arc::new(app), queue))
+}
+
+/// The webhook client `DSS_NOTIFY_DELAYS`, `DSS_NOTIFY_TIMEOUT` and
+/// `DSS_NOTIFY_ALLOW_PRIVATE` describe.
+fn webhooks(cfg: &ServeConfig) -> Result<crate::jobs::notify::Webhooks, StartError> {
+    let allow = cfg
+        .notify_allow_private
+        .as_deref()
+        .is_some_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no"));
+    let settings = crate::jobs::notify::NotifySettings::parse(&cfg.notify_delays, cfg.notify_timeout, allow)
+        .map_err(StartError::Config)?;
+    if allow {
+        tracing::warn!("DSS_NOTIFY_ALLOW_PRIVATE: notifications may go to private addresses and over http");
+    }
+    crate::jobs::notify::Webhooks::new(settings).map_err(StartError::Config)
 }
 
 /// Open the job queue `DSS_JOBS_URL` names (default: SQLite in the data directory).
@@ -318,6 +337,7 @@ pub fn start_jobs(app: Arc<NativeApp>, queue: Arc<AnyQueue>, cfg: &ServeConfig) 
         mailer,
         scrubber,
         replication_inline_max: cfg.replication_inline_max,
+        notifier: Arc::new(crate::jobs::notify::Notifier::new(Arc::new(webhooks(cfg)?))),
     };
     // Subscribed before anything else runs, so that no announcement goes by unheard.
     if let Some(news) = queue.writes() {

@@ -1,7 +1,7 @@
-//! Cloud storage emulators for tests: moto (S3) and fake-gcs-server (GCS), started on
-//! free loopback ports and stopped when dropped. `scripts/test` installs both into
-//! `.venv-emu`; `DSS_TEST_VENV` points elsewhere. A missing emulator fails the test
-//! with instructions: tests never skip.
+//! Cloud storage emulators for tests: moto (S3) and fake-gcs-server (GCS), plus an SMTP
+//! sink and a webhook receiver, started on free loopback ports and stopped when dropped.
+//! `scripts/test` installs them into `.venv-emu`; `DSS_TEST_VENV` points elsewhere. A
+//! missing emulator fails the test with instructions: tests never skip.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -181,5 +181,102 @@ pub fn fake_gcs() -> Emulator {
         child,
         endpoint: format!("http://{addr}"),
         _dir: dir,
+    }
+}
+
+/// A webhook receiver (tests/support/webhook_receiver.py): a real subscriber on a free
+/// loopback port that logs every request it gets, checks its HTTP signature and answers
+/// as its path asks (`/seq/500,200/…`, `/redirect/…`, `/slow/SECONDS/…`, else 200).
+pub struct Receiver {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A webhook receiver (tests/support/webhook_receiver.py) that verifies HTTP signatures with `secret`.
+pub fn webhook_receiver(secret: &str) -> Receiver {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/webhook_receiver.py");
+    let python = venv().join("bin/python");
+    assert!(
+        python.exists(),
+        "{} not found: run scripts/test (it creates .venv-emu)",
+        python.display()
+    );
+    let lib = venv().join("lib");
+    let has_library = std::fs::read_dir(&lib).ok().is_some_and(|mut it| {
+        it.any(|e| e.is_ok_and(|e| e.path().join("site-packages/requests_http_signature").exists()))
+    });
+    assert!(
+        has_library,
+        "requests_http_signature not found under {}: run scripts/test (it installs requests-http-signature==0.1.0 into .venv-emu)",
+        lib.display()
+    );
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let mut child = Command::new(&python)
+        .arg(script)
+        .args(["--port", &port.to_string(), "--secret", secret, "--log"])
+        .arg(dir.path().join("requests.jsonl"))
+        .env("PYTHONUNBUFFERED", "1")
+        .env_remove("PYTHONOPTIMIZE")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    wait_ready(&mut child, port, "webhook_receiver.py");
+    Receiver { child, port, dir }
+}
+
+impl Receiver {
+    /// `http://127.0.0.1:{port}{path}`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Every request received so far (the log's JSON lines), in order.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        let log = std::fs::read_to_string(self.dir.path().join("requests.jsonl")).unwrap_or_default();
+        // Only complete lines: the receiver may be writing the next one.
+        let complete = log.rfind('\n').map_or("", |end| &log[..end]);
+        complete
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("webhook receiver log line {l:?}: {e}")))
+            .collect()
+    }
+
+    /// Wait (up to `timeout`) until at least `n` requests have been received whose `path`
+    /// equals `path` (None: any path); returns them (all requests to that path).
+    pub fn wait_for(&self, path: Option<&str>, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let all = self.requests();
+            let matching: Vec<serde_json::Value> = all
+                .iter()
+                .filter(|r| path.is_none_or(|p| r["path"] == p))
+                .cloned()
+                .collect();
+            if matching.len() >= n {
+                return matching;
+            }
+            if Instant::now() >= deadline {
+                let stderr = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
+                panic!(
+                    "webhook receiver: {} of {n} requests to {path:?} within {timeout:?}; all requests so far:\n{}\nreceiver stderr:\n{stderr}",
+                    matching.len(),
+                    serde_json::to_string_pretty(&all).unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

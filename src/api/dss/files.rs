@@ -517,6 +517,7 @@ pub(crate) mod tests {
             bucket_store: None,
             jobs: None,
             search: None,
+            subscriptions: None,
         }
     }
 

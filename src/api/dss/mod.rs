@@ -9,3 +9,4 @@ pub mod bundles;
 pub mod checkout;
 pub mod files;
 pub mod search;
+pub mod subscriptions;

@@ -2,8 +2,10 @@
 //! disk queue and PostgreSQL). Each check gets a fresh, empty queue from the caller and
 //! panics with a message on a violation.
 
+use super::registry::Registry;
 use super::runner::{self, Handler, Outcome, RunnerConfig};
 use super::{Job, JobFilter, JobQueue, JobState, NewJob};
+use crate::model::subscription::{Delivery, Kind, Outcome as Delivered, Subscription};
 use chrono::Utc;
 use std::collections::HashSet;
 use std::future::Future;
@@ -20,7 +22,7 @@ fn job(kind: &str, key: &str) -> NewJob {
 /// Run every check, each on a fresh queue from `make`.
 pub async fn run_all<Q, F, Fut>(make: F)
 where
-    Q: JobQueue,
+    Q: JobQueue + Registry,
     F: Fn() -> Fut,
     Fut: Future<Output = Q>,
 {
@@ -40,6 +42,139 @@ where
     runner_runs_retries_and_fails(Arc::new(make().await)).await;
     runner_gives_up_after_the_kinds_attempts(Arc::new(make().await)).await;
     runner_beats_within_a_short_lease(Arc::new(make().await)).await;
+    subscriptions_are_kept_per_replica_owner_and_kind(make().await).await;
+    concurrent_puts_keep_the_limit(Arc::new(make().await)).await;
+    delivery_logs_keep_the_newest(make().await).await;
+}
+
+fn subscription(replica: &str, owner: &str, kind: Kind, n: usize) -> Subscription {
+    let uuid = format!("00000000-0000-4000-8000-{n:012}");
+    let doc =
+        serde_json::json!({"callback_url": "https://e.org/x", "hmac_secret_key": "s", "owner": owner, "uuid": uuid});
+    Subscription {
+        uuid,
+        owner: owner.into(),
+        replica: replica.into(),
+        kind,
+        doc: doc.as_object().cloned().unwrap_or_default(),
+    }
+}
+
+/// Subscriptions are found by replica and uuid, listed by owner and kind, limited per
+/// owner, replica and kind, and every change moves the replica's generation.
+pub async fn subscriptions_are_kept_per_replica_owner_and_kind<Q: Registry>(q: Q) {
+    let g0 = q.subscriptions_generation("aws").await.expect("generation");
+    let a1 = subscription("aws", "a@x", Kind::Jmespath, 1);
+    assert!(q.put_subscription(&a1, 2).await.expect("put"));
+    let g1 = q.subscriptions_generation("aws").await.expect("generation");
+    assert_ne!(g0, g1, "a put changes the generation");
+    assert!(q
+        .put_subscription(&subscription("aws", "a@x", Kind::Jmespath, 2), 2)
+        .await
+        .expect("put"));
+    assert!(
+        !q.put_subscription(&subscription("aws", "a@x", Kind::Jmespath, 3), 2)
+            .await
+            .expect("put"),
+        "the owner's limit holds"
+    );
+    assert!(q
+        .put_subscription(&subscription("aws", "a@x", Kind::Elasticsearch, 4), 2)
+        .await
+        .expect("put"));
+    assert!(q
+        .put_subscription(&subscription("gcp", "a@x", Kind::Jmespath, 5), 2)
+        .await
+        .expect("put"));
+    assert!(q
+        .put_subscription(&subscription("aws", "b@x", Kind::Jmespath, 6), 2)
+        .await
+        .expect("put"));
+    assert_eq!(
+        q.get_subscription("aws", &a1.uuid).await.expect("get"),
+        Some(a1.clone())
+    );
+    assert_eq!(q.get_subscription("gcp", &a1.uuid).await.expect("get"), None);
+    let mine = q.owner_subscriptions("aws", "a@x", Kind::Jmespath).await.expect("list");
+    assert_eq!(
+        mine.iter().map(|s| s.uuid.as_str()).collect::<Vec<_>>(),
+        [&a1.uuid[..], &subscription("aws", "a@x", Kind::Jmespath, 2).uuid[..]]
+    );
+    assert_eq!(
+        q.owner_subscriptions("aws", "a@x", Kind::Elasticsearch)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+    let (g, all) = q.replica_subscriptions("aws").await.expect("all");
+    assert_eq!(
+        (g, all.len()),
+        (q.subscriptions_generation("aws").await.expect("generation"), 4)
+    );
+    assert!(q.delete_subscription("aws", &a1.uuid).await.expect("delete"));
+    assert!(!q.delete_subscription("aws", &a1.uuid).await.expect("delete again"));
+    assert_ne!(
+        q.subscriptions_generation("aws").await.expect("generation"),
+        g,
+        "a delete changes the generation"
+    );
+    assert_eq!(q.get_subscription("aws", &a1.uuid).await.expect("get"), None);
+}
+
+/// Puts of one owner at once never pass the limit together.
+pub async fn concurrent_puts_keep_the_limit<Q: Registry>(q: Arc<Q>) {
+    let puts = (0..12).map(|n| {
+        let q = q.clone();
+        tokio::spawn(async move {
+            q.put_subscription(&subscription("aws", "c@x", Kind::Jmespath, 100 + n), 5)
+                .await
+        })
+    });
+    let mut added = 0;
+    for p in puts {
+        if p.await.expect("task").expect("put") {
+            added += 1;
+        }
+    }
+    assert_eq!(added, 5);
+    assert_eq!(
+        q.owner_subscriptions("aws", "c@x", Kind::Jmespath)
+            .await
+            .expect("list")
+            .len(),
+        5
+    );
+}
+
+/// A delivery log keeps the newest attempts, newest first, and goes with its subscription.
+pub async fn delivery_logs_keep_the_newest<Q: Registry>(q: Q) {
+    let s = subscription("aws", "d@x", Kind::Jmespath, 200);
+    assert!(q.put_subscription(&s, 100).await.expect("put"));
+    let kept = crate::model::subscription::DELIVERIES_KEPT;
+    for attempt in 1..=(kept as u32 + 5) {
+        let d = Delivery {
+            notification_id: "n".into(),
+            event_type: "CREATE".into(),
+            bundle_uuid: "u".into(),
+            bundle_version: "v".into(),
+            attempt,
+            time: "2026-12-01T00:00:00.000Z".into(),
+            status_code: Some(500),
+            error: Some("the receiver answered 500".into()),
+            outcome: Delivered::Retrying,
+            next_attempt: None,
+            duration_ms: 1,
+        };
+        q.record_delivery("aws", &s.uuid, &d).await.expect("record");
+    }
+    let log = q.deliveries("aws", &s.uuid).await.expect("log");
+    assert_eq!(log.len(), kept);
+    assert_eq!(log[0].attempt, kept as u32 + 5, "newest first");
+    assert_eq!(log[kept - 1].attempt, 6);
+    assert!(q.deliveries("gcp", &s.uuid).await.expect("log").is_empty());
+    assert!(q.delete_subscription("aws", &s.uuid).await.expect("delete"));
+    assert!(q.deliveries("aws", &s.uuid).await.expect("log").is_empty());
 }
 
 /// Jobs of a kind are counted by the part of their key before the first `/` and by

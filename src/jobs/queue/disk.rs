@@ -118,6 +118,8 @@ fn open_connection(path: &Path) -> QueueResult<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
     conn.execute_batch(SCHEMA).map_err(unavailable)?;
+    conn.execute_batch(super::registry::SQLITE_SCHEMA)
+        .map_err(unavailable)?;
     // Queues made before progress was kept gain its column.
     let has_progress: i64 = conn
         .query_row(
@@ -152,7 +154,7 @@ impl DiskQueue {
     /// before it is answered, else only safe from a crash of this process (a lease,
     /// heartbeat or completion lost in a power cut makes a job run again; jobs are
     /// idempotent).
-    async fn run<T: Send + 'static>(
+    pub(super) async fn run<T: Send + 'static>(
         &self,
         durable: bool,
         f: impl FnOnce(&Connection) -> QueueResult<T> + Send + 'static,

@@ -14,6 +14,7 @@
 pub mod conformance;
 pub mod disk;
 pub mod pg;
+pub mod registry;
 pub mod runner;
 
 use chrono::{DateTime, Utc};

@@ -36,17 +36,22 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "progress",
         include_str!("../../../migrations/postgres/0002_progress.sql"),
     ),
+    (
+        3,
+        "subscriptions",
+        include_str!("../../../migrations/postgres/0003_subscriptions.sql"),
+    ),
 ];
 
 /// The PostgreSQL queue.
 pub struct PgQueue {
     /// For what must survive a crash of the database before the caller goes on: enqueues
     /// (a write is answered only once its follow-up job is durable) and retries.
-    pool: PgPool,
+    pub(super) pool: PgPool,
     /// For the rest, with `synchronous_commit = off`: a lease, heartbeat, completion or
     /// failure lost in a database crash only makes a job run again, and jobs are
     /// idempotent. It spares a WAL flush per job.
-    fast: PgPool,
+    pub(super) fast: PgPool,
     notify: Arc<Notify>,
     writes: tokio::sync::broadcast::Sender<WriteNews>,
     listener: tokio::task::JoinHandle<()>,

@@ -19,6 +19,9 @@ pub enum Outcome {
     /// Failed in a way that may pass (storage down): queued again after a backoff that
     /// grows with the attempts. Never dropped.
     Retry(String),
+    /// Failed, to be tried again at a time of the job's own schedule (a webhook's
+    /// delays), whatever its attempts.
+    RetryAt(chrono::DateTime<Utc>, String),
     /// Failed in a way a retry cannot fix: the job is marked failed, with this error.
     Fail(String),
 }
@@ -202,6 +205,10 @@ async fn run_one<Q: JobQueue, H: Handler>(queue: &Q, handler: &H, job: Job, cfg:
             tracing::warn!(id = job.id, kind = %job.kind, key = %job.key, "job will be retried in {delay:?}: {e}");
             let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
             queue.fail(job.id, &cfg.worker_id, e, Some(at)).await
+        }
+        Outcome::RetryAt(at, e) => {
+            tracing::info!(id = job.id, kind = %job.kind, key = %job.key, "job will be tried again at {at}: {e}");
+            queue.fail(job.id, &cfg.worker_id, e, Some(*at)).await
         }
         Outcome::Fail(e) => {
             tracing::error!(id = job.id, kind = %job.kind, key = %job.key, "job failed: {e}");

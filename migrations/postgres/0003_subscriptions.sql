@@ -1,0 +1,24 @@
+-- Subscriptions (src/model/subscription.rs) and their delivery logs, shared by every
+-- backend of the queue. The generation of a replica's subscriptions changes with each put
+-- and delete, so that matching reloads them only then.
+CREATE TABLE IF NOT EXISTS dss_subscriptions (
+    replica TEXT NOT NULL,
+    uuid TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    doc JSONB NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (replica, uuid)
+);
+CREATE INDEX IF NOT EXISTS dss_subscriptions_owner ON dss_subscriptions (replica, owner, kind);
+CREATE TABLE IF NOT EXISTS dss_subscription_generations (
+    replica TEXT PRIMARY KEY,
+    n BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dss_deliveries (
+    id BIGSERIAL PRIMARY KEY,
+    replica TEXT NOT NULL,
+    subscription TEXT NOT NULL,
+    doc JSONB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dss_deliveries_subscription ON dss_deliveries (replica, subscription, id);

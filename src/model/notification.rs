@@ -1,0 +1,357 @@
+//! What a notification is, byte for byte: the original's payloads (v1 and v2), its
+//! attachments (JMESPath selections, `_errors`, the 128 KiB rule), its body encodings
+//! (JSON, or `multipart/form-data` as urllib3 writes it) and its HTTP signature
+//! (draft-cavage `hmac-sha256` over `date` and `digest`, as `requests-http-signature`
+//! 0.1.0 made it, so receivers written for the original verify ours unchanged).
+
+use base64::Engine;
+use hmac::Mac;
+use serde_json::{json, Map, Value};
+use sha2::Digest;
+
+/// Largest serialised attachments; past it they are replaced by one `_errors` string.
+pub const ATTACHMENTS_LIMIT: usize = 128 * 1024;
+
+/// A compiled JMESPath expression.
+pub type Expression = jmespath::Expression<'static>;
+/// A document prepared for JMESPath (converted once, searched by many expressions).
+pub type Prepared = jmespath::Rcvar;
+
+/// Prepare `doc` for any number of searches.
+pub fn prepare(doc: &Value) -> Prepared {
+    jmespath::Variable::from_serializable(doc)
+        .map(Prepared::new)
+        .unwrap_or_else(|_| Prepared::new(jmespath::Variable::Null))
+}
+
+/// Search `doc` with `expr`.
+pub fn search(expr: &Expression, doc: &Prepared) -> Result<Value, String> {
+    let mut ctx = jmespath::Context::new(expr.as_str(), &jmespath::DEFAULT_RUNTIME);
+    let found = jmespath::interpret(doc, expr.as_ast(), &mut ctx).map_err(|e| e.to_string())?;
+    serde_json::to_value(&*found).map_err(|e| e.to_string())
+}
+
+/// Whether a query's result counts as a match: Python's truth, which the original
+/// applied to it (so `0` is false, unlike JMESPath's own truth).
+pub fn python_truth(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// Whether a v2 subscription with `query` (none: everything) matches `doc`; a query that
+/// fails to run matches nothing, as in the original.
+pub fn jmespath_matches(query: Option<&Expression>, doc: &Prepared) -> bool {
+    match query {
+        None => true,
+        Some(q) => search(q, doc).map(|v| python_truth(&v)).unwrap_or(false),
+    }
+}
+
+/// The attachments of `defs` selected from `doc`: each by its expression, failures
+/// under `_errors`, and the whole replaced by an `_errors` string when it serialises to
+/// more than [`ATTACHMENTS_LIMIT`] bytes.
+pub fn select_attachments(defs: &Map<String, Value>, doc: &Prepared) -> Value {
+    let mut out = Map::new();
+    let mut errors = Map::new();
+    for (name, def) in defs {
+        let expr = def.get("expression").and_then(Value::as_str).unwrap_or_default();
+        match jmespath::compile(expr)
+            .map_err(|e| e.to_string())
+            .and_then(|e| search(&e, doc))
+        {
+            Ok(v) => {
+                out.insert(name.clone(), v);
+            }
+            Err(e) => {
+                errors.insert(name.clone(), Value::String(e));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        out.insert("_errors".into(), Value::Object(errors));
+    }
+    let out = Value::Object(out);
+    let size = super::pyjson::dumps(&out).len();
+    if size > ATTACHMENTS_LIMIT {
+        return json!({"_errors": format!("Attachments too large ({size} > {ATTACHMENTS_LIMIT})")});
+    }
+    out
+}
+
+/// What happened to a bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EventType {
+    /// A bundle version was written.
+    Create,
+    /// A tombstone now hides it.
+    Tombstone,
+    /// It was removed from the bucket.
+    Delete,
+}
+
+impl EventType {
+    /// As in payloads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Create => "CREATE",
+            EventType::Tombstone => "TOMBSTONE",
+            EventType::Delete => "DELETE",
+        }
+    }
+}
+
+/// The v2 (JMESPath) payload, with the original's fields in its order; `attachments`
+/// only on `CREATE`.
+#[allow(clippy::too_many_arguments)]
+pub fn payload_v2(
+    api: &str,
+    subscription: &str,
+    event: EventType,
+    (uuid, version): (&str, &str),
+    timestamp: &str,
+    transaction: &str,
+    query: Option<&str>,
+    attachments: Option<Value>,
+) -> Value {
+    let mut p = Map::new();
+    p.insert(
+        "bundle_url".into(),
+        json!(format!("{api}/v1/bundles/{uuid}?version={version}")),
+    );
+    p.insert("dss_api".into(), json!(api));
+    p.insert("subscription_id".into(), json!(subscription));
+    p.insert("event_timestamp".into(), json!(timestamp));
+    p.insert("event_type".into(), json!(event.as_str()));
+    p.insert("match".into(), json!({"bundle_uuid": uuid, "bundle_version": version}));
+    p.insert("transaction_id".into(), json!(transaction));
+    if let Some(q) = query {
+        p.insert("jmespath_query".into(), json!(q));
+    }
+    if let (EventType::Create, Some(a)) = (event, attachments) {
+        p.insert("attachments".into(), a);
+    }
+    Value::Object(p)
+}
+
+/// The v1 (Elasticsearch) payload, with the original's fields in its order.
+pub fn payload_v1(
+    transaction: &str,
+    subscription: &str,
+    es_query: &Value,
+    (uuid, version): (&str, &str),
+    attachments: Option<Value>,
+) -> Value {
+    let mut p = Map::new();
+    p.insert("transaction_id".into(), json!(transaction));
+    p.insert("subscription_id".into(), json!(subscription));
+    p.insert("es_query".into(), es_query.clone());
+    p.insert("match".into(), json!({"bundle_uuid": uuid, "bundle_version": version}));
+    if let Some(a) = attachments {
+        p.insert("attachments".into(), a);
+    }
+    Value::Object(p)
+}
+
+/// A notification's body and its `Content-Type`: the payload as Python's `json.dumps`
+/// writes it, or a `multipart/form-data` body of `fields` then `payload_field` (as
+/// urllib3's `encode_multipart_formdata` writes it, with `boundary`).
+pub fn encode_body(
+    payload: &Value,
+    multipart: Option<(&[(String, String)], &str)>,
+    boundary: &str,
+) -> (String, Vec<u8>) {
+    let json = super::pyjson::dumps(payload);
+    let Some((fields, payload_field)) = multipart else {
+        return ("application/json".into(), json.into_bytes());
+    };
+    let mut body = Vec::new();
+    let mut part = |name: &str, value: &str| {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        body.extend_from_slice(
+            format!("Content-Disposition: form-data; name=\"{}\"\r\n\r\n", form_name(name)).as_bytes(),
+        );
+        body.extend_from_slice(value.as_bytes());
+        body.extend_from_slice(b"\r\n");
+    };
+    for (k, v) in fields.iter().filter(|(k, _)| k != payload_field) {
+        part(k, v);
+    }
+    part(payload_field, &json);
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A form field's name inside its quotes (HTML5 rules, as urllib3: `"`, CR and LF escaped).
+fn form_name(name: &str) -> String {
+    name.replace('"', "%22").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+/// `Date` as `email.utils.formatdate(usegmt=True)` writes it.
+pub fn http_date(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+/// The `Digest` header of `body`.
+pub fn digest(body: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!("SHA-256={}", b64.encode(sha2::Sha256::digest(body)))
+}
+
+/// The `Authorization` header signing `date` and `digest` with `key` (draft-cavage HTTP
+/// signatures, `hmac-sha256`, headers `date digest`).
+pub fn authorization(key: &[u8], key_id: &str, date: &str, digest: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let signed = format!("date: {date}\ndigest: {digest}");
+    let mut mac = match hmac::Hmac::<sha2::Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        // HMAC takes keys of any length; this arm is never taken.
+        Err(_) => return String::new(),
+    };
+    mac.update(signed.as_bytes());
+    let sig = b64.encode(mac.finalize().into_bytes());
+    format!("Signature keyId=\"{key_id}\",algorithm=\"hmac-sha256\",headers=\"date digest\",signature=\"{sig}\"")
+}
+
+/// The original's v2 metadata document of a tombstone: the tombstone's fields after
+/// `event_type` and `bundle_info`.
+pub fn tombstone_document(uuid: &str, version: &str, tombstone: &Value) -> Value {
+    let mut d = Map::new();
+    d.insert("event_type".into(), json!("TOMBSTONE"));
+    d.insert("bundle_info".into(), json!({"uuid": uuid, "version": version}));
+    if let Some(t) = tombstone.as_object() {
+        for (k, v) in t {
+            d.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_truth_decides_matches() {
+        let doc = prepare(&json!({"a": 0, "b": [1], "c": "", "d": {"e": "x"}}));
+        let q = |s: &str| jmespath::compile(s).unwrap();
+        assert!(jmespath_matches(None, &doc));
+        assert!(!jmespath_matches(Some(&q("a")), &doc), "0 is false to Python");
+        assert!(jmespath_matches(Some(&q("b")), &doc));
+        assert!(!jmespath_matches(Some(&q("c")), &doc));
+        assert!(jmespath_matches(Some(&q("d.e == 'x'")), &doc));
+        assert!(!jmespath_matches(Some(&q("missing")), &doc));
+        // A runtime error (a function of the wrong type) is no match.
+        assert!(!jmespath_matches(Some(&q("length(a)")), &doc));
+    }
+
+    #[test]
+    fn attachments_report_errors_and_the_size_limit() {
+        let doc = prepare(&json!({"n": [9606, 9606], "big": "x".repeat(140 * 1024)}));
+        let defs = json!({
+            "taxon": {"type": "jmespath", "expression": "n"},
+            "bad": {"type": "jmespath", "expression": "length(n[0])"},
+        });
+        let a = select_attachments(defs.as_object().unwrap(), &doc);
+        assert_eq!(a["taxon"], json!([9606, 9606]));
+        assert!(a["_errors"]["bad"].is_string(), "{a}");
+        let big = json!({"all": {"type": "jmespath", "expression": "big"}});
+        let a = select_attachments(big.as_object().unwrap(), &doc);
+        let e = a["_errors"].as_str().unwrap();
+        assert!(
+            e.starts_with("Attachments too large (") && e.ends_with(" > 131072)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn payloads_have_the_original_fields_in_order() {
+        let p = payload_v2(
+            "https://dss.example.org",
+            "s",
+            EventType::Create,
+            ("u", "v"),
+            "t",
+            "x",
+            Some("q"),
+            Some(json!({})),
+        );
+        let keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "bundle_url",
+                "dss_api",
+                "subscription_id",
+                "event_timestamp",
+                "event_type",
+                "match",
+                "transaction_id",
+                "jmespath_query",
+                "attachments"
+            ]
+        );
+        assert_eq!(p["bundle_url"], "https://dss.example.org/v1/bundles/u?version=v");
+        let t = payload_v2(
+            "a",
+            "s",
+            EventType::Tombstone,
+            ("u", "v"),
+            "t",
+            "x",
+            None,
+            Some(json!({})),
+        );
+        assert!(t.get("attachments").is_none() && t.get("jmespath_query").is_none());
+        let p = payload_v1("x", "s", &json!({"query": {}}), ("u", "v"), None);
+        let keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["transaction_id", "subscription_id", "es_query", "match"]);
+    }
+
+    #[test]
+    fn bodies_are_encoded_as_the_original_encoded_them() {
+        let p = json!({"a": 1, "b": "c"});
+        let (ct, body) = encode_body(&p, None, "x");
+        assert_eq!(
+            (ct.as_str(), body.as_slice()),
+            ("application/json", &b"{\"a\": 1, \"b\": \"c\"}"[..])
+        );
+        let fields = vec![("foo".to_string(), "bar".to_string())];
+        let (ct, body) = encode_body(&p, Some((&fields, "payload")), "b0");
+        assert_eq!(ct, "multipart/form-data; boundary=b0");
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "--b0\r\nContent-Disposition: form-data; name=\"foo\"\r\n\r\nbar\r\n\
+             --b0\r\nContent-Disposition: form-data; name=\"payload\"\r\n\r\n{\"a\": 1, \"b\": \"c\"}\r\n--b0--\r\n"
+        );
+    }
+
+    /// Signed as `requests-http-signature` 0.1.0 signs: HMAC-SHA256 of
+    /// `date: …\ndigest: …`, base64 (value computed with Python's hmac module).
+    #[test]
+    fn signatures_follow_draft_cavage() {
+        let date = "Tue, 01 Dec 2026 11:00:00 GMT";
+        let d = digest(b"{}");
+        assert_eq!(d, "SHA-256=RBNvo1WzZ4oRRq0W9+hknpT7T8If536DEMBg9hyq/4o=");
+        let a = authorization(b"secret", "hca-dss:u", date, &d);
+        assert_eq!(
+            a,
+            "Signature keyId=\"hca-dss:u\",algorithm=\"hmac-sha256\",headers=\"date digest\",\
+             signature=\"WKyPEiBO2m2Bb5tsfsciKMgHWkuUHbWPDsCeSxdzX08=\""
+        );
+        assert_eq!(
+            http_date(
+                chrono::DateTime::parse_from_rfc3339("2026-12-01T11:00:00Z")
+                    .unwrap()
+                    .into()
+            ),
+            date
+        );
+    }
+}
