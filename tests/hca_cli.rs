@@ -2,11 +2,13 @@
 //! and fake-gcs-server as GCS: upload from an S3 staging bucket (including a file over
 //! 64 MiB, ingested in the background), get-bundle, get-bundles-all, download, and a
 //! download from a bundle in the gcp replica; then an upload and a download through the edge
-//! worker in front of the same server. Every downloaded byte is compared.
+//! worker in front of the same server. Every downloaded byte is compared. The subscription
+//! commands (put, get, list, deliveries, delete) with a real receiver that the upload
+//! notifies.
 
 mod common;
 use common::binary::{self, hca_bin, Server};
-use common::emulators::{fake_gcs, moto, Emulator};
+use common::emulators::{fake_gcs, moto, webhook_receiver, Emulator};
 use common::worker::{cloud_bindings, start_worker};
 use common::{fixtures, sha256_hex};
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
@@ -28,7 +30,9 @@ fn start_dss(data: &Path, s3: &Emulator, gcs: &Emulator, jwks: &Path) -> Server 
             .env("DSS_TRUSTED_JWKS", jwks)
             .env("DSS_AUTHORIZED_DOMAINS", SA_DOMAIN)
             // A third replica, on local disk: the CLI must be able to name it.
-            .env("DSS_REPLICAS", "aws,gcp,spare");
+            .env("DSS_REPLICAS", "aws,gcp,spare")
+            // The subscriber of this test listens on loopback.
+            .env("DSS_NOTIFY_ALLOW_PRIVATE", "1");
         s3.aws_env(cmd);
     })
 }
@@ -205,6 +209,25 @@ fn hca_cli_upload_and_download() {
     std::fs::write(src.join("reads.fastq"), &big).unwrap();
     let expected = files_under(&src);
 
+    // A subscription made with the CLI (its command built from our OpenAPI document).
+    let receiver = webhook_receiver("cli-secret");
+    let created: Value = serde_json::from_str(&hca.run(&[
+        "dss",
+        "put-subscription",
+        "--replica",
+        "aws",
+        "--callback-url",
+        &receiver.url("/hook"),
+        "--jmespath-query",
+        "files.donor_organism_json",
+        "--hmac-secret-key",
+        "cli-secret",
+        "--attachments",
+        r#"{"species": {"type": "jmespath", "expression": "files.donor_organism_json[0].genus_species[0].text"}}"#,
+    ]))
+    .unwrap();
+    let subscription = created["uuid"].as_str().unwrap().to_string();
+
     let uploaded = hca.upload(&src, "aws");
     let bundle_uuid = uploaded["bundle_uuid"].as_str().unwrap().to_string();
     assert_eq!(uploaded["files"].as_array().unwrap().len(), expected.len());
@@ -232,6 +255,43 @@ fn hca_cli_upload_and_download() {
     );
 
     hca.download_matches("aws", &bundle_uuid, &tmp.path().join("download"), &expected);
+
+    // The upload's bundle was notified, signed; the CLI shows the subscription and its log.
+    let got_hook = receiver.wait_for(Some("/hook"), 1, std::time::Duration::from_secs(60));
+    assert_eq!(got_hook[0]["signature_ok"], true, "{}", got_hook[0]);
+    let payload = &got_hook[0]["payload"];
+    assert_eq!(payload["match"]["bundle_uuid"], bundle_uuid.as_str());
+    assert_eq!(payload["subscription_id"], subscription.as_str());
+    assert_eq!(payload["attachments"]["species"], "Homo sapiens", "{payload}");
+    let mine: Value = serde_json::from_str(&hca.run(&["dss", "get-subscriptions", "--replica", "aws"])).unwrap();
+    assert_eq!(mine["subscriptions"][0]["uuid"], subscription.as_str(), "{mine}");
+    assert!(mine["subscriptions"][0].get("hmac_secret_key").is_none());
+    let one: Value =
+        serde_json::from_str(&hca.run(&["dss", "get-subscription", "--replica", "aws", "--uuid", &subscription]))
+            .unwrap();
+    assert_eq!(one["callback_url"], receiver.url("/hook").as_str());
+    let log: Value = serde_json::from_str(&hca.run(&[
+        "dss",
+        "get-subscriptions-deliveries",
+        "--replica",
+        "aws",
+        "--uuid",
+        &subscription,
+    ]))
+    .unwrap();
+    assert_eq!(log["deliveries"][0]["outcome"], "delivered", "{log}");
+    let deleted: Value = serde_json::from_str(&hca.run(&[
+        "dss",
+        "delete-subscription",
+        "--replica",
+        "aws",
+        "--uuid",
+        &subscription,
+    ]))
+    .unwrap();
+    assert!(deleted["timeDeleted"].is_string(), "{deleted}");
+    let mine: Value = serde_json::from_str(&hca.run(&["dss", "get-subscriptions", "--replica", "aws"])).unwrap();
+    assert_eq!(mine["subscriptions"], json!([]));
 
     // Replicated: the bundle and every file reach gcp (S3 → fake-gcs, streamed and
     // verified; the large file by its own job, which the bundle waits for) and the local

@@ -6,6 +6,7 @@
 //! after `kill -9`.
 
 mod common;
+use common::binary;
 use common::emulators::{webhook_receiver, Receiver};
 use common::*;
 use serde_json::{json, Value};
@@ -68,14 +69,20 @@ async fn put_bundle_body(env: &Env, uuid: &str, version: &str, body: &Value) -> 
             &[],
         )
         .await;
-    assert!(r.status == 201 || r.status == 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.status == 201 || r.status == 200,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     r.status
 }
 
 /// A new bundle (or a version of `uuid`) as [`bundle_body`] makes it.
 async fn bundle(env: &Env, version: &str, kind: &str, indexed: bool, uuid: Option<&str>) -> (String, String) {
     let body = bundle_body(env, kind, indexed).await;
-    let b = uuid.map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let b = uuid
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     assert_eq!(put_bundle_body(env, &b, version, &body).await, 201);
     (b, version.to_string())
 }
@@ -589,4 +596,112 @@ async fn callbacks_to_private_addresses_are_refused() {
             .await
             .expect_error(400, "invalid_callback_url");
     }
+}
+
+/// `dss {args}` on the data dir `data`; its output.
+fn cli(data: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dss"))
+        .args(args)
+        .env("DSS_DATA_DIR", data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dss {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+async fn call(method: &str, url: &str, token: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .request(method.parse().unwrap(), url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_survives_kill_9_between_attempts() {
+    let recv = webhook_receiver(SECRET);
+    let data = tempfile::tempdir().unwrap();
+    let start = || {
+        binary::start_dss(data.path(), |cmd| {
+            cmd.env("DSS_NOTIFY_ALLOW_PRIVATE", "1").env("DSS_NOTIFY_DELAYS", "0 3");
+        })
+    };
+    let mut server = start();
+    let token = cli(data.path(), &["token", "--email", "me@example.org", "--group", "hca"]);
+    let u = server.url.clone();
+    let hook = "/seq/500,200/k";
+    let (status, sub) = call(
+        "PUT",
+        &format!("{u}/v1/subscriptions?replica=aws"),
+        &token,
+        json!({"callback_url": recv.url(hook), "hmac_secret_key": SECRET}),
+    )
+    .await;
+    assert_eq!(status, 201, "{sub}");
+    let sub = sub["uuid"].as_str().unwrap().to_string();
+    let meta = data.path().join("a.json");
+    std::fs::write(&meta, br#"{"kind": "x"}"#).unwrap();
+    let line = cli(data.path(), &["stage", meta.to_str().unwrap()]);
+    let (fu, src) = line.split_once(' ').unwrap();
+    let (status, _) = call(
+        "PUT",
+        &format!("{u}/v1/files/{fu}?version={V1}"),
+        &token,
+        json!({"source_url": src, "creator_uid": 0}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let b = uuid::Uuid::new_v4().to_string();
+    let files = json!([{"uuid": fu, "version": V1, "name": "a.json", "indexed": true}]);
+    let (status, _) = call(
+        "PUT",
+        &format!("{u}/v1/bundles/{b}?replica=aws&version={V2}"),
+        &token,
+        json!({"creator_uid": 0, "files": files}),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    // The first attempt fails; the backend dies before the second is due.
+    wait(&recv, hook, 1, 30);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+    let server = start();
+    let got = wait(&recv, hook, 2, 30);
+    assert_eq!(got[1]["status"], 200);
+    assert_eq!(
+        got[1]["payload"]["match"],
+        json!({"bundle_uuid": b, "bundle_version": V2})
+    );
+    assert_eq!(got[0]["payload"]["transaction_id"], got[1]["payload"]["transaction_id"]);
+    assert_eq!(got[1]["signature_ok"], true);
+    // The dev issuer is named by the server's URL, which has a new port.
+    let token = cli(data.path(), &["token", "--email", "me@example.org", "--group", "hca"]);
+    let log = reqwest::Client::new()
+        .get(format!("{}/v1/subscriptions/{sub}/deliveries?replica=aws", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let outcomes: Vec<&str> = log["deliveries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{log}"))
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["delivered", "retrying"], "{log}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(count(&recv, hook), 2, "delivered once, not again after the restart");
 }
