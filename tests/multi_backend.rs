@@ -408,3 +408,92 @@ async fn another_backends_writes_are_seen_at_once() {
     assert!(e["title"].as_str().unwrap().contains("DSS_SEARCH=off"), "{e}");
     drop(servers);
 }
+
+/// Subscriptions live beside the shared queue: made on one backend, they are seen and
+/// notified by another, once, and the delivery log reads the same on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_share_subscriptions_and_notify_once() {
+    let emu = moto();
+    for b in ["dss-sb-main", "dss-sb-checkout", "sb-staging"] {
+        s3_store(&emu, b).create_bucket().await.unwrap();
+    }
+    let data = b"{\"kind\": \"x\"}".to_vec();
+    let c = dss::model::checksum::checksums_of(&data);
+    let staging = s3_store(&emu, "sb-staging");
+    let json_type = PutOptions {
+        content_type: Some("application/json".into()),
+        ..PutOptions::overwrite()
+    };
+    staging
+        .put("f.json", bytes::Bytes::from(data), json_type)
+        .await
+        .unwrap();
+    staging.put_tags("f.json", &tags(&c)).await.unwrap();
+    let recv = common::emulators::webhook_receiver("k");
+    let db = common::postgres::fresh_database().await;
+    let (_dirs, servers, token) = backends(&emu, &db, ("dss-sb-main", "dss-sb-checkout"), 2, |_, cmd| {
+        cmd.env("DSS_NOTIFY_ALLOW_PRIVATE", "1");
+    });
+    let (a, b) = (servers[0].url.clone(), servers[1].url.clone());
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{a}/v1/subscriptions?replica=aws"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"callback_url": recv.url("/hook"), "jmespath_query": "files.f_json[0].kind", "hmac_secret_key": "k"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let sub = r.json::<serde_json::Value>().await.unwrap()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seen = http
+        .get(format!("{b}/v1/subscriptions/{sub}?replica=aws"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seen.status(), 200, "the other backend sees it");
+
+    let (file, bundle, v) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+        VERSION,
+    );
+    let r = http
+        .put(format!("{b}/v1/files/{file}?version={v}"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"source_url": "s3://sb-staging/f.json", "creator_uid": 7}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http
+        .put(format!("{b}/v1/bundles/{bundle}?version={v}&replica=aws"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"creator_uid": 7, "files": [
+            {"name": "f.json", "uuid": file, "version": v, "indexed": false}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let got = tokio::task::block_in_place(|| recv.wait_for(Some("/hook"), 1, Duration::from_secs(30)));
+    assert_eq!(got[0]["signature_ok"], true);
+    assert_eq!(got[0]["payload"]["match"]["bundle_uuid"], bundle.as_str());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(recv.requests().len(), 1, "one notification, whichever backend matched");
+    for url in [&a, &b] {
+        let log: serde_json::Value = http
+            .get(format!("{url}/v1/subscriptions/{sub}/deliveries?replica=aws"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(log["deliveries"][0]["outcome"], "delivered", "{log}");
+    }
+    drop(servers);
+}
