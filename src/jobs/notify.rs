@@ -37,6 +37,9 @@ pub const MATCH: &str = "notify-match";
 /// Kind of the delivery job; its key is `{replica}/{subscription}/{transaction id}`.
 pub const NOTIFY: &str = "notify";
 
+/// Longest wait for a callback's host to resolve when a subscription is made.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The original's schedule: 12 attempts over about a week.
 pub const DEFAULT_DELAYS: &str = "0 60 600 3600 21600 60540 86400 86400 86400 86400 86400 86400";
 
@@ -197,9 +200,14 @@ impl Webhooks {
     pub async fn check(&self, url: &str) -> Result<(), String> {
         let t = guard::check_url(url, self.settings.allow_private)?;
         if t.ip.is_none() {
-            resolve_checked(&t.host, t.port, self.settings.allow_private)
-                .await
-                .map_err(|e| e.to_string())?;
+            // A resolver that does not answer must not hold the request for long.
+            let resolved = tokio::time::timeout(
+                RESOLVE_TIMEOUT,
+                resolve_checked(&t.host, t.port, self.settings.allow_private),
+            )
+            .await
+            .map_err(|_| format!("the callback host {} did not resolve in time", t.host))?;
+            resolved.map_err(|e| e.to_string())?;
         }
         Ok(())
     }
