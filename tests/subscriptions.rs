@@ -23,6 +23,11 @@ fn env() -> Env {
     })
 }
 
+/// `method` `uri` with `token`, no body.
+async fn as_(env: &Env, method: &str, uri: &str, token: &str) -> Resp {
+    env.req(method, uri, Some(token), "", &[]).await
+}
+
 async fn put_sub(env: &Env, token: &str, body: Value) -> Resp {
     env.req(
         "PUT",
@@ -308,15 +313,13 @@ async fn elasticsearch_subscriptions_match_the_index_document() {
 
     // Owners: another user's v1 subscription is 403, as the original; v2 ones are 404.
     let other = env.token("other@example.org", Some("hca"));
-    let r = env
-        .req(
-            "GET",
-            &format!("/v1/subscriptions/{sub}?replica=aws&subscription_type=elasticsearch"),
-            Some(&other),
-            "",
-            &[],
-        )
-        .await;
+    let r = as_(
+        &env,
+        "GET",
+        &format!("/v1/subscriptions/{sub}?replica=aws&subscription_type=elasticsearch"),
+        &other,
+    )
+    .await;
     r.expect_error(403, "Forbidden");
     let r = env
         .req(
@@ -497,72 +500,31 @@ async fn the_api_keeps_the_originals_rules() {
     assert_eq!(mine[0]["replica"], "aws");
     assert_eq!(mine[0]["hmac_key_id"], "kid");
     assert!(mine[0].get("hmac_secret_key").is_none());
-    let got = env
-        .req(
-            "GET",
-            &format!("/v1/subscriptions/{id}?replica=aws"),
-            Some(&user),
-            "",
-            &[],
-        )
-        .await;
+    let got = as_(&env, "GET", &format!("/v1/subscriptions/{id}?replica=aws"), &user).await;
     assert_eq!(got.json(), mine[0]);
-    env.req(
-        "GET",
-        &format!("/v1/subscriptions/{id}?replica=aws"),
-        Some(&public),
-        "",
-        &[],
-    )
-    .await
-    .expect_error(404, "not_found");
-    env.req(
-        "GET",
-        &format!("/v1/subscriptions/{id}?replica=gcp"),
-        Some(&user),
-        "",
-        &[],
-    )
-    .await
-    .expect_error(404, "not_found");
-    env.req(
+    as_(&env, "GET", &format!("/v1/subscriptions/{id}?replica=aws"), &public)
+        .await
+        .expect_error(404, "not_found");
+    as_(&env, "GET", &format!("/v1/subscriptions/{id}?replica=gcp"), &user)
+        .await
+        .expect_error(404, "not_found");
+    as_(
+        &env,
         "GET",
         &format!("/v1/subscriptions/{id}/deliveries?replica=aws"),
-        Some(&public),
-        "",
-        &[],
+        &public,
     )
     .await
     .expect_error(404, "not_found");
-    env.req(
-        "DELETE",
-        &format!("/v1/subscriptions/{id}?replica=aws"),
-        Some(&public),
-        "",
-        &[],
-    )
-    .await
-    .expect_error(404, "not_found");
-    let del = env
-        .req(
-            "DELETE",
-            &format!("/v1/subscriptions/{id}?replica=aws"),
-            Some(&user),
-            "",
-            &[],
-        )
-        .await;
+    as_(&env, "DELETE", &format!("/v1/subscriptions/{id}?replica=aws"), &public)
+        .await
+        .expect_error(404, "not_found");
+    let del = as_(&env, "DELETE", &format!("/v1/subscriptions/{id}?replica=aws"), &user).await;
     assert_eq!(del.status, 200);
     assert!(dss::model::DssVersion::parse(del.json()["timeDeleted"].as_str().unwrap()).is_ok());
-    env.req(
-        "GET",
-        &format!("/v1/subscriptions/{id}?replica=aws"),
-        Some(&user),
-        "",
-        &[],
-    )
-    .await
-    .expect_error(404, "not_found");
+    as_(&env, "GET", &format!("/v1/subscriptions/{id}?replica=aws"), &user)
+        .await
+        .expect_error(404, "not_found");
 
     // The limit: 100 per owner, replica and kind.
     for _ in 0..100 {

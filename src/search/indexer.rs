@@ -180,6 +180,34 @@ async fn read_indexed<S: Store, F: FileDoc>(
     }
 }
 
+/// The JSON files of `manifest` that `wanted` picks, read (16 at a time) and parsed, in
+/// manifest order; files too large or not JSON are skipped.
+async fn read_json_files<S: Store, F: FileDoc>(
+    bucket: &Bucket<'_, S, F>,
+    uuid: &str,
+    manifest: &crate::model::manifest::BundleManifest,
+    wanted: impl Fn(&BundleFile) -> bool,
+) -> Result<Vec<(String, Value)>, IndexError> {
+    let picked: Vec<BundleFile> = manifest
+        .files
+        .iter()
+        .filter(|f| wanted(f) && f.content_type.starts_with("application/json"))
+        .cloned()
+        .collect();
+    let read: Vec<Result<Option<(String, Value)>, IndexError>> = futures::stream::iter(picked)
+        .map(|f| read_indexed(bucket, uuid, f))
+        .buffered(READ_CONCURRENCY)
+        .collect()
+        .await;
+    let mut files = Vec::new();
+    for r in read {
+        if let Some(f) = r? {
+            files.push(f);
+        }
+    }
+    Ok(files)
+}
+
 /// The original's metadata document of bundle `uuid` at `version`
 /// ([`super::document::metadata_document`]), reading every JSON file of it.
 pub async fn metadata_doc<S: Store, F: FileDoc>(
@@ -191,23 +219,7 @@ pub async fn metadata_doc<S: Store, F: FileDoc>(
         .manifest_at(uuid, version)
         .await?
         .ok_or_else(|| IndexError::Missing(format!("bundle {uuid}.{version}")))?;
-    let wanted: Vec<BundleFile> = manifest
-        .files
-        .iter()
-        .filter(|f| f.content_type.starts_with("application/json"))
-        .cloned()
-        .collect();
-    let read: Vec<Result<Option<(String, Value)>, IndexError>> = futures::stream::iter(wanted)
-        .map(|f| read_indexed(bucket, uuid, f))
-        .buffered(READ_CONCURRENCY)
-        .collect()
-        .await;
-    let mut files = Vec::new();
-    for r in read {
-        if let Some(f) = r? {
-            files.push(f);
-        }
-    }
+    let files = read_json_files(bucket, uuid, &manifest, |_| true).await?;
     let manifest = serde_json::to_value(&*manifest).map_err(|e| IndexError::Corrupt(e.to_string()))?;
     Ok(super::document::metadata_document(uuid, version, &manifest, files))
 }
@@ -223,23 +235,7 @@ pub async fn bundle_doc<S: Store, F: FileDoc, H: HttpClient>(
         .manifest_at(uuid, version)
         .await?
         .ok_or_else(|| IndexError::Missing(format!("bundle {uuid}.{version}")))?;
-    let wanted: Vec<BundleFile> = manifest
-        .files
-        .iter()
-        .filter(|f| f.indexed && f.content_type.starts_with("application/json"))
-        .cloned()
-        .collect();
-    let read: Vec<Result<Option<(String, Value)>, IndexError>> = futures::stream::iter(wanted)
-        .map(|f| read_indexed(bucket, uuid, f))
-        .buffered(READ_CONCURRENCY)
-        .collect()
-        .await;
-    let mut files = Vec::new();
-    for r in read {
-        if let Some(f) = r? {
-            files.push(f);
-        }
-    }
+    let mut files = read_json_files(bucket, uuid, &manifest, |f| f.indexed).await?;
     if let Some(s) = scrubber {
         files = s.scrub_files(files).await;
     }
