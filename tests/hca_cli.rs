@@ -270,16 +270,24 @@ fn hca_cli_upload_and_download() {
         serde_json::from_str(&hca.run(&["dss", "get-subscription", "--replica", "aws", "--uuid", &subscription]))
             .unwrap();
     assert_eq!(one["callback_url"], receiver.url("/hook").as_str());
-    let log: Value = serde_json::from_str(&hca.run(&[
-        "dss",
-        "get-subscriptions-deliveries",
-        "--replica",
-        "aws",
-        "--uuid",
-        &subscription,
-    ]))
-    .unwrap();
-    assert_eq!(log["deliveries"][0]["outcome"], "delivered", "{log}");
+    // The delivery is logged just after the receiver answered.
+    let t = std::time::Instant::now();
+    loop {
+        let log: Value = serde_json::from_str(&hca.run(&[
+            "dss",
+            "get-subscriptions-deliveries",
+            "--replica",
+            "aws",
+            "--uuid",
+            &subscription,
+        ]))
+        .unwrap();
+        if log["deliveries"][0]["outcome"] == "delivered" {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 30, "{log}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let deleted: Value = serde_json::from_str(&hca.run(&[
         "dss",
         "delete-subscription",

@@ -234,7 +234,6 @@ async fn jmespath_subscriptions_are_notified_of_creates_and_tombstones() {
                 p["match"]["bundle_version"].as_str().unwrap().to_string(),
             )
         })
-        .filter(|_| true)
         .collect();
     assert_eq!(form.len(), 6, "{events:?}");
     let tombstones_of_b2: Vec<&(String, String)> = events[4..].iter().collect();
@@ -632,8 +631,25 @@ async fn a_delivery_survives_kill_9_between_attempts() {
     .await;
     assert_eq!(status, 201);
 
-    // The first attempt fails; the backend dies before the second is due.
+    // The first attempt fails and is recorded; the backend dies before the second is due.
     wait(&recv, hook, 1, 30);
+    let t = std::time::Instant::now();
+    loop {
+        let log: Value = reqwest::Client::new()
+            .get(format!("{u}/v1/subscriptions/{sub}/deliveries?replica=aws"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if log["deliveries"][0]["outcome"] == "retrying" {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 30, "first attempt not recorded: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     drop(server);
@@ -666,4 +682,48 @@ async fn a_delivery_survives_kill_9_between_attempts() {
     assert_eq!(outcomes, ["delivered", "retrying"], "{log}");
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(count(&recv, hook), 2, "delivered once, not again after the restart");
+}
+
+/// At delivery too: a subscription stored when private callbacks were allowed (or whose
+/// name was public then) is not sent to a private address, the name resolved by the
+/// webhook client's own resolver; the attempt fails without a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_to_private_addresses_are_refused_after_resolution() {
+    use dss::jobs::notify::{NotifyJob, NotifySettings, Sent, Webhooks};
+    use dss::model::notification::EventType;
+    let recv = webhook_receiver(SECRET);
+    let strict = Webhooks::new(NotifySettings::parse("0", 5.0, false).unwrap()).unwrap();
+    let port = recv.url("").rsplit(':').next().unwrap().to_string();
+    let job = NotifyJob {
+        replica: "aws".into(),
+        subscription: "s".into(),
+        id: "n".into(),
+        event_type: EventType::Create,
+        bundle_uuid: "u".into(),
+        bundle_version: V2.into(),
+        payload: json!({}),
+        attempt: 1,
+    };
+    for url in [
+        format!("https://localhost:{port}/x"),
+        format!("https://127.0.0.1:{port}/x"),
+        format!("https://[::ffff:127.0.0.1]:{port}/x"),
+    ] {
+        let sub = dss::model::subscription::Subscription {
+            uuid: "s".into(),
+            owner: "o".into(),
+            replica: "aws".into(),
+            kind: dss::model::subscription::Kind::Jmespath,
+            doc: json!({"callback_url": url}).as_object().unwrap().clone(),
+        };
+        match strict.send(&sub, &job, 1).await {
+            Sent::Failed(e) => assert!(e.contains("not public"), "{url}: {e}"),
+            Sent::Answered(s) => panic!("{url} was called: {s}"),
+        }
+        assert!(strict.check(&url).await.is_err(), "{url}");
+    }
+    assert!(recv.requests().is_empty(), "no request reached the receiver");
+    // The same URL, private addresses allowed: it is called (over http).
+    let open = Webhooks::new(NotifySettings::parse("0", 5.0, true).unwrap()).unwrap();
+    assert!(open.check(&format!("http://localhost:{port}/x")).await.is_ok());
 }

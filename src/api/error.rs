@@ -228,7 +228,21 @@ impl ApiError {
             NeedsBackend => StatusCode::SERVICE_UNAVAILABLE,
             TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             Recorded { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            Subscription(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            Subscription(e) => {
+                use crate::model::subscription::SubscriptionError as S;
+                match e {
+                    S::Limit => StatusCode::NOT_ACCEPTABLE,
+                    S::NotFound => StatusCode::NOT_FOUND,
+                    S::Forbidden => StatusCode::FORBIDDEN,
+                    S::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    S::Invalid(_)
+                    | S::InvalidJmespath
+                    | S::AttachmentName(_)
+                    | S::AttachmentExpression(_)
+                    | S::InvalidQuery(_)
+                    | S::CallbackUrl(_) => StatusCode::BAD_REQUEST,
+                }
+            }
         }
     }
 
@@ -276,7 +290,21 @@ impl ApiError {
             SearchBadRequest(_) => "elasticsearch_bad_request",
             SearchInternal(_) => "internal_server_error",
             Recorded { code, .. } => code,
-            Subscription(e) => e.code(),
+            Subscription(e) => {
+                use crate::model::subscription::SubscriptionError as S;
+                match e {
+                    S::Invalid(_) => "illegal_arguments",
+                    S::InvalidJmespath => "invalid_jmespath",
+                    S::AttachmentName(_) => "invalid_attachment_name",
+                    S::AttachmentExpression(_) => "invalid_attachment_expression",
+                    S::InvalidQuery(_) => "elasticsearch_bad_request",
+                    S::CallbackUrl(_) => "invalid_callback_url",
+                    S::Limit => "not_acceptable",
+                    S::NotFound => "not_found",
+                    S::Forbidden => "Forbidden",
+                    S::Unavailable(_) => "service_unavailable",
+                }
+            }
         }
     }
 
@@ -288,6 +316,9 @@ impl ApiError {
         match self {
             Internal(_) => "Internal server error; the server log has the details under this request's id".into(),
             StorageUnavailable(_) => "Storage is unavailable; try again later".into(),
+            Subscription(crate::model::subscription::SubscriptionError::Unavailable(_)) => {
+                "Subscriptions are unavailable; try again later".into()
+            }
             SearchInternal(_) => "Search engine error; the server log has the details under this request's id".into(),
             Auth(AuthError::KeysUnavailable(_)) => {
                 "Could not fetch the keys to verify the token; try again later".into()

@@ -169,7 +169,7 @@ pub static SUBSCRIPTIONS_GET: RouteSpec = spec!(GET "/v1/subscriptions", DssV1, 
     body: BodyRule::None, [200, 400, 401, 403, 500, 503, 504]);
 /// `PUT /v1/subscriptions`.
 pub static SUBSCRIPTION_PUT: RouteSpec = spec!(PUT "/v1/subscriptions", DssV1, Access::Groups(SUBSCRIBERS), write: true, edge: false,
-    body: BodyRule::Json { limit: SEARCH_BODY }, [201, 400, 401, 403, 406, 413, 415, 500, 503, 504]);
+    body: BodyRule::Json { limit: SMALL_BODY }, [201, 400, 401, 403, 406, 413, 415, 500, 503, 504]);
 /// `GET /v1/subscriptions/{uuid}`.
 pub static SUBSCRIPTION_GET: RouteSpec = spec!(GET "/v1/subscriptions/{uuid}", DssV1, Access::Groups(SUBSCRIBERS), write: false, edge: false,
     body: BodyRule::None, [200, 400, 401, 403, 404, 500, 503, 504]);

@@ -45,6 +45,15 @@ fn public_v6(ip: Ipv6Addr) -> bool {
             s[7] as u8,
         ));
     }
+    // SIIT (::ffff:0:a.b.c.d) carries one too.
+    if s[..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0 {
+        return public_v4(Ipv4Addr::new(
+            (s[6] >> 8) as u8,
+            s[6] as u8,
+            (s[7] >> 8) as u8,
+            s[7] as u8,
+        ));
+    }
     if s[0] == 0x2002 {
         return public_v4(Ipv4Addr::new(
             (s[1] >> 8) as u8,
@@ -60,6 +69,8 @@ fn public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfe80 // link-local
         || (s[0] & 0xffc0) == 0xfec0 // site-local
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo: tunnels to an address it hides
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64
         || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0))
     // IPv4-compatible
 }
@@ -104,9 +115,10 @@ pub fn check_address(ip: IpAddr, allow_private: bool) -> Result<(), String> {
     if allow_private || is_public(ip) {
         Ok(())
     } else {
-        Err(format!(
-            "callbacks to {ip} are refused: loopback, private, link-local and metadata addresses are not allowed"
-        ))
+        // The address is not named: a name's private addresses are not for a caller to map.
+        Err("the callback's host is, or resolves to, an address that is not public \
+             (loopback, private, link-local and metadata addresses are refused)"
+            .into())
     }
 }
 
@@ -134,6 +146,9 @@ mod tests {
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
+            "::ffff:0:7f00:1",
+            "2001::1",
+            "64:ff9b:1::a00:1",
         ] {
             assert!(!is_public(bad.parse().unwrap()), "{bad}");
         }

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 /// Kind of the matching job; its key is `{replica}/{bundle key}`.
 pub const MATCH: &str = "notify-match";
-/// Kind of the delivery job; its key is `{replica}/{subscription}/{transaction id}`.
+/// Kind of the delivery job; its key is `{replica}/{subscription}/{transaction id}#{attempt}`.
 pub const NOTIFY: &str = "notify";
 
 /// Longest wait for a callback's host to resolve when a subscription is made.
@@ -69,13 +69,32 @@ pub struct NotifyJob {
     pub bundle_version: String,
     /// The payload, made when the event was matched.
     pub payload: Value,
+    /// Which attempt this job makes (1 for the first): each failed attempt queues the
+    /// next as a job of its own, so that only sends count.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 impl NotifyJob {
     /// The queue key.
     pub fn queue_key(&self) -> String {
-        format!("{}/{}/{}", self.replica, self.subscription, self.id)
+        format!("{}/{}/{}#{}", self.replica, self.subscription, self.id, self.attempt)
     }
+}
+
+/// The namespace of notification ids ([`notification_id`]).
+const NOTIFICATION_IDS: uuid::Uuid = uuid::Uuid::from_u128(0x6d1c_0f4e_3b2a_4c8d_9e7f_5a6b_1c2d_3e4f);
+
+/// The `transaction_id` of the notification of `event` of bundle `uuid`.`version` in
+/// `replica` to `subscription`: the same whenever that event is matched again (a
+/// retried match job), so a receiver can tell a repeat.
+fn notification_id(replica: &str, subscription: &str, event: EventType, uuid: &str, version: &str) -> String {
+    let name = format!("{replica}/{subscription}/{}/{uuid}.{version}", event.as_str());
+    uuid::Uuid::new_v5(&NOTIFICATION_IDS, name.as_bytes()).to_string()
 }
 
 /// How notifications are sent.
@@ -273,7 +292,7 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 /// The subscriptions of one replica, compiled once per generation.
-struct Compiled {
+pub struct Compiled {
     generation: i64,
     v2: Vec<(Subscription, Option<Expression>)>,
     v1: Vec<(Subscription, SearchBody)>,
@@ -282,6 +301,14 @@ struct Compiled {
 impl Compiled {
     fn is_empty(&self) -> bool {
         self.v1.is_empty() && self.v2.is_empty()
+    }
+
+    /// What to read for an event, or `None` when there are no subscriptions.
+    pub fn needs(&self) -> Option<Needs> {
+        (!self.is_empty()).then_some(Needs {
+            metadata: !self.v2.is_empty(),
+            index: !self.v1.is_empty(),
+        })
     }
 
     fn of(generation: i64, subs: Vec<Subscription>) -> Self {
@@ -294,7 +321,7 @@ impl Compiled {
             match s.kind {
                 Kind::Jmespath => {
                     // Checked at PUT; one that no longer compiles matches nothing.
-                    match s.jmespath_query().map(jmespath::compile).transpose() {
+                    match s.jmespath_query().map(n::compile).transpose() {
                         Ok(q) => c.v2.push((s, q)),
                         Err(e) => tracing::warn!(subscription = %s.uuid, "query does not compile, skipped: {e}"),
                     }
@@ -315,18 +342,22 @@ impl Compiled {
     }
 }
 
-/// Notification work of one backend: the webhook client and the compiled subscriptions.
+/// Notification work of one backend: the webhook client, the compiled subscriptions,
+/// and the slots that bound how many deliveries run at once.
 pub struct Notifier {
     webhooks: Arc<Webhooks>,
     compiled: Mutex<HashMap<String, Arc<Compiled>>>,
+    slots: tokio::sync::Semaphore,
 }
 
 impl Notifier {
-    /// Over `webhooks`.
-    pub fn new(webhooks: Arc<Webhooks>) -> Self {
+    /// Over `webhooks`, with at most `concurrent` deliveries at once (so that slow
+    /// receivers never hold every job worker).
+    pub fn new(webhooks: Arc<Webhooks>, concurrent: usize) -> Self {
         Notifier {
             webhooks,
             compiled: Mutex::new(HashMap::new()),
+            slots: tokio::sync::Semaphore::new(concurrent.max(1)),
         }
     }
 
@@ -336,7 +367,7 @@ impl Notifier {
     }
 
     /// `replica`'s subscriptions, compiled, reloaded when their generation changed.
-    async fn subscriptions(&self, queue: &AnyQueue, replica: &str) -> Result<Arc<Compiled>, String> {
+    pub async fn subscriptions(&self, queue: &AnyQueue, replica: &str) -> Result<Arc<Compiled>, String> {
         let generation = queue
             .subscriptions_generation(replica)
             .await
@@ -388,15 +419,21 @@ fn matches(
         bundle_uuid: event.uuid.clone(),
         bundle_version: event.version.clone(),
         payload,
+        attempt: 1,
     };
+    let id_of = |sub: &Subscription| notification_id(replica, &sub.uuid, event.kind, &event.uuid, &event.version);
     if let Some(doc) = &event.metadata {
         let prepared = n::prepare(doc);
         for (sub, q) in &compiled.v2 {
             if !n::jmespath_matches(q.as_ref(), &prepared) {
                 continue;
             }
-            let id = uuid::Uuid::new_v4().to_string();
-            let attachments = sub.attachments().map(|defs| n::select_attachments(defs, &prepared));
+            let id = id_of(sub);
+            // Attachments go with creates only (the original's rule).
+            let attachments = sub
+                .attachments()
+                .filter(|_| event.kind == EventType::Create)
+                .map(|defs| n::select_attachments(defs, &prepared));
             let payload = n::payload_v2(
                 api,
                 &sub.uuid,
@@ -418,7 +455,7 @@ fn matches(
             if !eval.matches(&crate::search::eval::Checked::stored(body)) {
                 continue;
             }
-            let id = uuid::Uuid::new_v4().to_string();
+            let id = id_of(sub);
             let attachments = sub.attachments().map(|defs| {
                 let p = prepared.get_or_insert_with(|| n::prepare(doc));
                 n::select_attachments(defs, p)
@@ -440,38 +477,43 @@ pub struct Needs {
 }
 
 impl Notifier {
-    /// What to read for events of `replica`, or `None` when it has no subscriptions.
-    pub async fn needs(&self, queue: &AnyQueue, replica: &str) -> Result<Option<Needs>, String> {
-        let c = self.subscriptions(queue, replica).await?;
-        Ok((!c.is_empty()).then(|| Needs {
-            metadata: !c.v2.is_empty(),
-            index: !c.v1.is_empty(),
-        }))
-    }
-
-    /// The notifications of `events` in `replica` (the subscriptions as compiled now).
+    /// The notifications of `event` in `replica` among `compiled`, each with its payload,
+    /// found off the async workers (matching is CPU work: thousands of queries).
     pub async fn notifications(
         &self,
-        queue: &AnyQueue,
+        compiled: Arc<Compiled>,
         replica: &str,
-        events: &[Event],
+        event: Event,
         api: &str,
     ) -> Result<Vec<NotifyJob>, String> {
-        let c = self.subscriptions(queue, replica).await?;
-        let now = chrono::Utc::now();
-        Ok(events.iter().flat_map(|e| matches(&c, replica, e, api, now)).collect())
+        let (replica, api) = (replica.to_string(), api.to_string());
+        tokio::task::spawn_blocking(move || matches(&compiled, &replica, &event, &api, chrono::Utc::now()))
+            .await
+            .map_err(|e| format!("matching stopped: {e}"))
     }
 
-    /// One attempt at `job` (attempt `attempt`, 1-based): sent, logged; how the job goes on.
-    pub async fn deliver(&self, queue: &AnyQueue, job: &NotifyJob, attempt: u32) -> super::queue::runner::Outcome {
+    /// One attempt at `job`: sent, logged, and after a failure the next attempt queued
+    /// (at the schedule's next delay) or the notification given up.
+    pub async fn deliver(&self, queue: &AnyQueue, job: &NotifyJob) -> super::queue::runner::Outcome {
         use super::queue::runner::Outcome;
+        use super::queue::JobQueue;
+        let attempt = job.attempt;
         let sub = match queue.get_subscription(&job.replica, &job.subscription).await {
             Ok(Some(s)) => s,
             Ok(None) => {
                 tracing::info!(subscription = %job.subscription, "subscription deleted: notification dropped");
                 return Outcome::Done;
             }
+            Err(super::queue::QueueError::Corrupt(e)) => return Outcome::Fail(e),
             Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        // Busy: try again in a moment, which is not an attempt (the slot bounds how many
+        // workers slow receivers can hold).
+        let Ok(_slot) = self.slots.try_acquire() else {
+            let wait = chrono::Duration::milliseconds(
+                500 + i64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng) % 1000),
+            );
+            return Outcome::RetryAt(chrono::Utc::now() + wait, "waiting for a delivery slot".into());
         };
         let started = std::time::Instant::now();
         let at = chrono::Utc::now();
@@ -511,7 +553,22 @@ impl Notifier {
                 tracing::info!(subscription = %job.subscription, notification = %job.id, status = ?status_code, "notification delivered");
                 Outcome::Done
             }
-            (Some(e), Some(at)) => Outcome::RetryAt(at, e),
+            (Some(e), Some(at)) => {
+                let next_job = NotifyJob {
+                    attempt: attempt + 1,
+                    ..job.clone()
+                };
+                let queued = super::work::Work::Notify(Box::new(next_job)).to_job();
+                let queued = super::queue::NewJob {
+                    run_at: Some(at),
+                    ..queued
+                };
+                match queue.enqueue(vec![queued]).await {
+                    Ok(_) => Outcome::Done,
+                    // Not queued: this attempt runs again after a backoff.
+                    Err(qe) => Outcome::Retry(format!("{e}; the next attempt could not be queued: {qe}")),
+                }
+            }
             (Some(e), None) => Outcome::Fail(format!("gave up after {attempt} attempts: {e}")),
         }
     }

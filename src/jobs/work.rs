@@ -113,8 +113,8 @@ impl Work {
     pub fn max_attempts(kind: &str) -> u32 {
         match kind {
             INGEST | INDEX | COPY_OUT | notify::MATCH => 40,
-            // Its own schedule (DSS_NOTIFY_DELAYS) decides; a retry of the queue's (its
-            // subscription unreadable) is not an attempt at delivery.
+            // Its own schedule (DSS_NOTIFY_DELAYS) decides: each attempt is a job of its
+            // own; the queue's retries (its subscription unreadable) are not attempts.
             notify::NOTIFY => u32::MAX,
             REPLICATE => u32::MAX,
             // Its own count says FAILED in its status after CHECKOUT_ATTEMPTS; its status
@@ -477,12 +477,30 @@ impl Worker {
     /// notification per match. Matched once: a match of the same key that completed
     /// before (the write was repeated) is not made again.
     async fn match_events(&self, job: &MatchJob, queued: &Job) -> Outcome {
-        let needs = match self.notifier.needs(&self.queue, &job.replica).await {
-            Ok(Some(n)) => n,
-            Ok(None) => return Outcome::Done,
+        let compiled = match self.notifier.subscriptions(&self.queue, &job.replica).await {
+            Ok(c) => c,
             Err(e) => return Outcome::Retry(e),
         };
+        let Some(needs) = compiled.needs() else {
+            return Outcome::Done; // no subscriptions in this replica
+        };
         let key = format!("{}/{}", job.replica, job.key);
+        // Matches of one key take turns (a write repeated while its match runs), and a
+        // key matched before (the write was repeated) is not matched again.
+        let running = JobFilter {
+            kind: Some(notify::MATCH.into()),
+            key: Some(key.clone()),
+            states: vec![JobState::Running],
+            limit: 2,
+        };
+        match self.queue.list(&running).await {
+            Ok(r) if r.iter().any(|j| j.id != queued.id) => {
+                let at = chrono::Utc::now() + chrono::Duration::seconds(1);
+                return Outcome::RetryAt(at, "another match of this key is running".into());
+            }
+            Ok(_) => {}
+            Err(e) => return Outcome::Retry(e.to_string()),
+        }
         match newest(&self.queue, notify::MATCH, key, &[JobState::Completed]).await {
             Ok(Some(done)) if done.id != queued.id => return Outcome::Done,
             Ok(_) => {}
@@ -502,14 +520,6 @@ impl Worker {
             Err(e) => return Outcome::Fail(e.to_string()),
         };
         let api = self.app.config.public_url.clone().unwrap_or_default();
-        let found = match self
-            .notifier
-            .notifications(&self.queue, &job.replica, &events, &api)
-            .await
-        {
-            Ok(found) => found,
-            Err(e) => return Outcome::Retry(e),
-        };
         let first = self
             .notifier
             .webhooks()
@@ -519,19 +529,31 @@ impl Worker {
             .copied()
             .unwrap_or_default();
         let run_at = chrono::Utc::now() + chrono::Duration::from_std(first).unwrap_or_default();
-        tracing::debug!(key = %job.key, notifications = found.len(), "subscriptions matched");
-        for chunk in found.chunks(1000) {
-            let jobs: Vec<NewJob> = chunk
-                .iter()
-                .map(|n| NewJob {
-                    run_at: Some(run_at),
-                    ..Work::Notify(Box::new(n.clone())).to_job()
-                })
-                .collect();
-            if let Err(e) = self.queue.enqueue(jobs).await {
-                // A retry matches again; notifications already queued get new ids and may
-                // be sent twice, which receivers must tolerate (as the original said).
-                return Outcome::Retry(e.to_string());
+        // One event at a time, so that a fan-out over many versions is never all in memory.
+        for event in events {
+            let found = match self
+                .notifier
+                .notifications(compiled.clone(), &job.replica, event, &api)
+                .await
+            {
+                Ok(found) => found,
+                Err(e) => return Outcome::Retry(e),
+            };
+            tracing::debug!(key = %job.key, notifications = found.len(), "subscriptions matched");
+            for chunk in found.chunks(1000) {
+                let jobs: Vec<NewJob> = chunk
+                    .iter()
+                    .map(|n| NewJob {
+                        run_at: Some(run_at),
+                        ..Work::Notify(Box::new(n.clone())).to_job()
+                    })
+                    .collect();
+                if let Err(e) = self.queue.enqueue(jobs).await {
+                    // A retry matches again: the notifications have the same ids, and one
+                    // still queued absorbs its repeat; one already sent may be sent again,
+                    // with the id that lets its receiver tell.
+                    return Outcome::Retry(e.to_string());
+                }
             }
         }
         Outcome::Done
@@ -892,7 +914,7 @@ impl Handler for Worker {
             Ok(Work::Checkout(j)) => self.checkout(&j, job, &progress).await,
             Ok(Work::CopyOut(j)) => self.copy_out(&j, &progress).await,
             Ok(Work::Match(j)) => self.match_events(&j, job).await,
-            Ok(Work::Notify(j)) => self.notifier.deliver(&self.queue, &j, job.attempts).await,
+            Ok(Work::Notify(j)) => self.notifier.deliver(&self.queue, &j).await,
             Err(e) => Outcome::Fail(e),
         }
     }

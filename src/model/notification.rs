@@ -17,6 +17,55 @@ pub type Expression = jmespath::Expression<'static>;
 /// A document prepared for JMESPath (converted once, searched by many expressions).
 pub type Prepared = jmespath::Rcvar;
 
+/// Longest JMESPath expression accepted (queries and attachments are a few hundred
+/// characters; the parser recurses and its trees are dropped recursively).
+pub const MAX_EXPRESSION: usize = 2048;
+/// Deepest nesting of brackets, and most `!` or `&`, in an expression.
+const MAX_NESTING: usize = 32;
+/// Most commas outside literals: each multi-select can multiply what an expression
+/// yields, and `to_string`, comparisons and serialisation copy every copy; eight bound
+/// that to 256 times the document.
+const MAX_COMMAS: usize = 8;
+
+/// Compile a subscription's JMESPath expression within the limits above.
+pub fn compile(expr: &str) -> Result<Expression, String> {
+    if expr.len() > MAX_EXPRESSION {
+        return Err(format!("longer than {MAX_EXPRESSION} bytes"));
+    }
+    let (mut depth, mut deepest, mut prefixes, mut commas) = (0usize, 0usize, 0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in expr.chars() {
+        if let Some(q) = quote {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, c) if c == q => quote = None,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' | '`' => quote = Some(c),
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '!' | '&' => prefixes += 1,
+            ',' => commas += 1,
+            _ => {}
+        }
+    }
+    if deepest > MAX_NESTING || prefixes > MAX_NESTING {
+        return Err(format!("nested deeper than {MAX_NESTING}"));
+    }
+    if commas > MAX_COMMAS {
+        return Err(format!("more than {MAX_COMMAS} commas"));
+    }
+    jmespath::compile(expr).map_err(|e| e.to_string())
+}
+
 /// Prepare `doc` for any number of searches.
 pub fn prepare(doc: &Value) -> Prepared {
     jmespath::Variable::from_serializable(doc)
@@ -24,23 +73,24 @@ pub fn prepare(doc: &Value) -> Prepared {
         .unwrap_or_else(|_| Prepared::new(jmespath::Variable::Null))
 }
 
-/// Search `doc` with `expr`.
-pub fn search(expr: &Expression, doc: &Prepared) -> Result<Value, String> {
+/// Search `doc` with `expr`; the result shares the document's values.
+pub fn search(expr: &Expression, doc: &Prepared) -> Result<Prepared, String> {
     let mut ctx = jmespath::Context::new(expr.as_str(), &jmespath::DEFAULT_RUNTIME);
-    let found = jmespath::interpret(doc, expr.as_ast(), &mut ctx).map_err(|e| e.to_string())?;
-    serde_json::to_value(&*found).map_err(|e| e.to_string())
+    jmespath::interpret(doc, expr.as_ast(), &mut ctx).map_err(|e| e.to_string())
 }
 
 /// Whether a query's result counts as a match: Python's truth, which the original
-/// applied to it (so `0` is false, unlike JMESPath's own truth).
-pub fn python_truth(v: &Value) -> bool {
+/// applied to it (so `0` is false, unlike JMESPath's own truth). Only the top is looked at.
+pub fn python_truth(v: &jmespath::Variable) -> bool {
+    use jmespath::Variable as V;
     match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
+        V::Null => false,
+        V::Bool(b) => *b,
+        V::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        V::String(s) => !s.is_empty(),
+        V::Array(a) => !a.is_empty(),
+        V::Object(o) => !o.is_empty(),
+        V::Expref(_) => true,
     }
 }
 
@@ -53,25 +103,77 @@ pub fn jmespath_matches(query: Option<&Expression>, doc: &Prepared) -> bool {
     }
 }
 
+/// A writer that keeps up to `keep` bytes and counts up to `count`, then fails: a result
+/// is serialised only as far as it can matter.
+struct Capped {
+    kept: Vec<u8>,
+    keep: usize,
+    counted: usize,
+    count: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.counted += b.len();
+        if self.counted > self.count {
+            return Err(std::io::Error::other("too large"));
+        }
+        if self.kept.len() + b.len() <= self.keep {
+            self.kept.extend_from_slice(b);
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Serialised attachments past this are not even counted to the end.
+const COUNT_LIMIT: usize = 64 * 1024 * 1024;
+
 /// The attachments of `defs` selected from `doc`: each by its expression, failures
 /// under `_errors`, and the whole replaced by an `_errors` string when it serialises to
 /// more than [`ATTACHMENTS_LIMIT`] bytes.
 pub fn select_attachments(defs: &Map<String, Value>, doc: &Prepared) -> Value {
+    let too_large = |size: String| json!({"_errors": format!("Attachments too large ({size} > {ATTACHMENTS_LIMIT})")});
     let mut out = Map::new();
     let mut errors = Map::new();
+    let mut total = 0usize;
     for (name, def) in defs {
         let expr = def.get("expression").and_then(Value::as_str).unwrap_or_default();
-        match jmespath::compile(expr)
-            .map_err(|e| e.to_string())
-            .and_then(|e| search(&e, doc))
-        {
+        let found = match compile(expr).and_then(|e| search(&e, doc)) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.insert(name.clone(), Value::String(e));
+                continue;
+            }
+        };
+        // Serialised only while the whole can still fit (a result may be far larger
+        // than the document, its values shared many times over).
+        let mut w = Capped {
+            kept: Vec::new(),
+            keep: ATTACHMENTS_LIMIT.saturating_sub(total),
+            counted: 0,
+            count: COUNT_LIMIT.saturating_sub(total),
+        };
+        if serde_json::to_writer(&mut w, &*found).is_err() {
+            return too_large(format!("more than {COUNT_LIMIT}"));
+        }
+        total += w.counted;
+        if w.kept.len() < w.counted {
+            continue; // too large already: counted on, to say how large
+        }
+        match serde_json::from_slice(&w.kept) {
             Ok(v) => {
                 out.insert(name.clone(), v);
             }
             Err(e) => {
-                errors.insert(name.clone(), Value::String(e));
+                errors.insert(name.clone(), Value::String(e.to_string()));
             }
         }
+    }
+    if total > ATTACHMENTS_LIMIT {
+        return too_large(total.to_string());
     }
     if !errors.is_empty() {
         out.insert("_errors".into(), Value::Object(errors));
@@ -79,7 +181,7 @@ pub fn select_attachments(defs: &Map<String, Value>, doc: &Prepared) -> Value {
     let out = Value::Object(out);
     let size = super::pyjson::dumps(&out).len();
     if size > ATTACHMENTS_LIMIT {
-        return json!({"_errors": format!("Attachments too large ({size} > {ATTACHMENTS_LIMIT})")});
+        return too_large(size.to_string());
     }
     out
 }
@@ -180,17 +282,37 @@ pub fn encode_body(
         body.extend_from_slice(value.as_bytes());
         body.extend_from_slice(b"\r\n");
     };
-    for (k, v) in fields.iter().filter(|(k, _)| k != payload_field) {
-        part(k, v);
+    // The payload takes the place of a form field of its name, as Python's dict did.
+    let mut placed = false;
+    for (k, v) in fields {
+        if k == payload_field {
+            placed = true;
+            part(k, &json);
+        } else {
+            part(k, v);
+        }
     }
-    part(payload_field, &json);
+    if !placed {
+        part(payload_field, &json);
+    }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-/// A form field's name inside its quotes (HTML5 rules, as urllib3: `"`, CR and LF escaped).
+/// A form field's name inside its quotes, by urllib3's HTML5 rules: `\\` doubled, `"` as
+/// `%22`, and control characters but ESC percent-encoded.
 fn form_name(name: &str) -> String {
-    name.replace('"', "%22").replace('\r', "%0D").replace('\n', "%0A")
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("%22"),
+            '\u{1b}' => out.push(c),
+            c if (c as u32) < 0x20 => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `Date` as `email.utils.formatdate(usegmt=True)` writes it.
@@ -249,6 +371,34 @@ mod tests {
         assert!(!jmespath_matches(Some(&q("missing")), &doc));
         // A runtime error (a function of the wrong type) is no match.
         assert!(!jmespath_matches(Some(&q("length(a)")), &doc));
+    }
+
+    #[test]
+    fn expressions_are_bounded() {
+        assert!(compile("files.a_json[0].kind == 'x'").is_ok());
+        assert!(
+            compile("contains(['a,b', 'c'], x)").is_ok(),
+            "commas in literals are not counted"
+        );
+        assert!(compile(&"(".repeat(100_000)).is_err());
+        assert!(compile(&format!("{}a{}", "(".repeat(40), ")".repeat(40))).is_err());
+        assert!(compile(&"!".repeat(40)).is_err());
+        assert!(compile(&["a"; 2000].join(".")).is_err(), "too long");
+        let doubling = std::iter::repeat_n("[@,@]", 20).collect::<Vec<_>>().join(" | ");
+        assert!(compile(&doubling).is_err());
+    }
+
+    #[test]
+    fn a_result_larger_than_the_limit_is_not_built() {
+        // 2^8 copies of a 1 KiB document: counted, refused, never kept whole.
+        let doc = prepare(&json!({"s": "x".repeat(1024)}));
+        let expr = std::iter::repeat_n("[@,@]", 8).collect::<Vec<_>>().join(" | ");
+        let defs = json!({"all": {"type": "jmespath", "expression": expr}});
+        let a = select_attachments(defs.as_object().unwrap(), &doc);
+        assert!(
+            a["_errors"].as_str().unwrap().starts_with("Attachments too large ("),
+            "{a}"
+        );
     }
 
     #[test]
@@ -322,14 +472,18 @@ mod tests {
             (ct.as_str(), body.as_slice()),
             ("application/json", &b"{\"a\": 1, \"b\": \"c\"}"[..])
         );
-        let fields = vec![("foo".to_string(), "bar".to_string())];
+        let fields = vec![
+            ("payload".to_string(), "replaced".to_string()),
+            ("foo".to_string(), "bar".to_string()),
+        ];
         let (ct, body) = encode_body(&p, Some((&fields, "payload")), "b0");
         assert_eq!(ct, "multipart/form-data; boundary=b0");
         assert_eq!(
             String::from_utf8(body).unwrap(),
-            "--b0\r\nContent-Disposition: form-data; name=\"foo\"\r\n\r\nbar\r\n\
-             --b0\r\nContent-Disposition: form-data; name=\"payload\"\r\n\r\n{\"a\": 1, \"b\": \"c\"}\r\n--b0--\r\n"
+            "--b0\r\nContent-Disposition: form-data; name=\"payload\"\r\n\r\n{\"a\": 1, \"b\": \"c\"}\r\n\
+             --b0\r\nContent-Disposition: form-data; name=\"foo\"\r\n\r\nbar\r\n--b0--\r\n"
         );
+        assert_eq!(form_name("a\"b\\c\u{1}\u{1b}"), "a%22b\\\\c%01\u{1b}");
     }
 
     /// Signed as `requests-http-signature` 0.1.0 signs: HMAC-SHA256 of

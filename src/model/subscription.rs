@@ -14,6 +14,8 @@ use serde_json::{Map, Value};
 pub const SUBSCRIPTION_LIMIT: usize = 100;
 /// Deliveries kept per subscription in its log.
 pub const DELIVERIES_KEPT: usize = 100;
+/// Most attachments of one subscription.
+pub const MAX_ATTACHMENTS: usize = 64;
 
 /// The two kinds of subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -46,7 +48,8 @@ impl Kind {
     }
 }
 
-/// Why a subscription request failed; each knows its status and DSS error code.
+/// Why a subscription request failed (mapped to a status and DSS error code by the API's
+/// error type).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubscriptionError {
     /// 400 `illegal_arguments`: the body does not follow the schema.
@@ -79,35 +82,6 @@ pub enum SubscriptionError {
     /// 503 `service_unavailable`: where subscriptions are kept cannot be reached.
     #[error("subscriptions unavailable: {0}")]
     Unavailable(String),
-}
-
-impl SubscriptionError {
-    /// The HTTP status.
-    pub fn status(&self) -> u16 {
-        match self {
-            SubscriptionError::Limit => 406,
-            SubscriptionError::NotFound => 404,
-            SubscriptionError::Forbidden => 403,
-            SubscriptionError::Unavailable(_) => 503,
-            _ => 400,
-        }
-    }
-
-    /// The DSS error code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            SubscriptionError::Invalid(_) => "illegal_arguments",
-            SubscriptionError::InvalidJmespath => "invalid_jmespath",
-            SubscriptionError::AttachmentName(_) => "invalid_attachment_name",
-            SubscriptionError::AttachmentExpression(_) => "invalid_attachment_expression",
-            SubscriptionError::InvalidQuery(_) => "elasticsearch_bad_request",
-            SubscriptionError::CallbackUrl(_) => "invalid_callback_url",
-            SubscriptionError::Limit => "not_acceptable",
-            SubscriptionError::NotFound => "not_found",
-            SubscriptionError::Forbidden => "Forbidden",
-            SubscriptionError::Unavailable(_) => "service_unavailable",
-        }
-    }
 }
 
 /// How a notification's body is encoded.
@@ -256,6 +230,13 @@ pub fn validate(body: &Map<String, Value>) -> Result<Kind, SubscriptionError> {
             "'callback_url' must be an http(s) URL".into(),
         ));
     }
+    // Credentials in the URL would go out as a second Authorization header beside the
+    // signature; the original's client replaced them. Neither is worth keeping.
+    if url::Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some()) {
+        return Err(SubscriptionError::CallbackUrl(
+            "the callback URL may not hold a user name or password".into(),
+        ));
+    }
     if let Some(m) = want_str(body, "method")? {
         if m != "POST" && m != "PUT" {
             return Err(SubscriptionError::Invalid("'method' must be POST or PUT".into()));
@@ -281,14 +262,20 @@ pub fn validate(body: &Map<String, Value>) -> Result<Kind, SubscriptionError> {
         want_str(body, name)?;
     }
     if let Some(q) = want_str(body, "jmespath_query")? {
-        jmespath::compile(q).map_err(|_| SubscriptionError::InvalidJmespath)?;
+        super::notification::compile(q).map_err(|_| SubscriptionError::InvalidJmespath)?;
     }
     match body.get("attachments") {
         None => {}
         Some(Value::Object(defs)) => {
+            if defs.len() > MAX_ATTACHMENTS {
+                return Err(SubscriptionError::Invalid(format!(
+                    "at most {MAX_ATTACHMENTS} attachments"
+                )));
+            }
             for (name, def) in defs {
+                let name: String = name.chars().take(64).collect();
                 if name.starts_with('_') {
-                    return Err(SubscriptionError::AttachmentName(name.chars().take(64).collect()));
+                    return Err(SubscriptionError::AttachmentName(name));
                 }
                 let def = def
                     .as_object()
@@ -304,7 +291,8 @@ pub fn validate(body: &Map<String, Value>) -> Result<Kind, SubscriptionError> {
                 let expr = def.get("expression").and_then(Value::as_str).ok_or_else(|| {
                     SubscriptionError::Invalid(format!("attachment {name}: 'expression' is a required string"))
                 })?;
-                jmespath::compile(expr).map_err(|_| SubscriptionError::AttachmentExpression(name.clone()))?;
+                super::notification::compile(expr)
+                    .map_err(|_| SubscriptionError::AttachmentExpression(name.clone()))?;
             }
         }
         Some(_) => return Err(SubscriptionError::Invalid("'attachments' must be an object".into())),
@@ -402,6 +390,7 @@ mod tests {
 
     #[test]
     fn bodies_are_checked_as_the_original_checked_them() {
+        use SubscriptionError as E;
         let ok = json!({"callback_url": "https://example.org/hook"});
         assert_eq!(v(ok), Ok(Kind::Jmespath));
         assert_eq!(
@@ -413,55 +402,38 @@ mod tests {
             v(json!({"callback_url": "https://e.org", "es_query": {}})),
             Ok(Kind::Jmespath)
         );
-        assert_eq!(v(json!({})).unwrap_err().code(), "illegal_arguments");
+        for bad in [
+            json!({}),
+            json!({"callback_url": "ftp://x"}),
+            json!({"callback_url": "https://e.org", "extra": 1}),
+            json!({"callback_url": "https://e.org", "method": "GET"}),
+            json!({"callback_url": "https://e.org", "encoding": "text/plain"}),
+            json!({"callback_url": "https://e.org", "form_fields": {"a": 1}}),
+            json!({"callback_url": "https://e.org", "attachments": {"x": {"type": "xpath", "expression": "a"}}}),
+        ] {
+            assert!(matches!(v(bad.clone()), Err(E::Invalid(_))), "{bad}");
+        }
+        let q = |q: &str| json!({"callback_url": "https://e.org", "jmespath_query": q});
+        assert_eq!(v(q("a[?")), Err(E::InvalidJmespath));
         assert_eq!(
-            v(json!({"callback_url": "ftp://x"})).unwrap_err().code(),
-            "illegal_arguments"
+            v(q(&"(".repeat(10_000))),
+            Err(E::InvalidJmespath),
+            "bounded before parsing"
         );
-        assert_eq!(
-            v(json!({"callback_url": "https://e.org", "extra": 1}))
-                .unwrap_err()
-                .code(),
-            "illegal_arguments"
-        );
-        assert_eq!(
-            v(json!({"callback_url": "https://e.org", "method": "GET"}))
-                .unwrap_err()
-                .code(),
-            "illegal_arguments"
-        );
-        assert_eq!(
-            v(json!({"callback_url": "https://e.org", "encoding": "text/plain"}))
-                .unwrap_err()
-                .code(),
-            "illegal_arguments"
-        );
-        assert_eq!(
-            v(json!({"callback_url": "https://e.org", "form_fields": {"a": 1}}))
-                .unwrap_err()
-                .code(),
-            "illegal_arguments"
-        );
-        assert_eq!(
-            v(json!({"callback_url": "https://e.org", "jmespath_query": "a[?"})),
-            Err(SubscriptionError::InvalidJmespath)
-        );
-        assert_eq!(
-            v(json!({"callback_url": "https://e.org", "attachments": {"_x": {"type": "jmespath", "expression": "a"}}})),
-            Err(SubscriptionError::AttachmentName("_x".into()))
-        );
-        assert_eq!(
-            v(
-                json!({"callback_url": "https://e.org", "attachments": {"x": {"type": "jmespath", "expression": "a[?"}}})
-            ),
-            Err(SubscriptionError::AttachmentExpression("x".into()))
-        );
-        assert_eq!(
-            v(json!({"callback_url": "https://e.org", "attachments": {"x": {"type": "xpath", "expression": "a"}}}))
-                .unwrap_err()
-                .code(),
-            "illegal_arguments"
-        );
+        let a = |name: &str, expr: &str| json!({"callback_url": "https://e.org", "attachments": {name: {"type": "jmespath", "expression": expr}}});
+        assert_eq!(v(a("_x", "a")), Err(E::AttachmentName("_x".into())));
+        assert_eq!(v(a("x", "a[?")), Err(E::AttachmentExpression("x".into())));
+        assert!(matches!(
+            v(json!({"callback_url": "https://u:p@e.org/"})),
+            Err(E::CallbackUrl(_))
+        ));
+        let many: Map<String, Value> = (0..=MAX_ATTACHMENTS)
+            .map(|i| (format!("a{i}"), json!({"type": "jmespath", "expression": "a"})))
+            .collect();
+        assert!(matches!(
+            v(json!({"callback_url": "https://e.org", "attachments": many})),
+            Err(E::Invalid(_))
+        ));
     }
 
     #[test]

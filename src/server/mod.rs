@@ -337,7 +337,11 @@ pub fn start_jobs(app: Arc<NativeApp>, queue: Arc<AnyQueue>, cfg: &ServeConfig) 
         mailer,
         scrubber,
         replication_inline_max: cfg.replication_inline_max,
-        notifier: Arc::new(crate::jobs::notify::Notifier::new(Arc::new(webhooks(cfg)?))),
+        // Half the workers at most wait on subscribers, so slow ones never stall the rest.
+        notifier: Arc::new(crate::jobs::notify::Notifier::new(
+            Arc::new(webhooks(cfg)?),
+            usize::try_from(cfg.job_workers / 2).unwrap_or(1),
+        )),
     };
     // Subscribed before anything else runs, so that no announcement goes by unheard.
     if let Some(news) = queue.writes() {

@@ -79,7 +79,14 @@ fn sqlite(e: rusqlite::Error) -> QueueError {
 
 const SQLITE_COLUMNS: &str = "replica, uuid, owner, kind, doc";
 
-fn sqlite_subs(c: &rusqlite::Connection, sql: &str, params: impl rusqlite::Params) -> QueueResult<Vec<Subscription>> {
+/// Rows as subscriptions; with `skip_corrupt` one that does not parse is logged and left
+/// out (so one bad row does not stop matching for a whole replica), else it is an error.
+fn sqlite_subs(
+    c: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    skip_corrupt: bool,
+) -> QueueResult<Vec<Subscription>> {
     let mut s = c.prepare_cached(sql).map_err(sqlite)?;
     let rows = s
         .query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
@@ -87,9 +94,18 @@ fn sqlite_subs(c: &rusqlite::Connection, sql: &str, params: impl rusqlite::Param
     let mut out = Vec::new();
     for r in rows {
         let (replica, uuid, owner, kind, doc) = r.map_err(sqlite)?;
-        out.push(parse_row(replica, uuid, owner, kind, doc)?);
+        keep(&mut out, parse_row(replica, uuid, owner, kind, doc), skip_corrupt)?;
     }
     Ok(out)
+}
+
+fn keep(out: &mut Vec<Subscription>, row: QueueResult<Subscription>, skip_corrupt: bool) -> QueueResult<()> {
+    match row {
+        Ok(s) => out.push(s),
+        Err(QueueError::Corrupt(e)) if skip_corrupt => tracing::error!("unreadable subscription left out: {e}"),
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 fn sqlite_bump(c: &rusqlite::Connection, replica: &str) -> rusqlite::Result<usize> {
@@ -176,6 +192,7 @@ impl Registry for DiskQueue {
                 c,
                 &format!("SELECT {SQLITE_COLUMNS} FROM subscriptions WHERE replica = ?1 AND uuid = ?2"),
                 params![replica, uuid],
+                false,
             )?
             .pop())
         })
@@ -192,6 +209,7 @@ impl Registry for DiskQueue {
                      ORDER BY created_at, uuid"
                 ),
                 params![replica, owner, kind_name(kind)],
+                true,
             )
         })
         .await
@@ -232,6 +250,7 @@ impl Registry for DiskQueue {
                 c,
                 &format!("SELECT {SQLITE_COLUMNS} FROM subscriptions WHERE replica = ?1 ORDER BY created_at, uuid"),
                 params![replica],
+                true,
             )?;
             Ok((generation, subs))
         })
@@ -286,19 +305,20 @@ fn pg(e: sqlx::Error) -> QueueError {
     QueueError::Unavailable(e.to_string())
 }
 
-fn pg_subs(rows: Vec<sqlx::postgres::PgRow>) -> QueueResult<Vec<Subscription>> {
-    rows.iter()
-        .map(|r| {
-            let get = |i: usize| {
-                r.try_get::<String, _>(i)
-                    .map_err(|e| QueueError::Corrupt(e.to_string()))
-            };
-            parse_row(get(0)?, get(1)?, get(2)?, get(3)?, get(4)?)
-        })
-        .collect()
+fn pg_subs(rows: Vec<sqlx::postgres::PgRow>, skip_corrupt: bool) -> QueueResult<Vec<Subscription>> {
+    let mut out = Vec::new();
+    for r in &rows {
+        let get = |i: usize| {
+            r.try_get::<String, _>(i)
+                .map_err(|e| QueueError::Corrupt(e.to_string()))
+        };
+        let row = (|| parse_row(get(0)?, get(1)?, get(2)?, get(3)?, get(4)?))();
+        keep(&mut out, row, skip_corrupt)?;
+    }
+    Ok(out)
 }
 
-const PG_COLUMNS: &str = "replica, uuid, owner, kind, doc::text";
+const PG_COLUMNS: &str = "replica, uuid, owner, kind, doc";
 
 async fn pg_generation<'e, E: sqlx::PgExecutor<'e>>(e: E, replica: &str) -> QueueResult<i64> {
     let row = sqlx::query("SELECT n FROM dss_subscription_generations WHERE replica = $1")
@@ -342,17 +362,15 @@ impl Registry for PgQueue {
         if usize::try_from(n).unwrap_or(usize::MAX) >= limit {
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO dss_subscriptions (replica, uuid, owner, kind, doc) VALUES ($1, $2, $3, $4, $5::jsonb)",
-        )
-        .bind(&sub.replica)
-        .bind(&sub.uuid)
-        .bind(&sub.owner)
-        .bind(kind_name(sub.kind))
-        .bind(serde_json::Value::Object(sub.doc.clone()).to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(pg)?;
+        sqlx::query("INSERT INTO dss_subscriptions (replica, uuid, owner, kind, doc) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&sub.replica)
+            .bind(&sub.uuid)
+            .bind(&sub.owner)
+            .bind(kind_name(sub.kind))
+            .bind(serde_json::Value::Object(sub.doc.clone()).to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(pg)?;
         pg_bump(&mut tx, &sub.replica).await?;
         tx.commit().await.map_err(pg)?;
         Ok(true)
@@ -367,7 +385,7 @@ impl Registry for PgQueue {
         .fetch_all(&self.fast)
         .await
         .map_err(pg)?;
-        Ok(pg_subs(rows)?.pop())
+        Ok(pg_subs(rows, false)?.pop())
     }
 
     async fn owner_subscriptions(&self, replica: &str, owner: &str, kind: Kind) -> QueueResult<Vec<Subscription>> {
@@ -381,7 +399,7 @@ impl Registry for PgQueue {
         .fetch_all(&self.fast)
         .await
         .map_err(pg)?;
-        pg_subs(rows)
+        pg_subs(rows, true)
     }
 
     async fn delete_subscription(&self, replica: &str, uuid: &str) -> QueueResult<bool> {
@@ -426,13 +444,13 @@ impl Registry for PgQueue {
         .await
         .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
-        Ok((generation, pg_subs(rows)?))
+        Ok((generation, pg_subs(rows, true)?))
     }
 
     async fn record_delivery(&self, replica: &str, subscription: &str, delivery: &Delivery) -> QueueResult<()> {
         let doc = serde_json::to_string(delivery).map_err(|e| QueueError::Corrupt(e.to_string()))?;
         sqlx::query(
-            "WITH added AS (INSERT INTO dss_deliveries (replica, subscription, doc) VALUES ($1, $2, $3::jsonb) RETURNING id)
+            "WITH added AS (INSERT INTO dss_deliveries (replica, subscription, doc) VALUES ($1, $2, $3) RETURNING id)
              DELETE FROM dss_deliveries WHERE replica = $1 AND subscription = $2 AND id <= (
                 SELECT id FROM dss_deliveries WHERE replica = $1 AND subscription = $2
                 ORDER BY id DESC LIMIT 1 OFFSET $4)",
@@ -449,7 +467,7 @@ impl Registry for PgQueue {
 
     async fn deliveries(&self, replica: &str, subscription: &str) -> QueueResult<Vec<Delivery>> {
         let rows = sqlx::query(
-            "SELECT doc::text FROM dss_deliveries WHERE replica = $1 AND subscription = $2 ORDER BY id DESC LIMIT $3",
+            "SELECT doc FROM dss_deliveries WHERE replica = $1 AND subscription = $2 ORDER BY id DESC LIMIT $3",
         )
         .bind(replica)
         .bind(subscription)

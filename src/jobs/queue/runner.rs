@@ -207,7 +207,7 @@ async fn run_one<Q: JobQueue, H: Handler>(queue: &Q, handler: &H, job: Job, cfg:
             queue.fail(job.id, &cfg.worker_id, e, Some(at)).await
         }
         Outcome::RetryAt(at, e) => {
-            tracing::info!(id = job.id, kind = %job.kind, key = %job.key, "job will be tried again at {at}: {e}");
+            tracing::debug!(id = job.id, kind = %job.kind, key = %job.key, "job will be tried again at {at}: {e}");
             queue.fail(job.id, &cfg.worker_id, e, Some(*at)).await
         }
         Outcome::Fail(e) => {
