@@ -1,13 +1,15 @@
 //! The notification benchmark of issue 12 (`scripts/bench-notify` runs it):
 //!
-//! 1. **matching cost** of one bundle event: `Notifier::notifications` over 200 synthetic
+//! 1. **matching cost** of one bundle event as the match job runs it
+//!    (`Notifier::subscriptions`, then `Notifier::notifications`) over 200 synthetic
 //!    bundles (the fixtures' example bundle with values varied) against 0, SUBS/10 and SUBS
 //!    registered subscriptions of realistic, varied queries (a few percent match), v2
 //!    (JMESPath over the metadata document) and v1 (Elasticsearch queries over the index
 //!    document) apart; the subscriptions live in a DiskQueue of their own, compiled once;
-//! 2. **write latency** of `PUT /v1/bundles` through an in-process app (search on, replicas
-//!    aws and gcp, as `dss serve` runs by default) with 0 and with SUBS v2 subscriptions
-//!    (registered in the app's queue file; about 0.04% match, so a write causes a few
+//! 2. **write latency** of `PUT /v1/bundles` through an in-process app (replicas aws and
+//!    gcp in the data directory; search off unless `DSS_SEARCH=auto`, since the merges of a
+//!    growing embedded index load the machine more and more) with 0 and with SUBS v2
+//!    subscriptions (registered in the app's queue file; about 0.04% match, so a write causes a few
 //!    deliveries); one write every INTERVAL ms; the 0 phase is split before and after the
 //!    SUBS phase, so that drift does not pass for an effect;
 //! 3. **PUT answered to webhook received** with one subscription that matches every bundle,
@@ -240,6 +242,19 @@ fn pct(xs: &[f64], p: f64) -> f64 {
     v[i]
 }
 
+/// This process's resident memory, MiB.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
 fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len().max(1) as f64
 }
@@ -261,24 +276,59 @@ fn thousands(n: usize) -> String {
 
 struct Cost {
     subs: usize,
+    /// Resident memory grown since the previous size (registered and compiled), MiB.
+    rss_mib: f64,
     us_per_event: f64,
     matched_per_event: f64,
     calls: usize,
 }
 
-/// Time `notifications` over `events` (cycled) with the subscriptions registered now.
-async fn time_matching(notifier: &Notifier, q: &AnyQueue, replica: &str, events: &[Event], subs: usize) -> Cost {
+/// A bundle's documents, from which each timed call gets its own [`Event`] (matching
+/// takes the event by value).
+struct Doc {
+    uuid: String,
+    version: String,
+    metadata: Option<Value>,
+    index: Option<Value>,
+}
+
+impl Doc {
+    fn event(&self) -> Event {
+        Event {
+            kind: EventType::Create,
+            uuid: self.uuid.clone(),
+            version: self.version.clone(),
+            metadata: self.metadata.clone(),
+            index: self.index.clone(),
+        }
+    }
+}
+
+/// µs to copy one event's documents (part of every timed call).
+fn copy_cost(docs: &[Doc]) -> f64 {
+    let start = Instant::now();
+    let n = 2000;
+    for i in 0..n {
+        std::hint::black_box(docs[i % docs.len()].event());
+    }
+    start.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
+/// Time one event at a time, as the match job runs it (the subscriptions looked up, then
+/// matched off the async workers), over `docs` cycled, with the subscriptions registered now.
+async fn time_matching(notifier: &Notifier, q: &AnyQueue, replica: &str, docs: &[Doc], subs: usize) -> Cost {
     // The first call after a change compiles the subscriptions; not timed.
+    let compiled = notifier.subscriptions(q, replica).await.expect("subscriptions");
     notifier
-        .notifications(q, replica, &events[..1], API)
+        .notifications(compiled, replica, docs[0].event(), API)
         .await
         .expect("notifications");
     let (mut calls, mut matched) = (0usize, 0usize);
     let start = Instant::now();
     while calls < 20 || (start.elapsed() < Duration::from_millis(1500) && calls < 20_000) {
-        let e = &events[calls % events.len()];
+        let compiled = notifier.subscriptions(q, replica).await.expect("subscriptions");
         matched += notifier
-            .notifications(q, replica, std::slice::from_ref(e), API)
+            .notifications(compiled, replica, docs[calls % docs.len()].event(), API)
             .await
             .expect("notifications")
             .len();
@@ -286,6 +336,7 @@ async fn time_matching(notifier: &Notifier, q: &AnyQueue, replica: &str, events:
     }
     Cost {
         subs,
+        rss_mib: 0.0,
         us_per_event: start.elapsed().as_secs_f64() * 1e6 / calls as f64,
         matched_per_event: matched as f64 / calls as f64,
         calls,
@@ -296,13 +347,12 @@ async fn matching_cost(sizes: &[usize], out: &mut String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let q = AnyQueue::Disk(DiskQueue::open(&dir.path().join("queue.sqlite")).expect("queue"));
     let settings = NotifySettings::parse("0", 60.0, true).expect("settings");
-    let notifier = Notifier::new(Arc::new(Webhooks::new(settings).expect("webhooks")));
+    let notifier = Notifier::new(Arc::new(Webhooks::new(settings).expect("webhooks")), 4);
     let generator = Generator::new(example_files());
     let docs: Vec<(String, String, Value)> = (0..EVENTS).map(|i| generator.bundle(i)).collect();
-    let v2_events: Vec<Event> = docs
+    let v2_events: Vec<Doc> = docs
         .iter()
-        .map(|(u, v, index)| Event {
-            kind: EventType::Create,
+        .map(|(u, v, index)| Doc {
             uuid: u.clone(),
             version: v.clone(),
             metadata: Some(dss::search::document::metadata_document(
@@ -314,10 +364,9 @@ async fn matching_cost(sizes: &[usize], out: &mut String) {
             index: None,
         })
         .collect();
-    let v1_events: Vec<Event> = docs
+    let v1_events: Vec<Doc> = docs
         .iter()
-        .map(|(u, v, index)| Event {
-            kind: EventType::Create,
+        .map(|(u, v, index)| Doc {
             uuid: u.clone(),
             version: v.clone(),
             metadata: None,
@@ -327,8 +376,9 @@ async fn matching_cost(sizes: &[usize], out: &mut String) {
     let callback = "http://127.0.0.1:9/hook";
     let _ = writeln!(
         out,
-        "1. Matching cost of one bundle event (Notifier::notifications; subscriptions compiled once;\n   \
-         {EVENTS} synthetic bundles from the example bundle, cycled; queries of 4 shapes, varied)"
+        "1. Matching cost of one bundle event, as the match job runs it (Notifier::subscriptions, then\n   \
+         Notifier::notifications; compiled once; {EVENTS} synthetic bundles from the example bundle, cycled;\n   \
+         queries of 4 shapes, varied; per subscription = (µs/event - fixed) / subscriptions)"
     );
     for (label, kind, replica, events) in [
         ("v2 JMESPath", Kind::Jmespath, "aws", &v2_events),
@@ -337,6 +387,7 @@ async fn matching_cost(sizes: &[usize], out: &mut String) {
         let mut registered = 0usize;
         let mut costs = vec![time_matching(&notifier, &q, replica, events, 0).await];
         for &n in sizes {
+            let rss = rss_mib();
             let subs: Vec<Subscription> = (registered as u64..n as u64)
                 .map(|k| {
                     let query = match kind {
@@ -348,28 +399,34 @@ async fn matching_cost(sizes: &[usize], out: &mut String) {
                 .collect();
             register(&q, &subs).await;
             registered = n;
-            costs.push(time_matching(&notifier, &q, replica, events, n).await);
+            let mut c = time_matching(&notifier, &q, replica, events, n).await;
+            c.rss_mib = rss_mib() - rss;
+            costs.push(c);
         }
         let base = costs[0].us_per_event;
+        let copy = copy_cost(events);
         for c in &costs {
             if c.subs == 0 {
                 let _ = writeln!(
                     out,
-                    "   {label} {:>7} subs: {:>9.1} µs/event (documents prepared, nothing to match; {} calls)",
-                    0, c.us_per_event, c.calls
+                    "   {label} {:>7} subs: {:>9.1} µs/event fixed: nothing to match (of which {:.1} µs copying the \
+                     event's documents for the call); {} calls",
+                    0, c.us_per_event, copy, c.calls
                 );
                 continue;
             }
             let per_sub = (c.us_per_event - base) / c.subs as f64;
             let _ = writeln!(
                 out,
-                "   {label} {:>7} subs: {:>9.1} µs/event = {:.3} µs/subscription; {:.1} matched/event ({:.2}%); {} calls",
+                "   {label} {:>7} subs: {:>9.1} µs/event = {:.3} µs/subscription; {:.1} matched/event ({:.2}%); \
+                 {} calls; {:+.0} MiB resident",
                 thousands(c.subs),
                 c.us_per_event,
                 per_sub,
                 c.matched_per_event,
                 100.0 * c.matched_per_event / c.subs as f64,
-                c.calls
+                c.calls,
+                c.rss_mib
             );
         }
         if let [_, small, .., large] = costs.as_slice() {
@@ -469,10 +526,14 @@ struct Bench {
     app: Arc<NativeApp>,
     token: String,
     staging: PathBuf,
-    /// A second connection to the app's queue file: subscriptions, and whether jobs are left.
+    /// A second connection to the app's queue file, for subscriptions.
     queue: AnyQueue,
+    /// A plain connection to it, for how many jobs are left (see `jobs_in`).
+    db: Mutex<rusqlite::Connection>,
     hooks: Arc<Hooks>,
     callback: String,
+    /// `DSS_SEARCH` of the app.
+    search: String,
     /// `(name, uuid)` of the shared files, and of each synthetic bundle's own.
     shared: Vec<(String, String)>,
     own: Vec<Vec<(String, String)>>,
@@ -512,19 +573,29 @@ impl Bench {
         cfg.public_url_opt = Some(API.into());
         cfg.notify_allow_private = Some("1".into());
         cfg.notify_delays = "0 1".into();
+        // No index unless asked for (DSS_SEARCH=auto): matching does not use it, and the
+        // merges of a growing embedded index would pass for drift.
+        if std::env::var_os("DSS_SEARCH").is_none() {
+            cfg.search = "off".into();
+        }
         let app = build_app(&cfg).expect("app");
         let issuer = DevIssuer::load_or_create(&dev_issuer_dir(dir.path()), &format!("{API}/")).expect("dev issuer");
         let token = issuer
             .mint("bench@example.org", Some("hca"), AUDIENCE, chrono::Duration::hours(6))
             .expect("token");
-        let queue = AnyQueue::Disk(DiskQueue::open(&dir.path().join("jobs/queue.sqlite")).expect("queue"));
+        let path = dir.path().join("jobs/queue.sqlite");
+        let queue = AnyQueue::Disk(DiskQueue::open(&path).expect("queue"));
+        let db = rusqlite::Connection::open(&path).expect("queue file");
+        db.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
         Bench {
             app,
             token,
             staging: cfg.staging_dir.clone(),
             queue,
+            db: Mutex::new(db),
             hooks,
             callback: format!("http://127.0.0.1:{port}/hook"),
+            search: cfg.search.clone(),
             shared: Vec::new(),
             own: Vec::new(),
             _dir: dir,
@@ -577,16 +648,24 @@ impl Bench {
         self.drain(Duration::from_secs(120)).await;
     }
 
+    /// How many jobs are in `state`. Read with the queue's `jobs_runnable` index: the
+    /// generic `JobQueue::list` of the disk queue scans the whole table, which would make
+    /// this harness a load of its own that grows with the jobs done.
+    fn jobs_in(&self, states: &str) -> i64 {
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        db.query_row(
+            &format!("SELECT count(*) FROM jobs INDEXED BY jobs_runnable WHERE state IN ({states})"),
+            [],
+            |r| r.get(0),
+        )
+        .expect("count jobs")
+    }
+
     /// Wait until the queue holds no queued or running job; how long that took, if it did.
     async fn drain(&self, timeout: Duration) -> Option<Duration> {
         let start = Instant::now();
-        let f = JobFilter {
-            states: vec![JobState::Queued, JobState::Running],
-            limit: 1,
-            ..Default::default()
-        };
         loop {
-            if self.queue.list(&f).await.expect("list jobs").is_empty() {
+            if self.jobs_in("'queued', 'running'") == 0 {
                 return Some(start.elapsed());
             }
             if start.elapsed() > timeout {
@@ -646,13 +725,27 @@ impl Bench {
         (put, delay, lost)
     }
 
-    async fn failed_jobs(&self) -> usize {
+    /// Jobs in the queue file, and ms per `JobQueue::list` of one kind and key (what a
+    /// match job asks twice: whether a match of its key is running, and whether one
+    /// completed before), for a key with no jobs.
+    async fn list_cost(&self) -> (i64, f64) {
+        let jobs = self.jobs_in("'queued', 'running', 'completed', 'failed'");
         let f = JobFilter {
-            states: vec![JobState::Failed],
-            limit: 100_000,
-            ..Default::default()
+            kind: Some(dss::jobs::notify::MATCH.into()),
+            key: Some("aws/bundles/00000000-0000-4000-8000-000000000000.2024-05-01T000000.000000Z".into()),
+            states: vec![JobState::Completed],
+            limit: 1,
         };
-        self.queue.list(&f).await.expect("list jobs").len()
+        let n = 20;
+        let start = Instant::now();
+        for _ in 0..n {
+            self.queue.list(&f).await.expect("list jobs");
+        }
+        (jobs, start.elapsed().as_secs_f64() * 1000.0 / f64::from(n))
+    }
+
+    fn failed_jobs(&self) -> i64 {
+        self.jobs_in("'failed'")
     }
 }
 
@@ -700,12 +793,14 @@ async fn main() {
     let port = receiver(hooks.clone()).await;
     let mut b = Bench::start(hooks.clone(), port).await;
     b.prepare(writes).await;
+    let list_before = b.list_cost().await;
     // Warm-up: the first writes open files, caches and the index.
     b.paced(10, 0, interval).await;
     b.drain(Duration::from_secs(30)).await;
 
     let half = writes / 2;
     let mut zero = b.paced(half, 0, interval).await;
+    let zero_before = (pct(&zero, 0.5), pct(&zero, 0.99));
     b.drain(Duration::from_secs(60)).await;
     let many: Vec<Subscription> = (0..subs as u64)
         .map(|k| subscription("aws", k, Kind::Jmespath, json!(v2_rare_query(k)), &b.callback))
@@ -720,13 +815,16 @@ async fn main() {
     unregister(&b.queue, &many).await;
     b.paced(2, 0, interval).await;
     b.drain(Duration::from_secs(60)).await;
-    zero.extend(b.paced(writes - half, half, interval).await);
+    let zero_after = b.paced(writes - half, half, interval).await;
+    let zero_after_p = (pct(&zero_after, 0.5), pct(&zero_after, 0.99));
+    zero.extend(zero_after);
     b.drain(Duration::from_secs(60)).await;
 
     let _ = writeln!(
         out,
-        "\n2. PUT /v1/bundles latency, in-process app (search on, replicas aws+gcp), one write every {interval_ms} ms\n   \
+        "\n2. PUT /v1/bundles latency, in-process app (search {}, replicas aws+gcp), one write every {interval_ms} ms\n   \
          (0 subscriptions: {half} writes before and {} after the {} phase; same data, same run)",
+        b.search,
         writes - half,
         thousands(subs)
     );
@@ -746,6 +844,11 @@ async fn main() {
     );
     let _ = writeln!(
         out,
+        "   (0 subscriptions before / after: p50 {:.2} / {:.2} ms, p99 {:.2} / {:.2} ms)",
+        zero_before.0, zero_after_p.0, zero_before.1, zero_after_p.1
+    );
+    let _ = writeln!(
+        out,
         "   ({} notifications delivered during the {} phase; its jobs done {} after the last write)",
         delivered,
         thousands(subs),
@@ -760,19 +863,31 @@ async fn main() {
     let (status, resp) = call(&b.app, "PUT", "/v1/subscriptions?replica=aws", Some(&b.token), body).await;
     assert_eq!(status, 201, "PUT subscription: {}", String::from_utf8_lossy(&resp));
     b.to_webhook(3, 0).await; // warm-up
-    let (put1, delay1, lost1) = b.to_webhook(writes, 0).await;
+    let (mut put1, mut delay1, mut lost1) = b.to_webhook(half, 0).await;
+    let before = (pct(&put1, 0.5), pct(&delay1, 0.5));
     let others: Vec<Subscription> = (0..small.saturating_sub(1) as u64)
         .map(|k| subscription("aws", k, Kind::Jmespath, json!(v2_never_query(k)), &b.callback))
         .collect();
     register(&b.queue, &others).await;
     b.to_webhook(3, 0).await; // warm-up: compiles
     let (put2, delay2, lost2) = b.to_webhook(writes, 0).await;
-    let failed = b.failed_jobs().await;
+    unregister(&b.queue, &others).await;
+    b.to_webhook(3, 0).await;
+    let (put3, delay3, lost3) = b.to_webhook(writes - half, half).await;
+    let after = (pct(&put3, 0.5), pct(&delay3, 0.5));
+    put1.extend(put3);
+    delay1.extend(delay3);
+    lost1 += lost3;
+    let failed = b.failed_jobs();
+    let list_after = b.list_cost().await;
 
     let _ = writeln!(
         out,
         "\n3. PUT answered -> webhook received (one v2 subscription matching every bundle; writes one after\n   \
-         another, each once the previous one's webhook arrived and its jobs are done)"
+         another, each once the previous one's webhook arrived and its jobs are done; the 1-subscription\n   \
+         phase split: {half} writes before and {} after the {} phase)",
+        writes - half,
+        thousands(small)
     );
     for (label, put, delay, lost) in [
         ("1 subscription", &put1, &delay1, lost1),
@@ -801,7 +916,29 @@ async fn main() {
     }
     let _ = writeln!(
         out,
-        "\n{} notifications received in all; {} failed jobs in the queue; {:.0} s",
+        "   (1 subscription, p50 before / after: PUT {:.2} / {:.2} ms, webhook {:.2} / {:.2} ms)\n   \
+         ratio {} / 1 subscription: PUT p50 {:.2}; webhook p50 {:.2}, p99 {:.2}",
+        before.0,
+        after.0,
+        before.1,
+        after.1,
+        thousands(small),
+        pct(&put2, 0.5) / pct(&put1, 0.5),
+        pct(&delay2, 0.5) / pct(&delay1, 0.5),
+        pct(&delay2, 0.99) / pct(&delay1, 0.99)
+    );
+    let _ = writeln!(
+        out,
+        "\nJobQueue::list of one kind and key (each match job asks two; the disk queue scans its whole jobs\n\
+         table for it): {:.2} ms with {} jobs in the queue (before the phases), {:.2} ms with {} (at the end)",
+        list_before.1,
+        thousands(list_before.0 as usize),
+        list_after.1,
+        thousands(list_after.0 as usize)
+    );
+    let _ = writeln!(
+        out,
+        "{} notifications received in all; {} failed jobs in the queue; {:.0} s",
         hooks.count.load(Ordering::Relaxed),
         failed,
         started.elapsed().as_secs_f64()

@@ -1027,23 +1027,40 @@ mod tests {
             to: "gcp".into(),
             key: "files/u.v".into(),
         });
+        let matching = Work::Match(MatchJob {
+            replica: "aws".into(),
+            key: "bundles/u.v.dead".into(),
+        });
+        let notification = Work::Notify(Box::new(NotifyJob {
+            replica: "aws".into(),
+            subscription: "s".into(),
+            id: "n".into(),
+            event_type: crate::model::notification::EventType::Tombstone,
+            bundle_uuid: "u".into(),
+            bundle_version: "v".into(),
+            payload: serde_json::json!({"a": 1}),
+            attempt: 3,
+        }));
         for (w, kind, key) in [
             (ingest, INGEST, "aws/u.v"),
             (index, INDEX, "gcp/bundles/u.v"),
             (copy, REPLICATE, "aws>gcp/files/u.v"),
+            (matching, notify::MATCH, "aws/bundles/u.v.dead"),
+            (notification, notify::NOTIFY, "aws/s/n#3"),
         ] {
             let job = stored(w.to_job());
             assert_eq!((job.kind.as_str(), job.key.as_str()), (kind, key));
             assert_eq!(Work::from_job(&job), Ok(w));
         }
-        let mut odd = stored(NewJob::new("notify", "x", serde_json::json!({})));
+        let mut odd = stored(NewJob::new("unheard-of", "x", serde_json::json!({})));
         assert!(Work::from_job(&odd).unwrap_err().contains("no handler"));
         odd.kind = INDEX.into();
         assert!(Work::from_job(&odd).unwrap_err().contains("unreadable index job"));
     }
 
     /// A client's write of a document is copied to every other replica and a bundle key
-    /// indexed where it lands; replication's own writes are indexed, never copied on.
+    /// indexed and matched where it lands; replication's own writes are indexed and
+    /// matched, never copied on.
     #[test]
     fn writes_are_copied_to_every_other_replica_once() {
         let replicas: Vec<String> = ["aws", "gcp", "spare"].map(String::from).to_vec();
@@ -1052,23 +1069,29 @@ mod tests {
         let keys = |key: &str, origin| -> Vec<String> {
             follow_ups(&replicas, "gcp", key, origin)
                 .iter()
-                .map(Work::key)
+                .map(|w| format!("{} {}", w.kind(), w.key()))
                 .collect()
         };
         let bundle = format!("bundles/{u}.{v}");
+        // Indexed and matched against subscriptions where it lands, whoever wrote it.
+        let here = [format!("index gcp/{bundle}"), format!("notify-match gcp/{bundle}")];
         assert_eq!(
             keys(&bundle, Origin::Client),
             [
-                format!("gcp/{bundle}"),
-                format!("gcp>aws/{bundle}"),
-                format!("gcp>spare/{bundle}")
+                here[0].clone(),
+                here[1].clone(),
+                format!("replicate gcp>aws/{bundle}"),
+                format!("replicate gcp>spare/{bundle}")
             ]
         );
-        assert_eq!(keys(&bundle, Origin::Replication), [format!("gcp/{bundle}")]);
+        assert_eq!(keys(&bundle, Origin::Replication), here);
         let file = format!("files/{u}.{v}");
         assert_eq!(
             keys(&file, Origin::Client),
-            [format!("gcp>aws/{file}"), format!("gcp>spare/{file}")]
+            [
+                format!("replicate gcp>aws/{file}"),
+                format!("replicate gcp>spare/{file}")
+            ]
         );
         assert!(keys(&file, Origin::Replication).is_empty());
         assert!(keys("incoming/x", Origin::Client).is_empty());

@@ -396,14 +396,26 @@ impl JobQueue for DiskQueue {
             let states: Vec<&str> = filter.states.iter().map(|s| s.as_str()).collect();
             let states_json = serde_json::to_string(&states).unwrap_or_else(|_| "[]".into());
             let limit = i64::try_from(filter.limit.max(1)).unwrap_or(i64::MAX);
+            // Only the conditions given, so that SQLite uses the key or kind index (an
+            // `?1 IS NULL OR …` condition made every listing a scan of the whole table).
+            let mut conditions = Vec::new();
+            if filter.kind.is_some() {
+                conditions.push("kind = ?1");
+            }
+            if filter.key.is_some() {
+                conditions.push("key = ?2");
+            }
+            if !states.is_empty() {
+                conditions.push("state IN (SELECT value FROM json_each(?3))");
+            }
+            // Parameters a statement does not name are still bound (SQLite counts up to ?4).
+            let filter_sql = match conditions.is_empty() {
+                true => "1".to_string(),
+                false => conditions.join(" AND "),
+            };
             query_jobs(
                 c,
-                &format!(
-                    "SELECT {COLUMNS} FROM jobs
-                     WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR key = ?2)
-                       AND (?3 = '[]' OR state IN (SELECT value FROM json_each(?3)))
-                     ORDER BY id DESC LIMIT ?4"
-                ),
+                &format!("SELECT {COLUMNS} FROM jobs WHERE {filter_sql} ORDER BY id DESC LIMIT ?4"),
                 params![filter.kind, filter.key, states_json, limit],
             )
         })
