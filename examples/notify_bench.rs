@@ -929,8 +929,7 @@ async fn main() {
     );
     let _ = writeln!(
         out,
-        "\nJobQueue::list of one kind and key (each match job asks two; the disk queue scans its whole jobs\n\
-         table for it): {:.2} ms with {} jobs in the queue (before the phases), {:.2} ms with {} (at the end)",
+        "\nJobQueue::list of one kind and key (each match job asks two): {:.2} ms with {} jobs in the queue (before the phases), {:.2} ms with {} (at the end)",
         list_before.1,
         thousands(list_before.0 as usize),
         list_after.1,

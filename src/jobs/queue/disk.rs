@@ -399,8 +399,12 @@ impl JobQueue for DiskQueue {
             // Only the conditions given, so that SQLite uses the key or kind index (an
             // `?1 IS NULL OR …` condition made every listing a scan of the whole table).
             let mut conditions = Vec::new();
-            if filter.kind.is_some() {
-                conditions.push("kind = ?1");
+            // With a key, its index (a few rows) beats the kind's (every job of a kind):
+            // `+kind` keeps SQLite from choosing the latter.
+            match (&filter.kind, &filter.key) {
+                (Some(_), Some(_)) => conditions.push("+kind = ?1"),
+                (Some(_), None) => conditions.push("kind = ?1"),
+                _ => {}
             }
             if filter.key.is_some() {
                 conditions.push("key = ?2");
