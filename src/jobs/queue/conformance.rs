@@ -175,6 +175,10 @@ pub async fn delivery_logs_keep_the_newest<Q: Registry>(q: Q) {
     assert!(q.deliveries("gcp", &s.uuid).await.expect("log").is_empty());
     assert!(q.delete_subscription("aws", &s.uuid).await.expect("delete"));
     assert!(q.deliveries("aws", &s.uuid).await.expect("log").is_empty());
+    // An attempt that ends after its subscription was deleted leaves no log behind.
+    q.record_delivery("aws", &s.uuid, &log[0]).await.expect("record");
+    assert!(q.put_subscription(&s, 100).await.expect("put again"));
+    assert!(q.deliveries("aws", &s.uuid).await.expect("log").is_empty());
 }
 
 /// Jobs of a kind are counted by the part of their key before the first `/` and by

@@ -262,7 +262,9 @@ impl Registry for DiskQueue {
         let doc = serde_json::to_string(delivery).map_err(|e| QueueError::Corrupt(e.to_string()))?;
         self.run(false, move |c| {
             c.execute(
-                "INSERT INTO deliveries (replica, subscription, doc) VALUES (?1, ?2, ?3)",
+                // Not for a subscription deleted meanwhile (its log went with it).
+                "INSERT INTO deliveries (replica, subscription, doc)
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM subscriptions WHERE replica = ?1 AND uuid = ?2)",
                 params![replica, subscription, doc],
             )
             .map_err(sqlite)?;
@@ -450,7 +452,10 @@ impl Registry for PgQueue {
     async fn record_delivery(&self, replica: &str, subscription: &str, delivery: &Delivery) -> QueueResult<()> {
         let doc = serde_json::to_string(delivery).map_err(|e| QueueError::Corrupt(e.to_string()))?;
         sqlx::query(
-            "WITH added AS (INSERT INTO dss_deliveries (replica, subscription, doc) VALUES ($1, $2, $3) RETURNING id)
+            "WITH added AS (INSERT INTO dss_deliveries (replica, subscription, doc)
+                            SELECT $1, $2, $3 WHERE EXISTS
+                              (SELECT 1 FROM dss_subscriptions WHERE replica = $1 AND uuid = $2)
+                            RETURNING id)
              DELETE FROM dss_deliveries WHERE replica = $1 AND subscription = $2 AND id <= (
                 SELECT id FROM dss_deliveries WHERE replica = $1 AND subscription = $2
                 ORDER BY id DESC LIMIT 1 OFFSET $4)",
