@@ -114,6 +114,55 @@ pub fn parse_file_key(key: &str) -> Option<(&str, &str)> {
     crate::model::ids::looks_like_version(version).then_some((uuid, version))
 }
 
+/// Where every collection key lies.
+pub const COLLECTIONS: &str = "collections/";
+
+/// Key of a collection version.
+pub fn collection_key(uuid: &str, version: &str) -> String {
+    format!("{COLLECTIONS}{uuid}.{version}")
+}
+
+/// Key of a collection's tombstone (the original wrote only this one, for every version).
+pub fn collection_tombstone_key(uuid: &str) -> String {
+    format!("{COLLECTIONS}{uuid}.{TOMBSTONE_SUFFIX}")
+}
+
+/// The prefix of every key of collection `uuid` (its versions and tombstone).
+pub fn collection_prefix(uuid: &str) -> String {
+    format!("{COLLECTIONS}{uuid}.")
+}
+
+/// What a key under `collections/` denotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CollectionKey<'a> {
+    /// `collections/{uuid}.{version}`
+    Version {
+        /// The collection.
+        uuid: &'a str,
+        /// Its version.
+        version: &'a str,
+    },
+    /// `collections/{uuid}.dead`
+    Tombstone {
+        /// The collection, every version of which is gone.
+        uuid: &'a str,
+    },
+}
+
+/// Classify a `collections/` key; `None` for keys of no known shape.
+pub fn parse_collection_key(key: &str) -> Option<CollectionKey<'_>> {
+    let rest = key.strip_prefix(COLLECTIONS)?;
+    let (uuid, tail) = rest.split_at_checked(36)?;
+    crate::model::ids::ObjectUuid::parse(uuid).ok()?;
+    if uuid.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    match tail.strip_prefix('.')? {
+        TOMBSTONE_SUFFIX => Some(CollectionKey::Tombstone { uuid }),
+        version => crate::model::ids::looks_like_version(version).then_some(CollectionKey::Version { uuid, version }),
+    }
+}
+
 /// Where every blob key lies.
 pub const BLOBS: &str = "blobs/";
 
@@ -146,6 +195,30 @@ pub fn parse_bundle_key(key: &str) -> Option<BundleKey<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn collection_keys() {
+        let u = "deadbeef-0001-4a6b-8f0d-a7d2105c23be";
+        let v = "2017-12-05T235850.950361Z";
+        assert_eq!(collection_key(u, v), format!("collections/{u}.{v}"));
+        assert_eq!(
+            parse_collection_key(&collection_key(u, v)),
+            Some(CollectionKey::Version { uuid: u, version: v })
+        );
+        assert_eq!(
+            parse_collection_key(&collection_tombstone_key(u)),
+            Some(CollectionKey::Tombstone { uuid: u })
+        );
+        assert!(collection_prefix(u).ends_with('.'));
+        for bad in [
+            format!("collections/{u}.x"),
+            format!("collections/{}.{v}", u.to_uppercase()),
+            format!("collections/{u}"),
+            format!("bundles/{u}.{v}"),
+        ] {
+            assert_eq!(parse_collection_key(&bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn bundle_keys() {

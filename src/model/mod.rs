@@ -2,6 +2,7 @@
 //! stored in a replica's bucket. Nothing here performs I/O.
 
 pub mod checksum;
+pub mod collection;
 pub mod heap;
 pub mod ids;
 pub mod manifest;
