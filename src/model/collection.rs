@@ -292,7 +292,7 @@ mod tests {
             Value::Object(out.clone()),
             json!({"name": "m", "description": "d", "details": {"1": 2}, "contents": [a], "owner": "o"})
         );
-        assert_eq!(out.keys().last().unwrap(), "owner", "fields stay in place");
+        assert_eq!(out.keys().next_back().unwrap(), "owner", "fields stay in place");
         assert!(matches!(
             patch_additions(&obj(json!({"owner": "x"}))),
             Err(CollectionError::Invalid(_))
