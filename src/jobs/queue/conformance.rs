@@ -45,6 +45,35 @@ where
     subscriptions_are_kept_per_replica_owner_and_kind(make().await).await;
     concurrent_puts_keep_the_limit(Arc::new(make().await)).await;
     delivery_logs_keep_the_newest(make().await).await;
+    collection_owners_are_listed_and_forgotten(make().await).await;
+}
+
+/// An owner's collection versions are listed in the original's order (descending by
+/// `{uuid}.{version}`), once each, and go when their collection is deleted.
+pub async fn collection_owners_are_listed_and_forgotten<Q: Registry>(q: Q) {
+    let (a, b) = (
+        "00000000-0000-4000-8000-00000000000a",
+        "00000000-0000-4000-8000-00000000000b",
+    );
+    let (v1, v2) = ("2019-01-01T000000.000000Z", "2019-01-02T000000.000000Z");
+    for (owner, uuid, version) in [
+        ("o@x", a, v1),
+        ("o@x", a, v2),
+        ("o@x", b, v1),
+        ("o@x", a, v1),
+        ("p@x", b, v2),
+    ] {
+        q.add_collection(owner, uuid, version).await.expect("add");
+    }
+    let mine = q.owner_collections("o@x").await.expect("list");
+    let want: Vec<(String, String)> = [(b, v1), (a, v2), (a, v1)]
+        .iter()
+        .map(|(u, v)| (u.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(mine, want);
+    assert_eq!(q.remove_collection(b).await.expect("remove"), 2);
+    assert_eq!(q.owner_collections("o@x").await.expect("list").len(), 2);
+    assert!(q.owner_collections("p@x").await.expect("list").is_empty());
 }
 
 fn subscription(replica: &str, owner: &str, kind: Kind, n: usize) -> Subscription {

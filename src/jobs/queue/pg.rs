@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "subscriptions",
         include_str!("../../../migrations/postgres/0003_subscriptions.sql"),
     ),
+    (
+        4,
+        "collections",
+        include_str!("../../../migrations/postgres/0004_collections.sql"),
+    ),
 ];
 
 /// The PostgreSQL queue.

@@ -11,7 +11,8 @@ use rusqlite::{params, OptionalExtension};
 use sqlx::Row;
 use std::future::Future;
 
-/// Where subscriptions are kept. Every method is one atomic step.
+/// Where subscriptions are kept, and which collections each owner has. Every method is
+/// one atomic step.
 pub trait Registry: Send + Sync + 'static {
     /// Add `sub` unless its owner already has `limit` of its kind in its replica;
     /// whether it was added.
@@ -47,6 +48,13 @@ pub trait Registry: Send + Sync + 'static {
     ) -> impl Future<Output = QueueResult<()>> + Send;
     /// A subscription's logged attempts, newest first.
     fn deliveries(&self, replica: &str, subscription: &str) -> impl Future<Output = QueueResult<Vec<Delivery>>> + Send;
+    /// Record that `owner` has version `version` of collection `uuid` (a repeat is one row).
+    fn add_collection(&self, owner: &str, uuid: &str, version: &str) -> impl Future<Output = QueueResult<()>> + Send;
+    /// `owner`'s collection versions `(uuid, version)`, in the original's order (descending
+    /// by `{uuid}.{version}`).
+    fn owner_collections(&self, owner: &str) -> impl Future<Output = QueueResult<Vec<(String, String)>>> + Send;
+    /// Forget every version of collection `uuid` (it was deleted); how many.
+    fn remove_collection(&self, uuid: &str) -> impl Future<Output = QueueResult<u64>> + Send;
 }
 
 fn kind_name(k: Kind) -> &'static str {
@@ -150,6 +158,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_subscription ON deliveries (replica, subscription, id);
+CREATE TABLE IF NOT EXISTS collection_owners (
+    owner TEXT NOT NULL,
+    uuid TEXT NOT NULL,
+    version TEXT NOT NULL,
+    PRIMARY KEY (owner, uuid, version)
+);
+CREATE INDEX IF NOT EXISTS collection_owners_uuid ON collection_owners (uuid);
 ";
 
 impl Registry for DiskQueue {
@@ -298,6 +313,46 @@ impl Registry for DiskQueue {
                 out.push(parse_delivery(&r.map_err(sqlite)?)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn add_collection(&self, owner: &str, uuid: &str, version: &str) -> QueueResult<()> {
+        let (owner, uuid, version) = (owner.to_string(), uuid.to_string(), version.to_string());
+        self.run(true, move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO collection_owners (owner, uuid, version) VALUES (?1, ?2, ?3)",
+                params![owner, uuid, version],
+            )
+            .map(drop)
+            .map_err(sqlite)
+        })
+        .await
+    }
+
+    async fn owner_collections(&self, owner: &str) -> QueueResult<Vec<(String, String)>> {
+        let owner = owner.to_string();
+        self.run(false, move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT uuid, version FROM collection_owners WHERE owner = ?1
+                     ORDER BY uuid || '.' || version DESC",
+                )
+                .map_err(sqlite)?;
+            let rows = s
+                .query_map(params![owner], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sqlite)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sqlite)
+        })
+        .await
+    }
+
+    async fn remove_collection(&self, uuid: &str) -> QueueResult<u64> {
+        let uuid = uuid.to_string();
+        self.run(true, move |c| {
+            c.execute("DELETE FROM collection_owners WHERE uuid = ?1", params![uuid])
+                .map(|n| n as u64)
+                .map_err(sqlite)
         })
         .await
     }
@@ -489,6 +544,48 @@ impl Registry for PgQueue {
             })
             .collect()
     }
+
+    async fn add_collection(&self, owner: &str, uuid: &str, version: &str) -> QueueResult<()> {
+        sqlx::query(
+            "INSERT INTO dss_collection_owners (owner, uuid, version) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(owner)
+        .bind(uuid)
+        .bind(version)
+        .execute(&self.pool)
+        .await
+        .map_err(pg)
+        .map(drop)
+    }
+
+    async fn owner_collections(&self, owner: &str) -> QueueResult<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT uuid, version FROM dss_collection_owners WHERE owner = $1
+             ORDER BY uuid || '.' || version COLLATE \"C\" DESC",
+        )
+        .bind(owner)
+        .fetch_all(&self.fast)
+        .await
+        .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(|e| QueueError::Corrupt(e.to_string()))?,
+                    r.try_get(1).map_err(|e| QueueError::Corrupt(e.to_string()))?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn remove_collection(&self, uuid: &str) -> QueueResult<u64> {
+        sqlx::query("DELETE FROM dss_collection_owners WHERE uuid = $1")
+            .bind(uuid)
+            .execute(&self.pool)
+            .await
+            .map_err(pg)
+            .map(|r| r.rows_affected())
+    }
 }
 
 macro_rules! each {
@@ -524,5 +621,14 @@ impl Registry for AnyQueue {
     }
     async fn deliveries(&self, replica: &str, subscription: &str) -> QueueResult<Vec<Delivery>> {
         each!(self, q => q.deliveries(replica, subscription).await)
+    }
+    async fn add_collection(&self, owner: &str, uuid: &str, version: &str) -> QueueResult<()> {
+        each!(self, q => q.add_collection(owner, uuid, version).await)
+    }
+    async fn owner_collections(&self, owner: &str) -> QueueResult<Vec<(String, String)>> {
+        each!(self, q => q.owner_collections(owner).await)
+    }
+    async fn remove_collection(&self, uuid: &str) -> QueueResult<u64> {
+        each!(self, q => q.remove_collection(uuid).await)
     }
 }
