@@ -58,6 +58,15 @@ pub enum ApiError {
     /// 409 `bundle_tombstone_already_exists`.
     #[error("bundle tombstone with UUID {0} and version {1} already exists")]
     TombstoneAlreadyExists(String, String),
+    /// 409 `collection_already_exists`: that version of the collection holds other content.
+    #[error("collection with UUID {0} and version {1} already exists")]
+    CollectionAlreadyExists(String, String),
+    /// 409 `collection_tombstone_already_exists`.
+    #[error("collection tombstone with UUID {0} already exists")]
+    CollectionTombstoneAlreadyExists(String),
+    /// A collection request that failed (its status and code are its kind's).
+    #[error("{0}")]
+    Collection(#[from] crate::model::collection::CollectionError),
     /// 413 `payload_too_large`.
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -169,6 +178,8 @@ impl From<crate::bucket::BucketError> for ApiError {
                     Doc::File => ApiError::FileAlreadyExists(uuid, version),
                     Doc::Bundle => ApiError::BundleAlreadyExists(uuid, version),
                     Doc::Tombstone => ApiError::TombstoneAlreadyExists(uuid, version),
+                    Doc::Collection => ApiError::CollectionAlreadyExists(uuid, version),
+                    Doc::CollectionTombstone => ApiError::CollectionTombstoneAlreadyExists(uuid),
                 }
             }
             BucketError::FollowUp(_) => ApiError::Unavailable(
@@ -210,7 +221,19 @@ impl ApiError {
             | SearchBadRequest(_) => StatusCode::BAD_REQUEST,
             NotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            FileAlreadyExists(..) | BundleAlreadyExists(..) | TombstoneAlreadyExists(..) => StatusCode::CONFLICT,
+            FileAlreadyExists(..)
+            | BundleAlreadyExists(..)
+            | TombstoneAlreadyExists(..)
+            | CollectionAlreadyExists(..)
+            | CollectionTombstoneAlreadyExists(_) => StatusCode::CONFLICT,
+            Collection(e) => {
+                use crate::model::collection::CollectionError as C;
+                match e {
+                    C::Invalid(_) | C::Version(_) => StatusCode::BAD_REQUEST,
+                    C::InvalidLink(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    C::Forbidden => StatusCode::FORBIDDEN,
+                }
+            }
             PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -264,6 +287,17 @@ impl ApiError {
             FileAlreadyExists(..) => "file_already_exists",
             BundleAlreadyExists(..) => "bundle_already_exists",
             TombstoneAlreadyExists(..) => "bundle_tombstone_already_exists",
+            CollectionAlreadyExists(..) => "collection_already_exists",
+            CollectionTombstoneAlreadyExists(_) => "collection_tombstone_already_exists",
+            Collection(e) => {
+                use crate::model::collection::CollectionError as C;
+                match e {
+                    C::Invalid(_) => "illegal_arguments",
+                    C::Version(_) => "illegal_version",
+                    C::InvalidLink(_) => "invalid_link",
+                    C::Forbidden => "forbidden",
+                }
+            }
             PayloadTooLarge(_) => "payload_too_large",
             UnsupportedMediaType(_) => "unsupported_media_type",
             RequestTimeout(_) => "request_timeout",

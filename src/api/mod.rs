@@ -255,6 +255,8 @@ pub struct App<S, H, T> {
     pub search: Option<Arc<dyn crate::search::SearchEngine>>,
     /// Subscriptions; `None` where their routes are forwarded (the edge).
     pub subscriptions: Option<Arc<dyn crate::model::subscription::SubscriptionService>>,
+    /// Which collections each owner has; `None` where collection routes are forwarded.
+    pub collections: Option<Arc<dyn crate::model::collection::CollectionOwners>>,
 }
 
 /// Opens (or reuses) a store for `(scheme, bucket)`, or `None` if that cloud is not configured.
@@ -617,6 +619,11 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
             Route::SubscriptionGet(id) => dss::subscriptions::get(self, ctx, id).await,
             Route::SubscriptionDelete(id) => dss::subscriptions::delete(self, ctx, id).await,
             Route::SubscriptionDeliveries(id) => dss::subscriptions::deliveries(self, ctx, id).await,
+            Route::CollectionsGet => dss::collections::list(self, ctx).await,
+            Route::CollectionPut => dss::collections::put(self, ctx).await,
+            Route::CollectionGet(id) => dss::collections::get(self, ctx, id).await,
+            Route::CollectionPatch(id) => dss::collections::patch(self, ctx, id).await,
+            Route::CollectionDelete(id) => dss::collections::delete(self, ctx, id).await,
             Route::Unknown => Err(ApiError::NotFound(format!(
                 "{} {} is not a DSS route",
                 ctx.method, ctx.path

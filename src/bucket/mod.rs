@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod checkout;
+pub mod collections;
 pub mod followup;
 pub mod fresh;
 pub mod ingest;
@@ -90,6 +91,10 @@ pub enum Doc {
     Bundle,
     /// `bundles/{uuid}[.{version}].dead`.
     Tombstone,
+    /// `collections/{uuid}.{version}`.
+    Collection,
+    /// `collections/{uuid}.dead`.
+    CollectionTombstone,
 }
 
 /// How a create-only write went.

@@ -160,6 +160,7 @@ fn build(env: &Env) -> Result<Edge, String> {
         jobs: None,
         search: None,
         subscriptions: None,
+        collections: None,
     };
     Ok(Edge {
         replicas: cfg.edge_replicas(),

@@ -8,6 +8,7 @@
 //! Start-up chores live here too: old-format job records are moved into the queue, and
 //! server-side copies whose ingest is gone are swept.
 
+pub mod collections;
 pub mod email;
 pub mod notify;
 pub mod queue;

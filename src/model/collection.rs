@@ -6,6 +6,7 @@
 //! Whether the items exist is the bucket's question (the API asks it).
 
 use super::ids::{DssVersion, ObjectUuid};
+use super::{BoxFuture, MaybeSend, MaybeSync};
 use serde_json::{Map, Value};
 
 /// Most items a `PUT` may hold, and a `PATCH` may add or remove (each).
@@ -26,6 +27,21 @@ pub enum CollectionError {
     /// 422 `invalid_link`: an item that does not resolve.
     #[error("{0}")]
     InvalidLink(String),
+    /// 403 `forbidden`: another owner's collection (the original's lower-case code).
+    #[error("Collection access denied")]
+    Forbidden,
+}
+
+/// Which collection versions each owner has: kept by the backend beside its job queue
+/// (so listing needs no scan of a bucket, and several backends agree); the edge has none
+/// and forwards collection routes.
+pub trait CollectionOwners: MaybeSend + MaybeSync {
+    /// Record that `owner` has `uuid` at `version`.
+    fn add<'a>(&'a self, owner: &'a str, uuid: &'a str, version: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    /// `owner`'s `(uuid, version)`s, descending by `{uuid}.{version}` as the original listed.
+    fn list<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<(String, String)>, String>>;
+    /// Forget collection `uuid` (deleted).
+    fn remove<'a>(&'a self, uuid: &'a str) -> BoxFuture<'a, Result<(), String>>;
 }
 
 fn invalid(msg: impl Into<String>) -> CollectionError {

@@ -274,6 +274,7 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
             queue.clone(),
             Arc::new(webhooks(cfg)?),
         ))),
+        collections: Some(Arc::new(crate::jobs::collections::CollectionIndex::new(queue.clone()))),
     };
     Ok((Arc::new(app), queue))
 }

@@ -518,6 +518,7 @@ pub(crate) mod tests {
             jobs: None,
             search: None,
             subscriptions: None,
+            collections: None,
         }
     }
 

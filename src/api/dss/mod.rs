@@ -7,6 +7,7 @@
 
 pub mod bundles;
 pub mod checkout;
+pub mod collections;
 pub mod files;
 pub mod search;
 pub mod subscriptions;
