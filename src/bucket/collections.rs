@@ -47,7 +47,12 @@ impl<S: Store, F: FileDoc> Bucket<'_, S, F> {
 
     /// Write version `version` of collection `uuid` create-only: the same bytes there are
     /// success (a repeated request), others a conflict.
-    pub async fn put_collection(&self, uuid: &str, version: &str, doc: &Map<String, Value>) -> Result<Written, BucketError> {
+    pub async fn put_collection(
+        &self,
+        uuid: &str,
+        version: &str,
+        doc: &Map<String, Value>,
+    ) -> Result<Written, BucketError> {
         let key = collection_key(uuid, version);
         let conflict = || BucketError::Conflict {
             doc: Doc::Collection,
@@ -117,7 +122,10 @@ impl<S: Store, F: FileDoc> Bucket<'_, S, F> {
             Err(e) => return Ok(Err(format!("file {uuid}.{version} is unreadable: {e}"))),
         };
         let blob = crate::model::checksum::blob_key(&meta.sha256, &meta.sha1, &meta.s3_etag, &meta.crc32c);
-        let content = match self.linked_json(&blob, &format!("the content of file {uuid}.{version}")).await? {
+        let content = match self
+            .linked_json(&blob, &format!("the content of file {uuid}.{version}"))
+            .await?
+        {
             Ok(d) => d,
             Err(why) => return Ok(Err(why)),
         };

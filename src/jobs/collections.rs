@@ -21,12 +21,23 @@ impl CollectionIndex {
 
 impl crate::model::collection::CollectionOwners for CollectionIndex {
     fn add<'a>(&'a self, owner: &'a str, uuid: &'a str, version: &'a str) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.queue.add_collection(owner, uuid, version).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            self.queue
+                .add_collection(owner, uuid, version)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
     fn list<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<(String, String)>, String>> {
         Box::pin(async move { self.queue.owner_collections(owner).await.map_err(|e| e.to_string()) })
     }
     fn remove<'a>(&'a self, uuid: &'a str) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.queue.remove_collection(uuid).await.map(drop).map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            self.queue
+                .remove_collection(uuid)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
     }
 }

@@ -21,7 +21,10 @@ fn not_found(uuid: &str) -> ApiError {
 
 /// `GET /v1/collections?per_page&start_at`: the caller's collection versions, paged by
 /// offset (206 + `Link` while more follow), as the original listed them.
-pub async fn list<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>, ctx: &Ctx<'_>) -> Result<Response, ApiError> {
+pub async fn list<S: Store, H: HttpClient, T: Sleeper>(
+    app: &App<S, H, T>,
+    ctx: &Ctx<'_>,
+) -> Result<Response, ApiError> {
     let per_page = usize::try_from(ctx.query.int_in("per_page", 10, 500, 500)?).unwrap_or(500);
     let start_at = usize::try_from(ctx.query.int_in("start_at", 0, i64::MAX, 0)?).unwrap_or(usize::MAX);
     let owner = &ctx.caller()?.email;
@@ -33,7 +36,11 @@ pub async fn list<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>, ctx: 
         .map(|(u, v)| json!({"uuid": u, "version": v}))
         .collect();
     let more = all.len().saturating_sub(start_at) > per_page;
-    let status = if more { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+    let status = if more {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
     let mut r = json_response(status, &json!({ "collections": page }));
     let h = r.headers_mut();
     if more {
@@ -63,13 +70,23 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>, ctx: &
     let index = owners(app)?;
     let doc = c::put_document(&json_body(ctx.body)?, &owner)?;
     let bucket = app.bucket(replica);
-    if bucket.collection(id.as_str(), None).await?.is_some_and(|(_, d)| d.get("owner") != Some(&json!(owner))) {
+    if bucket
+        .collection(id.as_str(), None)
+        .await?
+        .is_some_and(|(_, d)| d.get("owner") != Some(&json!(owner)))
+    {
         // The original let anyone write a version of anyone's collection.
         return Err(CollectionError::Forbidden.into());
     }
-    let items = doc.get("contents").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let items = doc
+        .get("contents")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
     bucket.verify_items(items).await??;
-    index.add(&owner, id.as_str(), version.as_str()).await.map_err(index_down)?;
+    index
+        .add(&owner, id.as_str(), version.as_str())
+        .await
+        .map_err(index_down)?;
     bucket.put_collection(id.as_str(), version.as_str(), &doc).await?;
     Ok(json_response(
         StatusCode::CREATED,

@@ -1,0 +1,238 @@
+//! Collections through the API, on local replicas: put, get, the owner's list with
+//! paging, patch, delete; 403 for another user, 422 for items that do not resolve, 400 for
+//! bad bodies and more than 1000 items, 404 after delete; the bytes in the bucket as the
+//! original wrote them.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+
+const V3: &str = "2017-06-20T214506.766634Z";
+
+async fn put(env: &Env, token: &str, uuid: &str, version: &str, body: &Value) -> Resp {
+    env.req(
+        "PUT",
+        &format!("/v1/collections?uuid={uuid}&version={version}&replica=aws"),
+        Some(token),
+        &body.to_string(),
+        &[],
+    )
+    .await
+}
+
+async fn call(env: &Env, method: &str, uri: &str, token: &str, body: &str) -> Resp {
+    env.req(method, uri, Some(token), body, &[]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collections_are_kept_listed_patched_and_deleted() {
+    let env = Env::new();
+    let user = env.user();
+    let other = env.token("other@example.org", Some("hca"));
+    let json_file = env.file("a.json", br#"{"foo": {"bar": [1, 2]}}"#).await;
+    let text_file = env.file("notes.txt", b"plain").await;
+    let b = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        env.put_bundle(&b, V2, &[("a.json", &json_file, V1)], None).await.status,
+        201
+    );
+    let items = json!([
+        {"type": "file", "uuid": json_file, "version": V1},
+        {"type": "bundle", "uuid": b, "version": V2},
+        {"type": "biomaterial", "uuid": json_file, "version": V1, "fragment": "/foo/bar/1"},
+        {"uuid": json_file, "type": "file", "version": V1},
+    ]);
+    let c = uuid::Uuid::new_v4().to_string();
+    let body = json!({"name": "mine", "description": "d", "details": {"k": 1}, "contents": items});
+    let r = put(&env, &user, &c, V2, &body).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json(), json!({"uuid": c, "version": V2}));
+
+    // Stored as the original wrote it: the body as sent, de-duplicated, owner last.
+    let stored = std::fs::read_to_string(env.main_dir("aws").join(format!("collections/{c}.{V2}"))).unwrap();
+    assert!(
+        stored.starts_with(r#"{"name": "mine", "description": "d", "details": {"k": 1}, "contents": ["#),
+        "{stored}"
+    );
+    assert!(stored.ends_with(r#""owner": "user@example.org"}"#), "{stored}");
+    let got = call(&env, "GET", &format!("/v1/collections/{c}?replica=aws"), &user, "").await;
+    assert_eq!(got.status, 200);
+    let got = got.json();
+    assert_eq!(
+        got["contents"].as_array().unwrap().len(),
+        3,
+        "duplicates kept once: {got}"
+    );
+    assert_eq!(got["owner"], "user@example.org");
+    call(&env, "GET", &format!("/v1/collections/{c}?replica=aws"), &other, "")
+        .await
+        .expect_error(403, "forbidden");
+    put(&env, &other, &c, V3, &body).await.expect_error(403, "forbidden");
+
+    // Items that do not resolve.
+    let bad = |item: Value| json!({"name": "n", "description": "d", "details": {}, "contents": [item]});
+    let missing = uuid::Uuid::new_v4().to_string();
+    for item in [
+        json!({"type": "file", "uuid": missing, "version": V1}),
+        json!({"type": "bundle", "uuid": json_file, "version": V1}),
+        json!({"type": "biomaterial", "uuid": json_file, "version": V1, "fragment": "/xyz"}),
+        json!({"type": "biomaterial", "uuid": text_file, "version": V1, "fragment": "/foo"}),
+        json!({"type": "biomaterial", "uuid": json_file, "version": V1}),
+    ] {
+        let r = put(&env, &user, &uuid::Uuid::new_v4().to_string(), V2, &bad(item.clone())).await;
+        r.expect_error(422, "invalid_link");
+    }
+    // Bad bodies and parameters.
+    let too_many: Vec<Value> = (0..1001)
+        .map(|i| json!({"type": "biomaterial", "uuid": json_file, "version": V1, "fragment": format!("/{i}")}))
+        .collect();
+    put(&env, &user, &c, V3, &bad(Value::Null))
+        .await
+        .expect_error(400, "illegal_arguments");
+    put(
+        &env,
+        &user,
+        &c,
+        V3,
+        &json!({"name": "n", "description": "d", "details": {}, "contents": too_many}),
+    )
+    .await
+    .expect_error(400, "illegal_arguments");
+    put(
+        &env,
+        &user,
+        &c,
+        V3,
+        &json!({"name": "n", "details": {}, "contents": []}),
+    )
+    .await
+    .expect_error(400, "illegal_arguments");
+    put(&env, &user, &c, "v", &body)
+        .await
+        .expect_error(400, "illegal_version");
+
+    // PATCH makes a new version, listed too.
+    let patch = json!({"name": "renamed", "remove_contents": [{"type": "bundle", "uuid": b, "version": V2}],
+                       "add_contents": [{"type": "file", "uuid": json_file, "version": V1}]});
+    let r = call(
+        &env,
+        "PATCH",
+        &format!("/v1/collections/{c}?replica=aws&version={V2}"),
+        &user,
+        &patch.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v_new = r.json()["version"].as_str().unwrap().to_string();
+    assert!(v_new.as_str() > V2);
+    let latest = call(&env, "GET", &format!("/v1/collections/{c}?replica=aws"), &user, "")
+        .await
+        .json();
+    assert_eq!(latest["name"], "renamed");
+    assert_eq!(latest["contents"].as_array().unwrap().len(), 2, "{latest}");
+    let old = call(
+        &env,
+        "GET",
+        &format!("/v1/collections/{c}?replica=aws&version={V2}"),
+        &user,
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(old["name"], "mine");
+    call(
+        &env,
+        "PATCH",
+        &format!("/v1/collections/{c}?replica=aws&version={V2}"),
+        &other,
+        "{}",
+    )
+    .await
+    .expect_error(403, "forbidden");
+    let add_bad = json!({"add_contents": [{"type": "file", "uuid": missing, "version": V1}]});
+    call(
+        &env,
+        "PATCH",
+        &format!("/v1/collections/{c}?replica=aws&version={V2}"),
+        &user,
+        &add_bad.to_string(),
+    )
+    .await
+    .expect_error(422, "invalid_link");
+
+    // The owner's list: every version, paged.
+    for _ in 0..11 {
+        let u = uuid::Uuid::new_v4().to_string();
+        assert_eq!(
+            put(
+                &env,
+                &user,
+                &u,
+                V2,
+                &json!({"name": "n", "description": "d", "details": {}, "contents": []})
+            )
+            .await
+            .status,
+            201
+        );
+    }
+    let page = call(&env, "GET", "/v1/collections?per_page=10", &user, "").await;
+    assert_eq!(page.status, 206);
+    assert_eq!(page.header("x-openapi-paginated-content-key"), Some("collections"));
+    let link = page.header("link").unwrap().to_string();
+    assert!(
+        link.ends_with(">; rel='next'") && link.contains("start_at=10"),
+        "{link}"
+    );
+    let first = page.json()["collections"].as_array().unwrap().clone();
+    let rest = call(&env, "GET", &local_part(&link[1..link.find('>').unwrap()]), &user, "").await;
+    assert_eq!(rest.status, 200);
+    let rest = rest.json()["collections"].as_array().unwrap().clone();
+    assert_eq!(first.len() + rest.len(), 13, "11 + two versions of {c}");
+    let all: Vec<String> = first
+        .iter()
+        .chain(&rest)
+        .map(|e| format!("{}.{}", e["uuid"].as_str().unwrap(), e["version"].as_str().unwrap()))
+        .collect();
+    let mut sorted = all.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(all, sorted, "descending, as the original listed");
+    assert!(all.contains(&format!("{c}.{v_new}")), "PATCHed versions are listed");
+    assert_eq!(
+        call(&env, "GET", "/v1/collections", &other, "").await.json(),
+        json!({"collections": []})
+    );
+    call(&env, "GET", "/v1/collections?per_page=9", &user, "")
+        .await
+        .expect_error(400, "illegal_arguments");
+
+    // DELETE: another's is 403; then the collection is gone, from the list too.
+    call(&env, "DELETE", &format!("/v1/collections/{c}?replica=aws"), &other, "")
+        .await
+        .expect_error(403, "forbidden");
+    let r = call(&env, "DELETE", &format!("/v1/collections/{c}?replica=aws"), &user, "").await;
+    assert_eq!((r.status, r.json()), (200, json!({})));
+    let tomb = std::fs::read_to_string(env.main_dir("aws").join(format!("collections/{c}.dead"))).unwrap();
+    assert_eq!(tomb, r#"{"email": "user@example.org"}"#);
+    for v in ["", "&version=2017-06-18T075702.020366Z"] {
+        call(&env, "GET", &format!("/v1/collections/{c}?replica=aws{v}"), &user, "")
+            .await
+            .expect_error(404, "not_found");
+    }
+    let after = call(&env, "GET", "/v1/collections", &user, "").await.json();
+    assert_eq!(after["collections"].as_array().unwrap().len(), 11);
+    call(&env, "DELETE", &format!("/v1/collections/{c}?replica=aws"), &user, "")
+        .await
+        .expect_error(404, "not_found");
+    // No token: 401; a group other than hca: 403.
+    assert_eq!(env.req("GET", "/v1/collections", None, "", &[]).await.status, 401);
+    call(
+        &env,
+        "GET",
+        "/v1/collections",
+        &env.token("p@example.org", Some("public")),
+        "",
+    )
+    .await
+    .expect_error(403, "Forbidden");
+}
