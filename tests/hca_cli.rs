@@ -256,6 +256,55 @@ fn hca_cli_upload_and_download() {
 
     hca.download_matches("aws", &bundle_uuid, &tmp.path().join("download"), &expected);
 
+    // A collection of the uploaded bundle, made and downloaded with the CLI (as its own
+    // test_collection_download does): the same files as the bundle's own download.
+    let version = got["bundle"]["version"].as_str().unwrap().to_string();
+    let collection = uuid::Uuid::new_v4().to_string();
+    let item = json!({"type": "bundle", "uuid": bundle_uuid, "version": version}).to_string();
+    let made: Value = serde_json::from_str(&hca.run(&[
+        "dss",
+        "put-collection",
+        "--replica",
+        "aws",
+        "--uuid",
+        &collection,
+        "--version",
+        &version,
+        "--name",
+        "test collection",
+        "--description",
+        "\"test collection\"",
+        "--details",
+        "{}",
+        "--contents",
+        &item,
+    ]))
+    .unwrap();
+    assert_eq!(made["uuid"], collection.as_str(), "{made}");
+    let listed: Value = serde_json::from_str(&hca.run(&["dss", "get-collections"])).unwrap();
+    assert_eq!(listed["collections"][0]["uuid"], collection.as_str(), "{listed}");
+    let t1 = tmp.path().join("collection-download");
+    hca.run(&[
+        "dss",
+        "download-collection",
+        "--uuid",
+        &collection,
+        "--replica",
+        "aws",
+        "--download-dir",
+        t1.to_str().unwrap(),
+    ]);
+    let bundle_dir = format!("{bundle_uuid}.{version}");
+    assert_eq!(
+        files_under(&t1.join(&bundle_dir)),
+        files_under(&tmp.path().join("download").join(&bundle_dir)),
+        "the collection's download is the bundle's"
+    );
+    let deleted: Value =
+        serde_json::from_str(&hca.run(&["dss", "delete-collection", "--replica", "aws", "--uuid", &collection]))
+            .unwrap();
+    assert_eq!(deleted, json!({}));
+
     // The upload's bundle was notified, signed; the CLI shows the subscription and its log.
     let got_hook = receiver.wait_for(Some("/hook"), 1, std::time::Duration::from_secs(60));
     assert_eq!(got_hook[0]["signature_ok"], true, "{}", got_hook[0]);
