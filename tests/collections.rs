@@ -236,3 +236,35 @@ async fn collections_are_kept_listed_patched_and_deleted() {
     .await
     .expect_error(403, "Forbidden");
 }
+
+/// A collection is copied to the other replica after the documents it names, and so is
+/// its tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collections_are_replicated_after_their_items() {
+    let env = Env::new();
+    let user = env.user();
+    let f = env.file("a.json", br#"{"k": [1]}"#).await;
+    let b = uuid::Uuid::new_v4().to_string();
+    assert_eq!(env.put_bundle(&b, V2, &[("a.json", &f, V1)], None).await.status, 201);
+    let c = uuid::Uuid::new_v4().to_string();
+    let body = json!({"name": "n", "description": "d", "details": {}, "contents": [
+        {"type": "bundle", "uuid": b, "version": V2},
+        {"type": "cell", "uuid": f, "version": V1, "fragment": "/k/0"},
+    ]});
+    assert_eq!(put(&env, &user, &c, V2, &body).await.status, 201);
+    let there = env
+        .eventually("GET", &format!("/v1/collections/{c}?replica=gcp"), 200, 30)
+        .await;
+    assert_eq!(there.json()["contents"], body["contents"]);
+    let here = std::fs::read(env.main_dir("aws").join(format!("collections/{c}.{V2}"))).unwrap();
+    let copied = std::fs::read(env.main_dir("gcp").join(format!("collections/{c}.{V2}"))).unwrap();
+    assert_eq!(here, copied, "byte for byte");
+    assert!(
+        env.main_dir("gcp").join(format!("bundles/{b}.{V2}")).exists(),
+        "its bundle came first"
+    );
+    let r = call(&env, "DELETE", &format!("/v1/collections/{c}?replica=aws"), &user, "").await;
+    assert_eq!(r.status, 200);
+    env.eventually("GET", &format!("/v1/collections/{c}?replica=gcp"), 404, 30)
+        .await;
+}

@@ -11,10 +11,13 @@ pub const BUNDLES: &str = "bundles/";
 pub const FILES: &str = "files/";
 
 /// Whether the object at `key` can never change once it exists: file metadata,
-/// manifests and tombstones are written create-only, so a document once read stays what
+/// manifests, collections and tombstones are written create-only, so a document once read stays what
 /// it is (whether a tombstone exists is a listing's question, not a read's).
 pub fn immutable_document(key: &str) -> bool {
-    let rest = key.strip_prefix(FILES).or_else(|| key.strip_prefix(BUNDLES));
+    let rest = key
+        .strip_prefix(FILES)
+        .or_else(|| key.strip_prefix(BUNDLES))
+        .or_else(|| key.strip_prefix(COLLECTIONS));
     rest.is_some_and(|r| r.contains('.') && !r.contains('/'))
 }
 
@@ -171,6 +174,7 @@ pub const BLOBS: &str = "blobs/";
 pub fn replicated(key: &str) -> bool {
     parse_bundle_key(key).is_some()
         || parse_file_key(key).is_some()
+        || parse_collection_key(key).is_some()
         || crate::model::Checksums::from_blob_key(key).is_some()
 }
 

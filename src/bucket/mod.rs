@@ -538,6 +538,18 @@ impl<'a, S: Store, F: FileDoc> Bucket<'a, S, F> {
             };
             BucketError::Conflict { doc, uuid, version }
         };
+        if let Some(k) = keys::parse_collection_key(key) {
+            let (doc, uuid, version) = match k {
+                keys::CollectionKey::Version { uuid, version } => (Doc::Collection, uuid, Some(version.to_string())),
+                keys::CollectionKey::Tombstone { uuid } => (Doc::CollectionTombstone, uuid, None),
+            };
+            let uuid = uuid.to_string();
+            let written = self
+                .create_bytes(key, bytes, || BucketError::Conflict { doc, uuid, version })
+                .await?;
+            self.follow(key).await?;
+            return Ok(written);
+        }
         let written = match parse_bundle_key(key) {
             Some(BundleKey::Manifest { .. }) => self.create_bytes(key, bytes, || conflict(Doc::Bundle)).await?,
             Some(_) => self.create_bytes(key, bytes, || conflict(Doc::Tombstone)).await?,

@@ -32,8 +32,8 @@ pub enum Replicated {
     },
     /// The destination had it already.
     Present,
-    /// A bundle whose files are not all at the destination yet: these file keys must be
-    /// replicated first (their jobs are running or must be started).
+    /// A bundle whose files, or a collection whose items, are not all at the destination
+    /// yet: these keys must be replicated first (their jobs are running or must be started).
     Waiting(Vec<String>),
 }
 
@@ -78,6 +78,37 @@ pub async fn replicate_with<S: Store, F: FileDoc>(
     if parse_file_key(key).is_some() {
         return file(src, &dst, key, progress).await;
     }
+    if let Some(k) = super::keys::parse_collection_key(key) {
+        progress.set_totals(1, 0);
+        let bytes = read(src, key).await?;
+        if let super::keys::CollectionKey::Version { .. } = k {
+            // A collection goes after every document it names (a fragment's file brings
+            // its blob first), as the original waited for them.
+            let doc: serde_json::Value = super::parse_document(key, &bytes)?;
+            let mut missing = Vec::new();
+            for item in doc
+                .get("contents")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(needed) = item_key(item) else { continue };
+                match dst.store().head(&needed).await {
+                    Ok(_) => {}
+                    Err(StoreError::NotFound(_)) => missing.push(needed),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !missing.is_empty() {
+                missing.sort();
+                missing.dedup();
+                return Ok(Replicated::Waiting(missing));
+            }
+        }
+        let written = dst.put_copy(key, bytes).await?;
+        progress.add(1, 0);
+        return Ok(outcome(written, 0));
+    }
     if let Some(expected) = Checksums::from_blob_key(key) {
         let size = match src.store().head(key).await {
             Ok(m) => m.size,
@@ -96,6 +127,17 @@ pub async fn replicate_with<S: Store, F: FileDoc>(
     Err(BucketError::Corrupt {
         key: key.to_string(),
         detail: "not a key that is replicated".into(),
+    })
+}
+
+/// The key of the document a collection item names (a fragment's: its file's).
+fn item_key(item: &serde_json::Value) -> Option<String> {
+    let field = |n: &str| item.get(n).and_then(serde_json::Value::as_str);
+    let (kind, uuid, version) = (field("type")?, field("uuid")?, field("version")?);
+    Some(match kind {
+        "bundle" => super::keys::bundle_key(uuid, version),
+        "collection" => super::keys::collection_key(uuid, version),
+        _ => super::keys::file_key(uuid, version),
     })
 }
 

@@ -705,7 +705,7 @@ impl Worker {
                             Some(j) if matches!(j.state, JobState::Queued | JobState::Running) => {}
                             Some(j) if j.state == JobState::Failed => {
                                 return Outcome::Fail(format!(
-                                    "its file {key} cannot be copied: {}",
+                                    "{key}, which it needs, cannot be copied: {}",
                                     j.error.as_deref().unwrap_or("")
                                 ))
                             }
