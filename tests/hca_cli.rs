@@ -102,6 +102,8 @@ impl Hca<'_> {
             .env("XDG_CONFIG_HOME", &self.xdg)
             .env("GOOGLE_APPLICATION_CREDENTIALS", &self.sa)
             .env("OAUTHLIB_INSECURE_TRANSPORT", "1")
+            // `download-collection` leaves its manifest in the working directory.
+            .current_dir(&self.xdg)
             .env_remove("HTTPS_PROXY")
             .env_remove("HTTP_PROXY");
         self.s3.aws_env(&mut cmd);
