@@ -47,6 +47,13 @@ async fn collections_are_kept_listed_patched_and_deleted() {
     let r = put(&env, &user, &c, V2, &body).await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json(), json!({"uuid": c, "version": V2}));
+    // The same again is the same write; other content at that version is a conflict.
+    assert_eq!(put(&env, &user, &c, V2, &body).await.status, 201);
+    let mut changed = body.clone();
+    changed["name"] = json!("other");
+    put(&env, &user, &c, V2, &changed)
+        .await
+        .expect_error(409, "collection_already_exists");
 
     // Stored as the original wrote it: the body as sent, de-duplicated, owner last.
     let stored = std::fs::read_to_string(env.main_dir("aws").join(format!("collections/{c}.{V2}"))).unwrap();
@@ -214,7 +221,12 @@ async fn collections_are_kept_listed_patched_and_deleted() {
     assert_eq!((r.status, r.json()), (200, json!({})));
     let tomb = std::fs::read_to_string(env.main_dir("aws").join(format!("collections/{c}.dead"))).unwrap();
     assert_eq!(tomb, r#"{"email": "user@example.org"}"#);
-    for v in ["", "&version=2017-06-18T075702.020366Z"] {
+    for v in [
+        "".to_string(),
+        format!("&version={V2}"),
+        format!("&version={v_new}"),
+        "&version=..".into(),
+    ] {
         call(&env, "GET", &format!("/v1/collections/{c}?replica=aws{v}"), &user, "")
             .await
             .expect_error(404, "not_found");
@@ -224,6 +236,25 @@ async fn collections_are_kept_listed_patched_and_deleted() {
     call(&env, "DELETE", &format!("/v1/collections/{c}?replica=aws"), &user, "")
         .await
         .expect_error(404, "not_found");
+    // A deleted collection stays deleted, whoever writes.
+    for who in [&user, &other] {
+        put(&env, who, &c, V3, &body)
+            .await
+            .expect_error(409, "collection_tombstone_already_exists");
+    }
+    let r = put(
+        &env,
+        &user,
+        &uuid::Uuid::new_v4().to_string(),
+        V2,
+        &bad(json!({"type": "file", "uuid": "x".repeat(100_000), "version": V1})),
+    )
+    .await;
+    r.expect_error(400, "illegal_arguments");
+    assert!(
+        r.json()["title"].as_str().unwrap().len() < 200,
+        "the client's strings are not echoed"
+    );
     // No token: 401; a group other than hca: 403.
     assert_eq!(env.req("GET", "/v1/collections", None, "", &[]).await.status, 401);
     call(

@@ -14,8 +14,11 @@ use serde_json::{Map, Value};
 /// original checked 1 MiB on the first only).
 pub const MAX_LINKED: u64 = 1024 * 1024;
 
-/// Items checked at once (the original checked them in batches of 64 too).
+/// Documents looked at once (the original checked items in batches of 64 too).
 const VERIFY_CONCURRENCY: usize = 64;
+/// Most bytes of files' content one check reads (so 1000 fragments cannot make it read a
+/// gigabyte).
+pub const MAX_READ: u64 = 32 * 1024 * 1024;
 
 impl<S: Store, F: FileDoc> Bucket<'_, S, F> {
     /// Collection `uuid` at `version` (or its latest): `(version, document)`; `None` when
@@ -79,75 +82,132 @@ impl<S: Store, F: FileDoc> Bucket<'_, S, F> {
         Ok(written)
     }
 
-    /// A JSON document of at most [`MAX_LINKED`] bytes at `key`, parsed; `Err` says why
-    /// an item naming it does not resolve.
-    async fn linked_json(&self, key: &str, what: &str) -> Result<Result<Value, String>, BucketError> {
-        let size = match self.store.head(key).await {
-            Ok(m) => m.size,
-            Err(StoreError::NotFound(_)) => return Ok(Err(format!("{what} not found"))),
-            Err(e) => return Err(e.into()),
-        };
-        if size > MAX_LINKED {
-            return Ok(Err(format!("{what} is larger than {MAX_LINKED} bytes")));
+    /// Whether collection `uuid` was deleted.
+    pub async fn collection_tombstoned(&self, uuid: &str) -> Result<bool, BucketError> {
+        match self.store.head(&collection_tombstone_key(uuid)).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e.into()),
         }
+    }
+
+    /// The size of the object at `key`, or why an item naming it does not resolve (absent,
+    /// or larger than [`MAX_LINKED`]).
+    async fn linked_size(&self, key: &str, what: &str) -> Result<Result<u64, String>, BucketError> {
+        match self.store.head(key).await {
+            Ok(m) if m.size > MAX_LINKED => Ok(Err(format!("{what} is larger than {MAX_LINKED} bytes"))),
+            Ok(m) => Ok(Ok(m.size)),
+            Err(StoreError::NotFound(_)) => Ok(Err(format!("{what} not found"))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The JSON at `key` (at most [`MAX_LINKED`] bytes), or why it is unusable.
+    async fn linked_json(&self, key: &str, what: &str) -> Result<Result<(u64, Value), String>, BucketError> {
+        let size = match self.linked_size(key, what).await? {
+            Ok(size) => size,
+            Err(why) => return Ok(Err(why)),
+        };
         let bytes = match self.store.get(key).await {
             Ok(b) => b,
             Err(StoreError::NotFound(_)) => return Ok(Err(format!("{what} not found"))),
             Err(e) => return Err(e.into()),
         };
-        Ok(serde_json::from_slice(&bytes).map_err(|e| format!("{what} is not JSON: {e}")))
+        Ok(serde_json::from_slice(&bytes)
+            .map(|v| (size, v))
+            .map_err(|e| format!("{what} is not JSON: {e}")))
     }
 
-    /// Whether one (checked) item resolves: a `file`, `bundle` or `collection` exists at
-    /// its uuid and version; any other type names a JSON file whose content holds its
-    /// `fragment`. `Err` (outer) only when storage fails.
-    async fn resolve_item(&self, item: &Value) -> Result<Result<(), String>, BucketError> {
-        let field = |n: &str| item.get(n).and_then(Value::as_str).unwrap_or_default();
-        let (kind, uuid, version) = (field("type"), field("uuid"), field("version"));
-        let key = match kind {
-            "file" => super::keys::file_key(uuid, version),
-            "bundle" => super::keys::bundle_key(uuid, version),
-            "collection" => collection_key(uuid, version),
-            _ => super::keys::file_key(uuid, version),
-        };
-        let doc = match self.linked_json(&key, &format!("{kind} {uuid}.{version}")).await? {
-            Ok(d) => d,
-            Err(why) => return Ok(Err(why)),
-        };
-        if c::DOCUMENT_TYPES.contains(&kind) {
-            return Ok(Ok(()));
-        }
-        let meta: crate::model::manifest::FileMetadata = match serde_json::from_value(doc) {
-            Ok(m) => m,
-            Err(e) => return Ok(Err(format!("file {uuid}.{version} is unreadable: {e}"))),
-        };
-        let blob = crate::model::checksum::blob_key(&meta.sha256, &meta.sha1, &meta.s3_etag, &meta.crc32c);
-        let content = match self
-            .linked_json(&blob, &format!("the content of file {uuid}.{version}"))
-            .await?
-        {
-            Ok(d) => d,
-            Err(why) => return Ok(Err(why)),
-        };
-        Ok(c::resolve_fragment(&content, field("fragment")).map(drop))
-    }
-
-    /// Check that every item resolves (up to 64 at once); the first that does not, in
-    /// the items' order, is a [`CollectionError::InvalidLink`] naming it.
+    /// Check that every item resolves: a `file`, `bundle` or `collection` exists at its
+    /// uuid and version (at most [`MAX_LINKED`] bytes); any other type names a JSON file
+    /// whose content (at most [`MAX_LINKED`]) holds its `fragment`. Each document and
+    /// content is read once per call, 64 at a time, and at most [`MAX_READ`] bytes of
+    /// content in all. The first item that does not resolve, in the items' order, is a
+    /// [`CollectionError::InvalidLink`] naming it.
     pub async fn verify_items(&self, items: &[Value]) -> Result<Result<(), CollectionError>, BucketError> {
-        for chunk in items.chunks(VERIFY_CONCURRENCY) {
-            let mut results = Vec::with_capacity(chunk.len());
-            for item in chunk {
-                results.push(self.resolve_item(item));
+        use std::collections::HashMap;
+        let field = |i: &Value, n: &str| i.get(n).and_then(Value::as_str).unwrap_or_default().to_string();
+        let short = |s: String| s.chars().take(64).collect::<String>();
+        // What each item needs: its document's key, and for a fragment its file's content.
+        let mut docs: HashMap<String, Option<Result<(), String>>> = HashMap::new();
+        let mut files: HashMap<String, Option<Result<String, String>>> = HashMap::new();
+        for item in items {
+            let (kind, uuid, version) = (field(item, "type"), field(item, "uuid"), field(item, "version"));
+            match kind.as_str() {
+                "file" => drop(docs.insert(super::keys::file_key(&uuid, &version), None)),
+                "bundle" => drop(docs.insert(super::keys::bundle_key(&uuid, &version), None)),
+                "collection" => drop(docs.insert(collection_key(&uuid, &version), None)),
+                _ => drop(files.insert(super::keys::file_key(&uuid, &version), None)),
             }
-            let results = futures::future::join_all(results).await;
-            for (item, r) in chunk.iter().zip(results) {
-                if let Err(why) = r? {
-                    let shown: String = item.to_string().chars().take(512).collect();
-                    return Ok(Err(CollectionError::InvalidLink(format!(
-                        "Error while parsing the link {shown}: {why}"
-                    ))));
+        }
+        for chunk in docs.keys().cloned().collect::<Vec<_>>().chunks(VERIFY_CONCURRENCY) {
+            let mut heads = Vec::with_capacity(chunk.len());
+            for key in chunk {
+                heads.push(self.linked_size(key, "the document"));
+            }
+            for (key, r) in chunk.iter().zip(futures::future::join_all(heads).await) {
+                docs.insert(key.clone(), Some(r?.map(drop)));
+            }
+        }
+        // A fragment's file: its metadata, then its content's key.
+        for chunk in files.keys().cloned().collect::<Vec<_>>().chunks(VERIFY_CONCURRENCY) {
+            let mut reads = Vec::with_capacity(chunk.len());
+            for key in chunk {
+                reads.push(self.linked_json(key, "the file"));
+            }
+            for (key, r) in chunk.iter().zip(futures::future::join_all(reads).await) {
+                let blob = r?.and_then(|(_, meta)| {
+                    serde_json::from_value::<crate::model::manifest::FileMetadata>(meta)
+                        .map(|m| crate::model::checksum::blob_key(&m.sha256, &m.sha1, &m.s3_etag, &m.crc32c))
+                        .map_err(|e| format!("the file is unreadable: {e}"))
+                });
+                files.insert(key.clone(), Some(blob));
+            }
+        }
+        let mut contents: HashMap<String, Result<Value, String>> = HashMap::new();
+        let mut read = 0u64;
+        for item in items {
+            let (kind, uuid, version) = (field(item, "type"), field(item, "uuid"), field(item, "version"));
+            let why = if c::DOCUMENT_TYPES.contains(&kind.as_str()) {
+                let key = match kind.as_str() {
+                    "file" => super::keys::file_key(&uuid, &version),
+                    "bundle" => super::keys::bundle_key(&uuid, &version),
+                    _ => collection_key(&uuid, &version),
+                };
+                docs.get(&key).cloned().flatten().and_then(Result::err)
+            } else {
+                match files.get(&super::keys::file_key(&uuid, &version)).cloned().flatten() {
+                    Some(Ok(blob)) => {
+                        if !contents.contains_key(&blob) {
+                            let got = self.linked_json(&blob, "the file's content").await?;
+                            if let Ok((size, _)) = &got {
+                                read += size;
+                            }
+                            if read > MAX_READ {
+                                return Ok(Err(CollectionError::InvalidLink(format!(
+                                    "the items' files hold more than {MAX_READ} bytes to check"
+                                ))));
+                            }
+                            contents.insert(blob.clone(), got.map(|(_, v)| v));
+                        }
+                        match &contents[&blob] {
+                            Ok(doc) => c::resolve_fragment(doc, &field(item, "fragment")).err(),
+                            Err(why) => Some(why.clone()),
+                        }
+                    }
+                    Some(Err(why)) => Some(why),
+                    None => Some("the file not found".into()),
                 }
+            };
+            if let Some(why) = why {
+                let shown: String = item.to_string().chars().take(512).collect();
+                return Ok(Err(CollectionError::InvalidLink(format!(
+                    "Error while parsing the link {shown}: {} {}.{}: {}",
+                    short(kind),
+                    short(uuid),
+                    short(version),
+                    why.chars().take(512).collect::<String>()
+                ))));
             }
         }
         Ok(Ok(()))

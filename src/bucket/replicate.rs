@@ -81,7 +81,12 @@ pub async fn replicate_with<S: Store, F: FileDoc>(
     if let Some(k) = super::keys::parse_collection_key(key) {
         progress.set_totals(1, 0);
         let bytes = read(src, key).await?;
-        if let super::keys::CollectionKey::Version { .. } = k {
+        let there = match dst.store().head(key).await {
+            Ok(_) => true,
+            Err(StoreError::NotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if let (super::keys::CollectionKey::Version { .. }, false) = (k, there) {
             // A collection goes after every document it names (a fragment's file brings
             // its blob first), as the original waited for them.
             let doc: serde_json::Value = super::parse_document(key, &bytes)?;

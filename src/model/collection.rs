@@ -11,6 +11,8 @@ use serde_json::{Map, Value};
 
 /// Most items a `PUT` may hold, and a `PATCH` may add or remove (each).
 pub const MAX_ITEMS: usize = 1000;
+/// Most items a collection may hold after any number of `PATCH`es.
+pub const MAX_CONTENTS: usize = 10_000;
 /// Item types that name a document of their own (`{type}s/{uuid}.{version}`); any other
 /// type is a fragment of a JSON file and needs a `fragment` pointer.
 pub const DOCUMENT_TYPES: [&str; 3] = ["file", "bundle", "collection"];
@@ -60,8 +62,10 @@ pub fn check_item(item: &Value) -> Result<(), CollectionError> {
             .ok_or_else(|| invalid(format!("every item needs a string '{name}'")))
     };
     let kind = field("type")?;
-    ObjectUuid::parse(field("uuid")?).map_err(|e| invalid(e.to_string()))?;
-    DssVersion::parse(field("version")?).map_err(|e| CollectionError::Version(e.to_string()))?;
+    // Not echoed: a client's strings may be long.
+    ObjectUuid::parse(field("uuid")?).map_err(|_| invalid("the 'uuid' of an item is not a UUID"))?;
+    DssVersion::parse(field("version")?)
+        .map_err(|_| CollectionError::Version("the 'version' of an item is not a DSS_VERSION".into()))?;
     if !DOCUMENT_TYPES.contains(&kind) {
         match obj.get("fragment") {
             Some(Value::String(_)) => {}
@@ -81,6 +85,13 @@ fn items<'a>(body: &'a Map<String, Value>, name: &str) -> Result<&'a [Value], Co
     match body.get(name) {
         None => Ok(&[]),
         Some(Value::Array(a)) if a.len() <= MAX_ITEMS => {
+            if name == "remove_contents" {
+                // Removals are matched, not resolved: any object will do, as in the original.
+                if a.iter().all(Value::is_object) {
+                    return Ok(a);
+                }
+                return Err(invalid("every item of 'remove_contents' must be an object"));
+            }
             a.iter().try_for_each(check_item)?;
             Ok(a)
         }
@@ -125,14 +136,7 @@ pub fn put_document(body: &Map<String, Value>, owner: &str) -> Result<Map<String
 /// The items a `PATCH` body adds (checked; to be verified by the caller before
 /// [`apply_patch`]).
 pub fn patch_additions(body: &Map<String, Value>) -> Result<&[Value], CollectionError> {
-    for k in body.keys() {
-        if !["add_contents", "remove_contents", "name", "description", "details"].contains(&k.as_str()) {
-            return Err(invalid(format!(
-                "Additional properties are not allowed ('{}' was unexpected)",
-                k.chars().take(64).collect::<String>()
-            )));
-        }
-    }
+    // Other properties are ignored, as the original's schema ignored them.
     check_fields(body, false)?;
     items(body, "remove_contents")?;
     items(body, "add_contents")
@@ -141,27 +145,32 @@ pub fn patch_additions(body: &Map<String, Value>) -> Result<&[Value], Collection
 /// `doc` with a checked `PATCH` body applied, as the original did: `name`, `description`
 /// and `details` replaced in place; items equal to one of `remove_contents` removed;
 /// `add_contents` appended; the whole de-duplicated.
-pub fn apply_patch(doc: &Map<String, Value>, body: &Map<String, Value>) -> Map<String, Value> {
+pub fn apply_patch(doc: &Map<String, Value>, body: &Map<String, Value>) -> Result<Map<String, Value>, CollectionError> {
     let mut out = doc.clone();
     for name in ["name", "description", "details"] {
         if let Some(v) = body.get(name) {
             out.insert(name.into(), v.clone());
         }
     }
-    let remove: &[Value] = body
+    let remove: std::collections::HashSet<String> = body
         .get("remove_contents")
         .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice);
+        .map(|r| r.iter().map(canonical).collect())
+        .unwrap_or_default();
     let mut contents: Vec<Value> = doc
         .get("contents")
         .and_then(Value::as_array)
-        .map(|c| c.iter().filter(|i| !remove.contains(i)).cloned().collect())
+        .map(|c| c.iter().filter(|i| !remove.contains(&canonical(i))).cloned().collect())
         .unwrap_or_default();
     if let Some(add) = body.get("add_contents").and_then(Value::as_array) {
         contents.extend(add.iter().cloned());
     }
-    out.insert("contents".into(), Value::Array(dedupe(contents)));
-    out
+    let contents = dedupe(contents);
+    if contents.len() > MAX_CONTENTS {
+        return Err(invalid(format!("a collection holds at most {MAX_CONTENTS} items")));
+    }
+    out.insert("contents".into(), Value::Array(contents));
+    Ok(out)
 }
 
 /// Items equal as objects (whatever their keys' order) kept once: at the first one's
@@ -303,18 +312,18 @@ mod tests {
             json!({"name": "m", "details": {"1": 2}, "remove_contents": [b.clone()], "add_contents": [a.clone(), a.clone()]}),
         );
         assert_eq!(patch_additions(&patch).unwrap().len(), 2);
-        let out = apply_patch(&doc, &patch);
+        let out = apply_patch(&doc, &patch).unwrap();
         assert_eq!(
             Value::Object(out.clone()),
             json!({"name": "m", "description": "d", "details": {"1": 2}, "contents": [a], "owner": "o"})
         );
         assert_eq!(out.keys().next_back().unwrap(), "owner", "fields stay in place");
-        assert!(matches!(
-            patch_additions(&obj(json!({"owner": "x"}))),
-            Err(CollectionError::Invalid(_))
-        ));
+        assert!(
+            patch_additions(&obj(json!({"owner": "x"}))).is_ok(),
+            "other properties are ignored"
+        );
         assert_eq!(
-            apply_patch(&doc, &obj(json!({}))),
+            apply_patch(&doc, &obj(json!({}))).unwrap(),
             doc,
             "an empty patch changes nothing but the version"
         );

@@ -70,6 +70,10 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>, ctx: &
     let index = owners(app)?;
     let doc = c::put_document(&json_body(ctx.body)?, &owner)?;
     let bucket = app.bucket(replica);
+    if bucket.collection_tombstoned(id.as_str()).await? {
+        // A deleted collection stays deleted (the original let anyone write it again).
+        return Err(ApiError::CollectionTombstoneAlreadyExists(id.as_str().to_string()));
+    }
     if bucket
         .collection(id.as_str(), None)
         .await?
@@ -83,11 +87,13 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>, ctx: &
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
     bucket.verify_items(items).await??;
+    // The document first: a failure after it leaves it unlisted until the PUT is repeated
+    // (same bytes: 201 again, and listed), never a listed version that does not exist.
+    bucket.put_collection(id.as_str(), version.as_str(), &doc).await?;
     index
         .add(&owner, id.as_str(), version.as_str())
         .await
         .map_err(index_down)?;
-    bucket.put_collection(id.as_str(), version.as_str(), &doc).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({"uuid": id.as_str(), "version": version.as_str()}),
@@ -122,6 +128,9 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
 ) -> Result<Response, ApiError> {
     // As the original: a version that is not one is simply not found.
     let version = ctx.query.get("version");
+    if version.is_some_and(|v| !crate::model::ids::looks_like_version(v)) {
+        return Err(not_found(uuid(id)?.as_str()));
+    }
     let (_, _, doc) = owned(app, ctx, id, version).await?;
     Ok(json_response(StatusCode::OK, &Value::Object(doc)))
 }
@@ -145,14 +154,14 @@ pub async fn patch<S: Store, H: HttpClient, T: Sleeper>(
         .await?
         .ok_or_else(|| not_found(&id))?;
     bucket.verify_items(additions).await??;
-    let patched = c::apply_patch(&doc, &body);
+    let patched = c::apply_patch(&doc, &body)?;
     let new_version = crate::model::DssVersion::from_datetime(app.clock.now());
     let owner = ctx.caller()?.email.clone();
+    bucket.put_collection(&id, new_version.as_str(), &patched).await?;
     owners(app)?
         .add(&owner, &id, new_version.as_str())
         .await
         .map_err(index_down)?;
-    bucket.put_collection(&id, new_version.as_str(), &patched).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"uuid": id, "version": new_version.as_str()}),
@@ -168,7 +177,8 @@ pub async fn delete<S: Store, H: HttpClient, T: Sleeper>(
     let (id, _, _) = owned(app, ctx, id, None).await?;
     let replica = app.replica_param(&ctx.query)?;
     let email = ctx.caller()?.email.clone();
-    app.bucket(replica).put_collection_tombstone(&id, &email).await?;
+    // Unlisted first: if the tombstone then fails, repeating the DELETE finishes it.
     owners(app)?.remove(&id).await.map_err(index_down)?;
+    app.bucket(replica).put_collection_tombstone(&id, &email).await?;
     Ok(json_response(StatusCode::OK, &json!({})))
 }
