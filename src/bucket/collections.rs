@@ -21,6 +21,30 @@ const VERIFY_CONCURRENCY: usize = 64;
 pub const MAX_READ: u64 = 32 * 1024 * 1024;
 
 impl<S: Store, F: FileDoc> Bucket<'_, S, F> {
+    /// What the bucket holds of collection `uuid`: its version `version` (or its latest)
+    /// with the document, or that it was deleted, or nothing (one listing, one read).
+    pub async fn lookup_collection(&self, uuid: &str, version: Option<&str>) -> Result<Lookup, BucketError> {
+        let keys = list_all(self.store, &collection_prefix(uuid)).await?;
+        let mut latest: Option<&str> = None;
+        for k in &keys {
+            match parse_collection_key(k) {
+                Some(CollectionKey::Tombstone { .. }) => return Ok(Lookup::Deleted),
+                Some(CollectionKey::Version { version: v, .. }) if latest.is_none_or(|l| v > l) => latest = Some(v),
+                _ => {}
+            }
+        }
+        let Some(version) = version.or(latest) else {
+            return Ok(Lookup::Absent);
+        };
+        Ok(match self.collection_at(uuid, version).await? {
+            Some(doc) => Lookup::Found {
+                version: version.to_string(),
+                doc,
+            },
+            None => Lookup::Absent,
+        })
+    }
+
     /// Collection `uuid` at `version` (or its latest): `(version, document)`; `None` when
     /// there is none, or a tombstone hides it.
     pub async fn collection(
@@ -28,21 +52,18 @@ impl<S: Store, F: FileDoc> Bucket<'_, S, F> {
         uuid: &str,
         version: Option<&str>,
     ) -> Result<Option<(String, Map<String, Value>)>, BucketError> {
-        let keys = list_all(self.store, &collection_prefix(uuid)).await?;
-        let mut latest: Option<&str> = None;
-        for k in &keys {
-            match parse_collection_key(k) {
-                Some(CollectionKey::Tombstone { .. }) => return Ok(None),
-                Some(CollectionKey::Version { version: v, .. }) if latest.is_none_or(|l| v > l) => latest = Some(v),
-                _ => {}
-            }
-        }
-        let Some(version) = version.or(latest) else {
-            return Ok(None);
-        };
+        Ok(match self.lookup_collection(uuid, version).await? {
+            Lookup::Found { version, doc } => Some((version, doc)),
+            Lookup::Deleted | Lookup::Absent => None,
+        })
+    }
+
+    /// The document of collection `uuid` at `version`, read without looking for its
+    /// tombstone (for a caller that just did).
+    pub async fn collection_at(&self, uuid: &str, version: &str) -> Result<Option<Map<String, Value>>, BucketError> {
         let key = collection_key(uuid, version);
         match self.store.get(&key).await {
-            Ok(bytes) => Ok(Some((version.to_string(), Self::parse(&key, &bytes)?))),
+            Ok(bytes) => Ok(Some(Self::parse(&key, &bytes)?)),
             Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -82,15 +103,6 @@ impl<S: Store, F: FileDoc> Bucket<'_, S, F> {
         Ok(written)
     }
 
-    /// Whether collection `uuid` was deleted.
-    pub async fn collection_tombstoned(&self, uuid: &str) -> Result<bool, BucketError> {
-        match self.store.head(&collection_tombstone_key(uuid)).await {
-            Ok(_) => Ok(true),
-            Err(StoreError::NotFound(_)) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// The size of the object at `key`, or why an item naming it does not resolve (absent,
     /// or larger than [`MAX_LINKED`]).
     async fn linked_size(&self, key: &str, what: &str) -> Result<Result<u64, String>, BucketError> {
@@ -125,61 +137,43 @@ impl<S: Store, F: FileDoc> Bucket<'_, S, F> {
     /// content in all. The first item that does not resolve, in the items' order, is a
     /// [`CollectionError::InvalidLink`] naming it.
     pub async fn verify_items(&self, items: &[Value]) -> Result<Result<(), CollectionError>, BucketError> {
-        use std::collections::HashMap;
+        use std::collections::{BTreeSet, HashMap};
         let field = |i: &Value, n: &str| i.get(n).and_then(Value::as_str).unwrap_or_default().to_string();
-        let short = |s: String| s.chars().take(64).collect::<String>();
-        // What each item needs: its document's key, and for a fragment its file's content.
-        let mut docs: HashMap<String, Option<Result<(), String>>> = HashMap::new();
-        let mut files: HashMap<String, Option<Result<String, String>>> = HashMap::new();
-        for item in items {
-            let (kind, uuid, version) = (field(item, "type"), field(item, "uuid"), field(item, "version"));
-            match kind.as_str() {
-                "file" => drop(docs.insert(super::keys::file_key(&uuid, &version), None)),
-                "bundle" => drop(docs.insert(super::keys::bundle_key(&uuid, &version), None)),
-                "collection" => drop(docs.insert(collection_key(&uuid, &version), None)),
-                _ => drop(files.insert(super::keys::file_key(&uuid, &version), None)),
+        // What each item needs: its document, or for a fragment its file and its content.
+        let (fragments, documents): (Vec<&Value>, Vec<&Value>) = items.iter().partition(|i| is_fragment(i));
+        let doc_keys: BTreeSet<String> = documents.iter().filter_map(|i| item_key(i)).collect();
+        let file_keys: BTreeSet<String> = fragments.iter().filter_map(|i| item_key(i)).collect();
+        let mut docs: HashMap<String, Result<(), String>> = HashMap::new();
+        for chunk in doc_keys.into_iter().collect::<Vec<_>>().chunks(VERIFY_CONCURRENCY) {
+            let heads = futures::future::join_all(chunk.iter().map(|k| self.linked_size(k, "the document"))).await;
+            for (key, r) in chunk.iter().zip(heads) {
+                docs.insert(key.clone(), r?.map(drop));
             }
         }
-        for chunk in docs.keys().cloned().collect::<Vec<_>>().chunks(VERIFY_CONCURRENCY) {
-            let mut heads = Vec::with_capacity(chunk.len());
-            for key in chunk {
-                heads.push(self.linked_size(key, "the document"));
-            }
-            for (key, r) in chunk.iter().zip(futures::future::join_all(heads).await) {
-                docs.insert(key.clone(), Some(r?.map(drop)));
-            }
-        }
-        // A fragment's file: its metadata, then its content's key.
-        for chunk in files.keys().cloned().collect::<Vec<_>>().chunks(VERIFY_CONCURRENCY) {
-            let mut reads = Vec::with_capacity(chunk.len());
-            for key in chunk {
-                reads.push(self.linked_json(key, "the file"));
-            }
-            for (key, r) in chunk.iter().zip(futures::future::join_all(reads).await) {
+        // A fragment's file: its metadata, which names its content.
+        let mut blobs: HashMap<String, Result<String, String>> = HashMap::new();
+        for chunk in file_keys.into_iter().collect::<Vec<_>>().chunks(VERIFY_CONCURRENCY) {
+            let reads = futures::future::join_all(chunk.iter().map(|k| self.linked_json(k, "the file"))).await;
+            for (key, r) in chunk.iter().zip(reads) {
                 let blob = r?.and_then(|(_, meta)| {
                     serde_json::from_value::<crate::model::manifest::FileMetadata>(meta)
-                        .map(|m| crate::model::checksum::blob_key(&m.sha256, &m.sha1, &m.s3_etag, &m.crc32c))
+                        .map(|m| m.checksums().blob_key())
                         .map_err(|e| format!("the file is unreadable: {e}"))
                 });
-                files.insert(key.clone(), Some(blob));
+                blobs.insert(key.clone(), blob);
             }
         }
         let mut contents: HashMap<String, Result<Value, String>> = HashMap::new();
         let mut read = 0u64;
         for item in items {
-            let (kind, uuid, version) = (field(item, "type"), field(item, "uuid"), field(item, "version"));
-            let why = if c::DOCUMENT_TYPES.contains(&kind.as_str()) {
-                let key = match kind.as_str() {
-                    "file" => super::keys::file_key(&uuid, &version),
-                    "bundle" => super::keys::bundle_key(&uuid, &version),
-                    _ => collection_key(&uuid, &version),
-                };
-                docs.get(&key).cloned().flatten().and_then(Result::err)
+            let key = item_key(item).unwrap_or_default();
+            let why = if !is_fragment(item) {
+                docs.get(&key).and_then(|r| r.clone().err())
             } else {
-                match files.get(&super::keys::file_key(&uuid, &version)).cloned().flatten() {
+                match blobs.get(&key) {
                     Some(Ok(blob)) => {
-                        if !contents.contains_key(&blob) {
-                            let got = self.linked_json(&blob, "the file's content").await?;
+                        if !contents.contains_key(blob) {
+                            let got = self.linked_json(blob, "the file's content").await?;
                             if let Ok((size, _)) = &got {
                                 read += size;
                             }
@@ -190,26 +184,59 @@ impl<S: Store, F: FileDoc> Bucket<'_, S, F> {
                             }
                             contents.insert(blob.clone(), got.map(|(_, v)| v));
                         }
-                        match &contents[&blob] {
+                        match &contents[blob] {
                             Ok(doc) => c::resolve_fragment(doc, &field(item, "fragment")).err(),
                             Err(why) => Some(why.clone()),
                         }
                     }
-                    Some(Err(why)) => Some(why),
+                    Some(Err(why)) => Some(why.clone()),
                     None => Some("the file not found".into()),
                 }
             };
             if let Some(why) = why {
+                let short = |n: &str| field(item, n).chars().take(64).collect::<String>();
                 let shown: String = item.to_string().chars().take(512).collect();
                 return Ok(Err(CollectionError::InvalidLink(format!(
                     "Error while parsing the link {shown}: {} {}.{}: {}",
-                    short(kind),
-                    short(uuid),
-                    short(version),
+                    short("type"),
+                    short("uuid"),
+                    short("version"),
                     why.chars().take(512).collect::<String>()
                 ))));
             }
         }
         Ok(Ok(()))
     }
+}
+
+/// What [`Bucket::lookup_collection`] found.
+pub enum Lookup {
+    /// No such collection (or version).
+    Absent,
+    /// The collection was deleted (every version).
+    Deleted,
+    /// The version asked for, or the latest.
+    Found {
+        /// Its version.
+        version: String,
+        /// Its document.
+        doc: Map<String, Value>,
+    },
+}
+
+/// Whether a collection item names a fragment of a file (not a document of its own).
+fn is_fragment(item: &Value) -> bool {
+    let kind = item.get("type").and_then(Value::as_str).unwrap_or_default();
+    !c::DOCUMENT_TYPES.contains(&kind)
+}
+
+/// The key of the document a collection item names (a fragment's: its file's).
+pub fn item_key(item: &Value) -> Option<String> {
+    let field = |n: &str| item.get(n).and_then(Value::as_str);
+    let (kind, uuid, version) = (field("type")?, field("uuid")?, field("version")?);
+    Some(match kind {
+        "bundle" => super::keys::bundle_key(uuid, version),
+        "collection" => collection_key(uuid, version),
+        _ => super::keys::file_key(uuid, version),
+    })
 }

@@ -154,12 +154,7 @@ pub enum CollectionKey<'a> {
 
 /// Classify a `collections/` key; `None` for keys of no known shape.
 pub fn parse_collection_key(key: &str) -> Option<CollectionKey<'_>> {
-    let rest = key.strip_prefix(COLLECTIONS)?;
-    let (uuid, tail) = rest.split_at_checked(36)?;
-    crate::model::ids::ObjectUuid::parse(uuid).ok()?;
-    if uuid.bytes().any(|b| b.is_ascii_uppercase()) {
-        return None;
-    }
+    let (uuid, tail) = lowercase_uuid_then(key.strip_prefix(COLLECTIONS)?)?;
     match tail.strip_prefix('.')? {
         TOMBSTONE_SUFFIX => Some(CollectionKey::Tombstone { uuid }),
         version => crate::model::ids::looks_like_version(version).then_some(CollectionKey::Version { uuid, version }),
@@ -178,14 +173,17 @@ pub fn replicated(key: &str) -> bool {
         || crate::model::Checksums::from_blob_key(key).is_some()
 }
 
-/// Classify a `bundles/` key; `None` for keys of no known shape.
-pub fn parse_bundle_key(key: &str) -> Option<BundleKey<'_>> {
-    let rest = key.strip_prefix(BUNDLES)?;
+/// `rest` split after its leading uuid, which must be in lower case (as every key the
+/// original wrote); `None` otherwise.
+fn lowercase_uuid_then(rest: &str) -> Option<(&str, &str)> {
     let (uuid, tail) = rest.split_at_checked(36)?;
     crate::model::ids::ObjectUuid::parse(uuid).ok()?;
-    if uuid.bytes().any(|b| b.is_ascii_uppercase()) {
-        return None;
-    }
+    (!uuid.bytes().any(|b| b.is_ascii_uppercase())).then_some((uuid, tail))
+}
+
+/// Classify a `bundles/` key; `None` for keys of no known shape.
+pub fn parse_bundle_key(key: &str) -> Option<BundleKey<'_>> {
+    let (uuid, tail) = lowercase_uuid_then(key.strip_prefix(BUNDLES)?)?;
     let tail = tail.strip_prefix('.')?;
     if tail == TOMBSTONE_SUFFIX {
         return Some(BundleKey::Tombstone { uuid });

@@ -97,7 +97,9 @@ pub async fn replicate_with<S: Store, F: FileDoc>(
                 .into_iter()
                 .flatten()
             {
-                let Some(needed) = item_key(item) else { continue };
+                let Some(needed) = super::collections::item_key(item) else {
+                    continue;
+                };
                 match dst.store().head(&needed).await {
                     Ok(_) => {}
                     Err(StoreError::NotFound(_)) => missing.push(needed),
@@ -132,17 +134,6 @@ pub async fn replicate_with<S: Store, F: FileDoc>(
     Err(BucketError::Corrupt {
         key: key.to_string(),
         detail: "not a key that is replicated".into(),
-    })
-}
-
-/// The key of the document a collection item names (a fragment's: its file's).
-fn item_key(item: &serde_json::Value) -> Option<String> {
-    let field = |n: &str| item.get(n).and_then(serde_json::Value::as_str);
-    let (kind, uuid, version) = (field("type")?, field("uuid")?, field("version")?);
-    Some(match kind {
-        "bundle" => super::keys::bundle_key(uuid, version),
-        "collection" => super::keys::collection_key(uuid, version),
-        _ => super::keys::file_key(uuid, version),
     })
 }
 

@@ -294,8 +294,8 @@ fn describe(e: &reqwest::Error) -> String {
 /// The subscriptions of one replica, compiled once per generation.
 pub struct Compiled {
     generation: i64,
-    v2: Vec<(Subscription, Option<Expression>)>,
-    v1: Vec<(Subscription, SearchBody)>,
+    v2: Vec<(Subscription, Option<Expression>, Option<n::Attachments>)>,
+    v1: Vec<(Subscription, SearchBody, Option<n::Attachments>)>,
 }
 
 impl Compiled {
@@ -322,7 +322,10 @@ impl Compiled {
                 Kind::Jmespath => {
                     // Checked at PUT; one that no longer compiles matches nothing.
                     match s.jmespath_query().map(n::compile).transpose() {
-                        Ok(q) => c.v2.push((s, q)),
+                        Ok(q) => {
+                            let a = s.attachments().map(n::Attachments::compile);
+                            c.v2.push((s, q, a))
+                        }
                         Err(e) => tracing::warn!(subscription = %s.uuid, "query does not compile, skipped: {e}"),
                     }
                 }
@@ -332,7 +335,10 @@ impl Compiled {
                         .as_mut()
                         .is_some_and(|b| crate::search::eval::Checked::new(b).is_ok());
                     match body {
-                        Some(body) if charged => c.v1.push((s, body)),
+                        Some(body) if charged => {
+                            let a = s.attachments().map(n::Attachments::compile);
+                            c.v1.push((s, body, a))
+                        }
                         _ => tracing::warn!(subscription = %s.uuid, "es_query cannot be evaluated, skipped"),
                     }
                 }
@@ -424,16 +430,16 @@ fn matches(
     let id_of = |sub: &Subscription| notification_id(replica, &sub.uuid, event.kind, &event.uuid, &event.version);
     if let Some(doc) = &event.metadata {
         let prepared = n::prepare(doc);
-        for (sub, q) in &compiled.v2 {
+        for (sub, q, defs) in &compiled.v2 {
             if !n::jmespath_matches(q.as_ref(), &prepared) {
                 continue;
             }
             let id = id_of(sub);
             // Attachments go with creates only (the original's rule).
-            let attachments = sub
-                .attachments()
+            let attachments = defs
+                .as_ref()
                 .filter(|_| event.kind == EventType::Create)
-                .map(|defs| n::select_attachments(defs, &prepared));
+                .map(|defs| defs.select(&prepared));
             let payload = n::payload_v2(
                 api,
                 &sub.uuid,
@@ -451,15 +457,14 @@ fn matches(
         let fqid = format!("{}.{}", event.uuid, event.version);
         let eval = crate::search::eval::EvalDoc::new(doc, Some(&fqid));
         let mut prepared = None;
-        for (sub, body) in &compiled.v1 {
+        for (sub, body, defs) in &compiled.v1 {
             if !eval.matches(&crate::search::eval::Checked::stored(body)) {
                 continue;
             }
             let id = id_of(sub);
-            let attachments = sub.attachments().map(|defs| {
-                let p = prepared.get_or_insert_with(|| n::prepare(doc));
-                n::select_attachments(defs, p)
-            });
+            let attachments = defs
+                .as_ref()
+                .map(|defs| defs.select(prepared.get_or_insert_with(|| n::prepare(doc))));
             let es_query = sub.es_query().cloned().unwrap_or(Value::Null);
             let payload = n::payload_v1(&id, &sub.uuid, &es_query, (&event.uuid, &event.version), attachments);
             out.push(job(sub, payload, id));

@@ -487,24 +487,23 @@ impl Worker {
         let key = format!("{}/{}", job.replica, job.key);
         // Matches of one key take turns (a write repeated while its match runs), and a
         // key matched before (the write was repeated) is not matched again.
-        let running = JobFilter {
+        // One look at the key's other matches (a key is written a handful of times).
+        let others = JobFilter {
             kind: Some(notify::MATCH.into()),
-            key: Some(key.clone()),
-            states: vec![JobState::Running],
-            limit: 2,
+            key: Some(key),
+            states: vec![JobState::Running, JobState::Completed],
+            limit: 16,
         };
-        match self.queue.list(&running).await {
-            Ok(r) if r.iter().any(|j| j.id != queued.id) => {
-                let at = chrono::Utc::now() + chrono::Duration::seconds(1);
-                return Outcome::RetryAt(at, "another match of this key is running".into());
-            }
-            Ok(_) => {}
+        let others = match self.queue.list(&others).await {
+            Ok(jobs) => jobs.into_iter().filter(|j| j.id != queued.id).collect::<Vec<_>>(),
             Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        if others.iter().any(|j| j.state == JobState::Running) {
+            let at = chrono::Utc::now() + chrono::Duration::seconds(1);
+            return Outcome::RetryAt(at, "another match of this key is running".into());
         }
-        match newest(&self.queue, notify::MATCH, key, &[JobState::Completed]).await {
-            Ok(Some(done)) if done.id != queued.id => return Outcome::Done,
-            Ok(_) => {}
-            Err(e) => return Outcome::Retry(e),
+        if !others.is_empty() {
+            return Outcome::Done;
         }
         let replica = match self.app.replica(&job.replica) {
             Ok(r) => r,

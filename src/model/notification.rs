@@ -131,17 +131,39 @@ impl std::io::Write for Capped {
 /// Serialised attachments past this are not even counted to the end.
 const COUNT_LIMIT: usize = 64 * 1024 * 1024;
 
-/// The attachments of `defs` selected from `doc`: each by its expression, failures
-/// under `_errors`, and the whole replaced by an `_errors` string when it serialises to
-/// more than [`ATTACHMENTS_LIMIT`] bytes.
-pub fn select_attachments(defs: &Map<String, Value>, doc: &Prepared) -> Value {
+/// A subscription's attachment definitions, compiled once (they are selected for every
+/// matching event).
+pub struct Attachments(Vec<(String, Result<Expression, String>)>);
+
+impl Attachments {
+    /// Compile `defs` (`{name: {type: "jmespath", expression}}`); one that does not
+    /// compile reports its error under `_errors` when selected.
+    pub fn compile(defs: &Map<String, Value>) -> Self {
+        Attachments(
+            defs.iter()
+                .map(|(name, def)| {
+                    let expr = def.get("expression").and_then(Value::as_str).unwrap_or_default();
+                    (name.clone(), compile(expr))
+                })
+                .collect(),
+        )
+    }
+
+    /// The attachments selected from `doc`: each by its expression, failures under
+    /// `_errors`, and the whole replaced by an `_errors` string when it serialises to
+    /// more than [`ATTACHMENTS_LIMIT`] bytes.
+    pub fn select(&self, doc: &Prepared) -> Value {
+        select(&self.0, doc)
+    }
+}
+
+fn select(defs: &[(String, Result<Expression, String>)], doc: &Prepared) -> Value {
     let too_large = |size: String| json!({"_errors": format!("Attachments too large ({size} > {ATTACHMENTS_LIMIT})")});
     let mut out = Map::new();
     let mut errors = Map::new();
     let mut total = 0usize;
-    for (name, def) in defs {
-        let expr = def.get("expression").and_then(Value::as_str).unwrap_or_default();
-        let found = match compile(expr).and_then(|e| search(&e, doc)) {
+    for (name, expr) in defs {
+        let found = match expr.as_ref().map_err(String::clone).and_then(|e| search(e, doc)) {
             Ok(v) => v,
             Err(e) => {
                 errors.insert(name.clone(), Value::String(e));
@@ -394,7 +416,7 @@ mod tests {
         let doc = prepare(&json!({"s": "x".repeat(1024)}));
         let expr = std::iter::repeat_n("[@,@]", 8).collect::<Vec<_>>().join(" | ");
         let defs = json!({"all": {"type": "jmespath", "expression": expr}});
-        let a = select_attachments(defs.as_object().unwrap(), &doc);
+        let a = Attachments::compile(defs.as_object().unwrap()).select(&doc);
         assert!(
             a["_errors"].as_str().unwrap().starts_with("Attachments too large ("),
             "{a}"
@@ -408,11 +430,11 @@ mod tests {
             "taxon": {"type": "jmespath", "expression": "n"},
             "bad": {"type": "jmespath", "expression": "length(n[0])"},
         });
-        let a = select_attachments(defs.as_object().unwrap(), &doc);
+        let a = Attachments::compile(defs.as_object().unwrap()).select(&doc);
         assert_eq!(a["taxon"], json!([9606, 9606]));
         assert!(a["_errors"]["bad"].is_string(), "{a}");
         let big = json!({"all": {"type": "jmespath", "expression": "big"}});
-        let a = select_attachments(big.as_object().unwrap(), &doc);
+        let a = Attachments::compile(big.as_object().unwrap()).select(&doc);
         let e = a["_errors"].as_str().unwrap();
         assert!(
             e.starts_with("Attachments too large (") && e.ends_with(" > 131072)"),

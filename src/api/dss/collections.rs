@@ -4,6 +4,7 @@
 
 use crate::api::params::{json_body, uuid};
 use crate::api::*;
+use crate::bucket::collections::Lookup;
 use crate::model::collection::{self as c, CollectionError, CollectionOwners};
 use serde_json::{json, Value};
 
@@ -70,17 +71,14 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>, ctx: &
     let index = owners(app)?;
     let doc = c::put_document(&json_body(ctx.body)?, &owner)?;
     let bucket = app.bucket(replica);
-    if bucket.collection_tombstoned(id.as_str()).await? {
+    match bucket.lookup_collection(id.as_str(), None).await? {
         // A deleted collection stays deleted (the original let anyone write it again).
-        return Err(ApiError::CollectionTombstoneAlreadyExists(id.as_str().to_string()));
-    }
-    if bucket
-        .collection(id.as_str(), None)
-        .await?
-        .is_some_and(|(_, d)| d.get("owner") != Some(&json!(owner)))
-    {
+        Lookup::Deleted => return Err(ApiError::CollectionTombstoneAlreadyExists(id.as_str().to_string())),
         // The original let anyone write a version of anyone's collection.
-        return Err(CollectionError::Forbidden.into());
+        Lookup::Found { doc, .. } if doc.get("owner") != Some(&json!(owner)) => {
+            return Err(CollectionError::Forbidden.into())
+        }
+        Lookup::Found { .. } | Lookup::Absent => {}
     }
     let items = doc
         .get("contents")
@@ -146,13 +144,17 @@ pub async fn patch<S: Store, H: HttpClient, T: Sleeper>(
     let body = json_body(ctx.body)?;
     let additions = c::patch_additions(&body)?;
     // The owner is the latest version's; the changes apply to the version named.
-    let (id, _, _) = owned(app, ctx, id, None).await?;
+    let (id, latest, latest_doc) = owned(app, ctx, id, None).await?;
     let replica = app.replica_param(&ctx.query)?;
     let bucket = app.bucket(replica);
-    let (_, doc) = bucket
-        .collection(&id, Some(version.as_str()))
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let doc = match latest == version.as_str() {
+        true => latest_doc,
+        // Its tombstone was looked for with the latest.
+        false => bucket
+            .collection_at(&id, version.as_str())
+            .await?
+            .ok_or_else(|| not_found(&id))?,
+    };
     bucket.verify_items(additions).await??;
     let patched = c::apply_patch(&doc, &body)?;
     let new_version = crate::model::DssVersion::from_datetime(app.clock.now());
