@@ -171,6 +171,48 @@ async fn readme_flow_against_the_binary() {
     let (_, _, b2) = call(&http, "GET", &bundle_url, None, None).await;
     assert_eq!(b2["bundle"]["version"], patched["version"]);
     assert_eq!(b2["bundle"]["files"].as_array().unwrap().len(), expected.len() - 1);
+    // Both versions are events: `dss events replay` prints them as JSON lines, in order
+    // (recorded just after the writes, so it is asked until both are there).
+    let replay = || {
+        let out = cli(&s, &["events", "replay", "--from", "2000-01-01", "--url", u]);
+        out.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let wait_for = |n: usize| {
+        let t = std::time::Instant::now();
+        loop {
+            let events = replay();
+            if events.len() == n {
+                return events;
+            }
+            assert!(
+                t.elapsed().as_secs() < 60,
+                "{} events, not {n}: {events:?}",
+                events.len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let events = wait_for(2);
+    let versions: std::collections::HashSet<&str> = events
+        .iter()
+        .map(|e| e["document"]["bundle_info"]["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        [v, patched["version"].as_str().unwrap()].into_iter().collect()
+    );
+    for e in &events {
+        let d = &e["document"];
+        assert_eq!(d["event_type"], "CREATE");
+        assert_eq!(
+            e["event_id"],
+            format!("{bu}.{}", d["bundle_info"]["version"].as_str().unwrap()).as_str()
+        );
+        assert!(e["timestamp"].is_string());
+    }
+    assert!(events[0]["timestamp"].as_str() <= events[1]["timestamp"].as_str());
     let reason = json!({"reason": "test"});
     let (status, _, _) = call(&http, "DELETE", &bundle_url, Some(&token), Some(reason.clone())).await;
     assert_eq!(status, 403);
@@ -179,6 +221,8 @@ async fn readme_flow_against_the_binary() {
     let (status, headers, _) = call(&http, "GET", &bundle_url, None, None).await;
     assert_eq!(status, 404);
     assert_eq!(headers["content-type"], "application/problem+json");
+    // The tombstone deletes both events.
+    wait_for(0);
     // The data dir holds the original's bucket layout.
     assert!(s.data.path().join(format!("aws/main/bundles/{bu}.dead")).is_file());
     assert!(s.data.path().join(format!("aws/main/bundles/{bu}.{v}")).is_file());

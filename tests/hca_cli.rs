@@ -307,6 +307,47 @@ fn hca_cli_upload_and_download() {
             .unwrap();
     assert_eq!(deleted, json!({}));
 
+    // The upload's bundle is an event in the aws journal (recorded just after the write):
+    // `get-event` shows its document, `get-events` (paging one stream at a time) lists
+    // it, and the stream's presigned S3 URL holds the same bytes at the listed offset.
+    let t = std::time::Instant::now();
+    let event: Value = loop {
+        let all: Value =
+            serde_json::from_str(&hca.run(&["dss", "get-events", "--replica", "aws", "--per-page", "1"])).unwrap();
+        let streams = all["event_streams"].as_array().unwrap();
+        if let Some(s) = streams
+            .iter()
+            .find(|s| s["events"][0]["event_id"] == format!("{bundle_uuid}.{version}").as_str())
+        {
+            break s.clone();
+        }
+        assert!(t.elapsed().as_secs() < 60, "no event of the upload: {all}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let doc: Value = serde_json::from_str(&hca.run(&[
+        "dss",
+        "get-event",
+        "--replica",
+        "aws",
+        "--uuid",
+        &bundle_uuid,
+        "--version",
+        &version,
+    ]))
+    .unwrap();
+    assert_eq!(doc["event_type"], "CREATE");
+    assert_eq!(doc["bundle_info"], json!({"uuid": bundle_uuid, "version": version}));
+    assert!(doc["files"]["donor_organism_json"].is_array(), "{doc}");
+    let stream = reqwest::blocking::get(event["stream_url"].as_str().unwrap())
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let (o, n) = (
+        event["events"][0]["offset"].as_u64().unwrap() as usize,
+        event["events"][0]["size"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(serde_json::from_slice::<Value>(&stream[o..o + n]).unwrap(), doc);
+
     // The upload's bundle was notified, signed; the CLI shows the subscription and its log.
     let got_hook = receiver.wait_for(Some("/hook"), 1, std::time::Duration::from_secs(60));
     assert_eq!(got_hook[0]["signature_ok"], true, "{}", got_hook[0]);

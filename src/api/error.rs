@@ -82,6 +82,10 @@ pub enum ApiError {
     /// 431 `request_header_fields_too_large`.
     #[error("request header fields too large")]
     HeadersTooLarge,
+    /// 400 `bad_request`: parameters that contradict each other (`from_date` after
+    /// `to_date`).
+    #[error("{0}")]
+    BadRequest(String),
     /// 400 `bad_request`: a request that is not HTTP/1.1 as it must be (answered before
     /// any route is known).
     #[error("malformed HTTP request")]
@@ -218,6 +222,7 @@ impl ApiError {
             | DuplicateFilename(_)
             | FileMissing(_)
             | MalformedRequest
+            | BadRequest(_)
             | SearchBadRequest(_) => StatusCode::BAD_REQUEST,
             NotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -303,7 +308,7 @@ impl ApiError {
             RequestTimeout(_) => "request_timeout",
             UriTooLong => "uri_too_long",
             HeadersTooLarge => "request_header_fields_too_large",
-            MalformedRequest => "bad_request",
+            MalformedRequest | BadRequest(_) => "bad_request",
             RangeNotSatisfiable(_) => "range_not_satisfiable",
             Checksum(ChecksumError::Missing(_)) => "missing_checksum",
             Checksum(ChecksumError::Malformed(_)) => "invalid_checksum",

@@ -257,6 +257,8 @@ pub struct App<S, H, T> {
     pub subscriptions: Option<Arc<dyn crate::model::subscription::SubscriptionService>>,
     /// Which collections each owner has; `None` where collection routes are forwarded.
     pub collections: Option<Arc<dyn crate::model::collection::CollectionOwners>>,
+    /// The event journal's index; `None` where event routes are forwarded.
+    pub events: Option<Arc<dyn crate::model::event::EventJournal>>,
 }
 
 /// Opens (or reuses) a store for `(scheme, bucket)`, or `None` if that cloud is not configured.
@@ -624,6 +626,8 @@ impl<S: Store, H: HttpClient, T: Sleeper> App<S, H, T> {
             Route::CollectionGet(id) => dss::collections::get(self, ctx, id).await,
             Route::CollectionPatch(id) => dss::collections::patch(self, ctx, id).await,
             Route::CollectionDelete(id) => dss::collections::delete(self, ctx, id).await,
+            Route::EventsGet => dss::events::list(self, ctx).await,
+            Route::EventGet(id) => dss::events::get(self, ctx, id).await,
             Route::Unknown => Err(ApiError::NotFound(format!(
                 "{} {} is not a DSS route",
                 ctx.method, ctx.path

@@ -195,6 +195,12 @@ pub static COLLECTION_PATCH: RouteSpec = spec!(PATCH "/v1/collections/{uuid}", D
 /// `DELETE /v1/collections/{uuid}`.
 pub static COLLECTION_DELETE: RouteSpec = spec!(DELETE "/v1/collections/{uuid}", DssV1, Access::Groups(HCA), write: true, edge: false,
     body: BodyRule::None, [200, 400, 401, 403, 404, 409, 500, 503, 504]);
+/// `GET /v1/events`.
+pub static EVENTS_GET: RouteSpec = spec!(GET "/v1/events", DssV1, Access::Public, write: false, edge: false,
+    body: BodyRule::None, [200, 206, 400, 500, 503, 504]);
+/// `GET /v1/events/{uuid}`.
+pub static EVENT_GET: RouteSpec = spec!(GET "/v1/events/{uuid}", DssV1, Access::Public, write: false, edge: false,
+    body: BodyRule::None, [200, 400, 404, 500, 503, 504]);
 
 /// `GET /v1/bundles/checkout/{checkout_job_id}`.
 pub static CHECKOUT_GET: RouteSpec = spec!(GET "/v1/bundles/checkout/{checkout_job_id}", DssV1, Access::Public, write: false, edge: false,
@@ -231,6 +237,8 @@ pub const TABLE: &[&RouteSpec] = &[
     &COLLECTION_GET,
     &COLLECTION_PATCH,
     &COLLECTION_DELETE,
+    &EVENTS_GET,
+    &EVENT_GET,
 ];
 
 /// A recognised request.
@@ -294,6 +302,10 @@ pub enum Route<'a> {
     CollectionPatch(&'a str),
     /// `DELETE /v1/collections/{uuid}`.
     CollectionDelete(&'a str),
+    /// `GET /v1/events`.
+    EventsGet,
+    /// `GET /v1/events/{uuid}`.
+    EventGet(&'a str),
     /// A known path with a method it does not take.
     MethodNotAllowed,
     /// Anything else (including API routes this server does not implement yet).
@@ -346,6 +358,8 @@ impl<'a> Route<'a> {
             ("GET" | "HEAD", ["v1", "collections", uuid]) => Route::CollectionGet(uuid),
             ("PATCH", ["v1", "collections", uuid]) => Route::CollectionPatch(uuid),
             ("DELETE", ["v1", "collections", uuid]) => Route::CollectionDelete(uuid),
+            ("GET" | "HEAD", ["v1", "events"]) => Route::EventsGet,
+            ("GET" | "HEAD", ["v1", "events", uuid]) => Route::EventGet(uuid),
             (_, ["v1", "collections"]) | (_, ["v1", "collections", _]) => Route::MethodNotAllowed,
             ("GET" | "HEAD", ["v1", "subscriptions"]) => Route::SubscriptionsGet,
             ("PUT", ["v1", "subscriptions"]) => Route::SubscriptionPut,
@@ -392,6 +406,8 @@ impl<'a> Route<'a> {
             Route::CollectionGet(_) => &COLLECTION_GET,
             Route::CollectionPatch(_) => &COLLECTION_PATCH,
             Route::CollectionDelete(_) => &COLLECTION_DELETE,
+            Route::EventsGet => &EVENTS_GET,
+            Route::EventGet(_) => &EVENT_GET,
             Route::MethodNotAllowed | Route::Unknown => return None,
         })
     }

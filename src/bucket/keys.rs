@@ -135,6 +135,21 @@ pub fn collection_prefix(uuid: &str) -> String {
     format!("{COLLECTIONS}{uuid}.")
 }
 
+/// Where the event journal lies: `events/streams/{journal}` (the events' documents back
+/// to back) and `events/journals/{journal}` (its manifest). Each replica keeps its own;
+/// nothing under it is replicated.
+pub const EVENTS: &str = "events/";
+
+/// Key of journal `journal`'s stream object.
+pub fn event_stream_key(journal: &str) -> String {
+    format!("{EVENTS}streams/{journal}")
+}
+
+/// Key of journal `journal`'s manifest.
+pub fn event_manifest_key(journal: &str) -> String {
+    format!("{EVENTS}journals/{journal}")
+}
+
 /// What a key under `collections/` denotes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CollectionKey<'a> {

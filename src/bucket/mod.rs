@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod checkout;
 pub mod collections;
+pub mod events;
 pub mod followup;
 pub mod fresh;
 pub mod ingest;

@@ -1,5 +1,6 @@
 //! The `dss` command: `serve`, `token`, `stage`, `checksum`, `reindex`, `jobs`.
 
+pub mod events;
 pub mod jobs;
 pub mod sync;
 
@@ -67,6 +68,9 @@ pub enum Command {
     /// [--prefix P] [--dry-run]` compares two replicas and copies what the second lacks
     /// or holds differently.
     Sync(Box<sync::SyncArgs>),
+    /// The event journal: `dss events replay --from DATE [--to DATE] [--replica R]
+    /// [--url URL]` prints a running server's events as JSON lines.
+    Events(Box<events::EventsArgs>),
     /// Print the four DSS checksums of files (sha256, sha1, s3_etag, crc32c), the byte
     /// count and the hashing rate: what `hca-dss-*` staging tags must hold.
     Checksum {
@@ -125,6 +129,7 @@ pub fn run(cli: Cli) -> i32 {
         } => stage(&files, &staging_dir.unwrap_or_else(|| data_dir.join("staging"))),
         Command::Checksum { files } => checksum(&files),
         Command::Jobs(args) => runtime().and_then(|rt| rt.block_on(jobs::run(*args))),
+        Command::Events(args) => runtime().and_then(|rt| rt.block_on(events::run(*args))),
         Command::Sync(args) => match runtime().and_then(|rt| rt.block_on(sync::run(*args))) {
             Ok(true) => Ok(()),
             Ok(false) => return 1,

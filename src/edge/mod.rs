@@ -161,6 +161,7 @@ fn build(env: &Env) -> Result<Edge, String> {
         search: None,
         subscriptions: None,
         collections: None,
+        events: None,
     };
     Ok(Edge {
         replicas: cfg.edge_replicas(),

@@ -10,6 +10,7 @@
 
 pub mod collections;
 pub mod email;
+pub mod events;
 pub mod notify;
 pub mod queue;
 pub mod replication;

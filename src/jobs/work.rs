@@ -3,6 +3,7 @@
 //! [`QueueJobs`] is how writes hand them to the queue; [`Worker`] is the runner's handler.
 //! Every kind is idempotent.
 
+use super::events::{self, CompactJob, Journaller, RecordJob};
 use super::notify::{self, MatchJob, Notifier, NotifyJob};
 use super::queue::runner::{Handler, Outcome};
 use super::queue::{AnyQueue, Job, JobFilter, JobQueue, JobState, NewJob};
@@ -90,6 +91,10 @@ pub enum Work {
     Match(MatchJob),
     /// Deliver one notification.
     Notify(Box<NotifyJob>),
+    /// Record (or delete) the events of a bundle key in the journal.
+    Record(RecordJob),
+    /// Compact a replica's event journal.
+    Compact(CompactJob),
 }
 
 impl Work {
@@ -103,6 +108,8 @@ impl Work {
             Work::CopyOut(_) => COPY_OUT,
             Work::Match(_) => notify::MATCH,
             Work::Notify(_) => notify::NOTIFY,
+            Work::Record(_) => events::RECORD,
+            Work::Compact(_) => events::COMPACT,
         }
     }
 
@@ -112,7 +119,7 @@ impl Work {
     /// gives up: a replica that is down for a day gets its copies when it is back.
     pub fn max_attempts(kind: &str) -> u32 {
         match kind {
-            INGEST | INDEX | COPY_OUT | notify::MATCH => 40,
+            INGEST | INDEX | COPY_OUT | notify::MATCH | events::RECORD | events::COMPACT => 40,
             // Its own schedule (DSS_NOTIFY_DELAYS) decides: each attempt is a job of its
             // own; the queue's retries (its subscription unreadable) are not attempts.
             notify::NOTIFY => u32::MAX,
@@ -134,6 +141,8 @@ impl Work {
             Work::CopyOut(j) => format!("{}/{}", j.replica, j.blob_key),
             Work::Match(j) => format!("{}/{}", j.replica, j.key),
             Work::Notify(j) => j.queue_key(),
+            Work::Record(j) => format!("{}/{}", j.replica, j.key),
+            Work::Compact(j) => j.replica.clone(),
         }
     }
 
@@ -147,6 +156,8 @@ impl Work {
             Work::CopyOut(j) => serde_json::to_value(j),
             Work::Match(j) => serde_json::to_value(j),
             Work::Notify(j) => serde_json::to_value(j),
+            Work::Record(j) => serde_json::to_value(j),
+            Work::Compact(j) => serde_json::to_value(j),
         };
         NewJob::new(self.kind(), self.key(), payload.unwrap_or_default())
     }
@@ -162,6 +173,8 @@ impl Work {
             COPY_OUT => serde_json::from_value(p).map(Work::CopyOut),
             notify::MATCH => serde_json::from_value(p).map(Work::Match),
             notify::NOTIFY => serde_json::from_value(p).map(|j| Work::Notify(Box::new(j))),
+            events::RECORD => serde_json::from_value(p).map(Work::Record),
+            events::COMPACT => serde_json::from_value(p).map(Work::Compact),
             other => return Err(format!("no handler for jobs of kind {other:?}")),
         }
         .map_err(|e| format!("unreadable {} job: {e}", job.kind))
@@ -228,6 +241,10 @@ pub fn follow_ups(replicas: &[String], replica: &str, key: &str, origin: Origin)
             key: key.to_string(),
         }));
         work.push(Work::Match(MatchJob {
+            replica: replica.to_string(),
+            key: key.to_string(),
+        }));
+        work.push(Work::Record(RecordJob {
             replica: replica.to_string(),
             key: key.to_string(),
         }));
@@ -434,6 +451,9 @@ pub struct WorkerSettings {
     pub replication_inline_max: u64,
     /// Matches events and delivers notifications.
     pub notifier: Arc<Notifier>,
+    /// `DSS_EVENTS_COMPACT_AFTER`: how long an event waits before a journal smaller than
+    /// a full one is written.
+    pub events_compact_after: std::time::Duration,
 }
 
 /// The runner's handler for every kind of job.
@@ -449,6 +469,7 @@ pub struct Worker {
     scrubber: Option<Arc<Scrubber>>,
     batcher: IndexBatcher,
     notifier: Arc<Notifier>,
+    journaller: Journaller,
 }
 
 impl Worker {
@@ -460,8 +481,10 @@ impl Worker {
             scrubber,
             replication_inline_max,
             notifier,
+            events_compact_after,
         } = settings;
         Worker {
+            journaller: Journaller::new(app.clone(), queue.clone(), events_compact_after),
             app,
             queue,
             buckets_dir,
@@ -914,6 +937,8 @@ impl Handler for Worker {
             Ok(Work::CopyOut(j)) => self.copy_out(&j, &progress).await,
             Ok(Work::Match(j)) => self.match_events(&j, job).await,
             Ok(Work::Notify(j)) => self.notifier.deliver(&self.queue, &j).await,
+            Ok(Work::Record(j)) => self.journaller.record(&j).await,
+            Ok(Work::Compact(j)) => self.journaller.compact(&j).await,
             Err(e) => Outcome::Fail(e),
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod checksum;
 pub mod collection;
+pub mod event;
 pub mod heap;
 pub mod ids;
 pub mod manifest;

@@ -55,6 +55,10 @@ pub struct ServeConfig {
     /// notification is given up after the last.
     #[arg(long, env = "DSS_NOTIFY_DELAYS", default_value = crate::jobs::notify::DEFAULT_DELAYS)]
     pub notify_delays: String,
+    /// Seconds an event waits before it is packed into a journal smaller than a full one
+    /// (1000 events are packed at once).
+    #[arg(long, env = "DSS_EVENTS_COMPACT_AFTER", default_value_t = 600)]
+    pub events_compact_after: u64,
     /// Seconds a subscriber's endpoint has to answer a notification.
     #[arg(long, env = "DSS_NOTIFY_TIMEOUT", default_value_t = 60.0)]
     pub notify_timeout: f64,

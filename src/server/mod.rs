@@ -275,6 +275,7 @@ pub fn assemble(cfg: &ServeConfig) -> Result<(Arc<NativeApp>, Arc<AnyQueue>), St
             Arc::new(webhooks(cfg)?),
         ))),
         collections: Some(Arc::new(crate::jobs::collections::CollectionIndex::new(queue.clone()))),
+        events: Some(Arc::new(crate::jobs::events::JournalIndex::new(queue.clone()))),
     };
     Ok((Arc::new(app), queue))
 }
@@ -338,6 +339,7 @@ pub fn start_jobs(app: Arc<NativeApp>, queue: Arc<AnyQueue>, cfg: &ServeConfig) 
         mailer,
         scrubber,
         replication_inline_max: cfg.replication_inline_max,
+        events_compact_after: Duration::from_secs(cfg.events_compact_after),
         // Half the workers at most wait on subscribers, so slow ones never stall the rest.
         notifier: Arc::new(crate::jobs::notify::Notifier::new(
             Arc::new(webhooks(cfg)?),

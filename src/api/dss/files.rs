@@ -519,6 +519,7 @@ pub(crate) mod tests {
             search: None,
             subscriptions: None,
             collections: None,
+            events: None,
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod bundles;
 pub mod checkout;
 pub mod collections;
+pub mod events;
 pub mod files;
 pub mod search;
 pub mod subscriptions;

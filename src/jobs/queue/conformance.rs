@@ -2,6 +2,7 @@
 //! disk queue and PostgreSQL). Each check gets a fresh, empty queue from the caller and
 //! panics with a message on a violation.
 
+use super::journal::{EventIndex, Recorded};
 use super::registry::Registry;
 use super::runner::{self, Handler, Outcome, RunnerConfig};
 use super::{Job, JobFilter, JobQueue, JobState, NewJob};
@@ -22,7 +23,7 @@ fn job(kind: &str, key: &str) -> NewJob {
 /// Run every check, each on a fresh queue from `make`.
 pub async fn run_all<Q, F, Fut>(make: F)
 where
-    Q: JobQueue + Registry,
+    Q: JobQueue + Registry + EventIndex,
     F: Fn() -> Fut,
     Fut: Future<Output = Q>,
 {
@@ -46,6 +47,172 @@ where
     concurrent_puts_keep_the_limit(Arc::new(make().await)).await;
     delivery_logs_keep_the_newest(make().await).await;
     collection_owners_are_listed_and_forgotten(make().await).await;
+    events_are_listed_in_order_and_stay_deleted(make().await).await;
+    compaction_moves_all_or_nothing(make().await).await;
+    concurrent_moves_of_one_event_succeed_once(Arc::new(make().await)).await;
+}
+
+fn event(n: u32, ts: &str) -> crate::model::event::EventEntry {
+    let id = format!("00000000-0000-4000-8000-{n:012}.2019-01-01T000000.000000Z");
+    crate::model::event::EventEntry {
+        journal: id.clone(),
+        event_id: id,
+        timestamp: ts.to_string(),
+        offset: 0,
+        size: 10 + u64::from(n),
+        journal_size: 10 + u64::from(n),
+    }
+}
+
+fn ids(entries: &[crate::model::event::EventEntry]) -> Vec<String> {
+    entries.iter().map(|e| e.event_id.clone()).collect()
+}
+
+/// Events are listed by `(timestamp, event_id)` in a half-open range, per replica, from
+/// a cursor; a deleted event is gone from listings and lookups and a late recording does
+/// not bring it back; a journal nothing names becomes garbage once its time has come.
+pub async fn events_are_listed_in_order_and_stay_deleted<Q: EventIndex>(q: Q) {
+    use crate::model::event::Cursor;
+    let (t1, t2, t3) = (
+        "2019-01-01T000001.000000Z",
+        "2019-01-01T000002.000000Z",
+        "2019-01-01T000003.000000Z",
+    );
+    // Inserted out of order; two share a timestamp.
+    for (n, ts) in [(3, t3), (2, t2), (1, t2), (0, t1)] {
+        assert_eq!(q.record_event("aws", &event(n, ts), 0).await.unwrap(), Recorded::Added);
+    }
+    q.record_event("gcp", &event(9, t1), 0).await.unwrap();
+    assert_eq!(q.record_event("aws", &event(0, t1), 0).await.unwrap(), Recorded::Live);
+    let all = q.event_entries("aws", &Cursor::at(""), None, 100).await.unwrap();
+    assert_eq!(
+        ids(&all),
+        ids(&[event(0, t1), event(1, t2), event(2, t2), event(3, t3)])
+    );
+    assert_eq!(all[1], event(1, t2), "an entry comes back as recorded");
+    let range = q.event_entries("aws", &Cursor::at(t2), Some(t3), 100).await.unwrap();
+    assert_eq!(
+        ids(&range),
+        ids(&[event(1, t2), event(2, t2)]),
+        "from inclusive, to exclusive"
+    );
+    let from = Cursor {
+        timestamp: t2.into(),
+        event_id: event(2, t2).event_id,
+    };
+    let rest = q.event_entries("aws", &from, None, 1).await.unwrap();
+    assert_eq!(
+        ids(&rest),
+        ids(&[event(2, t2)]),
+        "a cursor between two of one time, and a limit"
+    );
+    // Deleting: a known event, an unknown one, and one twice.
+    let gone = vec![event(1, t2).event_id, event(7, t2).event_id];
+    assert_eq!(q.delete_events("aws", &gone, 100).await.unwrap(), 1);
+    assert_eq!(q.delete_events("aws", &gone, 100).await.unwrap(), 0);
+    let all = q.event_entries("aws", &Cursor::at(""), None, 100).await.unwrap();
+    assert_eq!(ids(&all), ids(&[event(0, t1), event(2, t2), event(3, t3)]));
+    assert_eq!(
+        q.event_entry("aws", &event(1, t2).event_id).await.unwrap(),
+        (None, true)
+    );
+    assert_eq!(
+        q.event_entry("aws", &event(8, t2).event_id).await.unwrap(),
+        (None, false)
+    );
+    assert_eq!(
+        q.event_entry("aws", &event(3, t3).event_id).await.unwrap(),
+        (Some(event(3, t3)), true)
+    );
+    assert_eq!(
+        q.record_event("aws", &event(7, t3), 100).await.unwrap(),
+        Recorded::Deleted,
+        "deleted before it was recorded"
+    );
+    assert!(q.event_entry("aws", &event(7, t3).event_id).await.unwrap().0.is_none());
+    // The deleted events' one-event journals are garbage from time 100, not before.
+    assert!(q.garbage_journals("aws", 99, 10).await.unwrap().is_empty());
+    let mut garbage = q.garbage_journals("aws", 100, 10).await.unwrap();
+    garbage.sort();
+    assert_eq!(garbage, [event(1, t2).journal, event(7, t3).journal]);
+    q.forget_journals("aws", &garbage).await.unwrap();
+    assert!(q.garbage_journals("aws", 100, 10).await.unwrap().is_empty());
+    assert_eq!(
+        ids(&q.event_entries("gcp", &Cursor::at(""), None, 100).await.unwrap()),
+        ids(&[event(9, t1)])
+    );
+}
+
+/// Compaction moves every event of a batch or none (one changed meanwhile), and the
+/// journals it emptied become garbage; losing an event to a tombstone makes the rest
+/// of its journal pending again.
+pub async fn compaction_moves_all_or_nothing<Q: EventIndex>(q: Q) {
+    use crate::model::event::{Cursor, EventEntry};
+    let t = "2019-01-01T000001.000000Z";
+    for n in 0..3 {
+        q.record_event("aws", &event(n, t), 0).await.unwrap();
+    }
+    let pending = q.pending_events("aws", 10).await.unwrap();
+    assert_eq!(ids(&pending), ids(&[event(0, t), event(1, t), event(2, t)]));
+    let moved = |e: &EventEntry, offset| EventEntry {
+        journal: "J".into(),
+        offset,
+        journal_size: 99,
+        ..e.clone()
+    };
+    let moves: Vec<super::journal::Move> = pending
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.event_id.clone(), e.journal.clone(), moved(e, i as u64 * 20)))
+        .collect();
+    // A stale batch (its first event was deleted meanwhile) moves nothing.
+    q.delete_events("aws", &[event(0, t).event_id], 0).await.unwrap();
+    assert!(!q.move_events("aws", &moves, 0).await.unwrap());
+    let left = q.event_entries("aws", &Cursor::at(""), None, 10).await.unwrap();
+    assert_eq!(left, [event(1, t), event(2, t)], "nothing moved");
+    assert!(q.move_events("aws", &moves[1..], 50).await.unwrap());
+    let left = q.event_entries("aws", &Cursor::at(""), None, 10).await.unwrap();
+    assert_eq!(left, [moved(&event(1, t), 20), moved(&event(2, t), 40)]);
+    assert!(q.pending_events("aws", 10).await.unwrap().is_empty());
+    let mut garbage = q.garbage_journals("aws", 50, 10).await.unwrap();
+    garbage.sort();
+    assert_eq!(garbage, [event(0, t).journal, event(1, t).journal, event(2, t).journal]);
+    // A moved batch is not moved again.
+    assert!(!q.move_events("aws", &moves[1..], 50).await.unwrap());
+    // Deleting one event of journal J: the other is pending again; J is still named.
+    q.delete_events("aws", &[event(1, t).event_id], 60).await.unwrap();
+    assert_eq!(q.pending_events("aws", 10).await.unwrap(), [moved(&event(2, t), 40)]);
+    assert!(!q
+        .garbage_journals("aws", 1000, 10)
+        .await
+        .unwrap()
+        .contains(&"J".to_string()));
+    q.delete_events("aws", &[event(2, t).event_id], 60).await.unwrap();
+    assert!(q
+        .garbage_journals("aws", 1000, 10)
+        .await
+        .unwrap()
+        .contains(&"J".to_string()));
+}
+
+/// Two compactions moving the same event at once: exactly one succeeds.
+pub async fn concurrent_moves_of_one_event_succeed_once<Q: EventIndex>(q: Arc<Q>) {
+    let t = "2019-01-01T000001.000000Z";
+    q.record_event("aws", &event(1, t), 0).await.unwrap();
+    let e = event(1, t);
+    let tries = (0..8).map(|i| {
+        let q = q.clone();
+        let mut to = e.clone();
+        to.journal = format!("J{i}");
+        let m = vec![(e.event_id.clone(), e.journal.clone(), to)];
+        async move { q.move_events("aws", &m, 0).await.unwrap() }
+    });
+    let won = futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .filter(|w| *w)
+        .count();
+    assert_eq!(won, 1);
 }
 
 /// An owner's collection versions are listed in the original's order (descending by

@@ -120,6 +120,7 @@ fn open_connection(path: &Path) -> QueueResult<Connection> {
     conn.execute_batch(SCHEMA).map_err(unavailable)?;
     conn.execute_batch(super::registry::SQLITE_SCHEMA)
         .map_err(unavailable)?;
+    conn.execute_batch(super::journal::SQLITE_SCHEMA).map_err(unavailable)?;
     // Queues made before progress was kept gain its column.
     let has_progress: i64 = conn
         .query_row(

@@ -13,6 +13,7 @@
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 pub mod disk;
+pub mod journal;
 pub mod pg;
 pub mod registry;
 pub mod runner;

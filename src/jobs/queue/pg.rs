@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "collections",
         include_str!("../../../migrations/postgres/0004_collections.sql"),
     ),
+    (
+        5,
+        "events",
+        include_str!("../../../migrations/postgres/0005_events.sql"),
+    ),
 ];
 
 /// The PostgreSQL queue.

@@ -1,0 +1,304 @@
+//! The event journal through the API, on a local replica: 1,200 bundles written and some
+//! tombstoned; the streams over a date range hold exactly the live ones, each once, in
+//! order, before and after compaction; paging with the token covers everything; a stream
+//! URL downloads the documented format; single events; the errors.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+
+const BUNDLES: usize = 1200;
+const V3: &str = "2017-06-20T214506.766634Z";
+
+/// Every event of `query` (`replica=aws&...`), following the `Link` of each page: the
+/// streams, and their events in order.
+async fn all_streams(env: &Env, query: &str) -> (Vec<Value>, Vec<Value>) {
+    let mut next = format!("/v1/events?replica=aws&{query}");
+    let (mut streams, mut events) = (Vec::new(), Vec::new());
+    loop {
+        let r = env.get(&next).await;
+        assert!(
+            r.status == 200 || r.status == 206,
+            "{next}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.header("x-openapi-paginated-content-key"), Some("event_streams"));
+        let page = r.json();
+        for s in page["event_streams"].as_array().unwrap() {
+            events.extend(s["events"].as_array().unwrap().iter().cloned());
+            streams.push(s.clone());
+        }
+        if r.status == 200 {
+            assert_eq!(r.header("x-openapi-pagination"), Some("false"));
+            assert!(r.header("link").is_none());
+            return (streams, events);
+        }
+        assert_eq!(r.header("x-openapi-pagination"), Some("true"));
+        let link = r.header("link").unwrap();
+        let url = link.strip_prefix('<').unwrap().split_once('>').unwrap().0;
+        next = local_part(url);
+    }
+}
+
+fn ids(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every event once, in `(timestamp, event_id)` order.
+fn assert_ordered_once(events: &[Value]) {
+    let keys: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["timestamp"].as_str().unwrap().into(),
+                e["event_id"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "events out of order or repeated");
+}
+
+/// Compaction is done: no compaction is queued to run soon (one an hour away only
+/// deletes what compaction replaced).
+async fn compacted(env: &Env) {
+    let t = std::time::Instant::now();
+    loop {
+        let soon = chrono::Utc::now() + chrono::Duration::minutes(30);
+        let jobs = env.jobs("events-compact").await;
+        let busy = jobs.iter().any(|j| {
+            j.state == dss::jobs::queue::JobState::Running
+                || (j.state == dss::jobs::queue::JobState::Queued && j.run_at < soon)
+        });
+        if !busy {
+            return;
+        }
+        assert!(t.elapsed().as_secs() < 120, "compaction still busy: {jobs:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn now() -> String {
+    dss::model::DssVersion::from_datetime(chrono::Utc::now()).to_string()
+}
+
+/// Download every stream of `streams` by its URL and cut it as the README says: each
+/// event's slice is the bundle's metadata document.
+async fn replay(env: &Env, streams: &[Value]) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for s in streams {
+        let r = env.get(&local_part(s["stream_url"].as_str().unwrap())).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.body.len() as u64,
+            s["size"].as_u64().unwrap(),
+            "size is the object's length"
+        );
+        for e in s["events"].as_array().unwrap() {
+            let (o, n) = (
+                e["offset"].as_u64().unwrap() as usize,
+                e["size"].as_u64().unwrap() as usize,
+            );
+            let doc: Value = serde_json::from_slice(&r.body[o..o + n]).unwrap();
+            out.push((e["event_id"].as_str().unwrap().to_string(), doc));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_holds_every_live_bundle_once_in_order() {
+    let env = Env::with(|c| {
+        c.replicas = "aws".into();
+        c.search = "off".into();
+        c.events_compact_after = 2;
+    });
+    let admin = env.admin();
+    let meta = env
+        .file("cell_suspension_0.json", br#"{"describedBy": "x", "cells": 7}"#)
+        .await;
+    let text = env.file("reads.fastq", b"ACGT").await;
+    let files = [
+        ("cell_suspension_0.json", meta.as_str(), V1),
+        ("reads.fastq", text.as_str(), V1),
+    ];
+
+    // 1,200 bundles, 16 at a time; the time half way is noted.
+    let uuids: Vec<String> = (0..BUNDLES).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let mut half = String::new();
+    for (i, chunk) in uuids.chunks(16).enumerate() {
+        if i == BUNDLES / 16 / 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            half = now();
+        }
+        let puts = chunk.iter().map(|u| env.put_bundle(u, V2, &files, None));
+        for r in futures::future::join_all(puts).await {
+            assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        }
+    }
+    // A second version of one bundle, and tombstones: every 10th bundle's version, and
+    // all versions of the bundle with two.
+    let twice = &uuids[1];
+    assert_eq!(env.put_bundle(twice, V3, &files, None).await.status, 201);
+    let reason = r#"{"reason": "withdrawn"}"#;
+    let mut dead: HashSet<String> = HashSet::new();
+    for u in uuids.iter().step_by(10) {
+        let r = env
+            .req(
+                "DELETE",
+                &format!("/v1/bundles/{u}?replica=aws&version={V2}"),
+                Some(&admin),
+                reason,
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        dead.insert(format!("{u}.{V2}"));
+    }
+    let r = env
+        .req(
+            "DELETE",
+            &format!("/v1/bundles/{twice}?replica=aws"),
+            Some(&admin),
+            reason,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    dead.insert(format!("{twice}.{V2}"));
+    dead.insert(format!("{twice}.{V3}"));
+    env.jobs_completed("event", 300).await;
+    let mut live: HashSet<String> = uuids.iter().map(|u| format!("{u}.{V2}")).collect();
+    live.retain(|id| !dead.contains(id));
+    assert_eq!(live.len(), BUNDLES - BUNDLES / 10 - 1);
+
+    // Exactly the live ones, each once, in order (compacted or not, as it happens).
+    let (_, events) = all_streams(&env, "per_page=10").await;
+    assert_eq!(ids(&events).into_iter().collect::<HashSet<_>>(), live);
+    assert_eq!(events.len(), live.len());
+    assert_ordered_once(&events);
+
+    // Once compaction is done, a few journals hold them all.
+    compacted(&env).await;
+    let (streams, after) = all_streams(&env, "per_page=10").await;
+    assert_eq!(ids(&after), ids(&events), "compaction changes no event nor its order");
+    assert!(streams.len() <= 4, "{} streams after compaction", streams.len());
+    let journals: HashSet<&str> = streams.iter().map(|s| s["journal_id"].as_str().unwrap()).collect();
+    assert!(journals.len() <= 3, "{journals:?}");
+
+    // Paging with one stream per page covers the same events.
+    let (single, paged) = all_streams(&env, "per_page=1").await;
+    assert_eq!(ids(&paged), ids(&events));
+    assert_eq!(single.len(), streams.len());
+
+    // A date range: from inclusive, to exclusive, against the events' timestamps.
+    let ts = |e: &Value| e["timestamp"].as_str().unwrap().to_string();
+    let (from, to) = (ts(&events[100]), half.clone());
+    let (_, ranged) = all_streams(&env, &format!("from_date={from}&to_date={to}&per_page=3")).await;
+    let expected: Vec<Value> = events.iter().filter(|e| ts(e) >= from && ts(e) < to).cloned().collect();
+    assert!(!expected.is_empty() && expected.len() < events.len());
+    assert_eq!(ids(&ranged), ids(&expected));
+    let (_, none) = all_streams(&env, &format!("from_date={to}&to_date={to}")).await;
+    assert!(none.iter().all(|e| ts(e) >= to) && none.is_empty(), "[t, t) is empty");
+
+    // The stream URLs give the documented format: each slice a metadata document, the
+    // same as the single event's.
+    let replayed = replay(&env, &streams).await;
+    assert_eq!(replayed.len(), live.len());
+    let by_id: HashMap<&str, &Value> = replayed.iter().map(|(id, d)| (id.as_str(), d)).collect();
+    let some = ids(&events)[7].clone();
+    let (u, v) = some.split_once('.').unwrap();
+    let doc = by_id[some.as_str()];
+    assert_eq!(doc["event_type"], "CREATE");
+    assert_eq!(doc["bundle_info"], json!({"uuid": u, "version": v}));
+    assert_eq!(
+        doc["files"]["cell_suspension_json"],
+        json!([{"describedBy": "x", "cells": 7}])
+    );
+    assert_eq!(doc["manifest"]["files"].as_array().unwrap().len(), 2);
+    let one = env.get(&format!("/v1/events/{u}?replica=aws&version={v}")).await;
+    assert_eq!(one.status, 200);
+    assert_eq!(&one.json(), doc);
+
+    // Deleted and unknown events are 404.
+    let gone = dead.iter().next().unwrap();
+    let (u, v) = gone.split_once('.').unwrap();
+    env.get(&format!("/v1/events/{u}?replica=aws&version={v}"))
+        .await
+        .expect_error(404, "not_found");
+    env.get(&format!("/v1/events/{}?replica=aws&version={V2}", uuid::Uuid::new_v4()))
+        .await
+        .expect_error(404, "not_found");
+    env.get(&format!("/v1/events/{u}?replica=aws&version=nonsense"))
+        .await
+        .expect_error(404, "not_found");
+
+    // Errors: dates the wrong way round, malformed dates and tokens.
+    env.get(&format!("/v1/events?replica=aws&from_date={half}&to_date={V2}"))
+        .await
+        .expect_error(400, "bad_request");
+    env.get("/v1/events?replica=aws&from_date=yesterday")
+        .await
+        .expect_error(400, "illegal_arguments");
+    env.get("/v1/events?replica=aws&token=../../x")
+        .await
+        .expect_error(400, "illegal_token");
+    env.get("/v1/events?replica=aws&per_page=11")
+        .await
+        .expect_error(400, "illegal_arguments");
+    env.get("/v1/events").await.expect_error(400, "illegal_arguments");
+}
+
+/// An event deleted after compaction leaves listings at once; its journal is rewritten
+/// without it at the next compaction, and the events around it keep their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tombstone_after_compaction_rewrites_the_journal() {
+    let env = Env::with(|c| {
+        c.replicas = "aws".into();
+        c.search = "off".into();
+        c.events_compact_after = 1;
+    });
+    let meta = env.file("a.json", br#"{"a": 1}"#).await;
+    let files = [("a.json", meta.as_str(), V1)];
+    let uuids: Vec<String> = (0..5).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    for u in &uuids {
+        assert_eq!(env.put_bundle(u, V2, &files, None).await.status, 201);
+    }
+    env.jobs_completed("event", 60).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    compacted(&env).await;
+    let (streams, events) = all_streams(&env, "per_page=10").await;
+    assert_eq!(streams.len(), 1, "one journal: {streams:#?}");
+    let journal = streams[0]["journal_id"].as_str().unwrap().to_string();
+    let victim = ids(&events)[2].clone();
+    let (u, _) = victim.split_once('.').unwrap();
+    let r = env
+        .req(
+            "DELETE",
+            &format!("/v1/bundles/{u}?replica=aws"),
+            Some(&env.admin()),
+            r#"{"reason": "r"}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    env.jobs_completed("event", 60).await;
+    let (_, now_events) = all_streams(&env, "per_page=10").await;
+    let mut expected = ids(&events);
+    expected.retain(|id| *id != victim);
+    assert_eq!(ids(&now_events), expected, "gone from the listing at once");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    compacted(&env).await;
+    let (streams, rewritten) = all_streams(&env, "per_page=10").await;
+    assert_eq!(ids(&rewritten), expected);
+    assert_eq!(streams.len(), 1);
+    assert_ne!(streams[0]["journal_id"].as_str().unwrap(), journal, "a new journal");
+    let replayed = replay(&env, &streams).await;
+    assert!(replayed.iter().all(|(id, _)| *id != victim));
+    assert_eq!(replayed.len(), 4);
+    // The old journal is still there for the URLs handed out for it (an hour).
+    assert!(env.main_dir("aws").join(format!("events/streams/{journal}")).exists());
+}
