@@ -299,3 +299,87 @@ async fn collections_are_replicated_after_their_items() {
     env.eventually("GET", &format!("/v1/collections/{c}?replica=gcp"), 404, 30)
         .await;
 }
+
+/// A bucket written by the original, with collections (made in its format:
+/// tests/fixtures/original-collections): served as is; listed by owner once
+/// `dss collections reindex` has read the owners from the bucket; patched on top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_originals_collections_are_served_and_reindexed() {
+    let env = Env::new();
+    env.load_original_bucket("aws");
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    copy_tree(
+        &here.join("tests/fixtures/original-collections/collections"),
+        &env.main_dir("aws").join("collections"),
+    );
+    let owner = env.token("owner@example.org", Some("hca"));
+    let other = env.token("other@example.org", Some("hca"));
+    let (c1, c2, c3) = (
+        "c0de0000-0000-4000-8000-000000000001",
+        "c0de0000-0000-4000-8000-000000000002",
+        "c0de0000-0000-4000-8000-000000000003",
+    );
+    let stored = |key: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(env.main_dir("aws").join("collections").join(key)).unwrap()).unwrap()
+    };
+    // The latest version by default, any version by name, exactly as stored.
+    let got = call(&env, "GET", &format!("/v1/collections/{c1}?replica=aws"), &owner, "").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json(), stored(&format!("{c1}.2019-02-02T000000.000000Z")));
+    let got = call(
+        &env,
+        "GET",
+        &format!("/v1/collections/{c1}?replica=aws&version=2019-02-01T000000.000000Z"),
+        &owner,
+        "",
+    )
+    .await;
+    assert_eq!(got.json()["description"], "written by the original");
+    call(&env, "GET", &format!("/v1/collections/{c1}?replica=aws"), &other, "")
+        .await
+        .expect_error(403, "forbidden");
+    call(&env, "GET", &format!("/v1/collections/{c3}?replica=aws"), &owner, "")
+        .await
+        .expect_error(404, "not_found");
+    // The owners were outside the bucket: nothing listed until the index is rebuilt.
+    let listed = call(&env, "GET", "/v1/collections", &owner, "").await;
+    assert_eq!(listed.json(), json!({"collections": []}));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dss"))
+        .args(["collections", "reindex", "--replica", "aws"])
+        .env("DSS_DATA_DIR", env.data())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.starts_with("aws: 2 collections (3 versions) indexed, 1 deleted ones left out"),
+        "{report}"
+    );
+    let listed = call(&env, "GET", "/v1/collections", &owner, "").await;
+    assert_eq!(
+        listed.json(),
+        json!({"collections": [
+            {"uuid": c1, "version": "2019-02-02T000000.000000Z"},
+            {"uuid": c1, "version": "2019-02-01T000000.000000Z"},
+        ]})
+    );
+    let listed = call(&env, "GET", "/v1/collections", &other, "").await;
+    assert_eq!(
+        listed.json(),
+        json!({"collections": [{"uuid": c2, "version": "2019-02-01T000000.000000Z"}]})
+    );
+    // A PATCH on top of the original's version: its items resolve in the original's bucket.
+    let patched = call(
+        &env,
+        "PATCH",
+        &format!("/v1/collections/{c1}?replica=aws&version=2019-02-02T000000.000000Z"),
+        &owner,
+        r#"{"description": "patched here"}"#,
+    )
+    .await;
+    assert_eq!(patched.status, 200, "{}", String::from_utf8_lossy(&patched.body));
+    let v = patched.json()["version"].as_str().unwrap().to_string();
+    let mut expected = stored(&format!("{c1}.2019-02-02T000000.000000Z"));
+    expected["description"] = json!("patched here");
+    assert_eq!(stored(&format!("{c1}.{v}")), expected);
+}

@@ -117,6 +117,27 @@ impl Hca<'_> {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// The Python of the hca venv running `args` with this client's configuration.
+    fn python(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new(hca_bin().with_file_name("python"));
+        cmd.args(args)
+            .env("HCA_CONFIG_FILE", &self.config)
+            .env("XDG_CONFIG_HOME", &self.xdg)
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &self.sa)
+            .env("OAUTHLIB_INSECURE_TRANSPORT", "1")
+            .current_dir(&self.xdg)
+            .env_remove("HTTPS_PROXY")
+            .env_remove("HTTP_PROXY");
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "python {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// `hca dss upload` of `dir` into `replica` through the `staging` bucket.
     fn upload(&self, dir: &Path, replica: &str) -> Value {
         let out = self.run(&[
@@ -306,6 +327,58 @@ fn hca_cli_upload_and_download() {
         serde_json::from_str(&hca.run(&["dss", "delete-collection", "--replica", "aws", "--uuid", &collection]))
             .unwrap();
     assert_eq!(deleted, json!({}));
+
+    // The client's Python API, as its own integration tests use it: 25 collections made,
+    // read back 10 a page with iterate() and paginate() (the client re-sends its
+    // parameters on each Link URL), one patched with add_contents, the events iterated.
+    let f0 = &got["bundle"]["files"][0];
+    let out = hca.python(&[
+        fixtures_support("hca_api.py").to_str().unwrap(),
+        &bundle_uuid,
+        &version,
+        f0["uuid"].as_str().unwrap(),
+        f0["version"].as_str().unwrap(),
+    ]);
+    let seen: Value = serde_json::from_str(&out).unwrap();
+    let made: std::collections::BTreeSet<String> = seen["made"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}.{}", c["uuid"].as_str().unwrap(), c["version"].as_str().unwrap()))
+        .collect();
+    let items: Vec<String> = seen["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}.{}", c["uuid"].as_str().unwrap(), c["version"].as_str().unwrap()))
+        .collect();
+    assert_eq!(made.len(), 25);
+    assert!(
+        made.iter().all(|m| items.contains(m)),
+        "iterate() missed some: {items:?}"
+    );
+    let unique: std::collections::BTreeSet<&String> = items.iter().collect();
+    assert_eq!(unique.len(), items.len(), "iterate() repeated some");
+    // 25 made here, plus the CLI's (deleted above): pages of 10, 10 and the rest.
+    assert_eq!(seen["pages"], json!([10, 10, items.len() - 20]), "{seen}");
+    assert_eq!(seen["after"]["description"], "patched");
+    let contents = seen["after"]["contents"].as_array().unwrap();
+    assert_eq!(contents.len(), 2, "the bundle once, the file added: {contents:?}");
+    assert_eq!(contents[1]["uuid"], f0["uuid"]);
+    assert_eq!(seen["after"]["uuid"].as_str(), None);
+    assert_ne!(seen["patched"]["version"], seen["made"][0]["version"]);
+    let events: Vec<&str> = seen["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    let once: std::collections::BTreeSet<&&str> = events.iter().collect();
+    assert_eq!(
+        once.len(),
+        events.len(),
+        "get_events.iterate() repeated an event: {events:?}"
+    );
 
     // The upload's bundle is an event in the aws journal (recorded just after the write):
     // `get-event` shows its document, `get-events` (paging one stream at a time) lists
@@ -575,4 +648,9 @@ fn hca_cli_upload_and_download() {
     via_edge.download_matches("aws", &edge_bundle, &tmp.path().join("download-edge"), &expected);
     drop(worker);
     drop(server);
+}
+
+/// A file of `tests/support`.
+fn fixtures_support(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support").join(name)
 }

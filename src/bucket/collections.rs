@@ -69,6 +69,46 @@ impl<S: Store, F: FileDoc> Bucket<'_, S, F> {
         }
     }
 
+    /// Who owns what, from the bucket alone (to rebuild the owner index, which the
+    /// original kept outside the bucket): every collection under `collections/`, deleted
+    /// or with each version and its `owner`. Versions whose document names no owner are
+    /// left out (and counted in the second part).
+    pub async fn collection_ownership(&self) -> Result<(Vec<Ownership>, usize), BucketError> {
+        use std::collections::BTreeMap;
+        let keys = list_all(self.store, super::keys::COLLECTIONS).await?;
+        let mut by_uuid: BTreeMap<&str, Option<Vec<&str>>> = BTreeMap::new();
+        for k in &keys {
+            match parse_collection_key(k) {
+                Some(CollectionKey::Tombstone { uuid }) => {
+                    by_uuid.insert(uuid, None);
+                }
+                Some(CollectionKey::Version { uuid, version }) => {
+                    if let Some(vs) = by_uuid.entry(uuid).or_insert_with(|| Some(Vec::new())) {
+                        vs.push(version);
+                    }
+                }
+                None => {}
+            }
+        }
+        let mut out = Vec::with_capacity(by_uuid.len());
+        let mut ownerless = 0;
+        for (uuid, versions) in by_uuid {
+            let Some(versions) = versions else {
+                out.push(Ownership::Deleted(uuid.to_string()));
+                continue;
+            };
+            let mut owned = Vec::with_capacity(versions.len());
+            for v in versions {
+                match self.collection_at(uuid, v).await?.as_ref().and_then(|d| d.get("owner")) {
+                    Some(Value::String(owner)) => owned.push((v.to_string(), owner.clone())),
+                    _ => ownerless += 1,
+                }
+            }
+            out.push(Ownership::Owned(uuid.to_string(), owned));
+        }
+        Ok((out, ownerless))
+    }
+
     /// Write version `version` of collection `uuid` create-only: the same bytes there are
     /// success (a repeated request), others a conflict.
     pub async fn put_collection(
@@ -239,4 +279,13 @@ pub fn item_key(item: &Value) -> Option<String> {
         "collection" => collection_key(uuid, version),
         _ => super::keys::file_key(uuid, version),
     })
+}
+
+/// What the bucket says of one collection's owners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// Deleted: no one has it.
+    Deleted(String),
+    /// Its versions, each with its owner.
+    Owned(String, Vec<(String, String)>),
 }

@@ -71,6 +71,10 @@ pub enum Command {
     /// The event journal: `dss events replay --from DATE [--to DATE] [--replica R]
     /// [--url URL]` prints a running server's events as JSON lines.
     Events(Box<events::EventsArgs>),
+    /// Collections: `dss collections reindex [--replica R]` rebuilds the owner index (which
+    /// `GET /v1/collections` lists from) from the replicas' buckets, as needed for a bucket
+    /// written by the original, whose owners were kept outside it.
+    Collections(Box<CollectionsArgs>),
     /// Print the four DSS checksums of files (sha256, sha1, s3_etag, crc32c), the byte
     /// count and the hashing rate: what `hca-dss-*` staging tags must hold.
     Checksum {
@@ -78,6 +82,20 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+/// Arguments of `dss collections`.
+#[derive(Debug, clap::Args)]
+pub struct CollectionsArgs {
+    /// What to do (only `reindex`).
+    #[arg(value_parser = ["reindex"])]
+    pub action: String,
+    /// Server settings (the same flags and environment as `dss serve`).
+    #[command(flatten)]
+    pub cfg: ServeConfig,
+    /// Replica to read (`all`: every configured replica).
+    #[arg(long, default_value = "all")]
+    pub replica: String,
 }
 
 /// Arguments of `dss reindex`: the server's settings (buckets, search engine) and which
@@ -135,6 +153,10 @@ pub fn run(cli: Cli) -> i32 {
             Ok(false) => return 1,
             Err(e) => Err(e),
         },
+        Command::Collections(args) => {
+            let CollectionsArgs { cfg, replica, .. } = *args;
+            reindex_collections(cfg.finish(), &replica)
+        }
         Command::Reindex(args) => {
             let ReindexArgs { cfg, replica } = *args;
             reindex(cfg.finish(), &replica)
@@ -191,6 +213,55 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
         server::serve_with(app, listener, server::ServeLimits::from_config(&cfg), shutdown)
             .await
             .map_err(|e| e.to_string())
+    })
+}
+
+/// `dss collections reindex`: every collection of the replicas' buckets into the owner
+/// index (deleted ones out of it); prints what it did per replica.
+fn reindex_collections(cfg: ServeConfig, which: &str) -> Result<(), String> {
+    use crate::bucket::collections::Ownership;
+    use crate::jobs::queue::registry::Registry;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let (app, queue) = server::assemble(&cfg).map_err(|e| e.to_string())?;
+        let replicas: Vec<&str> = match which {
+            "all" => app.replicas.names(),
+            one => vec![one],
+        };
+        for name in replicas {
+            let replica = app.replica(name).map_err(|e| e.to_string())?;
+            let started = std::time::Instant::now();
+            let (all, ownerless) = app
+                .bucket(replica)
+                .collection_ownership()
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            let (mut collections, mut versions, mut deleted) = (0usize, 0usize, 0usize);
+            for c in all {
+                match c {
+                    Ownership::Deleted(uuid) => {
+                        queue.remove_collection(&uuid).await.map_err(|e| e.to_string())?;
+                        deleted += 1;
+                    }
+                    Ownership::Owned(uuid, owned) => {
+                        for (version, owner) in &owned {
+                            queue
+                                .add_collection(owner, &uuid, version)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                        }
+                        collections += 1;
+                        versions += owned.len();
+                    }
+                }
+            }
+            println!(
+                "{name}: {collections} collections ({versions} versions) indexed, {deleted} deleted ones left out, \
+                 {ownerless} versions without an owner skipped, in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
     })
 }
 
