@@ -495,5 +495,49 @@ async fn backends_share_subscriptions_and_notify_once() {
             .unwrap();
         assert_eq!(log["deliveries"][0]["outcome"], "delivered", "{log}");
     }
+    // The event journal's index is beside the shared queue too: the bundle written on b
+    // is one event, listed by both, its stream (a presigned S3 URL) and document the same.
+    let event_id = format!("{bundle}.{v}");
+    let t = std::time::Instant::now();
+    let mut listings = Vec::new();
+    for url in [&a, &b] {
+        let streams = loop {
+            let r: serde_json::Value = http
+                .get(format!("{url}/v1/events?replica=aws&per_page=10"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if r["event_streams"].as_array().is_some_and(|s| !s.is_empty()) {
+                break r["event_streams"].clone();
+            }
+            assert!(t.elapsed().as_secs() < 30, "no event listed by {url}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(streams.as_array().unwrap().len(), 1, "{streams}");
+        assert_eq!(streams[0]["events"][0]["event_id"], event_id.as_str());
+        let doc: serde_json::Value = http
+            .get(format!("{url}/v1/events/{bundle}?replica=aws&version={v}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(doc["files"]["f_json"], serde_json::json!([{"kind": "x"}]), "{doc}");
+        let stream = http
+            .get(streams[0]["stream_url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&stream).unwrap(), doc);
+        listings.push(streams[0]["events"].clone());
+    }
+    assert_eq!(listings[0], listings[1]);
     drop(servers);
 }
