@@ -253,13 +253,16 @@ async fn the_journal_holds_every_live_bundle_once_in_order() {
 }
 
 /// An event deleted after compaction leaves listings at once; its journal is rewritten
-/// without it at the next compaction, and the events around it keep their order.
+/// without it at the next compaction, and the events around it keep their order; the
+/// journals replaced are deleted once the stream URLs handed out for them have expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tombstone_after_compaction_rewrites_the_journal() {
     let env = Env::with(|c| {
         c.replicas = "aws".into();
         c.search = "off".into();
         c.events_compact_after = 1;
+        // Stream URLs live 5 s, so replaced journals go 10 s after.
+        c.presigned_url_ttl = 5;
     });
     let meta = env.file("a.json", br#"{"a": 1}"#).await;
     let files = [("a.json", meta.as_str(), V1)];
@@ -290,15 +293,35 @@ async fn a_tombstone_after_compaction_rewrites_the_journal() {
     let mut expected = ids(&events);
     expected.retain(|id| *id != victim);
     assert_eq!(ids(&now_events), expected, "gone from the listing at once");
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    compacted(&env).await;
-    let (streams, rewritten) = all_streams(&env, "per_page=10").await;
-    assert_eq!(ids(&rewritten), expected);
-    assert_eq!(streams.len(), 1);
-    assert_ne!(streams[0]["journal_id"].as_str().unwrap(), journal, "a new journal");
+    // Rewritten at the next compaction (a second on).
+    let t = std::time::Instant::now();
+    let streams = loop {
+        let (streams, _) = all_streams(&env, "per_page=10").await;
+        if streams.len() == 1 && streams[0]["journal_id"].as_str() != Some(&journal) {
+            break streams;
+        }
+        assert!(t.elapsed().as_secs() < 30, "not rewritten: {streams:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let stored = |journal: &str| {
+        let events = env.main_dir("aws").join("events");
+        [
+            events.join(format!("streams/{journal}")).exists(),
+            events.join(format!("journals/{journal}")).exists(),
+        ]
+    };
+    assert_eq!(stored(&journal), [true, true], "kept while its URLs live");
     let replayed = replay(&env, &streams).await;
     assert!(replayed.iter().all(|(id, _)| *id != victim));
     assert_eq!(replayed.len(), 4);
-    // The old journal is still there for the URLs handed out for it (an hour).
-    assert!(env.main_dir("aws").join(format!("events/streams/{journal}")).exists());
+    let (_, rewritten) = all_streams(&env, "per_page=10").await;
+    assert_eq!(ids(&rewritten), expected);
+    // Then deleted: the replaced journal, and the first one-event journals.
+    compacted(&env).await;
+    assert_eq!(stored(&journal), [false, false], "deleted after its grace time");
+    let left: Vec<String> = std::fs::read_dir(env.main_dir("aws").join("events/streams"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, [streams[0]["journal_id"].as_str().unwrap()]);
 }

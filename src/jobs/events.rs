@@ -33,8 +33,6 @@ pub const RECORD: &str = "event";
 /// Kind of the compaction job; its key is the replica.
 pub const COMPACT: &str = "events-compact";
 
-/// How long a journal nothing names is kept: the URLs handed out for it stay good.
-const GRACE: i64 = ev::STREAM_URL_TTL.as_secs() as i64 + 60;
 /// Most pending events one compaction packs (it queues the next for the rest).
 const COMPACT_BATCH: usize = 10 * ev::JOURNAL_MAX_EVENTS;
 
@@ -93,8 +91,11 @@ impl Journaller {
         self.app.clock.now()
     }
 
+    /// When a journal that nothing names from now on may be deleted: once every URL
+    /// handed out for it has expired.
     fn garbage_after(&self) -> i64 {
-        self.now().timestamp() + GRACE
+        let grace = ev::grace(self.app.config.presigned_ttl).as_secs();
+        self.now().timestamp() + i64::try_from(grace).unwrap_or(i64::MAX / 2)
     }
 
     /// Queue a compaction of `replica` at `at` (a queued one absorbs it, keeping the
@@ -216,15 +217,15 @@ impl Journaller {
         let due = pending.first().is_some_and(|e| e.timestamp <= cutoff);
         let more = pending.len() == COMPACT_BATCH;
         let mut journals = ev::cut(pending);
+        // When this must run again (each run plans the next, so nothing waits for new
+        // events to come along): for pending events not due yet, for the rest of a
+        // batch, for journals still in their grace time.
+        let mut next: Option<chrono::DateTime<chrono::Utc>> = more.then_some(now);
         // Until the oldest has waited long enough, only full journals are written.
         if !due && journals.last().is_some_and(|j| j.len() < ev::JOURNAL_MAX_EVENTS) {
-            if let Some(rest) = journals.pop() {
-                if let Some(first) = rest.first() {
-                    let at = parse_ts(&first.timestamp).unwrap_or(now) + self.settle();
-                    if let Err(e) = self.schedule(&job.replica, at).await {
-                        return retry(e);
-                    }
-                }
+            if let Some(first) = journals.pop().and_then(|rest| rest.into_iter().next()) {
+                let at = parse_ts(&first.timestamp).unwrap_or(now) + self.settle();
+                next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
         let mut moved = 0;
@@ -240,23 +241,24 @@ impl Journaller {
         }
         if moved > 0 {
             tracing::debug!(replica = %job.replica, journals = moved, "events compacted");
-            // The journals they replaced are deleted once their grace time is over.
-            if let Err(e) = self
-                .schedule(&job.replica, now + chrono::Duration::seconds(GRACE + 1))
-                .await
-            {
+        }
+        if let Err(e) = self.sweep(&bucket, &job.replica).await {
+            return retry(e);
+        }
+        match self.queue.next_garbage(&job.replica).await {
+            Ok(Some(t)) => {
+                let at = chrono::DateTime::from_timestamp(t, 0).unwrap_or(now);
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+            Ok(None) => {}
+            Err(e) => return retry(e),
+        }
+        if let Some(at) = next {
+            if let Err(e) = self.schedule(&job.replica, at).await {
                 return retry(e);
             }
         }
-        if more {
-            if let Err(e) = self.schedule(&job.replica, now).await {
-                return retry(e);
-            }
-        }
-        match self.sweep(&bucket, &job.replica).await {
-            Ok(()) => Outcome::Done,
-            Err(e) => retry(e),
-        }
+        Outcome::Done
     }
 
     /// Write one journal of `events` and move them to it; `false` if they changed meanwhile

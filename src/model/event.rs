@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 pub const JOURNAL_MAX_EVENTS: usize = 1000;
 /// Most bytes a compacted journal holds (one large document still gets a journal).
 pub const JOURNAL_MAX_BYTES: u64 = 64 * 1024 * 1024;
-/// How long a stream URL handed out by `GET /v1/events` is valid (the original's
-/// boto3 default); a journal replaced by compaction is kept at least this long.
-pub const STREAM_URL_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How long a journal nothing names any more is kept, when the stream URLs handed out
+/// live `url_ttl` (`DSS_PRESIGNED_URL_TTL`): their life, and a margin for clocks.
+pub fn grace(url_ttl: std::time::Duration) -> std::time::Duration {
+    url_ttl + url_ttl.min(std::time::Duration::from_secs(60))
+}
 /// Most streams on one page of `GET /v1/events` (the original's bound).
 pub const PER_PAGE_MAX: usize = 10;
 

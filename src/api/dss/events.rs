@@ -58,7 +58,7 @@ pub async fn list<S: Store, H: HttpClient, T: Sleeper>(
     let bucket = app.bucket(replica);
     let mut streams = Vec::with_capacity(page.streams.len());
     for s in page.streams {
-        let url = bucket.presign_journal(&s.journal_id, ev::STREAM_URL_TTL).await?;
+        let url = bucket.presign_journal(&s.journal_id, app.config.presigned_ttl).await?;
         let mut v = serde_json::to_value(&s).map_err(|e| ApiError::Internal(e.to_string()))?;
         if let Value::Object(m) = &mut v {
             m.insert("stream_url".into(), Value::String(url));

@@ -131,12 +131,15 @@ pub async fn events_are_listed_in_order_and_stay_deleted<Q: EventIndex>(q: Q) {
     );
     assert!(q.event_entry("aws", &event(7, t3).event_id).await.unwrap().0.is_none());
     // The deleted events' one-event journals are garbage from time 100, not before.
+    assert_eq!(q.next_garbage("aws").await.unwrap(), Some(100));
+    assert_eq!(q.next_garbage("gcp").await.unwrap(), None);
     assert!(q.garbage_journals("aws", 99, 10).await.unwrap().is_empty());
     let mut garbage = q.garbage_journals("aws", 100, 10).await.unwrap();
     garbage.sort();
     assert_eq!(garbage, [event(1, t2).journal, event(7, t3).journal]);
     q.forget_journals("aws", &garbage).await.unwrap();
     assert!(q.garbage_journals("aws", 100, 10).await.unwrap().is_empty());
+    assert_eq!(q.next_garbage("aws").await.unwrap(), None);
     assert_eq!(
         ids(&q.event_entries("gcp", &Cursor::at(""), None, 100).await.unwrap()),
         ids(&[event(9, t1)])

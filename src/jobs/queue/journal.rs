@@ -90,6 +90,8 @@ pub trait EventIndex: Send + Sync + 'static {
     ) -> impl Future<Output = QueueResult<Vec<String>>> + Send;
     /// Forget garbage journals (deleted from the bucket).
     fn forget_journals(&self, replica: &str, journals: &[String]) -> impl Future<Output = QueueResult<()>> + Send;
+    /// When the next garbage journal of `replica` may be deleted (unix seconds), if any.
+    fn next_garbage(&self, replica: &str) -> impl Future<Output = QueueResult<Option<i64>>> + Send;
 }
 
 /// The tables of the embedded queue's file (created at open).
@@ -396,6 +398,19 @@ impl EventIndex for DiskQueue {
         })
         .await
     }
+
+    async fn next_garbage(&self, replica: &str) -> QueueResult<Option<i64>> {
+        let replica = replica.to_string();
+        self.run(false, move |c| {
+            c.query_row(
+                "SELECT min(after) FROM event_garbage WHERE replica = ?1",
+                params![replica],
+                |r| r.get(0),
+            )
+            .map_err(sqlite)
+        })
+        .await
+    }
 }
 
 fn pg(e: sqlx::Error) -> QueueError {
@@ -641,6 +656,16 @@ impl EventIndex for PgQueue {
             .map_err(pg)
             .map(drop)
     }
+
+    async fn next_garbage(&self, replica: &str) -> QueueResult<Option<i64>> {
+        sqlx::query("SELECT min(after) FROM dss_event_garbage WHERE replica = $1")
+            .bind(replica)
+            .fetch_one(&self.fast)
+            .await
+            .map_err(pg)?
+            .try_get(0)
+            .map_err(corrupt)
+    }
 }
 
 macro_rules! each {
@@ -682,5 +707,8 @@ impl EventIndex for AnyQueue {
     }
     async fn forget_journals(&self, replica: &str, journals: &[String]) -> QueueResult<()> {
         each!(self, q => q.forget_journals(replica, journals).await)
+    }
+    async fn next_garbage(&self, replica: &str) -> QueueResult<Option<i64>> {
+        each!(self, q => q.next_garbage(replica).await)
     }
 }
