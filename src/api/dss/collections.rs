@@ -37,28 +37,8 @@ pub async fn list<S: Store, H: HttpClient, T: Sleeper>(
         .map(|(u, v)| json!({"uuid": u, "version": v}))
         .collect();
     let more = all.len().saturating_sub(start_at) > per_page;
-    let status = if more {
-        StatusCode::PARTIAL_CONTENT
-    } else {
-        StatusCode::OK
-    };
-    let mut r = json_response(status, &json!({ "collections": page }));
-    let h = r.headers_mut();
-    if more {
-        let next = ctx.url_with(&[("start_at", Some(&(start_at + per_page).to_string()))]);
-        if let Ok(v) = http::HeaderValue::from_str(&format!("<{next}>; rel='next'")) {
-            h.insert(http::header::LINK, v);
-        }
-    }
-    h.insert(
-        "x-openapi-pagination",
-        http::HeaderValue::from_static(if more { "true" } else { "false" }),
-    );
-    h.insert(
-        "x-openapi-paginated-content-key",
-        http::HeaderValue::from_static("collections"),
-    );
-    Ok(r)
+    let next = more.then(|| ctx.url_with(&[("start_at", Some(&(start_at + per_page).to_string()))]));
+    Ok(page_response(&json!({ "collections": page }), next, "collections"))
 }
 
 /// `PUT /v1/collections?uuid&version&replica`: a collection version owned by the caller,

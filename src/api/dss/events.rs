@@ -65,29 +65,12 @@ pub async fn list<S: Store, H: HttpClient, T: Sleeper>(
         }
         streams.push(v);
     }
-    let more = page.next.is_some();
-    let status = if more {
-        StatusCode::PARTIAL_CONTENT
-    } else {
-        StatusCode::OK
-    };
-    let mut r = json_response(status, &json!({ "event_streams": streams }));
-    let h = r.headers_mut();
-    if let Some(next) = page.next {
-        let next = ctx.url_with(&[("token", Some(&next.token()))]);
-        if let Ok(v) = http::HeaderValue::from_str(&format!("<{next}>; rel='next'")) {
-            h.insert(http::header::LINK, v);
-        }
-    }
-    h.insert(
-        "x-openapi-pagination",
-        http::HeaderValue::from_static(if more { "true" } else { "false" }),
-    );
-    h.insert(
-        "x-openapi-paginated-content-key",
-        http::HeaderValue::from_static("event_streams"),
-    );
-    Ok(r)
+    let next = page.next.map(|c| ctx.url_with(&[("token", Some(&c.token()))]));
+    Ok(page_response(
+        &json!({ "event_streams": streams }),
+        next,
+        "event_streams",
+    ))
 }
 
 /// `GET /v1/events/{uuid}?version&replica`: the event of bundle `uuid` at `version` (its
