@@ -383,3 +383,28 @@ async fn an_originals_collections_are_served_and_reindexed() {
     expected["description"] = json!("patched here");
     assert_eq!(stored(&format!("{c1}.{v}")), expected);
 }
+
+/// Two users making the same new collection uuid at once (different versions, so the
+/// bucket alone would take both): one gets it, the other 403, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_uuid_goes_to_one_of_two_users_at_once() {
+    let env = Env::new();
+    let (me, other) = (env.user(), env.token("other@example.org", Some("hca")));
+    let body = json!({"name": "n", "description": "d", "details": {}, "contents": []});
+    for _ in 0..20 {
+        let c = uuid::Uuid::new_v4().to_string();
+        let (a, b) = tokio::join!(put(&env, &me, &c, V2, &body), put(&env, &other, &c, V3, &body));
+        let mut statuses = [a.status, b.status];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [201, 403],
+            "{} / {}",
+            String::from_utf8_lossy(&a.body),
+            String::from_utf8_lossy(&b.body)
+        );
+        let winner = if a.status == 201 { &me } else { &other };
+        let got = call(&env, "GET", &format!("/v1/collections/{c}?replica=aws"), winner, "").await;
+        assert_eq!(got.status, 200);
+    }
+}

@@ -28,6 +28,14 @@ impl crate::model::collection::CollectionOwners for CollectionIndex {
                 .map_err(|e| e.to_string())
         })
     }
+    fn claim<'a>(&'a self, uuid: &'a str, owner: &'a str) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            self.queue
+                .claim_collection(uuid, owner)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
     fn list<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<(String, String)>, String>> {
         Box::pin(async move { self.queue.owner_collections(owner).await.map_err(|e| e.to_string()) })
     }

@@ -40,6 +40,9 @@ pub enum CollectionError {
 pub trait CollectionOwners: MaybeSend + MaybeSync {
     /// Record that `owner` has `uuid` at `version`.
     fn add<'a>(&'a self, owner: &'a str, uuid: &'a str, version: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    /// Claim `uuid` for `owner` unless someone has it already: who has it (`owner` once
+    /// claimed). Atomic: of two users making the same new uuid at once, one gets it.
+    fn claim<'a>(&'a self, uuid: &'a str, owner: &'a str) -> BoxFuture<'a, Result<String, String>>;
     /// `owner`'s `(uuid, version)`s, descending by `{uuid}.{version}` as the original listed.
     fn list<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<Vec<(String, String)>, String>>;
     /// Forget collection `uuid` (deleted).

@@ -60,6 +60,11 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>, ctx: &
         }
         Lookup::Found { .. } | Lookup::Absent => {}
     }
+    // The bucket says no one else has it; the claim makes that so under concurrency (two
+    // users making the same new uuid at once, on any backend or replica).
+    if index.claim(id.as_str(), &owner).await.map_err(index_down)? != owner {
+        return Err(CollectionError::Forbidden.into());
+    }
     let items = doc
         .get("contents")
         .and_then(Value::as_array)

@@ -47,6 +47,7 @@ where
     concurrent_puts_keep_the_limit(Arc::new(make().await)).await;
     delivery_logs_keep_the_newest(make().await).await;
     collection_owners_are_listed_and_forgotten(make().await).await;
+    collection_uuids_are_claimed_once(Arc::new(make().await)).await;
     events_are_listed_in_order_and_stay_deleted(make().await).await;
     compaction_moves_all_or_nothing(make().await).await;
     concurrent_moves_of_one_event_succeed_once(Arc::new(make().await)).await;
@@ -244,6 +245,37 @@ pub async fn collection_owners_are_listed_and_forgotten<Q: Registry>(q: Q) {
     assert_eq!(q.remove_collection(b).await.expect("remove"), 2);
     assert_eq!(q.owner_collections("o@x").await.expect("list").len(), 2);
     assert!(q.owner_collections("p@x").await.expect("list").is_empty());
+}
+
+/// A collection uuid is claimed once: the first claimant keeps it, a uuid already in the
+/// owner index is its owner's, and of many claiming a new uuid at once, one wins and
+/// every one is told who.
+pub async fn collection_uuids_are_claimed_once<Q: Registry>(q: Arc<Q>) {
+    let (a, b, c) = (
+        "00000000-0000-4000-8000-0000000000a1",
+        "00000000-0000-4000-8000-0000000000b1",
+        "00000000-0000-4000-8000-0000000000c1",
+    );
+    assert_eq!(q.claim_collection(a, "o@x").await.expect("claim"), "o@x");
+    assert_eq!(q.claim_collection(a, "p@x").await.expect("claim"), "o@x");
+    assert_eq!(q.claim_collection(a, "o@x").await.expect("claim"), "o@x");
+    q.add_collection("p@x", b, "2019-01-01T000000.000000Z")
+        .await
+        .expect("add");
+    assert_eq!(q.claim_collection(b, "o@x").await.expect("claim"), "p@x");
+    let tries = (0..8).map(|i| {
+        let q = q.clone();
+        async move {
+            (
+                format!("u{i}@x"),
+                q.claim_collection(c, &format!("u{i}@x")).await.expect("claim"),
+            )
+        }
+    });
+    let told = futures::future::join_all(tries).await;
+    let winner = &told[0].1;
+    assert!(told.iter().all(|(_, w)| w == winner), "{told:?}");
+    assert_eq!(told.iter().filter(|(me, w)| me == w).count(), 1);
 }
 
 fn subscription(replica: &str, owner: &str, kind: Kind, n: usize) -> Subscription {

@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events",
         include_str!("../../../migrations/postgres/0005_events.sql"),
     ),
+    (
+        6,
+        "collection_claims",
+        include_str!("../../../migrations/postgres/0006_collection_claims.sql"),
+    ),
 ];
 
 /// The PostgreSQL queue.

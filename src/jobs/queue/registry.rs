@@ -50,6 +50,9 @@ pub trait Registry: Send + Sync + 'static {
     fn deliveries(&self, replica: &str, subscription: &str) -> impl Future<Output = QueueResult<Vec<Delivery>>> + Send;
     /// Record that `owner` has version `version` of collection `uuid` (a repeat is one row).
     fn add_collection(&self, owner: &str, uuid: &str, version: &str) -> impl Future<Output = QueueResult<()>> + Send;
+    /// Claim collection `uuid` for `owner` unless it is claimed (by an owner row or a
+    /// claim): who has it.
+    fn claim_collection(&self, uuid: &str, owner: &str) -> impl Future<Output = QueueResult<String>> + Send;
     /// `owner`'s collection versions `(uuid, version)`, in the original's order (descending
     /// by `{uuid}.{version}`).
     fn owner_collections(&self, owner: &str) -> impl Future<Output = QueueResult<Vec<(String, String)>>> + Send;
@@ -165,6 +168,10 @@ CREATE TABLE IF NOT EXISTS collection_owners (
     PRIMARY KEY (owner, uuid, version)
 );
 CREATE INDEX IF NOT EXISTS collection_owners_uuid ON collection_owners (uuid);
+CREATE TABLE IF NOT EXISTS collection_claims (
+    uuid TEXT PRIMARY KEY,
+    owner TEXT NOT NULL
+);
 ";
 
 impl Registry for DiskQueue {
@@ -325,6 +332,26 @@ impl Registry for DiskQueue {
                 params![owner, uuid, version],
             )
             .map(drop)
+            .map_err(sqlite)
+        })
+        .await
+    }
+
+    async fn claim_collection(&self, uuid: &str, owner: &str) -> QueueResult<String> {
+        let (uuid, owner) = (uuid.to_string(), owner.to_string());
+        self.run(true, move |c| {
+            // A collection listed before claims were kept (its owner rows) is its owner's.
+            c.execute(
+                "INSERT OR IGNORE INTO collection_claims (uuid, owner)
+                 SELECT ?1, coalesce((SELECT owner FROM collection_owners WHERE uuid = ?1 LIMIT 1), ?2)",
+                params![uuid, owner],
+            )
+            .map_err(sqlite)?;
+            c.query_row(
+                "SELECT owner FROM collection_claims WHERE uuid = ?1",
+                params![uuid],
+                |r| r.get(0),
+            )
             .map_err(sqlite)
         })
         .await
@@ -559,6 +586,26 @@ impl Registry for PgQueue {
         .map(drop)
     }
 
+    async fn claim_collection(&self, uuid: &str, owner: &str) -> QueueResult<String> {
+        sqlx::query(
+            "INSERT INTO dss_collection_claims (uuid, owner)
+             SELECT $1, coalesce((SELECT owner FROM dss_collection_owners WHERE uuid = $1 LIMIT 1), $2)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(uuid)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(pg)?;
+        sqlx::query("SELECT owner FROM dss_collection_claims WHERE uuid = $1")
+            .bind(uuid)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(pg)?
+            .try_get(0)
+            .map_err(|e| QueueError::Corrupt(e.to_string()))
+    }
+
     async fn owner_collections(&self, owner: &str) -> QueueResult<Vec<(String, String)>> {
         let rows = sqlx::query(
             "SELECT uuid, version FROM dss_collection_owners WHERE owner = $1
@@ -624,6 +671,9 @@ impl Registry for AnyQueue {
     }
     async fn add_collection(&self, owner: &str, uuid: &str, version: &str) -> QueueResult<()> {
         each!(self, q => q.add_collection(owner, uuid, version).await)
+    }
+    async fn claim_collection(&self, uuid: &str, owner: &str) -> QueueResult<String> {
+        each!(self, q => q.claim_collection(uuid, owner).await)
     }
     async fn owner_collections(&self, owner: &str) -> QueueResult<Vec<(String, String)>> {
         each!(self, q => q.owner_collections(owner).await)
