@@ -325,3 +325,43 @@ async fn a_tombstone_after_compaction_rewrites_the_journal() {
         .collect();
     assert_eq!(left, [streams[0]["journal_id"].as_str().unwrap()]);
 }
+
+/// A full journal's worth of events is packed at once, without waiting
+/// `DSS_EVENTS_COMPACT_AFTER` (an hour here); fewer wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_pending_events_are_packed_at_once() {
+    let env = Env::with(|c| {
+        c.replicas = "aws".into();
+        c.search = "off".into();
+        c.events_compact_after = 3600;
+    });
+    let meta = env.file("a.json", br#"{"a": 1}"#).await;
+    let files = [("a.json", meta.as_str(), V1)];
+    let n = dss::model::event::JOURNAL_MAX_EVENTS + 7;
+    let uuids: Vec<String> = (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    for chunk in uuids.chunks(16) {
+        let puts = chunk.iter().map(|u| env.put_bundle(u, V2, &files, None));
+        for r in futures::future::join_all(puts).await {
+            assert_eq!(r.status, 201);
+        }
+    }
+    env.jobs_completed("event", 120).await;
+    let t = std::time::Instant::now();
+    loop {
+        let (streams, events) = all_streams(&env, "per_page=10").await;
+        assert_eq!(events.len(), n);
+        // Events per journal (a journal may show as two streams when an event recorded
+        // in the same instant lies between its events).
+        let mut sizes: HashMap<&str, usize> = HashMap::new();
+        for s in &streams {
+            *sizes.entry(s["journal_id"].as_str().unwrap()).or_default() += s["events"].as_array().unwrap().len();
+        }
+        if sizes.values().any(|n| *n == dss::model::event::JOURNAL_MAX_EVENTS) {
+            // The rest stay one-event journals until they are due.
+            assert_eq!(sizes.len(), 8, "{sizes:?}");
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 60, "no full journal: {sizes:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

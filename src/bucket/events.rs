@@ -1,7 +1,9 @@
 //! The event journal's objects in a replica's bucket: `events/streams/{journal}` holds
 //! the documents of a journal's events back to back, `events/journals/{journal}` its
-//! manifest (the same JSON a listing shows, with every event). Journals are written whole
-//! and never changed: compaction writes new ones and deletes the old after a grace time.
+//! manifest (the same JSON a listing shows, with every event). A new event is a journal
+//! of its own named by its event id, with no manifest (one object per event recorded: the
+//! index says the rest). Journals are written whole and never changed: compaction writes
+//! new ones and deletes the old after a grace time.
 //! No work follows these writes (they are not replicated: every replica records its own).
 
 use super::keys::{event_manifest_key, event_stream_key};
@@ -14,6 +16,15 @@ use bytes::Bytes;
 pub type JournalDocs = [(String, String, Bytes)];
 
 impl<S: Store, F: FileDoc> Bucket<'_, S, F> {
+    /// Write the one-event journal of event `event_id`: its document alone, at
+    /// `events/streams/{event_id}`.
+    pub async fn put_event(&self, event_id: &str, doc: Bytes) -> Result<(), BucketError> {
+        Ok(self
+            .store
+            .put(&event_stream_key(event_id), doc, PutOptions::overwrite())
+            .await?)
+    }
+
     /// Write journal `journal_id` of `docs`: the stream first, then its manifest (a
     /// manifest never names a stream that is not there). Returns the manifest.
     pub async fn put_journal(&self, journal_id: &str, docs: &JournalDocs) -> Result<Stream, BucketError> {
@@ -78,8 +89,8 @@ impl<S: Store, F: FileDoc> Bucket<'_, S, F> {
         Ok(Bytes::from(out))
     }
 
-    /// Delete journal `journal_id` (its manifest first, so a manifest never names a
-    /// missing stream).
+    /// Delete journal `journal_id` (its manifest first, if it has one, so a manifest never
+    /// names a missing stream).
     pub async fn delete_journal(&self, journal_id: &str) -> Result<(), BucketError> {
         self.store.delete(&event_manifest_key(journal_id)).await?;
         self.store.delete(&event_stream_key(journal_id)).await?;

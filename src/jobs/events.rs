@@ -159,7 +159,7 @@ impl Journaller {
         let now = self.now();
         let ts = DssVersion::from_datetime(now).to_string();
         let size = bytes.len() as u64;
-        if let Err(e) = bucket.put_journal(&id, &[(id.clone(), ts.clone(), bytes)]).await {
+        if let Err(e) = bucket.put_event(&id, bytes).await {
             return retry(e);
         }
         let entry = EventEntry {
@@ -179,7 +179,13 @@ impl Journaller {
             Ok(Recorded::Live | Recorded::Deleted) => return Outcome::Done,
             Err(e) => return retry(e),
         }
-        match self.schedule(&job.replica, now + self.settle()).await {
+        // A full journal's worth waiting is packed at once, else once this one is due.
+        let full = match self.queue.pending_count(&job.replica, ev::JOURNAL_MAX_EVENTS).await {
+            Ok(n) => n >= ev::JOURNAL_MAX_EVENTS,
+            Err(e) => return retry(e),
+        };
+        let at = if full { now } else { now + self.settle() };
+        match self.schedule(&job.replica, at).await {
             Ok(()) => Outcome::Done,
             Err(e) => retry(e),
         }

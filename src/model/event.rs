@@ -150,10 +150,22 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
-/// How many entries a page of `per_page` streams needs read: one more stream than shown
+/// The most entries a page of `per_page` streams can need: one more stream than shown
 /// (to know there is a next page), each of at most [`JOURNAL_MAX_EVENTS`] events.
 pub fn entries_for(per_page: usize) -> usize {
     (per_page + 1) * JOURNAL_MAX_EVENTS
+}
+
+/// How many entries to read next for a page of `per_page` streams after `read` were not
+/// enough (`0`: none read yet): as many as streams at first (enough when each is one
+/// event, as before compaction), then sixteen times more, up to [`entries_for`].
+pub fn entries_next(per_page: usize, read: usize) -> usize {
+    let first = per_page + 1;
+    if read == 0 {
+        first
+    } else {
+        (read * 16).min(entries_for(per_page))
+    }
 }
 
 /// `entries` (in journal order) cut into streams, the first `per_page` of them.
@@ -306,6 +318,17 @@ mod tests {
             (next.timestamp, next.event_id),
             (rows[3].timestamp.clone(), rows[3].event_id.clone())
         );
+    }
+
+    #[test]
+    fn reads_grow_until_a_page_is_sure() {
+        let mut read = 0;
+        let mut steps = Vec::new();
+        while read < entries_for(10) {
+            read = entries_next(10, read);
+            steps.push(read);
+        }
+        assert_eq!(steps, [11, 176, 2816, 11000]);
     }
 
     #[test]

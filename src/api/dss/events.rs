@@ -50,11 +50,22 @@ pub async fn list<S: Store, H: HttpClient, T: Sleeper>(
     if to.as_deref().is_some_and(|to| from.timestamp.as_str() > to) {
         return Err(ApiError::BadRequest("to_date must be greater than from_date".into()));
     }
-    let entries = journal(app)?
-        .entries(&replica.name, &from, to.as_deref(), ev::entries_for(per_page))
-        .await
-        .map_err(index_down)?;
-    let page = ev::page(entries, per_page);
+    // Read as few entries as the page needs: one per stream while journals hold one event
+    // (before compaction), more only when a stream turns out longer.
+    let mut limit = ev::entries_next(per_page, 0);
+    let page = loop {
+        let entries = journal(app)?
+            .entries(&replica.name, &from, to.as_deref(), limit)
+            .await
+            .map_err(index_down)?;
+        let all_read = entries.len() < limit || limit >= ev::entries_for(per_page);
+        let page = ev::page(entries, per_page);
+        // The page is sure once the stream after it has begun, or nothing more is there.
+        if page.next.is_some() || all_read {
+            break page;
+        }
+        limit = ev::entries_next(per_page, limit);
+    };
     let bucket = app.bucket(replica);
     let mut streams = Vec::with_capacity(page.streams.len());
     for s in page.streams {

@@ -158,6 +158,9 @@ pub async fn compaction_moves_all_or_nothing<Q: EventIndex>(q: Q) {
     }
     let pending = q.pending_events("aws", 10).await.unwrap();
     assert_eq!(ids(&pending), ids(&[event(0, t), event(1, t), event(2, t)]));
+    assert_eq!(q.pending_count("aws", 10).await.unwrap(), 3);
+    assert_eq!(q.pending_count("aws", 2).await.unwrap(), 2, "counted up to the bound");
+    assert_eq!(q.pending_count("gcp", 10).await.unwrap(), 0);
     let moved = |e: &EventEntry, offset| EventEntry {
         journal: "J".into(),
         offset,

@@ -69,6 +69,8 @@ pub trait EventIndex: Send + Sync + 'static {
         replica: &str,
         event_id: &str,
     ) -> impl Future<Output = QueueResult<(Option<EventEntry>, bool)>> + Send;
+    /// How many events of `replica` are pending compaction, counted up to `up_to`.
+    fn pending_count(&self, replica: &str, up_to: usize) -> impl Future<Output = QueueResult<usize>> + Send;
     /// Up to `limit` live events of `replica` pending compaction, in order.
     fn pending_events(&self, replica: &str, limit: usize) -> impl Future<Output = QueueResult<Vec<EventEntry>>> + Send;
     /// Move events to the journals compaction wrote, all or none: `false` (nothing
@@ -311,6 +313,20 @@ impl EventIndex for DiskQueue {
                 Some((None, _)) => (None, true),
                 Some((Some(_), e)) => (Some(e), true),
             })
+        })
+        .await
+    }
+
+    async fn pending_count(&self, replica: &str, up_to: usize) -> QueueResult<usize> {
+        let replica = replica.to_string();
+        self.run(false, move |c| {
+            c.query_row(
+                "SELECT count(*) FROM (SELECT 1 FROM events WHERE replica = ?1 AND pending = 1 LIMIT ?2)",
+                params![replica, i(up_to as u64)],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| usize::try_from(n).unwrap_or(0))
+            .map_err(sqlite)
         })
         .await
     }
@@ -587,6 +603,19 @@ impl EventIndex for PgQueue {
         Ok((journal.map(|_| pg_entry(&row)).transpose()?, true))
     }
 
+    async fn pending_count(&self, replica: &str, up_to: usize) -> QueueResult<usize> {
+        let n: i64 =
+            sqlx::query("SELECT count(*) FROM (SELECT 1 FROM dss_events WHERE replica = $1 AND pending LIMIT $2) p")
+                .bind(replica)
+                .bind(i(up_to as u64))
+                .fetch_one(&self.fast)
+                .await
+                .map_err(pg)?
+                .try_get(0)
+                .map_err(corrupt)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     async fn pending_events(&self, replica: &str, limit: usize) -> QueueResult<Vec<EventEntry>> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM dss_events WHERE replica = $1 AND pending
@@ -695,6 +724,9 @@ impl EventIndex for AnyQueue {
     }
     async fn event_entry(&self, replica: &str, event_id: &str) -> QueueResult<(Option<EventEntry>, bool)> {
         each!(self, q => q.event_entry(replica, event_id).await)
+    }
+    async fn pending_count(&self, replica: &str, up_to: usize) -> QueueResult<usize> {
+        each!(self, q => q.pending_count(replica, up_to).await)
     }
     async fn pending_events(&self, replica: &str, limit: usize) -> QueueResult<Vec<EventEntry>> {
         each!(self, q => q.pending_events(replica, limit).await)
