@@ -1065,12 +1065,19 @@ mod tests {
             payload: serde_json::json!({"a": 1}),
             attempt: 3,
         }));
+        let record = Work::Record(RecordJob {
+            replica: "aws".into(),
+            key: "bundles/u.v".into(),
+        });
+        let compact = Work::Compact(CompactJob { replica: "gcp".into() });
         for (w, kind, key) in [
             (ingest, INGEST, "aws/u.v"),
             (index, INDEX, "gcp/bundles/u.v"),
             (copy, REPLICATE, "aws>gcp/files/u.v"),
             (matching, notify::MATCH, "aws/bundles/u.v.dead"),
             (notification, notify::NOTIFY, "aws/s/n#3"),
+            (record, events::RECORD, "aws/bundles/u.v"),
+            (compact, events::COMPACT, "gcp"),
         ] {
             let job = stored(w.to_job());
             assert_eq!((job.kind.as_str(), job.key.as_str()), (kind, key));
@@ -1083,8 +1090,8 @@ mod tests {
     }
 
     /// A client's write of a document is copied to every other replica and a bundle key
-    /// indexed and matched where it lands; replication's own writes are indexed and
-    /// matched, never copied on.
+    /// indexed, matched and recorded in the event journal where it lands; replication's
+    /// own writes are indexed, matched and recorded, never copied on.
     #[test]
     fn writes_are_copied_to_every_other_replica_once() {
         let replicas: Vec<String> = ["aws", "gcp", "spare"].map(String::from).to_vec();
@@ -1097,13 +1104,19 @@ mod tests {
                 .collect()
         };
         let bundle = format!("bundles/{u}.{v}");
-        // Indexed and matched against subscriptions where it lands, whoever wrote it.
-        let here = [format!("index gcp/{bundle}"), format!("notify-match gcp/{bundle}")];
+        // Indexed, matched against subscriptions and recorded as an event where it lands,
+        // whoever wrote it.
+        let here = [
+            format!("index gcp/{bundle}"),
+            format!("notify-match gcp/{bundle}"),
+            format!("event gcp/{bundle}"),
+        ];
         assert_eq!(
             keys(&bundle, Origin::Client),
             [
                 here[0].clone(),
                 here[1].clone(),
+                here[2].clone(),
                 format!("replicate gcp>aws/{bundle}"),
                 format!("replicate gcp>spare/{bundle}")
             ]
