@@ -136,7 +136,9 @@ impl Journaller {
         };
         let id = ev::event_id(uuid, version);
         match self.queue.event_entry(&job.replica, &id).await {
-            Ok((_, true)) => return Outcome::Done, // recorded (or deleted) before
+            // Recorded (or deleted) before; its compaction is queued again, in case the
+            // run that recorded it ended before it could queue it.
+            Ok((_, true)) => return self.compact_later(&job.replica).await,
             Ok((_, false)) => {}
             Err(e) => return retry(e),
         }
@@ -175,17 +177,22 @@ impl Journaller {
             .record_event(&job.replica, &entry, self.garbage_after())
             .await
         {
-            Ok(Recorded::Added) => {}
-            Ok(Recorded::Live | Recorded::Deleted) => return Outcome::Done,
-            Err(e) => return retry(e),
+            Ok(Recorded::Added | Recorded::Live | Recorded::Deleted) => self.compact_later(&job.replica).await,
+            Err(e) => retry(e),
         }
-        // A full journal's worth waiting is packed at once, else once this one is due.
-        let full = match self.queue.pending_count(&job.replica, ev::JOURNAL_MAX_EVENTS).await {
+    }
+
+    /// Queue the compaction that recorded or deleted events need: at once when a full
+    /// journal's worth waits, else once the newest of them is due. (A queued compaction
+    /// absorbs it, keeping the earlier time, so this is cheap to repeat.)
+    async fn compact_later(&self, replica: &str) -> Outcome {
+        let full = match self.queue.pending_count(replica, ev::JOURNAL_MAX_EVENTS).await {
             Ok(n) => n >= ev::JOURNAL_MAX_EVENTS,
             Err(e) => return retry(e),
         };
+        let now = self.now();
         let at = if full { now } else { now + self.settle() };
-        match self.schedule(&job.replica, at).await {
+        match self.schedule(replica, at).await {
             Ok(()) => Outcome::Done,
             Err(e) => retry(e),
         }
@@ -193,14 +200,12 @@ impl Journaller {
 
     async fn delete(&self, replica: &str, ids: Vec<String>) -> Outcome {
         match self.queue.delete_events(replica, &ids, self.garbage_after()).await {
-            Ok(0) => Outcome::Done,
             Ok(n) => {
                 tracing::debug!(replica, deleted = n, "events deleted");
-                // Their journals are rewritten without them, at the next compaction.
-                match self.schedule(replica, self.now() + self.settle()).await {
-                    Ok(()) => Outcome::Done,
-                    Err(e) => retry(e),
-                }
+                // Their journals are rewritten without them at the next compaction (also
+                // queued when a repeat finds them deleted already: the run that deleted
+                // them may have ended before it queued it).
+                self.compact_later(replica).await
             }
             Err(e) => retry(e),
         }
