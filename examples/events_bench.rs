@@ -61,8 +61,11 @@ const COMPACT_AFTER: u64 = 86_400;
 const PER_PAGE: usize = 10;
 /// Events written at once during the setup.
 const SETUP_CONCURRENCY: usize = 64;
-/// How long a compaction's garbage is kept (as `Journaller` sets it: the URL life + 60 s).
-const GRACE_SECS: i64 = 3600 + 60;
+/// How long a compaction's garbage is kept (as `Journaller` sets it, for the default URL
+/// life of an hour).
+fn grace_secs() -> i64 {
+    dss::model::event::grace(std::time::Duration::from_secs(3600)).as_secs() as i64
+}
 
 /// splitmix64: the same documents and dates every run.
 struct Rng(u64);
@@ -553,7 +556,7 @@ async fn setup(app: &NativeApp, queue: &AnyQueue, n: usize) -> (Vec<Written>, u6
             }
         })
         .collect();
-    let garbage_after = chrono::Utc::now().timestamp() + GRACE_SECS;
+    let garbage_after = chrono::Utc::now().timestamp() + grace_secs();
     let bytes = std::sync::atomic::AtomicU64::new(0);
     let bucket = &bucket;
     let bytes_ref = &bytes;
@@ -731,7 +734,7 @@ async fn main() {
         thousands(files_after),
         mib(disk_after),
         thousands(sidecars_after),
-        GRACE_SECS
+        grace_secs()
     );
 
     let _ = writeln!(

@@ -96,7 +96,17 @@ struct Hca<'a> {
 
 impl Hca<'_> {
     fn run(&self, args: &[&str]) -> String {
-        let mut cmd = Command::new(hca_bin());
+        self.exec(hca_bin(), args)
+    }
+
+    /// The Python of the hca venv running `args` (a script of its Python API).
+    fn python(&self, args: &[&str]) -> String {
+        self.exec(hca_bin().with_file_name("python"), args)
+    }
+
+    /// `program` `args` with this client's configuration; its stdout, once it succeeded.
+    fn exec(&self, program: PathBuf, args: &[&str]) -> String {
+        let mut cmd = Command::new(&program);
         cmd.args(args)
             .env("HCA_CONFIG_FILE", &self.config)
             .env("XDG_CONFIG_HOME", &self.xdg)
@@ -110,28 +120,8 @@ impl Hca<'_> {
         let out = cmd.output().unwrap();
         assert!(
             out.status.success(),
-            "hca {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// The Python of the hca venv running `args` with this client's configuration.
-    fn python(&self, args: &[&str]) -> String {
-        let mut cmd = Command::new(hca_bin().with_file_name("python"));
-        cmd.args(args)
-            .env("HCA_CONFIG_FILE", &self.config)
-            .env("XDG_CONFIG_HOME", &self.xdg)
-            .env("GOOGLE_APPLICATION_CREDENTIALS", &self.sa)
-            .env("OAUTHLIB_INSECURE_TRANSPORT", "1")
-            .current_dir(&self.xdg)
-            .env_remove("HTTPS_PROXY")
-            .env_remove("HTTP_PROXY");
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "python {args:?} failed:\nstdout: {}\nstderr: {}",
+            "{} {args:?} failed:\nstdout: {}\nstderr: {}",
+            program.display(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
