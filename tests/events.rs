@@ -365,3 +365,55 @@ async fn a_thousand_pending_events_are_packed_at_once() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Bundles stored before the journal existed (here: the original's bucket) become events
+/// with `dss events record`: every live version once, none a tombstone hides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dss_events_record_records_a_bucket_written_before() {
+    let env = Env::with(|c| {
+        c.replicas = "aws".into();
+        c.search = "off".into();
+    });
+    env.load_original_bucket("aws");
+    let (_, none) = all_streams(&env, "per_page=10").await;
+    assert!(none.is_empty());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dss"))
+        .args(["events", "record", "--replica", "aws"])
+        .env("DSS_DATA_DIR", env.data())
+        .env("DSS_REPLICAS", "aws")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stored: Vec<_> = std::fs::read_dir(env.main_dir("aws").join("bundles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|k| !k.ends_with(".dead"))
+        .collect();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("aws: {} bundle versions queued for recording", stored.len())
+    );
+    // The live versions, as the bucket listing shows them.
+    let mut live = HashSet::new();
+    let listed = env.get("/v1/bundles/all?replica=aws&per_page=500").await.json();
+    for b in listed["bundles"].as_array().unwrap() {
+        live.insert(format!(
+            "{}.{}",
+            b["uuid"].as_str().unwrap(),
+            b["version"].as_str().unwrap()
+        ));
+    }
+    assert!(!live.is_empty() && live.len() < stored.len(), "some are tombstoned");
+    let t = std::time::Instant::now();
+    loop {
+        let (_, events) = all_streams(&env, "per_page=10").await;
+        let got: HashSet<String> = ids(&events).into_iter().collect();
+        if got == live {
+            assert_eq!(events.len(), live.len());
+            break;
+        }
+        assert!(got.is_subset(&live), "a hidden version recorded: {got:?}");
+        assert!(t.elapsed().as_secs() < 60, "{got:?} != {live:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -1,7 +1,8 @@
-//! `dss events replay`: the event journal of a running server as JSON lines, read the way
-//! any consumer reads it (README, "The event journal"): `GET /v1/events` page by page,
-//! then each stream's URL, cut at the listed offsets. Nothing but HTTP, so it works
-//! against any deployment.
+//! `dss events`: `replay`, the event journal of a running server as JSON lines, read the
+//! way any consumer reads it (README, "The event journal"): `GET /v1/events` page by page,
+//! then each stream's URL, cut at the listed offsets; nothing but HTTP, so it works
+//! against any deployment. `record`, the events of bundles stored before the journal
+//! existed (or written by the original): a record job queued for every stored version.
 
 use crate::model::event::{parse_date, Stream};
 use std::io::Write;
@@ -34,6 +35,22 @@ pub enum EventsAction {
         #[arg(long, env = "DSS_PUBLIC_URL", default_value = "http://127.0.0.1:5000")]
         url: String,
     },
+    /// Queue the recording of every bundle version stored in the replicas' buckets (for
+    /// bundles written before the journal existed, or by the original): the server's
+    /// workers record each as an event stamped with the time they do, skipping those
+    /// recorded already and those a tombstone hides. Takes the settings of `dss serve`.
+    Record(Box<RecordArgs>),
+}
+
+/// Arguments of `dss events record`.
+#[derive(Debug, clap::Args)]
+pub struct RecordArgs {
+    /// Server settings (the same flags and environment as `dss serve`).
+    #[command(flatten)]
+    pub cfg: crate::server::ServeConfig,
+    /// Replica whose bundles are recorded (`all`: every configured replica).
+    #[arg(long, default_value = "all")]
+    pub replica: String,
 }
 
 /// Longest wait for one response.
@@ -41,7 +58,60 @@ const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Run `dss events`.
 pub async fn run(args: EventsArgs) -> Result<(), String> {
-    let EventsAction::Replay { from, to, replica, url } = args.action;
+    match args.action {
+        EventsAction::Replay { from, to, replica, url } => replay(from, to, replica, url).await,
+        EventsAction::Record(args) => record(*args).await,
+    }
+}
+
+/// `dss events record`: a record job per stored bundle version, queued 1000 at a time.
+async fn record(args: RecordArgs) -> Result<(), String> {
+    use crate::jobs::events::RecordJob;
+    use crate::jobs::queue::JobQueue;
+    use crate::jobs::work::Work;
+    let cfg = args.cfg.finish();
+    // No job runner here: the server's workers run what is queued.
+    let (app, queue) = crate::server::assemble(&cfg).map_err(|e| e.to_string())?;
+    let replicas: Vec<&str> = match args.replica.as_str() {
+        "all" => app.replicas.names(),
+        one => vec![one],
+    };
+    for name in replicas {
+        let replica = app.replica(name).map_err(|e| e.to_string())?;
+        let bucket = app.bucket(replica);
+        let mut token: Option<String> = None;
+        let mut queued = 0usize;
+        loop {
+            let (versions, next) = bucket
+                .bundle_versions(token.as_deref())
+                .await
+                .map_err(|e| format!("{name}: listing bundles: {e}"))?;
+            let jobs: Vec<_> = versions
+                .iter()
+                .map(|(uuid, version)| {
+                    Work::Record(RecordJob {
+                        replica: name.to_string(),
+                        key: crate::bucket::keys::bundle_key(uuid, version),
+                    })
+                    .to_job()
+                })
+                .collect();
+            queued += jobs.len();
+            if !jobs.is_empty() {
+                queue.enqueue(jobs).await.map_err(|e| e.to_string())?;
+            }
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        println!("{name}: {queued} bundle versions queued for recording");
+    }
+    Ok(())
+}
+
+/// `dss events replay`.
+async fn replay(from: String, to: Option<String>, replica: String, url: String) -> Result<(), String> {
     for (name, d) in [("--from", Some(&from)), ("--to", to.as_ref())] {
         if d.is_some_and(|d| parse_date(d).is_none()) {
             return Err(format!("{name}: not a DSS_VERSION, an RFC 3339 time or a date"));
