@@ -408,3 +408,26 @@ async fn a_new_uuid_goes_to_one_of_two_users_at_once() {
         assert_eq!(got.status, 200);
     }
 }
+
+/// A PATCH after a PUT that named a version in the future is still the latest version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_after_a_future_version_is_the_latest() {
+    let env = Env::new();
+    let me = env.user();
+    let c = uuid::Uuid::new_v4().to_string();
+    let future = "2099-01-01T000000.000000Z";
+    let body = json!({"name": "n", "description": "d", "details": {}, "contents": []});
+    assert_eq!(put(&env, &me, &c, future, &body).await.status, 201);
+    let r = call(
+        &env,
+        "PATCH",
+        &format!("/v1/collections/{c}?replica=aws&version={future}"),
+        &me,
+        r#"{"description": "later"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["version"], "2099-01-01T000000.000001Z");
+    let got = call(&env, "GET", &format!("/v1/collections/{c}?replica=aws"), &me, "").await;
+    assert_eq!(got.json()["description"], "later");
+}

@@ -218,6 +218,15 @@ pub fn to_bytes(doc: &Map<String, Value>) -> Vec<u8> {
     super::pyjson::dumps(&Value::Object(doc.clone())).into_bytes()
 }
 
+/// The version a `PATCH` at `now` writes when the latest version is `latest`: `now`, or
+/// a microsecond after `latest` if that is not earlier (a version in the future).
+pub fn next_version(now: chrono::DateTime<chrono::Utc>, latest: &str) -> super::DssVersion {
+    let after = chrono::NaiveDateTime::parse_from_str(latest, "%Y-%m-%dT%H%M%S%.fZ")
+        .ok()
+        .map(|t| t.and_utc() + chrono::Duration::microseconds(1));
+    super::DssVersion::from_datetime(after.filter(|a| *a > now).unwrap_or(now))
+}
+
 /// The bytes of a collection's tombstone, naming who deleted it.
 pub fn tombstone_bytes(email: &str) -> Vec<u8> {
     super::pyjson::dumps(&serde_json::json!({ "email": email })).into_bytes()
@@ -264,6 +273,21 @@ mod tests {
         let body = obj(json!({"owner": "x", "name": "n", "description": "d", "details": {}, "contents": []}));
         assert_eq!(put_document(&body, "me").unwrap().keys().next().unwrap(), "owner");
         assert_eq!(put_document(&body, "me").unwrap()["owner"], "me");
+    }
+
+    #[test]
+    fn a_patch_is_after_the_latest_version() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            next_version(now, "2019-01-01T000000.000000Z").as_str(),
+            "2026-12-01T120000.000000Z"
+        );
+        assert_eq!(
+            next_version(now, "2030-01-01T000000.999999Z").as_str(),
+            "2030-01-01T000001.000000Z"
+        );
     }
 
     #[test]

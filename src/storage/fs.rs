@@ -432,7 +432,9 @@ impl Store for FsStore {
         if start > 0 {
             f.seek(SeekFrom::Start(start)).await?;
         }
-        let reader = tokio_util::io::ReaderStream::with_capacity(f.take(end - start), READ_CHUNK);
+        // A small range (one event of a journal) gets a buffer its size, not a whole chunk.
+        let buffer = usize::try_from(end - start).map_or(READ_CHUNK, |n| n.clamp(1, READ_CHUNK));
+        let reader = tokio_util::io::ReaderStream::with_capacity(f.take(end - start), buffer);
         Ok((meta, (start, end), reader.boxed()))
     }
 

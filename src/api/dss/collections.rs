@@ -142,7 +142,9 @@ pub async fn patch<S: Store, H: HttpClient, T: Sleeper>(
     };
     bucket.verify_items(additions).await??;
     let patched = c::apply_patch(&doc, &body)?;
-    let new_version = crate::model::DssVersion::from_datetime(app.clock.now());
+    // Now, as the original; but after the latest version, so the patch is the latest even
+    // when a PUT named a version in the future.
+    let new_version = c::next_version(app.clock.now(), &latest);
     let owner = ctx.caller()?.email.clone();
     bucket.put_collection(&id, new_version.as_str(), &patched).await?;
     owners(app)?
