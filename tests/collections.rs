@@ -431,3 +431,34 @@ async fn a_patch_after_a_future_version_is_the_latest() {
     let got = call(&env, "GET", &format!("/v1/collections/{c}?replica=aws"), &me, "").await;
     assert_eq!(got.json()["description"], "later");
 }
+
+/// `dss sync` brings an original's collections to another replica after everything they
+/// name, in one run, even where a collection names another collection that waits too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dss_sync_copies_chains_of_collections_in_one_run() {
+    let env = Env::new();
+    env.load_original_bucket("aws");
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixture = here.join("tests/fixtures/original-collections/collections");
+    copy_tree(&fixture, &env.main_dir("aws").join("collections"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dss"))
+        .args(["sync", "--from", "aws", "--to", "gcp"])
+        .env("DSS_DATA_DIR", env.data())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for e in std::fs::read_dir(&fixture).unwrap() {
+        let name = e.unwrap().file_name();
+        let copied = env.main_dir("gcp").join("collections").join(&name);
+        assert_eq!(
+            std::fs::read(&copied).unwrap_or_default(),
+            std::fs::read(fixture.join(&name)).unwrap(),
+            "{name:?}"
+        );
+    }
+}

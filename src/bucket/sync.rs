@@ -223,17 +223,34 @@ pub async fn sync<S: Store, F: FileDoc>(
             }
         }
     }
-    for (key, d) in later {
-        let r = match repair(src, &dst, &key, &d, progress).await {
-            Ok(None) => Ok(()),
-            Ok(Some(first)) => Err(format!("its file {first} is not at the destination")),
-            Err(e) => Err(e),
-        };
-        report(&key, &d, Some(&r));
-        match r {
-            Ok(()) => summary.repaired += 1,
-            Err(e) => summary.failed.push((key, e)),
+    // Documents that waited for others (a collection for the collections it names, which
+    // may wait in turn): passes again while one brings progress, so chains of any depth
+    // are repaired in one run.
+    loop {
+        let mut waiting = Vec::new();
+        let before = later.len();
+        for (key, d) in std::mem::take(&mut later) {
+            match repair(src, &dst, &key, &d, progress).await {
+                Ok(None) => {
+                    report(&key, &d, Some(&Ok(())));
+                    summary.repaired += 1;
+                }
+                Ok(Some(first)) => waiting.push((key, d, first)),
+                Err(e) => {
+                    report(&key, &d, Some(&Err(e.clone())));
+                    summary.failed.push((key, e));
+                }
+            }
         }
+        if waiting.is_empty() || waiting.len() == before {
+            for (key, d, first) in waiting {
+                let e = format!("{first}, which it names, is not at the destination");
+                report(&key, &d, Some(&Err(e.clone())));
+                summary.failed.push((key, e));
+            }
+            break;
+        }
+        later = waiting.into_iter().map(|(key, d, _)| (key, d)).collect();
     }
     Ok(summary)
 }
