@@ -298,6 +298,12 @@ impl Journaller {
                 .ok_or_else(|| format!("journal {} is shorter than its index says", e.journal))?;
             docs.push((e.event_id.clone(), e.timestamp.clone(), stream.slice_ref(doc)));
         }
+        // Noted first as garbage to be, so that a failure from here on (or a crash) leaves
+        // nothing in the bucket for good; the move that names it takes the note back.
+        self.queue
+            .intend_journal(replica, &id, self.garbage_after())
+            .await
+            .map_err(|e| e.to_string())?;
         let m = bucket.put_journal(&id, &docs).await.map_err(|e| e.to_string())?;
         let moves: Vec<Move> = events
             .iter()

@@ -103,12 +103,17 @@ pub fn parse_date(s: &str) -> Option<String> {
     if DssVersion::parse(s).is_ok() {
         return Some(s.to_string());
     }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Some(DssVersion::from_datetime(t.with_timezone(&chrono::Utc)).to_string());
-    }
-    let day = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
-    let t = day.and_hms_opt(0, 0, 0)?.and_utc();
-    Some(DssVersion::from_datetime(t).to_string())
+    let t = match chrono::DateTime::parse_from_rfc3339(s) {
+        Ok(t) => t.with_timezone(&chrono::Utc),
+        Err(_) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()?
+            .and_hms_opt(0, 0, 0)?
+            .and_utc(),
+    };
+    // Only what is a DSS_VERSION in UTC (years 1 to 9999), so that text order is time
+    // order (`+10000-…` would sort before every date).
+    let v = DssVersion::from_datetime(t).to_string();
+    DssVersion::parse(&v).is_ok().then_some(v)
 }
 
 /// One event of a stream, as listed.
@@ -361,6 +366,8 @@ mod tests {
             Some("2026-12-01T135520.123456Z")
         );
         assert_eq!(parse_date("yesterday"), None);
+        assert_eq!(parse_date("9999-12-31T23:59:59-01:00"), None, "year 10000 in UTC");
+        assert_eq!(parse_date("0001-01-01T00:00:00+01:00"), None, "year 0 in UTC");
         assert_eq!(parse_date("2026-13-01"), None);
     }
 

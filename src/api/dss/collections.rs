@@ -60,16 +60,17 @@ pub async fn put<S: Store, H: HttpClient, T: Sleeper>(app: &App<S, H, T>, ctx: &
         }
         Lookup::Found { .. } | Lookup::Absent => {}
     }
-    // The bucket says no one else has it; the claim makes that so under concurrency (two
-    // users making the same new uuid at once, on any backend or replica).
-    if index.claim(id.as_str(), &owner).await.map_err(index_down)? != owner {
-        return Err(CollectionError::Forbidden.into());
-    }
     let items = doc
         .get("contents")
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
     bucket.verify_items(items).await??;
+    // The bucket says no one else has it; the claim makes that so under concurrency (two
+    // users making the same new uuid at once, on any backend or replica). Taken once the
+    // body is known good, so a refused PUT claims nothing.
+    if index.claim(id.as_str(), &owner).await.map_err(index_down)? != owner {
+        return Err(CollectionError::Forbidden.into());
+    }
     // The document first: a failure after it leaves it unlisted until the PUT is repeated
     // (same bytes: 201 again, and listed), never a listed version that does not exist.
     bucket.put_collection(id.as_str(), version.as_str(), &doc).await?;

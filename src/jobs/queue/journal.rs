@@ -73,6 +73,15 @@ pub trait EventIndex: Send + Sync + 'static {
     fn pending_count(&self, replica: &str, up_to: usize) -> impl Future<Output = QueueResult<usize>> + Send;
     /// Up to `limit` live events of `replica` pending compaction, in order.
     fn pending_events(&self, replica: &str, limit: usize) -> impl Future<Output = QueueResult<Vec<EventEntry>>> + Send;
+    /// Note journal `journal` of `replica`, about to be written, as garbage from
+    /// `garbage_after` unless something names it by then (a compaction that fails after
+    /// writing it leaves nothing behind for good).
+    fn intend_journal(
+        &self,
+        replica: &str,
+        journal: &str,
+        garbage_after: i64,
+    ) -> impl Future<Output = QueueResult<()>> + Send;
     /// Move events to the journals compaction wrote, all or none: `false` (nothing
     /// changed) if any of them is no longer pending in the journal it was read from (a
     /// deletion or another compaction came first). Journals left unnamed are garbage from
@@ -185,7 +194,11 @@ impl EventIndex for DiskQueue {
                 .optional()
                 .map_err(sqlite)?;
             match known {
-                Some(Some(_)) => Ok(Recorded::Live),
+                Some(Some(_)) => {
+                    // The caller's object is garbage unless the row names it.
+                    sqlite_garbage(c, &replica, &e.journal, garbage_after)?;
+                    Ok(Recorded::Live)
+                }
                 Some(None) => {
                     sqlite_garbage(c, &replica, &e.journal, garbage_after)?;
                     Ok(Recorded::Deleted)
@@ -269,7 +282,7 @@ impl EventIndex for DiskQueue {
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM events
                      WHERE replica = ?1 AND journal IS NOT NULL
-                       AND (ts > ?2 OR (ts = ?2 AND event_id >= ?3)) AND ts < ?4
+                       AND (ts, event_id) >= (?2, ?3) AND ts < ?4
                      ORDER BY ts, event_id LIMIT ?5"
                 ))
                 .map_err(sqlite)?;
@@ -348,6 +361,19 @@ impl EventIndex for DiskQueue {
         .await
     }
 
+    async fn intend_journal(&self, replica: &str, journal: &str, garbage_after: i64) -> QueueResult<()> {
+        let (replica, journal) = (replica.to_string(), journal.to_string());
+        self.run(true, move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO event_garbage (replica, journal, after) VALUES (?1, ?2, ?3)",
+                params![replica, journal, garbage_after],
+            )
+            .map(drop)
+            .map_err(sqlite)
+        })
+        .await
+    }
+
     async fn move_events(&self, replica: &str, moves: &[Move], garbage_after: i64) -> QueueResult<bool> {
         let (replica, moves) = (replica.to_string(), moves.to_vec());
         self.run(true, move |c| {
@@ -372,6 +398,12 @@ impl EventIndex for DiskQueue {
                     params![replica, id, e.journal, i(e.offset), i(e.size), i(e.journal_size)],
                 )
                 .map_err(sqlite)?;
+                // Named now: no longer garbage.
+                c.execute(
+                    "DELETE FROM event_garbage WHERE replica = ?1 AND journal = ?2",
+                    params![replica, e.journal],
+                )
+                .map_err(sqlite)?;
             }
             let mut olds: Vec<&String> = moves.iter().map(|(_, old, _)| old).collect();
             olds.sort();
@@ -389,7 +421,9 @@ impl EventIndex for DiskQueue {
         self.run(false, move |c| {
             let mut s = c
                 .prepare_cached(
-                    "SELECT journal FROM event_garbage WHERE replica = ?1 AND after <= ?2 ORDER BY after LIMIT ?3",
+                    "SELECT journal FROM event_garbage g WHERE replica = ?1 AND after <= ?2
+                     AND NOT EXISTS (SELECT 1 FROM events e WHERE e.replica = ?1 AND e.journal = g.journal)
+                     ORDER BY after LIMIT ?3",
                 )
                 .map_err(sqlite)?;
             let rows = s
@@ -486,7 +520,11 @@ impl EventIndex for PgQueue {
                 .transpose()
                 .map_err(corrupt)?;
         let out = match known {
-            Some(Some(_)) => Recorded::Live,
+            Some(Some(_)) => {
+                // The caller's object is garbage unless the row names it.
+                pg_garbage(&mut tx, replica, &e.journal, garbage_after).await?;
+                Recorded::Live
+            }
             Some(None) => {
                 pg_garbage(&mut tx, replica, &e.journal, garbage_after).await?;
                 Recorded::Deleted
@@ -575,7 +613,7 @@ impl EventIndex for PgQueue {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM dss_events
              WHERE replica = $1 AND journal IS NOT NULL
-               AND (ts > $2 OR (ts = $2 AND event_id >= $3)) AND ts < $4
+               AND (ts, event_id) >= ($2, $3) AND ts < $4
              ORDER BY ts, event_id LIMIT $5"
         ))
         .bind(replica)
@@ -629,6 +667,19 @@ impl EventIndex for PgQueue {
         rows.iter().map(pg_entry).collect()
     }
 
+    async fn intend_journal(&self, replica: &str, journal: &str, garbage_after: i64) -> QueueResult<()> {
+        sqlx::query(
+            "INSERT INTO dss_event_garbage (replica, journal, after) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(replica)
+        .bind(journal)
+        .bind(garbage_after)
+        .execute(&self.pool)
+        .await
+        .map_err(pg)
+        .map(drop)
+    }
+
     async fn move_events(&self, replica: &str, moves: &[Move], garbage_after: i64) -> QueueResult<bool> {
         let mut tx = self.pool.begin().await.map_err(pg)?;
         pg_lock(&mut tx, replica).await?;
@@ -653,6 +704,18 @@ impl EventIndex for PgQueue {
                 return Ok(false);
             }
         }
+        let mut news: Vec<&String> = moves.iter().map(|(_, _, e)| &e.journal).collect();
+        news.sort();
+        news.dedup();
+        for j in news {
+            // Named now: no longer garbage.
+            sqlx::query("DELETE FROM dss_event_garbage WHERE replica = $1 AND journal = $2")
+                .bind(replica)
+                .bind(j)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg)?;
+        }
         let mut olds: Vec<&String> = moves.iter().map(|(_, old, _)| old).collect();
         olds.sort();
         olds.dedup();
@@ -665,7 +728,9 @@ impl EventIndex for PgQueue {
 
     async fn garbage_journals(&self, replica: &str, now: i64, limit: usize) -> QueueResult<Vec<String>> {
         let rows = sqlx::query(
-            "SELECT journal FROM dss_event_garbage WHERE replica = $1 AND after <= $2 ORDER BY after LIMIT $3",
+            "SELECT journal FROM dss_event_garbage g WHERE replica = $1 AND after <= $2
+             AND NOT EXISTS (SELECT 1 FROM dss_events e WHERE e.replica = $1 AND e.journal = g.journal)
+             ORDER BY after LIMIT $3",
         )
         .bind(replica)
         .bind(now)
@@ -730,6 +795,9 @@ impl EventIndex for AnyQueue {
     }
     async fn pending_events(&self, replica: &str, limit: usize) -> QueueResult<Vec<EventEntry>> {
         each!(self, q => q.pending_events(replica, limit).await)
+    }
+    async fn intend_journal(&self, replica: &str, journal: &str, garbage_after: i64) -> QueueResult<()> {
+        each!(self, q => q.intend_journal(replica, journal, garbage_after).await)
     }
     async fn move_events(&self, replica: &str, moves: &[Move], garbage_after: i64) -> QueueResult<bool> {
         each!(self, q => q.move_events(replica, moves, garbage_after).await)

@@ -340,10 +340,12 @@ impl Registry for DiskQueue {
     async fn claim_collection(&self, uuid: &str, owner: &str) -> QueueResult<String> {
         let (uuid, owner) = (uuid.to_string(), owner.to_string());
         self.run(true, move |c| {
-            // A collection listed before claims were kept (its owner rows) is its owner's.
+            // A collection listed before claims were kept (its owner rows: reindexed, say) is
+            // its latest version's owner's, whom the bucket's check lets write.
             c.execute(
                 "INSERT OR IGNORE INTO collection_claims (uuid, owner)
-                 SELECT ?1, coalesce((SELECT owner FROM collection_owners WHERE uuid = ?1 LIMIT 1), ?2)",
+                 SELECT ?1, coalesce((SELECT owner FROM collection_owners WHERE uuid = ?1
+                                      ORDER BY version DESC LIMIT 1), ?2)",
                 params![uuid, owner],
             )
             .map_err(sqlite)?;
@@ -589,7 +591,8 @@ impl Registry for PgQueue {
     async fn claim_collection(&self, uuid: &str, owner: &str) -> QueueResult<String> {
         sqlx::query(
             "INSERT INTO dss_collection_claims (uuid, owner)
-             SELECT $1, coalesce((SELECT owner FROM dss_collection_owners WHERE uuid = $1 LIMIT 1), $2)
+             SELECT $1, coalesce((SELECT owner FROM dss_collection_owners WHERE uuid = $1
+                                  ORDER BY version COLLATE \"C\" DESC LIMIT 1), $2)
              ON CONFLICT DO NOTHING",
         )
         .bind(uuid)
