@@ -417,3 +417,33 @@ async fn dss_events_record_records_a_bucket_written_before() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A trickle of events does not leave a journal per compaction: a journal smaller than a
+/// full one takes in the events that come after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_of_events_is_merged_into_one_journal() {
+    let env = Env::with(|c| {
+        c.replicas = "aws".into();
+        c.search = "off".into();
+        c.events_compact_after = 1;
+    });
+    let meta = env.file("a.json", br#"{"a": 1}"#).await;
+    let files = [("a.json", meta.as_str(), V1)];
+    for round in 0..3 {
+        for _ in 0..2 {
+            let u = uuid::Uuid::new_v4().to_string();
+            assert_eq!(env.put_bundle(&u, V2, &files, None).await.status, 201);
+        }
+        env.jobs_completed("event", 60).await;
+        // Compacted once it is due (a second on): all of them in one journal each time.
+        let t = std::time::Instant::now();
+        loop {
+            let (streams, events) = all_streams(&env, "per_page=10").await;
+            if streams.len() == 1 && events.len() == 2 * (round + 1) {
+                break;
+            }
+            assert!(t.elapsed().as_secs() < 30, "round {round}: {streams:#?}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}

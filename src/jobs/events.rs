@@ -242,9 +242,10 @@ impl Journaller {
         let mut moved = 0;
         for events in journals {
             match self.pack(&bucket, &job.replica, events).await {
-                Ok(true) => moved += 1,
+                Ok(Packed::Moved) => moved += 1,
+                Ok(Packed::AsIs) => {}
                 // Another compaction or a deletion came first: look again in a moment.
-                Ok(false) => {
+                Ok(Packed::Raced) => {
                     return Outcome::RetryAt(now + chrono::Duration::seconds(1), "the pending events changed".into())
                 }
                 Err(e) => return retry(e),
@@ -272,17 +273,20 @@ impl Journaller {
         Outcome::Done
     }
 
-    /// Write one journal of `events` and move them to it; `false` if they changed meanwhile
-    /// (the journal written is deleted again).
+    /// Write one journal of `events` and move them to it.
     async fn pack(
         &self,
         bucket: &crate::bucket::Bucket<'_, AnyStore, crate::api::dss::files::FileEntry>,
         replica: &str,
         events: Vec<EventEntry>,
-    ) -> Result<bool, String> {
+    ) -> Result<Packed, String> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
-            return Ok(true);
+            return Ok(Packed::AsIs);
         };
+        if ev::unchanged(&events) {
+            return Ok(Packed::AsIs);
+        }
+        let sealed = ev::sealed(&events);
         let id = ev::journal_id(&first.timestamp, &last.timestamp);
         let mut sources: HashMap<String, Bytes> = HashMap::new();
         let mut docs = Vec::with_capacity(events.len());
@@ -325,13 +329,14 @@ impl Journaller {
             .collect();
         let ok = self
             .queue
-            .move_events(replica, &moves, self.garbage_after())
+            .move_events(replica, &moves, sealed, self.garbage_after())
             .await
             .map_err(|e| e.to_string())?;
         if !ok {
             bucket.delete_journal(&id).await.map_err(|e| e.to_string())?;
+            return Ok(Packed::Raced);
         }
-        Ok(ok)
+        Ok(Packed::Moved)
     }
 
     /// Delete the journals nothing names whose grace time is over.
@@ -358,6 +363,17 @@ impl Journaller {
                 .map_err(|e| e.to_string())?;
         }
     }
+}
+
+/// What packing a run of pending events did.
+enum Packed {
+    /// Written as a new journal, and moved there.
+    Moved,
+    /// Left as they are: they are one journal already.
+    AsIs,
+    /// They changed meanwhile (a deletion, another compaction); the journal written was
+    /// deleted again.
+    Raced,
 }
 
 fn parse_ts(ts: &str) -> Option<chrono::DateTime<chrono::Utc>> {

@@ -233,6 +233,23 @@ pub fn cut(pending: Vec<EventEntry>) -> Vec<Vec<EventEntry>> {
     out
 }
 
+/// Whether a journal compaction writes of `events` is complete: full by count, or by
+/// bytes past half the limit. Its events are never packed again (unless some are
+/// deleted); those of a smaller journal stay pending, to be merged with later ones, so a
+/// trickle of events does not leave a journal per compaction.
+pub fn sealed(events: &[EventEntry]) -> bool {
+    events.len() >= JOURNAL_MAX_EVENTS || events.iter().map(|e| e.size).sum::<u64>() >= JOURNAL_MAX_BYTES / 2
+}
+
+/// Whether packing `events` would only write again what one journal holds: all of one
+/// journal's bytes, nothing else (an open journal with nothing new, or a lone one-event
+/// journal).
+pub fn unchanged(events: &[EventEntry]) -> bool {
+    let Some(first) = events.first() else { return true };
+    events.iter().all(|e| e.journal == first.journal)
+        && events.iter().map(|e| e.size).sum::<u64>() == first.journal_size
+}
+
 /// The manifest of a journal holding `docs` (each `(event_id, timestamp, length)`, in
 /// order), back to back.
 pub fn manifest(journal_id: &str, docs: &[(String, String, u64)]) -> Stream {
@@ -383,6 +400,23 @@ mod tests {
             .map(Vec::len)
             .collect();
         assert_eq!(cuts, [1, 1, 1]);
+    }
+
+    #[test]
+    fn journals_are_sealed_when_full_and_left_alone_when_unchanged() {
+        let full: Vec<EventEntry> = (0..1000).map(|n| entry(n % 60, "x", 0)).collect();
+        assert!(sealed(&full));
+        assert!(!sealed(&full[..999]));
+        let mut big = entry(1, "x", 0);
+        big.size = JOURNAL_MAX_BYTES / 2;
+        assert!(sealed(&[big]));
+        // One journal of 100 bytes: all ten of its events is the journal as it is.
+        let whole: Vec<EventEntry> = (0..10).map(|n| entry(n, "j", u64::from(n) * 10)).collect();
+        assert!(unchanged(&whole));
+        assert!(!unchanged(&whole[1..]), "a journal that lost an event");
+        let mut mixed = whole.clone();
+        mixed.push(entry(11, "k", 0));
+        assert!(!unchanged(&mixed));
     }
 
     #[test]

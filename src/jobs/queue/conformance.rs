@@ -51,6 +51,7 @@ where
     events_are_listed_in_order_and_stay_deleted(make().await).await;
     compaction_moves_all_or_nothing(make().await).await;
     concurrent_moves_of_one_event_succeed_once(Arc::new(make().await)).await;
+    unsealed_journals_stay_pending(make().await).await;
 }
 
 fn event(n: u32, ts: &str) -> crate::model::event::EventEntry {
@@ -188,11 +189,11 @@ pub async fn compaction_moves_all_or_nothing<Q: EventIndex>(q: Q) {
         .collect();
     // A stale batch (its first event was deleted meanwhile) moves nothing.
     q.delete_events("aws", &[event(0, t).event_id], 0).await.unwrap();
-    assert!(!q.move_events("aws", &moves, 0).await.unwrap());
+    assert!(!q.move_events("aws", &moves, true, 0).await.unwrap());
     let left = q.event_entries("aws", &Cursor::at(""), None, 10).await.unwrap();
     assert_eq!(left, [event(1, t), event(2, t)], "nothing moved");
     q.intend_journal("aws", "J", 10).await.unwrap();
-    assert!(q.move_events("aws", &moves[1..], 50).await.unwrap());
+    assert!(q.move_events("aws", &moves[1..], true, 50).await.unwrap());
     let left = q.event_entries("aws", &Cursor::at(""), None, 10).await.unwrap();
     assert_eq!(left, [moved(&event(1, t), 20), moved(&event(2, t), 40)]);
     assert!(q.pending_events("aws", 10).await.unwrap().is_empty());
@@ -200,7 +201,7 @@ pub async fn compaction_moves_all_or_nothing<Q: EventIndex>(q: Q) {
     garbage.sort();
     assert_eq!(garbage, [event(0, t).journal, event(1, t).journal, event(2, t).journal]);
     // A moved batch is not moved again.
-    assert!(!q.move_events("aws", &moves[1..], 50).await.unwrap());
+    assert!(!q.move_events("aws", &moves[1..], true, 50).await.unwrap());
     // Deleting one event of journal J: the other is pending again; J is still named.
     q.delete_events("aws", &[event(1, t).event_id], 60).await.unwrap();
     assert_eq!(q.pending_events("aws", 10).await.unwrap(), [moved(&event(2, t), 40)]);
@@ -217,6 +218,17 @@ pub async fn compaction_moves_all_or_nothing<Q: EventIndex>(q: Q) {
     assert!(q.garbage_journals("aws", 60, 10).await.unwrap().contains(&j));
 }
 
+/// Events moved to a journal that is not sealed stay pending, to be merged again.
+pub async fn unsealed_journals_stay_pending<Q: EventIndex>(q: Q) {
+    let t = "2019-01-01T000001.000000Z";
+    q.record_event("aws", &event(5, t), 0).await.unwrap();
+    let mut to = event(5, t);
+    to.journal = "K".into();
+    let m = vec![(event(5, t).event_id, event(5, t).journal, to.clone())];
+    assert!(q.move_events("aws", &m, false, 0).await.unwrap());
+    assert_eq!(q.pending_events("aws", 10).await.unwrap(), [to]);
+}
+
 /// Two compactions moving the same event at once: exactly one succeeds.
 pub async fn concurrent_moves_of_one_event_succeed_once<Q: EventIndex>(q: Arc<Q>) {
     let t = "2019-01-01T000001.000000Z";
@@ -227,7 +239,7 @@ pub async fn concurrent_moves_of_one_event_succeed_once<Q: EventIndex>(q: Arc<Q>
         let mut to = e.clone();
         to.journal = format!("J{i}");
         let m = vec![(e.event_id.clone(), e.journal.clone(), to)];
-        async move { q.move_events("aws", &m, 0).await.unwrap() }
+        async move { q.move_events("aws", &m, true, 0).await.unwrap() }
     });
     let won = futures::future::join_all(tries)
         .await

@@ -84,12 +84,13 @@ pub trait EventIndex: Send + Sync + 'static {
     ) -> impl Future<Output = QueueResult<()>> + Send;
     /// Move events to the journals compaction wrote, all or none: `false` (nothing
     /// changed) if any of them is no longer pending in the journal it was read from (a
-    /// deletion or another compaction came first). Journals left unnamed are garbage from
-    /// `garbage_after`.
+    /// deletion or another compaction came first). They stay pending unless `sealed`.
+    /// Journals left unnamed are garbage from `garbage_after`.
     fn move_events(
         &self,
         replica: &str,
         moves: &[Move],
+        sealed: bool,
         garbage_after: i64,
     ) -> impl Future<Output = QueueResult<bool>> + Send;
     /// Up to `limit` garbage journals of `replica` whose grace time ended by `now`.
@@ -374,8 +375,9 @@ impl EventIndex for DiskQueue {
         .await
     }
 
-    async fn move_events(&self, replica: &str, moves: &[Move], garbage_after: i64) -> QueueResult<bool> {
+    async fn move_events(&self, replica: &str, moves: &[Move], sealed: bool, garbage_after: i64) -> QueueResult<bool> {
         let (replica, moves) = (replica.to_string(), moves.to_vec());
+        let pending = i64::from(!sealed);
         self.run(true, move |c| {
             // Operations on this file run one at a time: checked, then changed, atomically.
             for (id, old, _) in &moves {
@@ -393,9 +395,17 @@ impl EventIndex for DiskQueue {
             }
             for (id, _, e) in &moves {
                 c.execute(
-                    "UPDATE events SET journal = ?3, off = ?4, size = ?5, jsize = ?6, pending = 0
+                    "UPDATE events SET journal = ?3, off = ?4, size = ?5, jsize = ?6, pending = ?7
                      WHERE replica = ?1 AND event_id = ?2",
-                    params![replica, id, e.journal, i(e.offset), i(e.size), i(e.journal_size)],
+                    params![
+                        replica,
+                        id,
+                        e.journal,
+                        i(e.offset),
+                        i(e.size),
+                        i(e.journal_size),
+                        pending
+                    ],
                 )
                 .map_err(sqlite)?;
                 // Named now: no longer garbage.
@@ -680,12 +690,12 @@ impl EventIndex for PgQueue {
         .map(drop)
     }
 
-    async fn move_events(&self, replica: &str, moves: &[Move], garbage_after: i64) -> QueueResult<bool> {
+    async fn move_events(&self, replica: &str, moves: &[Move], sealed: bool, garbage_after: i64) -> QueueResult<bool> {
         let mut tx = self.pool.begin().await.map_err(pg)?;
         pg_lock(&mut tx, replica).await?;
         for (id, old, e) in moves {
             let n = sqlx::query(
-                "UPDATE dss_events SET journal = $4, off = $5, size = $6, jsize = $7, pending = FALSE
+                "UPDATE dss_events SET journal = $4, off = $5, size = $6, jsize = $7, pending = $8
                  WHERE replica = $1 AND event_id = $2 AND journal = $3 AND pending",
             )
             .bind(replica)
@@ -695,6 +705,7 @@ impl EventIndex for PgQueue {
             .bind(i(e.offset))
             .bind(i(e.size))
             .bind(i(e.journal_size))
+            .bind(!sealed)
             .execute(&mut *tx)
             .await
             .map_err(pg)?
@@ -799,8 +810,8 @@ impl EventIndex for AnyQueue {
     async fn intend_journal(&self, replica: &str, journal: &str, garbage_after: i64) -> QueueResult<()> {
         each!(self, q => q.intend_journal(replica, journal, garbage_after).await)
     }
-    async fn move_events(&self, replica: &str, moves: &[Move], garbage_after: i64) -> QueueResult<bool> {
-        each!(self, q => q.move_events(replica, moves, garbage_after).await)
+    async fn move_events(&self, replica: &str, moves: &[Move], sealed: bool, garbage_after: i64) -> QueueResult<bool> {
+        each!(self, q => q.move_events(replica, moves, sealed, garbage_after).await)
     }
     async fn garbage_journals(&self, replica: &str, now: i64, limit: usize) -> QueueResult<Vec<String>> {
         each!(self, q => q.garbage_journals(replica, now, limit).await)
