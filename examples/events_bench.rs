@@ -67,38 +67,8 @@ fn grace_secs() -> i64 {
     dss::model::event::grace(std::time::Duration::from_secs(3600)).as_secs() as i64
 }
 
-/// splitmix64: the same documents and dates every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-    fn hex(&mut self, chars: usize) -> String {
-        let mut s = String::with_capacity(chars + 16);
-        while s.len() < chars {
-            let _ = write!(s, "{:016x}", self.next());
-        }
-        s.truncate(chars);
-        s
-    }
-    fn uuid(&mut self) -> String {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.next().to_le_bytes());
-        b[8..].copy_from_slice(&self.next().to_le_bytes());
-        uuid::Builder::from_random_bytes(b).into_uuid().to_string()
-    }
-}
+// The same documents and dates every run.
+use dss::search::synthetic::Rng;
 
 const ORGANS: &[&str] = &[
     "brain", "heart", "liver", "kidney", "lung", "spleen", "pancreas", "skin",

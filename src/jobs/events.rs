@@ -235,7 +235,7 @@ impl Journaller {
         // Until the oldest has waited long enough, only full journals are written.
         if !due && journals.last().is_some_and(|j| j.len() < ev::JOURNAL_MAX_EVENTS) {
             if let Some(first) = journals.pop().and_then(|rest| rest.into_iter().next()) {
-                let at = parse_ts(&first.timestamp).unwrap_or(now) + self.settle();
+                let at = DssVersion::parse(&first.timestamp).map_or(now, |v| v.datetime()) + self.settle();
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
@@ -374,12 +374,6 @@ enum Packed {
     /// They changed meanwhile (a deletion, another compaction); the journal written was
     /// deleted again.
     Raced,
-}
-
-fn parse_ts(ts: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%dT%H%M%S%.fZ")
-        .ok()
-        .map(|t| t.and_utc())
 }
 
 /// The API's view of the journal: the index beside the job queue.

@@ -221,9 +221,9 @@ pub fn to_bytes(doc: &Map<String, Value>) -> Vec<u8> {
 /// The version a `PATCH` at `now` writes when the latest version is `latest`: `now`, or
 /// a microsecond after `latest` if that is not earlier (a version in the future).
 pub fn next_version(now: chrono::DateTime<chrono::Utc>, latest: &str) -> super::DssVersion {
-    let after = chrono::NaiveDateTime::parse_from_str(latest, "%Y-%m-%dT%H%M%S%.fZ")
+    let after = super::DssVersion::parse(latest)
         .ok()
-        .map(|t| t.and_utc() + chrono::Duration::microseconds(1));
+        .map(|v| v.datetime() + chrono::Duration::microseconds(1));
     super::DssVersion::from_datetime(after.filter(|a| *a > now).unwrap_or(now))
 }
 

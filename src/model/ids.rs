@@ -108,6 +108,14 @@ impl DssVersion {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The moment it names.
+    pub fn datetime(&self) -> DateTime<Utc> {
+        // Checked by `parse` (or made by `from_datetime`), so it reads back.
+        chrono::NaiveDateTime::parse_from_str(&self.0, VERSION_FORMAT)
+            .map(|t| t.and_utc())
+            .unwrap_or_default()
+    }
 }
 
 impl fmt::Display for DssVersion {
@@ -126,6 +134,14 @@ pub fn looks_like_version(s: &str) -> bool {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_version_names_its_moment() {
+        let v = DssVersion::parse("2017-06-16T193604.240704Z").unwrap();
+        let t = v.datetime();
+        assert_eq!(t.to_rfc3339(), "2017-06-16T19:36:04.240704+00:00");
+        assert_eq!(DssVersion::from_datetime(t), v);
+    }
 
     #[test]
     fn version_round_trip() {

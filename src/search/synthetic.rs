@@ -12,19 +12,42 @@ const DISEASES: &[&str] = &["glioblastoma", "normal", "carcinoma", "fibrosis", "
 const SPECIES: &[(&str, i64)] = &[("Homo sapiens", 9606), ("Mus musculus", 10090)];
 const SEXES: &[&str] = &["male", "female", "unknown", "mixed"];
 
-/// A small deterministic generator (splitmix64), so every run builds the same bundles.
-struct Rng(u64);
+/// A small deterministic generator (splitmix64), so every run builds the same bundles
+/// (and the benchmarks the same data).
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[(self.next() % xs.len() as u64) as usize]
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    /// One of `xs` (which must not be empty).
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len() as u64) as usize]
+    }
+    /// `chars` random hex digits.
+    pub fn hex(&mut self, chars: usize) -> String {
+        let mut s = String::with_capacity(chars + 16);
+        while s.len() < chars {
+            s.push_str(&format!("{:016x}", self.next_u64()));
+        }
+        s.truncate(chars);
+        s
+    }
+    /// A random (version 4) uuid.
+    pub fn uuid(&mut self) -> String {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.next_u64().to_le_bytes());
+        b[8..].copy_from_slice(&self.next_u64().to_le_bytes());
+        uuid::Builder::from_random_bytes(b).into_uuid().to_string()
     }
 }
 
@@ -44,7 +67,7 @@ fn set(v: &mut Value, path: &[&str], new: Value) {
 /// The uuid of synthetic bundle `i`.
 pub fn uuid_of(i: u64) -> String {
     let mut r = Rng(i ^ 0xD55_5EA2C4);
-    let (a, b) = (r.next(), r.next());
+    let (a, b) = (r.next_u64(), r.next_u64());
     format!(
         "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
         a >> 32,
@@ -81,8 +104,8 @@ impl Generator {
         let organ = *r.pick(ORGANS);
         let disease = *r.pick(DISEASES);
         let sex = *r.pick(SEXES);
-        let smoking = if r.next() % 3 == 0 { "yes" } else { "no" };
-        let day = r.next() % 1000;
+        let smoking = if r.next_u64() % 3 == 0 { "yes" } else { "no" };
+        let day = r.next_u64() % 1000;
         let date = (chrono::NaiveDate::from_ymd_opt(2017, 1, 1).unwrap_or_default() + chrono::Days::new(day))
             .format("%Y-%m-%d")
             .to_string();
@@ -107,7 +130,7 @@ impl Generator {
                 set(&mut v, &["genus_species"], json!([{"text": species}]));
                 set(&mut v, &["biological_sex"], json!(sex));
                 set(&mut v, &["medical_history", "smoking_history"], json!(smoking));
-                set(&mut v, &["is_living"], json!(r.next() % 2 == 0));
+                set(&mut v, &["is_living"], json!(r.next_u64() % 2 == 0));
             }
             if name.starts_with("specimen_from_organism") {
                 set(&mut v, &["genus_species"], json!([{"text": species}]));
