@@ -89,6 +89,23 @@ async fn collections_are_kept_listed_patched_and_deleted() {
         let r = put(&env, &user, &uuid::Uuid::new_v4().to_string(), V2, &bad(item.clone())).await;
         r.expect_error(422, "invalid_link");
     }
+    // A fragment's file is read only up to 1 MiB, even when its fragment is in there.
+    let big = format!(r#"{{"foo": 1, "pad": "{}"}}"#, "x".repeat(1024 * 1024));
+    let big_file = env.file("big.json", big.as_bytes()).await;
+    let r = put(
+        &env,
+        &user,
+        &uuid::Uuid::new_v4().to_string(),
+        V2,
+        &bad(json!({"type": "biomaterial", "uuid": big_file, "version": V1, "fragment": "/foo"})),
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("larger than 1048576 bytes"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.expect_error(422, "invalid_link");
     // Bad bodies and parameters.
     let too_many: Vec<Value> = (0..1001)
         .map(|i| json!({"type": "biomaterial", "uuid": json_file, "version": V1, "fragment": format!("/{i}")}))

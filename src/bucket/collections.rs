@@ -154,19 +154,28 @@ impl<S: Store, F: FileDoc> Bucket<'_, S, F> {
         }
     }
 
-    /// The JSON at `key` (at most [`MAX_LINKED`] bytes), or why it is unusable.
+    /// The JSON at `key` (at most [`MAX_LINKED`] bytes), or why it is unusable: one GET,
+    /// its size checked on the response's metadata before the body is read.
     async fn linked_json(&self, key: &str, what: &str) -> Result<Result<(u64, Value), String>, BucketError> {
-        let size = match self.linked_size(key, what).await? {
-            Ok(size) => size,
-            Err(why) => return Ok(Err(why)),
-        };
-        let bytes = match self.store.get(key).await {
-            Ok(b) => b,
+        use futures::StreamExt;
+        let (meta, _, mut body) = match self.store.get_range(key, None).await {
+            Ok(r) => r,
             Err(StoreError::NotFound(_)) => return Ok(Err(format!("{what} not found"))),
             Err(e) => return Err(e.into()),
         };
+        if meta.size > MAX_LINKED {
+            return Ok(Err(format!("{what} is larger than {MAX_LINKED} bytes")));
+        }
+        let mut bytes = Vec::with_capacity(meta.size as usize);
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| BucketError::Store(e.into()))?);
+            // A store that under-reported the size still cannot make us hold more.
+            if bytes.len() as u64 > MAX_LINKED {
+                return Ok(Err(format!("{what} is larger than {MAX_LINKED} bytes")));
+            }
+        }
         Ok(serde_json::from_slice(&bytes)
-            .map(|v| (size, v))
+            .map(|v| (bytes.len() as u64, v))
             .map_err(|e| format!("{what} is not JSON: {e}")))
     }
 
