@@ -41,12 +41,16 @@ use dss::jobs::queue::journal::{EventIndex, Recorded};
 use dss::jobs::queue::runner::Outcome;
 use dss::jobs::queue::AnyQueue;
 use dss::model::event::{entries_for, Cursor, EventEntry};
+use dss::search::synthetic::Rng;
 use dss::server::{assemble, NativeApp, ServeConfig};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{latency_line, mean, mib, pct, thousands};
 
 // The server's allocator, so the work is measured as `dss serve` runs it.
 #[global_allocator]
@@ -66,9 +70,6 @@ const SETUP_CONCURRENCY: usize = 64;
 fn grace_secs() -> i64 {
     dss::model::event::grace(std::time::Duration::from_secs(3600)).as_secs() as i64
 }
-
-// The same documents and dates every run.
-use dss::search::synthetic::Rng;
 
 const ORGANS: &[&str] = &[
     "brain", "heart", "liver", "kidney", "lung", "spleen", "pancreas", "skin",
@@ -181,32 +182,6 @@ struct Written {
     uuid: String,
     version: String,
     at: i64,
-}
-
-fn pct(xs: &[f64], p: f64) -> f64 {
-    if xs.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-    v[i]
-}
-
-fn mean(xs: &[f64]) -> f64 {
-    xs.iter().sum::<f64>() / xs.len().max(1) as f64
-}
-
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// A response as the client reads it.
@@ -484,20 +459,6 @@ fn du(dir: &Path) -> (usize, u64) {
 
 fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
-
-fn mib(b: u64) -> f64 {
-    b as f64 / (1024.0 * 1024.0)
-}
-
-fn latency_line(label: &str, xs: &[f64]) -> String {
-    format!(
-        "{label:<40} p50 {:>8.2} ms   p99 {:>8.2} ms   mean {:>8.2} ms   (n={})",
-        pct(xs, 0.5),
-        pct(xs, 0.99),
-        mean(xs),
-        xs.len()
-    )
 }
 
 /// Put `n` events into the journal (one-event journals, pending compaction), 64 at a time.

@@ -32,7 +32,7 @@ use dss::jobs::queue::registry::Registry;
 use dss::jobs::queue::{AnyQueue, JobFilter, JobQueue, JobState};
 use dss::model::notification::EventType;
 use dss::model::subscription::{Kind, Subscription, SUBSCRIPTION_LIMIT};
-use dss::search::synthetic::Generator;
+use dss::search::synthetic::{Generator, Rng};
 use dss::server::{build_app, dev_issuer_dir, NativeApp, ServeConfig};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
@@ -42,6 +42,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{latency_line, mean, pct, thousands};
 
 // The server's allocator, so the work is measured as `dss serve` runs it.
 #[global_allocator]
@@ -68,22 +71,6 @@ const BUNDLE_VERSION: &str = "2024-05-01T000000.000000Z";
 /// Synthetic bundles the matching cost is measured over.
 const EVENTS: u64 = 200;
 
-/// splitmix64: the same queries every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
-}
-
 /// v2 query `k`: one of four shapes over the donor, specimen and project (each matches
 /// 1 to 6% of the synthetic bundles; 3.5% on average).
 fn v2_query(k: u64) -> String {
@@ -104,7 +91,7 @@ fn v2_query(k: u64) -> String {
         ),
         2 => format!(
             "files.project_json[0].project_core.project_shortname == 'project-{}'",
-            r.next() % 97
+            r.next_u64() % 97
         ),
         _ => format!(
             "contains(files.specimen_from_organism_json[].organ.text, '{}') && files.donor_organism_json[0].is_living",
@@ -118,7 +105,7 @@ fn v2_rare_query(k: u64) -> String {
     format!(
         "{} && files.project_json[0].project_core.project_shortname == 'project-{}'",
         v2_query(k),
-        Rng(k ^ 0x3333).next() % 97
+        Rng(k ^ 0x3333).next_u64() % 97
     )
 }
 
@@ -139,13 +126,13 @@ fn v1_query(k: u64) -> Value {
             {"match": {"files.donor_organism_json.genus_species.text": r.pick(SPECIES)}},
             {"match": {"files.specimen_from_organism_json.organ.text": r.pick(ORGANS)}}]}}}),
         1 => json!({"query": {"bool": {"must": [
-            {"match": {"files.project_json.project_core.project_shortname": format!("project-{}", r.next() % 97)}}]}}}),
+            {"match": {"files.project_json.project_core.project_shortname": format!("project-{}", r.next_u64() % 97)}}]}}}),
         2 => json!({"query": {"bool": {"must": [
             {"term": {"files.donor_organism_json.biological_sex": r.pick(SEXES)}},
             {"match": {"files.specimen_from_organism_json.disease.text": r.pick(DISEASES)}}]}}}),
         _ => {
             let start =
-                chrono::NaiveDate::from_ymd_opt(2017, 1, 1).unwrap_or_default() + chrono::Days::new(r.next() % 970);
+                chrono::NaiveDate::from_ymd_opt(2017, 1, 1).unwrap_or_default() + chrono::Days::new(r.next_u64() % 970);
             let end = start + chrono::Days::new(30);
             json!({"query": {"bool": {"filter": [
                 {"range": {"files.specimen_from_organism_json.collection_time": {
@@ -232,16 +219,6 @@ fn files_of(index: &Value) -> Vec<(String, Value)> {
     out
 }
 
-fn pct(xs: &[f64], p: f64) -> f64 {
-    if xs.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-    v[i]
-}
-
 /// This process's resident memory, MiB.
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -253,22 +230,6 @@ fn rss_mib() -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
-}
-
-fn mean(xs: &[f64]) -> f64 {
-    xs.iter().sum::<f64>() / xs.len().max(1) as f64
-}
-
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -648,13 +609,18 @@ impl Bench {
         self.drain(Duration::from_secs(120)).await;
     }
 
-    /// How many jobs are in `state`. Read with the queue's `jobs_runnable` index: the
-    /// generic `JobQueue::list` of the disk queue scans the whole table, which would make
-    /// this harness a load of its own that grows with the jobs done.
+    /// How many jobs are in `state`, the event journal's compaction left out (it waits
+    /// `DSS_EVENTS_COMPACT_AFTER` for more events, so it is always queued: counted, no
+    /// drain would end). Read with the queue's `jobs_runnable` index: the generic
+    /// `JobQueue::list` of the disk queue scans the whole table, which would make this
+    /// harness a load of its own that grows with the jobs done.
     fn jobs_in(&self, states: &str) -> i64 {
         let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
         db.query_row(
-            &format!("SELECT count(*) FROM jobs INDEXED BY jobs_runnable WHERE state IN ({states})"),
+            &format!(
+                "SELECT count(*) FROM jobs INDEXED BY jobs_runnable WHERE state IN ({states}) AND kind != '{}'",
+                dss::jobs::events::COMPACT
+            ),
             [],
             |r| r.get(0),
         )
@@ -747,17 +713,6 @@ impl Bench {
     fn failed_jobs(&self) -> i64 {
         self.jobs_in("'failed'")
     }
-}
-
-fn latency_line(label: &str, xs: &[f64]) -> String {
-    format!(
-        "{label:<34} p50 {:>8.2} ms   p99 {:>8.2} ms   mean {:>7.2} ms   max {:>8.2} ms   (n={})",
-        pct(xs, 0.5),
-        pct(xs, 0.99),
-        mean(xs),
-        pct(xs, 1.0),
-        xs.len()
-    )
 }
 
 #[tokio::main(flavor = "multi_thread")]
