@@ -35,7 +35,6 @@
 //! plain-text summary.
 
 use bytes::Bytes;
-use dss::api::Body;
 use dss::jobs::events::{CompactJob, Journaller};
 use dss::jobs::queue::journal::{EventIndex, Recorded};
 use dss::jobs::queue::runner::Outcome;
@@ -50,7 +49,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{latency_line, mean, mib, pct, thousands};
+use common::{arg, call, init_logging, latency_line, mean, mib, pct, thousands, Resp};
 
 // The server's allocator, so the work is measured as `dss serve` runs it.
 #[global_allocator]
@@ -184,39 +183,6 @@ struct Written {
     at: i64,
 }
 
-/// A response as the client reads it.
-struct Resp {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-/// GET `uri` through the app's router, as `tests/common` does.
-async fn get(app: &NativeApp, uri: &str) -> Resp {
-    let req = http::Request::builder()
-        .method("GET")
-        .uri(uri)
-        .header("host", "dss.test")
-        .body(Bytes::new())
-        .expect("request");
-    let (parts, body) = app.handle(req).await.into_parts();
-    let body = match body {
-        Body::Full(b) => b,
-        Body::Stream(mut s) => {
-            let mut v = Vec::new();
-            while let Some(c) = s.next().await {
-                v.extend_from_slice(&c.expect("response body"));
-            }
-            Bytes::from(v)
-        }
-    };
-    Resp {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body,
-    }
-}
-
 /// Path and query of an absolute URL, to send it back through the router.
 fn local_part(u: &str) -> String {
     let u = url::Url::parse(u).unwrap_or_else(|e| panic!("not a URL ({e}): {u}"));
@@ -281,16 +247,8 @@ async fn walk(app: &NativeApp, per_page: usize, keep: usize) -> Walk {
     let mut journals = std::collections::HashSet::new();
     let start = Instant::now();
     loop {
-        let t = Instant::now();
-        let r = get(app, &next).await;
-        assert!(
-            r.status == 200 || r.status == 206,
-            "GET {next}: {} {}",
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        );
-        let page = json_of(&r, &next);
-        page_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let (r, page, ms) = page_at(app, &next).await;
+        page_ms.push(ms);
         pages += 1;
         let list = page["event_streams"]
             .as_array()
@@ -340,6 +298,21 @@ async fn walk(app: &NativeApp, per_page: usize, keep: usize) -> Walk {
     }
 }
 
+/// GET the listing page `uri` (200 or 206): the response, its JSON, and how long both
+/// took (ms).
+async fn page_at(app: &NativeApp, uri: &str) -> (Resp, Value, f64) {
+    let t = Instant::now();
+    let r = call(app, "GET", uri, None, String::new()).await;
+    assert!(
+        r.status == 200 || r.status == 206,
+        "GET {uri}: {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    let page = json_of(&r, uri);
+    (r, page, t.elapsed().as_secs_f64() * 1000.0)
+}
+
 /// The latency (ms) of one page of `per_page` streams from each of `dates`, and the events
 /// the pages held in all.
 async fn pages_from(app: &NativeApp, dates: &[String], per_page: usize) -> (Vec<f64>, usize) {
@@ -347,16 +320,8 @@ async fn pages_from(app: &NativeApp, dates: &[String], per_page: usize) -> (Vec<
     let mut events = 0;
     for d in dates {
         let uri = format!("/v1/events?replica={REPLICA}&per_page={per_page}&from_date={d}");
-        let t = Instant::now();
-        let r = get(app, &uri).await;
-        assert!(
-            r.status == 200 || r.status == 206,
-            "GET {uri}: {} {}",
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        );
-        let page = json_of(&r, &uri);
-        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let (_, page, took) = page_at(app, &uri).await;
+        ms.push(took);
         events += page["event_streams"]
             .as_array()
             .into_iter()
@@ -399,7 +364,7 @@ async fn replay(app: &NativeApp, streams: &[StreamRef]) -> (f64, u64, usize) {
     let start = Instant::now();
     for s in streams {
         let uri = local_part(&s.url);
-        let r = get(app, &uri).await;
+        let r = call(app, "GET", &uri, None, String::new()).await;
         assert_eq!(
             r.status,
             200,
@@ -428,7 +393,7 @@ async fn one_by_one(app: &NativeApp, written: &[Written], sample: &[usize]) -> (
     for &i in sample {
         let w = &written[i];
         let uri = format!("/v1/events/{}?replica={REPLICA}&version={}", w.uuid, w.version);
-        let r = get(app, &uri).await;
+        let r = call(app, "GET", &uri, None, String::new()).await;
         assert_eq!(r.status, 200, "GET {uri}: {}", String::from_utf8_lossy(&r.body));
         let v = json_of(&r, &uri);
         assert_eq!(v["bundle_info"]["uuid"], w.uuid.as_str());
@@ -525,19 +490,7 @@ async fn setup(app: &NativeApp, queue: &AnyQueue, n: usize) -> (Vec<Written>, u6
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |i: usize, default: usize| {
-        args.get(i)
-            .map(|a| {
-                a.parse::<usize>()
-                    .unwrap_or_else(|_| panic!("argument {i}: not a number: {a}"))
-            })
-            .unwrap_or(default)
-    };
+    init_logging();
     let (n, pages, sample) = (arg(1, 100_000).max(100), arg(2, 200).max(10), arg(3, 2000).max(10));
     let sample = sample.min(n);
     let started = Instant::now();

@@ -24,7 +24,6 @@
 //! plain-text summary.
 
 use bytes::Bytes;
-use dss::api::Body;
 use dss::auth::dev::DevIssuer;
 use dss::jobs::notify::{Event, Notifier, NotifySettings, Webhooks};
 use dss::jobs::queue::disk::DiskQueue;
@@ -34,7 +33,6 @@ use dss::model::notification::EventType;
 use dss::model::subscription::{Kind, Subscription, SUBSCRIPTION_LIMIT};
 use dss::search::synthetic::{Generator, Rng};
 use dss::server::{build_app, dev_issuer_dir, NativeApp, ServeConfig};
-use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -44,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{latency_line, mean, pct, thousands};
+use common::{arg, call, init_logging, latency_line, mean, pct, thousands};
 
 // The server's allocator, so the work is measured as `dss serve` runs it.
 #[global_allocator]
@@ -501,32 +499,6 @@ struct Bench {
     _dir: tempfile::TempDir,
 }
 
-async fn call(app: &NativeApp, method: &str, uri: &str, token: Option<&str>, body: String) -> (u16, Bytes) {
-    let mut b = http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("host", "dss.test");
-    if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
-    }
-    if !body.is_empty() {
-        b = b.header("content-type", "application/json");
-    }
-    let resp = app.handle(b.body(Bytes::from(body)).expect("request")).await;
-    let (parts, body) = resp.into_parts();
-    let body = match body {
-        Body::Full(b) => b,
-        Body::Stream(mut s) => {
-            let mut v = Vec::new();
-            while let Some(c) = s.next().await {
-                v.extend_from_slice(&c.expect("body"));
-            }
-            Bytes::from(v)
-        }
-    };
-    (parts.status.as_u16(), body)
-}
-
 impl Bench {
     async fn start(hooks: Arc<Hooks>, port: u16) -> Bench {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -574,7 +546,7 @@ impl Bench {
             .to_string();
         let u = uuid::Uuid::new_v4().to_string();
         let body = json!({"source_url": src, "creator_uid": 0}).to_string();
-        let (status, b) = call(
+        let r = call(
             &self.app,
             "PUT",
             &format!("/v1/files/{u}?version={FILE_VERSION}"),
@@ -582,7 +554,7 @@ impl Bench {
             body,
         )
         .await;
-        assert_eq!(status, 201, "PUT file: {}", String::from_utf8_lossy(&b));
+        assert_eq!(r.status, 201, "PUT file: {}", String::from_utf8_lossy(&r.body));
         u
     }
 
@@ -655,9 +627,9 @@ impl Bench {
         let u = uuid::Uuid::new_v4().to_string();
         let uri = format!("/v1/bundles/{u}?version={BUNDLE_VERSION}&replica=aws");
         let t = Instant::now();
-        let (status, b) = call(&self.app, "PUT", &uri, Some(&self.token), body).await;
+        let r = call(&self.app, "PUT", &uri, Some(&self.token), body).await;
         let answered = Instant::now();
-        assert_eq!(status, 201, "PUT bundle: {}", String::from_utf8_lossy(&b));
+        assert_eq!(r.status, 201, "PUT bundle: {}", String::from_utf8_lossy(&r.body));
         (u, (answered - t).as_secs_f64() * 1000.0, answered)
     }
 
@@ -717,16 +689,7 @@ impl Bench {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |i: usize, default: usize| {
-        args.get(i)
-            .map(|a| a.parse::<usize>().expect("a number"))
-            .unwrap_or(default)
-    };
+    init_logging();
     let (writes, subs, interval_ms) = (arg(1, 200).max(2), arg(2, 10_000).max(10), arg(3, 50));
     let small = subs / 10;
     let interval = Duration::from_millis(interval_ms as u64);
@@ -815,8 +778,8 @@ async fn main() {
 
     // 3.
     let body = json!({ "callback_url": b.callback }).to_string();
-    let (status, resp) = call(&b.app, "PUT", "/v1/subscriptions?replica=aws", Some(&b.token), body).await;
-    assert_eq!(status, 201, "PUT subscription: {}", String::from_utf8_lossy(&resp));
+    let r = call(&b.app, "PUT", "/v1/subscriptions?replica=aws", Some(&b.token), body).await;
+    assert_eq!(r.status, 201, "PUT subscription: {}", String::from_utf8_lossy(&r.body));
     b.to_webhook(3, 0).await; // warm-up
     let (mut put1, mut delay1, mut lost1) = b.to_webhook(half, 0).await;
     let before = (pct(&put1, 0.5), pct(&delay1, 0.5));

@@ -65,18 +65,30 @@ fn assert_ordered_once(events: &[Value]) {
 /// Compaction is done: no compaction is queued to run soon (one an hour away only
 /// deletes what compaction replaced).
 async fn compacted(env: &Env) {
-    let t = std::time::Instant::now();
-    loop {
+    until(120, || async move {
         let soon = chrono::Utc::now() + chrono::Duration::minutes(30);
         let jobs = env.jobs("events-compact").await;
         let busy = jobs.iter().any(|j| {
             j.state == dss::jobs::queue::JobState::Running
                 || (j.state == dss::jobs::queue::JobState::Queued && j.run_at < soon)
         });
-        if !busy {
-            return;
+        if busy {
+            Err(format!("compaction still busy: {jobs:#?}"))
+        } else {
+            Ok(())
         }
-        assert!(t.elapsed().as_secs() < 120, "compaction still busy: {jobs:#?}");
+    })
+    .await
+}
+
+/// Ask `check` every 100 ms until it answers `Ok`; after `secs`, fail with its last `Err`.
+async fn until<T, F: std::future::Future<Output = Result<T, String>>>(secs: u64, mut check: impl FnMut() -> F) -> T {
+    let t = std::time::Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(why) => assert!(t.elapsed().as_secs() < secs, "after {secs} s: {why}"),
+        }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
@@ -294,15 +306,16 @@ async fn a_tombstone_after_compaction_rewrites_the_journal() {
     expected.retain(|id| *id != victim);
     assert_eq!(ids(&now_events), expected, "gone from the listing at once");
     // Rewritten at the next compaction (a second on).
-    let t = std::time::Instant::now();
-    let streams = loop {
-        let (streams, _) = all_streams(&env, "per_page=10").await;
-        if streams.len() == 1 && streams[0]["journal_id"].as_str() != Some(&journal) {
-            break streams;
+    let (e, j) = (&env, &journal);
+    let streams = until(30, || async move {
+        let (streams, _) = all_streams(e, "per_page=10").await;
+        if streams.len() == 1 && streams[0]["journal_id"].as_str() != Some(j) {
+            Ok(streams)
+        } else {
+            Err(format!("not rewritten: {streams:#?}"))
         }
-        assert!(t.elapsed().as_secs() < 30, "not rewritten: {streams:#?}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     let stored = |journal: &str| {
         let events = env.main_dir("aws").join("events");
         [
@@ -346,9 +359,9 @@ async fn a_thousand_pending_events_are_packed_at_once() {
         }
     }
     env.jobs_completed("event", 120).await;
-    let t = std::time::Instant::now();
-    loop {
-        let (streams, events) = all_streams(&env, "per_page=10").await;
+    let env = &env;
+    until(60, || async move {
+        let (streams, events) = all_streams(env, "per_page=10").await;
         assert_eq!(events.len(), n);
         // Events per journal (a journal may show as two streams when an event recorded
         // in the same instant lies between its events).
@@ -359,11 +372,11 @@ async fn a_thousand_pending_events_are_packed_at_once() {
         if sizes.values().any(|n| *n == dss::model::event::JOURNAL_MAX_EVENTS) {
             // The rest stay one-event journals until they are due.
             assert_eq!(sizes.len(), 8, "{sizes:?}");
-            break;
+            return Ok(());
         }
-        assert!(t.elapsed().as_secs() < 60, "no full journal: {sizes:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        Err(format!("no full journal: {sizes:?}"))
+    })
+    .await;
 }
 
 /// Bundles stored before the journal existed (here: the original's bucket) become events
@@ -404,18 +417,18 @@ async fn dss_events_record_records_a_bucket_written_before() {
         ));
     }
     assert!(!live.is_empty() && live.len() < stored.len(), "some are tombstoned");
-    let t = std::time::Instant::now();
-    loop {
-        let (_, events) = all_streams(&env, "per_page=10").await;
+    let (env, live) = (&env, &live);
+    until(60, || async move {
+        let (_, events) = all_streams(env, "per_page=10").await;
         let got: HashSet<String> = ids(&events).into_iter().collect();
-        if got == live {
+        if got == *live {
             assert_eq!(events.len(), live.len());
-            break;
+            return Ok(());
         }
-        assert!(got.is_subset(&live), "a hidden version recorded: {got:?}");
-        assert!(t.elapsed().as_secs() < 60, "{got:?} != {live:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        assert!(got.is_subset(live), "a hidden version recorded: {got:?}");
+        Err(format!("{got:?} != {live:?}"))
+    })
+    .await;
 }
 
 /// A trickle of events does not leave a journal per compaction: a journal smaller than a
@@ -436,14 +449,15 @@ async fn a_trickle_of_events_is_merged_into_one_journal() {
         }
         env.jobs_completed("event", 60).await;
         // Compacted once it is due (a second on): all of them in one journal each time.
-        let t = std::time::Instant::now();
-        loop {
-            let (streams, events) = all_streams(&env, "per_page=10").await;
+        let env = &env;
+        until(30, || async move {
+            let (streams, events) = all_streams(env, "per_page=10").await;
             if streams.len() == 1 && events.len() == 2 * (round + 1) {
-                break;
+                Ok(())
+            } else {
+                Err(format!("round {round}: {streams:#?}"))
             }
-            assert!(t.elapsed().as_secs() < 30, "round {round}: {streams:#?}");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        })
+        .await;
     }
 }

@@ -48,3 +48,63 @@ pub fn latency_line(label: &str, xs: &[f64]) -> String {
         xs.len()
     )
 }
+
+/// Logging for a benchmark: `RUST_LOG`, errors only by default, on stderr (the report
+/// goes to stdout).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Positional argument `i` (1 = the first) as a number, `default` when absent.
+pub fn arg(i: usize, default: usize) -> usize {
+    std::env::args()
+        .nth(i)
+        .map(|a| {
+            a.parse::<usize>()
+                .unwrap_or_else(|_| panic!("argument {i}: not a number: {a}"))
+        })
+        .unwrap_or(default)
+}
+
+/// A response as the client reads it.
+pub struct Resp {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+/// Send a request through the app's router (host `dss.test`, as `tests/common` does),
+/// with a bearer `token` and a JSON `body` when given; the whole response.
+pub async fn call(app: &dss::server::NativeApp, method: &str, uri: &str, token: Option<&str>, body: String) -> Resp {
+    use futures::StreamExt;
+    let mut b = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "dss.test");
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    if !body.is_empty() {
+        b = b.header("content-type", "application/json");
+    }
+    let resp = app.handle(b.body(bytes::Bytes::from(body)).expect("request")).await;
+    let (parts, body) = resp.into_parts();
+    let body = match body {
+        dss::api::Body::Full(b) => b,
+        dss::api::Body::Stream(mut s) => {
+            let mut v = Vec::new();
+            while let Some(c) = s.next().await {
+                v.extend_from_slice(&c.expect("response body"));
+            }
+            bytes::Bytes::from(v)
+        }
+    };
+    Resp {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
