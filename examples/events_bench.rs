@@ -280,12 +280,8 @@ async fn walk(app: &NativeApp, per_page: usize, keep: usize) -> Walk {
             .get("link")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_else(|| panic!("GET {next}: a 206 without a Link"));
-        let url = link
-            .strip_prefix('<')
-            .and_then(|l| l.split_once('>'))
-            .map(|(u, _)| u)
-            .unwrap_or_else(|| panic!("Link not <url>; rel='next': {link}"));
-        next = local_part(url);
+        let url = dss::cli::events::next_link(link).unwrap_or_else(|| panic!("Link not <url>; rel='next': {link}"));
+        next = local_part(&url);
     }
     Walk {
         secs: start.elapsed().as_secs_f64(),

@@ -667,16 +667,16 @@ pub fn json_response(status: StatusCode, v: &serde_json::Value) -> Response {
     json_bytes(status, v.to_string().into_bytes())
 }
 
-/// One page of a listing the `hca` client pages through: 206 with `Link: <next>;
+/// `r` as one page of a listing the `hca` client pages through: 206 with `Link: <next>;
 /// rel='next'` while more follow, else 200; `X-OpenAPI-Pagination` says which, and
 /// `X-OpenAPI-Paginated-Content-Key` names the body's list (the client needs both).
-pub fn page_response(body: &serde_json::Value, next: Option<String>, content_key: &'static str) -> Response {
+pub fn page_response(mut r: Response, next: Option<String>, content_key: &'static str) -> Response {
     let status = if next.is_some() {
         StatusCode::PARTIAL_CONTENT
     } else {
         StatusCode::OK
     };
-    let mut r = json_response(status, body);
+    *r.status_mut() = status;
     let h = r.headers_mut();
     if let Some(v) = next.and_then(|n| HeaderValue::from_str(&format!("<{n}>; rel='next'")).ok()) {
         h.insert(http::header::LINK, v);

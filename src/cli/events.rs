@@ -184,7 +184,7 @@ async fn replay(from: String, to: Option<String>, replica: String, url: String) 
 }
 
 /// The URL of a `Link: <url>; rel='next'` header.
-fn next_link(link: &str) -> Option<String> {
+pub fn next_link(link: &str) -> Option<String> {
     let rest = link.trim().strip_prefix('<')?;
     let (url, params) = rest.split_once('>')?;
     params.contains("next").then(|| url.to_string())

@@ -102,24 +102,13 @@ pub async fn get<S: Store, H: HttpClient, T: Sleeper>(
     };
     let body = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
     let more = total.saturating_sub(start_at) > per_page;
-    let mut r = json_bytes(
-        if more {
-            StatusCode::PARTIAL_CONTENT
-        } else {
-            StatusCode::OK
-        },
-        body,
-    );
-    if more {
-        let next = ctx.url_with(&[
+    let next = more.then(|| {
+        ctx.url_with(&[
             ("start_at", Some(&(start_at + per_page).to_string())),
             ("version", Some(&manifest.version)),
-        ]);
-        set_header(&mut r, "link", &format!("<{next}>; rel='next'"));
-    }
-    set_header(&mut r, "X-OpenAPI-Pagination", if more { "true" } else { "false" });
-    set_header(&mut r, "X-OpenAPI-Paginated-Content-Key", "bundle.files");
-    Ok(r)
+        ])
+    });
+    Ok(page_response(json_bytes(StatusCode::OK, body), next, "bundle.files"))
 }
 
 /// Make sure the replica's checkout bucket holds a valid copy of the bundle before URLs
@@ -566,27 +555,15 @@ pub async fn enumerate<S: Store, H: HttpClient, T: Sleeper>(
         "bundles": bundles.iter().map(|(u, v)| json!({"uuid": u, "version": v})).collect::<Vec<_>>(),
         "page_count": page_count,
     });
-    let mut r = match resume {
-        None => {
-            body["has_more"] = Value::Bool(false);
-            let mut r = json_response(StatusCode::OK, &body);
-            set_header(&mut r, "X-OpenAPI-Pagination", "false");
-            r
-        }
-        Some(after) => {
-            let next = ctx.url_with(&[("search_after", Some(&after)), ("token", Some(&after))]);
-            body["has_more"] = Value::Bool(true);
-            body["token"] = Value::String(after.clone());
-            body["search_after"] = Value::String(after);
-            body["link"] = Value::String(next.clone());
-            let mut r = json_response(StatusCode::PARTIAL_CONTENT, &body);
-            set_header(&mut r, "link", &format!("<{next}>; rel='next'"));
-            set_header(&mut r, "X-OpenAPI-Pagination", "true");
-            r
-        }
-    };
-    set_header(&mut r, "X-OpenAPI-Paginated-Content-Key", "bundles");
-    Ok(r)
+    body["has_more"] = Value::Bool(resume.is_some());
+    let next = resume.map(|after| {
+        let next = ctx.url_with(&[("search_after", Some(&after)), ("token", Some(&after))]);
+        body["token"] = Value::String(after.clone());
+        body["search_after"] = Value::String(after);
+        body["link"] = Value::String(next.clone());
+        next
+    });
+    Ok(page_response(json_response(StatusCode::OK, &body), next, "bundles"))
 }
 
 #[cfg(test)]

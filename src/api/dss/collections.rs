@@ -38,7 +38,11 @@ pub async fn list<S: Store, H: HttpClient, T: Sleeper>(
         .collect();
     let more = all.len().saturating_sub(start_at) > per_page;
     let next = more.then(|| ctx.url_with(&[("start_at", Some(&(start_at + per_page).to_string()))]));
-    Ok(page_response(&json!({ "collections": page }), next, "collections"))
+    Ok(page_response(
+        json_response(StatusCode::OK, &json!({ "collections": page })),
+        next,
+        "collections",
+    ))
 }
 
 /// `PUT /v1/collections?uuid&version&replica`: a collection version owned by the caller,

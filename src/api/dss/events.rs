@@ -78,7 +78,7 @@ pub async fn list<S: Store, H: HttpClient, T: Sleeper>(
     }
     let next = page.next.map(|c| ctx.url_with(&[("token", Some(&c.token()))]));
     Ok(page_response(
-        &json!({ "event_streams": streams }),
+        json_response(StatusCode::OK, &json!({ "event_streams": streams })),
         next,
         "event_streams",
     ))
